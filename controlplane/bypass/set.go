@@ -1,0 +1,197 @@
+package bypass
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Map is the kernel's bypass map (dataplane/steer implements it).
+type Map interface {
+	AddBypass(p netip.Prefix) error
+	DeleteBypass(p netip.Prefix) error
+}
+
+// Learned addresses live at least this long, so a client that caches an
+// answer a little past its TTL still takes the fast path.
+const (
+	MinDNSLearnTTL = 30 * time.Second
+	// SNILearnTTL is how long an address stays on the fast path after a
+	// TLS flow to it was bypassed because of its server name.
+	SNILearnTTL = 5 * time.Minute
+	// MaxLearnTTL caps a learned entry's life.
+	MaxLearnTTL = 24 * time.Hour
+)
+
+// Set is the live bypass state: which names bypass, which prefixes are
+// configured, which addresses were learned and until when. It keeps the
+// kernel map equal to the union of configured prefixes and unexpired
+// learned addresses.
+type Set struct {
+	m   Map
+	now func() time.Time
+	log *slog.Logger
+
+	mu      sync.Mutex
+	matcher *Matcher
+	static  map[netip.Prefix]bool
+	learned map[netip.Prefix]time.Time // expiry
+}
+
+// NewSet builds a Set over m with the system domains plus domains, and the
+// static prefixes, and writes the prefixes to the map. now may be nil.
+func NewSet(m Map, domains []string, prefixes []netip.Prefix, now func() time.Time, log *slog.Logger) (*Set, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Set{m: m, now: now, log: log.With("component", "bypass"), static: map[netip.Prefix]bool{}, learned: map[netip.Prefix]time.Time{}}
+	s.SetDomains(domains)
+	if err := s.SetPrefixes(prefixes); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetDomains replaces the admin's domain patterns (normalized); the system
+// domains always stay. New flows follow the new list at once.
+func (s *Set) SetDomains(domains []string) {
+	all := append(append([]string{}, SystemDomains...), domains...)
+	m := NewMatcher(all)
+	s.mu.Lock()
+	s.matcher = m
+	s.mu.Unlock()
+}
+
+// SetPrefixes replaces the configured prefixes, updating the kernel map.
+func (s *Set) SetPrefixes(prefixes []netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[netip.Prefix]bool{}
+	for _, p := range prefixes {
+		want[p.Masked()] = true
+	}
+	var errs []error
+	for p := range want {
+		if !s.static[p] {
+			if _, ok := s.learned[p]; !ok {
+				if err := s.m.AddBypass(p); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			}
+		}
+	}
+	for p := range s.static {
+		if !want[p] {
+			if _, ok := s.learned[p]; !ok {
+				errs = append(errs, s.m.DeleteBypass(p))
+			}
+		}
+	}
+	s.static = want
+	return errors.Join(errs...)
+}
+
+// BypassName reports whether flows to name pass untouched.
+func (s *Set) BypassName(name string) bool {
+	s.mu.Lock()
+	m := s.matcher
+	s.mu.Unlock()
+	return m.Match(name)
+}
+
+// LearnBypass puts addr on the fast path for SNILearnTTL: a TLS flow to it
+// named a bypass domain.
+func (s *Set) LearnBypass(addr netip.Addr) {
+	s.learn(addr, SNILearnTTL, "sni")
+}
+
+// Snoop is the resolver's hook: the addresses of a bypass name go on the
+// fast path for their TTL (at least MinDNSLearnTTL).
+func (s *Set) Snoop(name string, addrs []netip.Addr, ttl time.Duration) {
+	if !s.BypassName(name) {
+		return
+	}
+	ttl = max(ttl, MinDNSLearnTTL)
+	for _, a := range addrs {
+		s.learn(a, ttl, "dns")
+	}
+}
+
+func (s *Set) learn(addr netip.Addr, ttl time.Duration, source string) {
+	if !addr.IsValid() || addr.IsUnspecified() {
+		return
+	}
+	addr = addr.Unmap()
+	ttl = min(ttl, MaxLearnTTL)
+	p := netip.PrefixFrom(addr, addr.BitLen())
+	exp := s.now().Add(ttl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, had := s.learned[p]
+	if had && !exp.After(old) {
+		return
+	}
+	if !had && !s.static[p] {
+		if err := s.m.AddBypass(p); err != nil {
+			s.log.Warn("add learned bypass address", "addr", addr, "source", source, "err", err)
+			return
+		}
+		s.log.Debug("learned bypass address", "addr", addr, "source", source, "ttl", ttl)
+	}
+	s.learned[p] = exp
+}
+
+// Expire removes learned addresses whose time is up and returns how many
+// it removed.
+func (s *Set) Expire() int {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for p, exp := range s.learned {
+		if now.Before(exp) {
+			continue
+		}
+		delete(s.learned, p)
+		n++
+		if s.static[p] {
+			continue
+		}
+		if err := s.m.DeleteBypass(p); err != nil {
+			s.log.Warn("remove expired bypass address", "prefix", p, "err", err)
+		}
+	}
+	return n
+}
+
+// Run expires learned entries every interval until ctx is done.
+func (s *Set) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Expire()
+		}
+	}
+}
+
+// Learned returns the learned prefixes with their expiry.
+func (s *Set) Learned() map[netip.Prefix]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[netip.Prefix]time.Time, len(s.learned))
+	for p, e := range s.learned {
+		out[p] = e
+	}
+	return out
+}

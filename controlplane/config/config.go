@@ -1,0 +1,434 @@
+// Package config loads and validates cloudsteer's configuration file: YAML,
+// unknown keys rejected, defaults filled in, and every problem reported as
+// one line that names the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
+)
+
+// Config is cloudsteer's whole configuration.
+type Config struct {
+	// LANInterfaces are the interfaces whose clients are steered.
+	LANInterfaces []string   `yaml:"lan_interfaces"`
+	CloudProxy    CloudProxy `yaml:"cloud_proxy"`
+	DNS           DNS        `yaml:"dns"`
+	Bypass        Bypass     `yaml:"bypass"`
+	Listen        Listen     `yaml:"listen"`
+	Proxy         Proxy      `yaml:"proxy"`
+	Log           Log        `yaml:"log"`
+}
+
+// CloudProxy says where the cloud proxy is and how the gateway proves it
+// belongs to the tenant.
+type CloudProxy struct {
+	// URL is http://host:port or https://host:port.
+	URL string `yaml:"url"`
+	// CAFile is a PEM bundle that verifies an https:// cloud proxy instead
+	// of the system roots.
+	CAFile string `yaml:"ca_file"`
+	// EntitlementCode is the tenant's activation code (UUID-shaped). By
+	// default it is sent as the Basic user name with an empty password.
+	EntitlementCode string `yaml:"entitlement_code"`
+	// Username and Password replace the code in Proxy-Authorization when the
+	// provider gives proxy-chaining credentials.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// ConnectTimeout bounds connecting to the cloud proxy.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// DNS configures the LAN resolver.
+type DNS struct {
+	// Upstreams are the cloud resolvers, "IP" or "IP:port".
+	Upstreams []string `yaml:"upstreams"`
+	Timeout   Duration `yaml:"timeout"`
+	CacheSize int      `yaml:"cache_size"`
+
+	upstreams []netip.AddrPort
+}
+
+// Bypass lists what passes untouched, on top of the system domains.
+type Bypass struct {
+	// Domains are names: "example.com" (that name only), "*.example.com"
+	// (names under it) or ".example.com" (the name and names under it).
+	Domains []string `yaml:"domains"`
+	// CIDRs are destination addresses or prefixes, v4 or v6.
+	CIDRs []string `yaml:"cidrs"`
+
+	domains []string
+	cidrs   []netip.Prefix
+}
+
+// Listen holds the local ports that steered flows are redirected to.
+type Listen struct {
+	HTTPPort uint16 `yaml:"http_port"`
+	TLSPort  uint16 `yaml:"tls_port"`
+	DNSPort  uint16 `yaml:"dns_port"`
+}
+
+// Proxy tunes the transparent proxy.
+type Proxy struct {
+	PeekTimeout    Duration `yaml:"peek_timeout"`
+	IdleTimeout    Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes int      `yaml:"max_header_bytes"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Duration is a time.Duration written as "5s" or "1m30s".
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("not a duration (want e.g. 5s, 2m): %q", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes a duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults for keys the file leaves out.
+const (
+	DefaultHTTPPort       = 15080
+	DefaultTLSPort        = 15443
+	DefaultDNSPort        = 15053
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultDNSTimeout     = 2 * time.Second
+	DefaultCacheSize      = 10000
+	DefaultPeekTimeout    = 10 * time.Second
+	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// Error is a configuration problem: the key it concerns and what is wrong.
+type Error struct {
+	Key     string
+	Problem string
+}
+
+func (e *Error) Error() string { return "config: " + e.Key + ": " + e.Problem }
+
+func bad(key, format string, args ...any) error {
+	return &Error{Key: key, Problem: fmt.Sprintf(format, args...)}
+}
+
+// Load reads, defaults and validates the file at path. A secret in a file
+// that group or others may read is refused.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: open %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: stat %s: %w", path, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if c.HasSecrets() && st.Mode().Perm()&0o077 != 0 {
+		return nil, bad("cloud_proxy", "%s holds credentials but has mode %04o; run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	return c, nil
+}
+
+// Parse decodes, defaults and validates a configuration document.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, bad("(file)", "empty; lan_interfaces, cloud_proxy and dns are required")
+		}
+		return nil, &Error{Key: "(file)", Problem: yamlProblem(err)}
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var yamlFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+
+// yamlProblem turns yaml.v3's messages into one readable line.
+func yamlProblem(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlFieldRE.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("line %s: unknown key %q", m[1], m[2])
+	}
+	msg = strings.ReplaceAll(msg, "\n", "; ")
+	return msg
+}
+
+func (c *Config) setDefaults() {
+	if c.CloudProxy.ConnectTimeout == 0 {
+		c.CloudProxy.ConnectTimeout = Duration(DefaultConnectTimeout)
+	}
+	if c.DNS.Timeout == 0 {
+		c.DNS.Timeout = Duration(DefaultDNSTimeout)
+	}
+	if c.DNS.CacheSize == 0 {
+		c.DNS.CacheSize = DefaultCacheSize
+	}
+	if c.Listen.HTTPPort == 0 {
+		c.Listen.HTTPPort = DefaultHTTPPort
+	}
+	if c.Listen.TLSPort == 0 {
+		c.Listen.TLSPort = DefaultTLSPort
+	}
+	if c.Listen.DNSPort == 0 {
+		c.Listen.DNSPort = DefaultDNSPort
+	}
+	if c.Proxy.PeekTimeout == 0 {
+		c.Proxy.PeekTimeout = Duration(DefaultPeekTimeout)
+	}
+	if c.Proxy.IdleTimeout == 0 {
+		c.Proxy.IdleTimeout = Duration(DefaultIdleTimeout)
+	}
+	if c.Proxy.MaxHeaderBytes == 0 {
+		c.Proxy.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+var (
+	ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,15}$`)
+	// EntitlementCodeRE is the shape of a tenant entitlement code.
+	EntitlementCodeRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+)
+
+// Validate checks every key and returns the first problem found.
+func (c *Config) Validate() error {
+	if len(c.LANInterfaces) == 0 {
+		return bad("lan_interfaces", "required: list the LAN interfaces to steer, e.g. [lan0]")
+	}
+	seen := map[string]bool{}
+	for i, n := range c.LANInterfaces {
+		if !ifNameRE.MatchString(n) {
+			return bad(fmt.Sprintf("lan_interfaces[%d]", i), "%q is not an interface name", n)
+		}
+		if seen[n] {
+			return bad(fmt.Sprintf("lan_interfaces[%d]", i), "%q listed twice", n)
+		}
+		seen[n] = true
+	}
+	if err := c.CloudProxy.validate(); err != nil {
+		return err
+	}
+	if err := c.DNS.validate(); err != nil {
+		return err
+	}
+	if err := c.Bypass.validate(); err != nil {
+		return err
+	}
+	ports := map[uint16]string{}
+	for _, p := range []struct {
+		key  string
+		port uint16
+	}{{"listen.http_port", c.Listen.HTTPPort}, {"listen.tls_port", c.Listen.TLSPort}, {"listen.dns_port", c.Listen.DNSPort}} {
+		if other, dup := ports[p.port]; dup {
+			return bad(p.key, "port %d is already used by %s", p.port, other)
+		}
+		ports[p.port] = p.key
+	}
+	switch {
+	case c.Proxy.PeekTimeout < 0:
+		return bad("proxy.peek_timeout", "must be positive")
+	case c.Proxy.IdleTimeout < 0:
+		return bad("proxy.idle_timeout", "must be positive")
+	case c.Proxy.MaxHeaderBytes < 1024 || c.Proxy.MaxHeaderBytes > 1<<20:
+		return bad("proxy.max_header_bytes", "%d is outside 1024..1048576", c.Proxy.MaxHeaderBytes)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+func (p *CloudProxy) validate() error {
+	if p.URL == "" {
+		return bad("cloud_proxy.url", "required, e.g. http://proxy.example.net:8080")
+	}
+	u, err := url.Parse(p.URL)
+	if err != nil {
+		return bad("cloud_proxy.url", "not a URL: %q", p.URL)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return bad("cloud_proxy.url", "scheme must be http or https, not %q", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return bad("cloud_proxy.url", "no host in %q", p.URL)
+	}
+	if u.User != nil {
+		return bad("cloud_proxy.url", "put credentials in entitlement_code or username/password, not in the URL")
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return bad("cloud_proxy.url", "a proxy URL has no path or query: %q", p.URL)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad("cloud_proxy.url", "bad port %q", port)
+		}
+	}
+	if p.CAFile != "" {
+		if u.Scheme != "https" {
+			return bad("cloud_proxy.ca_file", "only used with an https:// url")
+		}
+		if _, err := os.Stat(p.CAFile); err != nil {
+			return bad("cloud_proxy.ca_file", "%v", err)
+		}
+	}
+	if p.EntitlementCode == "" && p.Username == "" {
+		return bad("cloud_proxy.entitlement_code", "required (the tenant's activation code, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), or set username and password")
+	}
+	if p.EntitlementCode != "" && !EntitlementCodeRE.MatchString(p.EntitlementCode) {
+		return bad("cloud_proxy.entitlement_code", "not UUID-shaped (want 8-4-4-4-12 hex digits)")
+	}
+	if p.Username != "" && p.Password == "" {
+		return bad("cloud_proxy.password", "required when username is set")
+	}
+	if p.Password != "" && p.Username == "" {
+		return bad("cloud_proxy.username", "required when password is set")
+	}
+	if strings.Contains(p.Username, ":") {
+		return bad("cloud_proxy.username", "must not contain ':'")
+	}
+	if p.ConnectTimeout < 0 {
+		return bad("cloud_proxy.connect_timeout", "must be positive")
+	}
+	return nil
+}
+
+// ProxyURL returns the parsed cloud proxy URL.
+func (p *CloudProxy) ProxyURL() *url.URL {
+	u, _ := url.Parse(p.URL) // validated
+	return u
+}
+
+// Credentials returns the Basic user name and password sent to the cloud
+// proxy: username/password when set, otherwise the entitlement code with an
+// empty password.
+func (p *CloudProxy) Credentials() (user, password string) {
+	if p.Username != "" {
+		return p.Username, p.Password
+	}
+	return strings.ToLower(p.EntitlementCode), ""
+}
+
+// HasSecrets reports whether the configuration carries credentials.
+func (c *Config) HasSecrets() bool {
+	return c.CloudProxy.EntitlementCode != "" || c.CloudProxy.Password != ""
+}
+
+func (d *DNS) validate() error {
+	if len(d.Upstreams) == 0 {
+		return bad("dns.upstreams", "required: the cloud resolvers, e.g. [\"192.0.2.53\"]")
+	}
+	d.upstreams = nil
+	for i, s := range d.Upstreams {
+		ap, err := parseHostPort(s, 53)
+		if err != nil {
+			return bad(fmt.Sprintf("dns.upstreams[%d]", i), "%v", err)
+		}
+		d.upstreams = append(d.upstreams, ap)
+	}
+	if d.Timeout <= 0 {
+		return bad("dns.timeout", "must be positive")
+	}
+	if d.CacheSize < 0 || d.CacheSize > 10_000_000 {
+		return bad("dns.cache_size", "%d is outside 0..10000000", d.CacheSize)
+	}
+	return nil
+}
+
+// UpstreamAddrs returns the validated resolver addresses.
+func (d *DNS) UpstreamAddrs() []netip.AddrPort { return d.upstreams }
+
+func parseHostPort(s string, defPort uint16) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 {
+			return netip.AddrPort{}, fmt.Errorf("port 0 in %q", s)
+		}
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address or IP:port", s)
+	}
+	if a.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("%q: zones are not supported", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), defPort), nil
+}
+
+func (b *Bypass) validate() error {
+	b.domains = nil
+	for i, d := range b.Domains {
+		n, err := bypass.NormalizePattern(d)
+		if err != nil {
+			return bad(fmt.Sprintf("bypass.domains[%d]", i), "%v", err)
+		}
+		b.domains = append(b.domains, n)
+	}
+	b.cidrs = nil
+	for i, s := range b.CIDRs {
+		p, err := bypass.ParsePrefix(s)
+		if err != nil {
+			return bad(fmt.Sprintf("bypass.cidrs[%d]", i), "%v", err)
+		}
+		b.cidrs = append(b.cidrs, p)
+	}
+	return nil
+}
+
+// DomainPatterns returns the normalized bypass domain patterns.
+func (b *Bypass) DomainPatterns() []string { return b.domains }
+
+// Prefixes returns the validated bypass prefixes.
+func (b *Bypass) Prefixes() []netip.Prefix { return b.cidrs }

@@ -1,0 +1,123 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `
+lan_interfaces: [lan0]
+cloud_proxy:
+  url: http://198.51.100.10:8080
+  entitlement_code: 3315471D-b831-48ed-a621-17042a74a8e3
+dns:
+  upstreams: ["198.51.100.53", "[2001:db8:51::53]:5353"]
+bypass:
+  domains: [bank.example, "*.corp.example", ".bücher.example"]
+  cidrs: [192.0.2.0/24, "2001:db8:2::1"]
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.TLSPort != DefaultTLSPort || c.Listen.HTTPPort != DefaultHTTPPort || c.Listen.DNSPort != DefaultDNSPort {
+		t.Errorf("default ports not set: %+v", c.Listen)
+	}
+	if c.DNS.Timeout.D() != DefaultDNSTimeout || c.CloudProxy.ConnectTimeout.D() != 5*time.Second {
+		t.Errorf("default timeouts not set")
+	}
+	ups := c.DNS.UpstreamAddrs()
+	if len(ups) != 2 || ups[0].String() != "198.51.100.53:53" || ups[1].String() != "[2001:db8:51::53]:5353" {
+		t.Errorf("upstreams = %v", ups)
+	}
+	if got := strings.Join(c.Bypass.DomainPatterns(), ","); got != "bank.example,*.corp.example,.xn--bcher-kva.example" {
+		t.Errorf("domains = %s", got)
+	}
+	if got := c.Bypass.Prefixes(); len(got) != 2 || got[1].String() != "2001:db8:2::1/128" {
+		t.Errorf("prefixes = %v", got)
+	}
+	u, p := c.CloudProxy.Credentials()
+	if u != "3315471d-b831-48ed-a621-17042a74a8e3" || p != "" {
+		t.Errorf("credentials = %q %q", u, p)
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	tests := []struct {
+		name, doc, key string
+	}{
+		{"empty file", ``, "(file)"},
+		{"unknown key", good + "\nbogus: 1\n", "(file)"},
+		{"no interfaces", strings.Replace(good, "lan_interfaces: [lan0]", "", 1), "lan_interfaces"},
+		{"duplicate interface", strings.Replace(good, "[lan0]", "[lan0, lan0]", 1), "lan_interfaces[1]"},
+		{"bad interface", strings.Replace(good, "[lan0]", "[\"lan 0\"]", 1), "lan_interfaces[0]"},
+		{"no proxy url", strings.Replace(good, "url: http://198.51.100.10:8080", "", 1), "cloud_proxy.url"},
+		{"socks url", strings.Replace(good, "http://198", "socks5://198", 1), "cloud_proxy.url"},
+		{"url with credentials", strings.Replace(good, "http://198", "http://u:p@198", 1), "cloud_proxy.url"},
+		{"url with path", strings.Replace(good, ":8080", ":8080/x", 1), "cloud_proxy.url"},
+		{"bad port", strings.Replace(good, ":8080", ":99999", 1), "cloud_proxy.url"},
+		{"code not uuid", strings.Replace(good, "3315471D-b831", "3315471D-b83", 1), "cloud_proxy.entitlement_code"},
+		{"no credentials", strings.Replace(good, "entitlement_code: 3315471D-b831-48ed-a621-17042a74a8e3", "", 1), "cloud_proxy.entitlement_code"},
+		{"user without password", strings.Replace(good, "entitlement_code:", "username: branch\n  entitlement_code:", 1), "cloud_proxy.password"},
+		{"ca file for http", strings.Replace(good, "entitlement_code:", "ca_file: /etc/hostname\n  entitlement_code:", 1), "cloud_proxy.ca_file"},
+		{"no dns", strings.Replace(good, `upstreams: ["198.51.100.53", "[2001:db8:51::53]:5353"]`, "timeout: 1s", 1), "dns.upstreams"},
+		{"dns name", strings.Replace(good, `"198.51.100.53"`, `"dns.example"`, 1), "dns.upstreams[0]"},
+		{"bad timeout", strings.Replace(good, "dns:", "dns:\n  timeout: soon", 1), "(file)"},
+		{"bad domain", strings.Replace(good, "bank.example", "a.*.example", 1), "bypass.domains[0]"},
+		{"everything bypass", strings.Replace(good, "192.0.2.0/24", "0.0.0.0/0", 1), "bypass.cidrs[0]"},
+		{"duplicate ports", good + "listen:\n  http_port: 15443\n", "listen.tls_port"},
+		{"tiny header cap", good + "proxy:\n  max_header_bytes: 10\n", "proxy.max_header_bytes"},
+		{"log level", good + "log:\n  level: loud\n", "log.level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("Parse: err = %v, want *config.Error", err)
+			}
+			if ce.Key != tt.key {
+				t.Fatalf("error key = %q (%v), want %q", ce.Key, err, tt.key)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			if strings.Contains(err.Error(), "3315471") {
+				t.Fatalf("error leaks the entitlement code: %q", err)
+			}
+		})
+	}
+}
+
+func TestUnknownKeyNamesLine(t *testing.T) {
+	_, err := Parse([]byte(good + "\nlisten:\n  tls_prot: 1\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown key "tls_prot"`) || !strings.Contains(err.Error(), "line") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLoadRefusesReadableSecrets(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("Load of a 0644 file with a secret: err = %v", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err != nil {
+		t.Fatalf("Load 0600: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Fatal("Load of a missing file succeeded")
+	}
+}
