@@ -1,0 +1,345 @@
+//go:build ignore
+
+// steer.c is cloudsteer's TCX ingress classifier for LAN interfaces.
+//
+// For every IPv4/IPv6 packet it decides whether the flow is one the gateway
+// steers (TCP 80, TCP 443, TCP+UDP 53, UDP 443), looks the destination up in
+// the bypass LPM tries, checks the pause switch, and writes a mark that the
+// nftables table "cloudsteer" acts on. It counts packets and bytes per
+// verdict. It never drops and never redirects: it always returns TCX_NEXT so
+// the next TCX program (or the stack) decides, which keeps the gateway
+// fail-open when cloudsteer is gone.
+//
+// The verdicts and marks below are the single source for Go: bpf2go exports
+// enum verdict and enum mark with -type (see dataplane/steer/gen.go).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// TCX_NEXT is -1 in linux/bpf.h since 6.6 (same value as TC_ACT_UNSPEC);
+// Debian 12's UAPI headers are 6.1, so the value is spelled out here under a
+// name that cannot clash with newer headers.
+#define STEER_TCX_NEXT (-1)
+
+// verdict is what the classifier decided; it is also the index into the
+// counters map, so the values must stay dense and start at 0.
+enum verdict {
+	VERDICT_OTHER = 0,       // not a steered protocol/port, not IP, or unparsable
+	VERDICT_BYPASS = 1,      // steered class, destination in the bypass map
+	VERDICT_HTTP = 2,        // TCP 80
+	VERDICT_TLS = 3,         // TCP 443
+	VERDICT_DNS = 4,         // UDP or TCP 53
+	VERDICT_QUIC_REJECT = 5, // UDP 443
+	VERDICT_PAUSED = 6,      // steered class while the pause switch is on
+	VERDICT_MAX = 7,         // number of verdicts (size of the counters map)
+};
+
+// mark is the skb->mark each verdict writes (see docs/design.md). Verdicts
+// other and paused leave the mark untouched (MARK_NONE).
+enum mark {
+	MARK_NONE = 0,
+	MARK_BYPASS = 0x0c570001,
+	MARK_HTTP = 0x0c570002,
+	MARK_TLS = 0x0c570003,
+	MARK_DNS = 0x0c570004,
+	MARK_QUIC = 0x0c570005,
+};
+
+// counter is one CPU's packet and byte count for one verdict.
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+// settings is the single entry of the settings map, written by Go.
+struct settings {
+	__u32 paused; // non-zero: steered classes get VERDICT_PAUSED and no mark
+};
+
+// LPM trie keys: prefixlen first (the kernel's struct bpf_lpm_trie_key
+// layout), then the address in network byte order.
+struct bypass_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct bypass_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VERDICT_MAX);
+	__type(key, __u32);
+	__type(value, struct counter);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} settings SEC(".maps");
+
+// LPM tries must be created with BPF_F_NO_PREALLOC.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct bypass_v4_key);
+	__type(value, __u8);
+} bypass_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct bypass_v6_key);
+	__type(value, __u8);
+} bypass_v6 SEC(".maps");
+
+// Upper bound of IPv6 extension headers walked before giving up; the
+// verifier needs a constant bound on the loop.
+#define IPV6_MAX_EXT_HDRS 6
+
+#define IP_OFFSET_MASK 0x1fff  // IPv4 fragment offset bits of frag_off
+#define IP6_OFFSET_MASK 0xfff8 // IPv6 fragment offset bits of frag_off
+
+#define VLAN_HLEN 4
+
+// packet is what the parser found: where the L4 header starts, which L4
+// protocol it is, and the destination address (4 or 16 bytes used).
+struct packet {
+	__u32 l4_off;
+	__u8 l4_proto;
+	__u8 is_v6;
+	__u8 daddr[16];
+};
+
+// parse_ipv4 fills p from the IPv4 header at off. It returns 0 when the
+// packet carries an L4 header we can read, -1 otherwise (too short, bad
+// header length, or a non-first fragment whose payload has no ports).
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct packet *p)
+{
+	struct iphdr ip;
+
+	// bpf_skb_load_bytes instead of direct packet access: it also works
+	// when the headers are not in the skb's linear part, and it fails
+	// cleanly on a truncated packet.
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return -1;
+	if (ip.version != 4 || ip.ihl < 5)
+		return -1;
+	if (bpf_ntohs(ip.frag_off) & IP_OFFSET_MASK)
+		return -1;
+
+	p->l4_off = off + ip.ihl * 4;
+	p->l4_proto = ip.protocol;
+	p->is_v6 = 0;
+	__builtin_memcpy(p->daddr, &ip.daddr, 4);
+	return 0;
+}
+
+// ipv6_ext_hdr is the common start of hop-by-hop, routing and
+// destination-options headers (and the fragment header's first byte).
+struct ipv6_ext_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__be16 frag_off; // only meaningful in a fragment header
+};
+
+// parse_ipv6 fills p from the IPv6 header at off, walking at most
+// IPV6_MAX_EXT_HDRS extension headers. It returns 0 when an L4 header
+// follows, -1 otherwise.
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct packet *p)
+{
+	struct ipv6hdr ip6;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	if (ip6.version != 6)
+		return -1;
+
+	__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+	p->is_v6 = 1;
+
+	__u8 nexthdr = ip6.nexthdr;
+	off += sizeof(ip6);
+
+	for (int i = 0; i < IPV6_MAX_EXT_HDRS; i++) {
+		struct ipv6_ext_hdr ext;
+
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
+				return -1;
+			nexthdr = ext.nexthdr;
+			// Length in 8-octet units, not counting the first 8.
+			off += ((__u32)ext.hdrlen + 1) * 8;
+			break;
+		case IPPROTO_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, off, &ext, sizeof(ext)) < 0)
+				return -1;
+			// Only the first fragment (offset 0) carries the ports.
+			if (bpf_ntohs(ext.frag_off) & IP6_OFFSET_MASK)
+				return -1;
+			nexthdr = ext.nexthdr;
+			off += 8; // fixed size
+			break;
+		default:
+			p->l4_off = off;
+			p->l4_proto = nexthdr;
+			return 0;
+		}
+	}
+	// Too many extension headers: not classified.
+	return -1;
+}
+
+// classify maps an L4 protocol and destination port to a verdict.
+static __always_inline enum verdict classify(__u8 proto, __u16 dport)
+{
+	if (proto == IPPROTO_TCP) {
+		switch (dport) {
+		case 80:
+			return VERDICT_HTTP;
+		case 443:
+			return VERDICT_TLS;
+		case 53:
+			return VERDICT_DNS;
+		}
+	} else if (proto == IPPROTO_UDP) {
+		switch (dport) {
+		case 53:
+			return VERDICT_DNS;
+		case 443:
+			return VERDICT_QUIC_REJECT;
+		}
+	}
+	return VERDICT_OTHER;
+}
+
+// mark_of is the mark a steered verdict writes. It is a real BPF subprogram
+// (__noinline) so that its prototype, and with it enum mark, lands in the
+// object's BTF: bpf2go -type mark needs the type there.
+static __noinline enum mark mark_of(enum verdict v)
+{
+	switch (v) {
+	case VERDICT_BYPASS:
+		return MARK_BYPASS;
+	case VERDICT_HTTP:
+		return MARK_HTTP;
+	case VERDICT_TLS:
+		return MARK_TLS;
+	case VERDICT_DNS:
+		return MARK_DNS;
+	case VERDICT_QUIC_REJECT:
+		return MARK_QUIC;
+	default:
+		return MARK_NONE;
+	}
+}
+
+static __always_inline int bypassed(struct packet *p)
+{
+	if (p->is_v6) {
+		struct bypass_v6_key k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, p->daddr, 16);
+		return bpf_map_lookup_elem(&bypass_v6, &k) != NULL;
+	}
+	struct bypass_v4_key k = {.prefixlen = 32};
+	__builtin_memcpy(k.addr, p->daddr, 4);
+	return bpf_map_lookup_elem(&bypass_v4, &k) != NULL;
+}
+
+static __always_inline int paused(void)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
+
+	// The verifier needs the NULL check even though an array map always
+	// has entry 0.
+	return s && s->paused;
+}
+
+static __always_inline void count(struct __sk_buff *skb, enum verdict v)
+{
+	__u32 key = v;
+	struct counter *c = bpf_map_lookup_elem(&counters, &key);
+
+	// Per-CPU values: no other CPU writes this slot, so plain adds are safe.
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
+static __always_inline enum verdict decide(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	__u32 off = 0;
+	__be16 proto;
+
+	// At TC ingress skb->data starts at the Ethernet header.
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
+		return VERDICT_OTHER;
+	off = sizeof(struct ethhdr);
+
+	// One 802.1Q/802.1ad tag. The stack usually strips the tag into
+	// skb->vlan_tci before TC ingress, but an in-band tag is still parsed.
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if (bpf_skb_load_bytes(skb, off + 2, &proto, sizeof(proto)) < 0)
+			return VERDICT_OTHER;
+		off += VLAN_HLEN;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (parse_ipv4(skb, off, &p) < 0)
+			return VERDICT_OTHER;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (parse_ipv6(skb, off, &p) < 0)
+			return VERDICT_OTHER;
+	} else {
+		return VERDICT_OTHER;
+	}
+
+	if (p.l4_proto != IPPROTO_TCP && p.l4_proto != IPPROTO_UDP)
+		return VERDICT_OTHER;
+
+	// Source and destination port are the first 4 bytes of both TCP and
+	// UDP; a packet cut short before them is not classified.
+	__be16 ports[2];
+	if (bpf_skb_load_bytes(skb, p.l4_off, ports, sizeof(ports)) < 0)
+		return VERDICT_OTHER;
+
+	enum verdict v = classify(p.l4_proto, bpf_ntohs(ports[1]));
+	if (v == VERDICT_OTHER)
+		return v;
+	if (bypassed(&p))
+		return VERDICT_BYPASS;
+	if (paused())
+		return VERDICT_PAUSED;
+	return v;
+}
+
+SEC("tcx/ingress")
+int steer_ingress(struct __sk_buff *skb)
+{
+	enum verdict v = decide(skb);
+	enum mark mark = mark_of(v);
+
+	if (mark)
+		skb->mark = mark;
+	count(skb, v);
+	return STEER_TCX_NEXT;
+}

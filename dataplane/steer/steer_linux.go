@@ -1,0 +1,351 @@
+package steer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what New needs: the LAN interfaces to classify ingress traffic on.
+type Config struct {
+	// Interfaces are the LAN interface names; at least one.
+	Interfaces []string
+	// Logger receives lifecycle messages; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Steer is the loaded classifier, its maps and its TCX ingress links.
+// Its methods are safe for concurrent use.
+type Steer struct {
+	log  *slog.Logger
+	objs steerObjects
+
+	mu     sync.Mutex
+	links  []attachment
+	closed bool
+}
+
+// attachment is one TCX ingress link and the interface it was made on.
+type attachment struct {
+	iface string
+	link  link.Link
+}
+
+// Validate reports every problem with the configuration, one per line.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Interfaces) == 0 {
+		errs = append(errs, errors.New("steer: no LAN interfaces given"))
+	}
+	seen := make(map[string]bool)
+	for _, name := range c.Interfaces {
+		switch {
+		case name == "":
+			errs = append(errs, errors.New("steer: empty interface name"))
+		case len(name) >= unix.IFNAMSIZ:
+			errs = append(errs, fmt.Errorf("steer: interface name %q longer than %d bytes", name, unix.IFNAMSIZ-1))
+		case seen[name]:
+			errs = append(errs, fmt.Errorf("steer: interface %q listed twice", name))
+		}
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// New validates cfg, loads the classifier and attaches it at TCX ingress of
+// every interface in cfg. On error nothing stays attached or loaded.
+func New(ctx context.Context, cfg Config) (*Steer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ifaces := make([]*net.Interface, 0, len(cfg.Interfaces))
+	for _, name := range cfg.Interfaces {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("find LAN interface %q: %w", name, err)
+		}
+		ifaces = append(ifaces, ifc)
+	}
+
+	s, err := Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger != nil {
+		s.log = cfg.Logger.With("component", "steer")
+	}
+	for _, ifc := range ifaces {
+		if err := ctx.Err(); err != nil {
+			return nil, errors.Join(err, s.Close())
+		}
+		if err := s.attach(ifc); err != nil {
+			return nil, errors.Join(err, s.Close())
+		}
+	}
+	s.log.Info("classifier attached", "interfaces", s.Attached())
+	return s, nil
+}
+
+// Load loads the classifier and its maps into the kernel without attaching
+// it anywhere. Tests use it with Program to run packets through the
+// classifier; New uses it before attaching.
+func Load(ctx context.Context) (*Steer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for eBPF maps: %w (run as root or with CAP_SYS_RESOURCE)", err)
+	}
+	s := &Steer{log: slog.Default().With("component", "steer")}
+	if err := loadSteerObjects(&s.objs, nil); err != nil {
+		return nil, explainLoad(err)
+	}
+	return s, nil
+}
+
+// explainLoad adds what the user can do to an error from loading the
+// classifier.
+func explainLoad(err error) error {
+	var verr *ebpf.VerifierError
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("load eBPF classifier: %w (needs root, or CAP_BPF and CAP_NET_ADMIN)", err)
+	case errors.As(err, &verr):
+		return fmt.Errorf("load eBPF classifier: the kernel verifier rejected it (needs Linux >= 6.6): %+v", verr)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("load eBPF classifier: %w (needs Linux >= 6.6 with BPF and LPM trie maps)", err)
+	default:
+		return fmt.Errorf("load eBPF classifier: %w", err)
+	}
+}
+
+// attach links the classifier at TCX ingress of ifc, after any programs
+// already there, so those keep precedence and we never hide traffic from
+// them.
+func (s *Steer) attach(ifc *net.Interface) error {
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifc.Index,
+		Program:   s.objs.SteerIngress,
+		Attach:    ebpf.AttachTCXIngress,
+	})
+	if err != nil {
+		return explainAttach(ifc.Name, err)
+	}
+	s.mu.Lock()
+	s.links = append(s.links, attachment{iface: ifc.Name, link: l})
+	s.mu.Unlock()
+	return nil
+}
+
+// explainAttach adds what the user can do to an error from AttachTCX.
+func explainAttach(iface string, err error) error {
+	hint := ""
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		hint = " (TCX needs Linux >= 6.6; running " + kernelRelease() + ")"
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		hint = " (needs root, or CAP_BPF and CAP_NET_ADMIN)"
+	case errors.Is(err, unix.ENODEV):
+		hint = " (interface is gone)"
+	}
+	return fmt.Errorf("attach TCX ingress on %s: %w%s", iface, err, hint)
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown kernel"
+	}
+	return "Linux " + unix.ByteSliceToString(u.Release[:])
+}
+
+// Program returns the loaded classifier, e.g. for ebpf.Program.Run in tests.
+// It stays owned by s.
+func (s *Steer) Program() *ebpf.Program { return s.objs.SteerIngress }
+
+// Attached returns the interfaces on which the classifier's link is still
+// attached. A link whose interface was deleted is detached by the kernel and
+// is not listed.
+func (s *Steer) Attached() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for _, a := range s.links {
+		info, err := a.link.Info()
+		if err != nil {
+			continue
+		}
+		if tcx := info.TCX(); tcx != nil && tcx.Ifindex != 0 {
+			names = append(names, a.iface)
+		}
+	}
+	return names
+}
+
+// Close detaches the classifier from every interface and releases its maps.
+// Calling it again does nothing.
+func (s *Steer) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if len(s.links) > 0 {
+		s.log.Info("detaching classifier", "interfaces", len(s.links))
+	}
+	for _, a := range s.links {
+		if err := a.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach TCX ingress on %s: %w", a.iface, err))
+		}
+	}
+	s.links = nil
+	if err := s.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// normalize checks p and returns it masked, with an IPv4-mapped IPv6 prefix
+// of length >= 96 turned into the IPv4 prefix it covers.
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("bypass prefix %q is not valid", p)
+	}
+	p = p.Masked()
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p, nil
+}
+
+// AddBypass makes packets to p skip steering (verdict bypass). IPv4-mapped
+// IPv6 prefixes are stored as IPv4.
+func (s *Steer) AddBypass(p netip.Prefix) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	var one uint8 = 1
+	if p.Addr().Is4() {
+		err = s.objs.BypassV4.Update(v4Key(p), one, ebpf.UpdateAny)
+	} else {
+		err = s.objs.BypassV6.Update(v6Key(p), one, ebpf.UpdateAny)
+	}
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("add bypass %s: %w (bypass map full)", p, err)
+	}
+	if err != nil {
+		return fmt.Errorf("add bypass %s: %w", p, err)
+	}
+	return nil
+}
+
+// DeleteBypass removes p from the bypass map; a prefix that is not there is
+// not an error.
+func (s *Steer) DeleteBypass(p netip.Prefix) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	if p.Addr().Is4() {
+		err = s.objs.BypassV4.Delete(v4Key(p))
+	} else {
+		err = s.objs.BypassV6.Delete(v6Key(p))
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete bypass %s: %w", p, err)
+	}
+	return nil
+}
+
+// BypassPrefixes returns the bypass map's prefixes, IPv4 first, sorted.
+func (s *Steer) BypassPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var val uint8
+
+	var k4 steerBypassV4Key
+	it := s.objs.BypassV4.Iterate()
+	for it.Next(&k4, &val) {
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4(k4.Addr), int(k4.Prefixlen)))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv4 bypass prefixes: %w", err)
+	}
+
+	var k6 steerBypassV6Key
+	it = s.objs.BypassV6.Iterate()
+	for it.Next(&k6, &val) {
+		out = append(out, netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv6 bypass prefixes: %w", err)
+	}
+
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return out, nil
+}
+
+func v4Key(p netip.Prefix) steerBypassV4Key {
+	return steerBypassV4Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}
+}
+
+func v6Key(p netip.Prefix) steerBypassV6Key {
+	return steerBypassV6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+}
+
+// SetPaused turns the pause switch on or off. While paused, traffic that
+// would be steered gets verdict paused and no mark; bypass still applies.
+func (s *Steer) SetPaused(paused bool) error {
+	var v steerSettings
+	if paused {
+		v.Paused = 1
+	}
+	if err := s.objs.Settings.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set pause switch: %w", err)
+	}
+	return nil
+}
+
+// Paused reports whether the pause switch is on.
+func (s *Steer) Paused() (bool, error) {
+	var v steerSettings
+	if err := s.objs.Settings.Lookup(uint32(0), &v); err != nil {
+		return false, fmt.Errorf("read pause switch: %w", err)
+	}
+	return v.Paused != 0, nil
+}
+
+// Counters returns the packets and bytes per verdict since the classifier
+// was loaded, summed over CPUs.
+func (s *Steer) Counters() (map[Verdict]Counter, error) {
+	out := make(map[Verdict]Counter, numVerdicts)
+	var perCPU []steerCounter
+	for _, v := range Verdicts() {
+		if err := s.objs.Counters.Lookup(uint32(v), &perCPU); err != nil {
+			return nil, fmt.Errorf("read %s counter: %w", v, err)
+		}
+		var c Counter
+		for _, pc := range perCPU {
+			c.Packets += pc.Packets
+			c.Bytes += pc.Bytes
+		}
+		out[v] = c
+	}
+	return out, nil
+}
