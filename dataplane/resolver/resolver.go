@@ -1,0 +1,459 @@
+// Package resolver is the gateway's LAN DNS forwarder: it answers the
+// queries that nftables redirects to it over UDP and TCP, forwards misses to
+// the cloud resolvers (UDP, then TCP when the answer is truncated), caches
+// positive and negative answers within their TTL, and reports every A/AAAA
+// answer to a snooping hook that teaches the dataplane which addresses
+// belong to which names.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Defaults used when the matching Config field is zero.
+const (
+	DefaultTimeout       = 2 * time.Second
+	DefaultCacheSize     = 10000
+	DefaultCacheBytes    = 32 << 20
+	DefaultMaxTTL        = 24 * time.Hour
+	DefaultMaxConcurrent = 512
+	DefaultMaxTCPConns   = 256
+)
+
+const (
+	// upstreamUDPSize is the EDNS0 buffer size advertised to the upstreams
+	// and to EDNS0 clients (the DNS flag day 2020 value).
+	upstreamUDPSize = 1232
+	// tcpIdleTimeout closes a client TCP connection that sends nothing.
+	tcpIdleTimeout = 10 * time.Second
+	// tcpWriteTimeout bounds one answer written to a TCP client.
+	tcpWriteTimeout = 5 * time.Second
+	// tcpPerConnInflight bounds the pipelined queries of one TCP client.
+	tcpPerConnInflight = 16
+	// downPenalty is how long a failing upstream is tried after the others.
+	downPenalty = 30 * time.Second
+)
+
+// Config is what a Resolver needs; zero fields take the defaults above.
+type Config struct {
+	// Upstreams are the cloud resolvers, tried in order with failover.
+	Upstreams []netip.AddrPort
+	// Timeout bounds one attempt at one upstream (default 2s).
+	Timeout time.Duration
+	// CacheSize is the maximum number of cached answers (default 10000).
+	CacheSize int
+	// CacheBytes is the maximum total wire size of cached answers (default 32 MiB).
+	CacheBytes int
+	// MinTTL and MaxTTL clamp the TTLs of cached answers (defaults 0 and 1 day).
+	MinTTL, MaxTTL time.Duration
+	// MaxConcurrent bounds the queries handled at once; UDP queries beyond
+	// it are dropped (the client retries), TCP queries wait (default 512).
+	MaxConcurrent int
+	// MaxTCPConns bounds open client TCP connections; more are closed at
+	// once (default 256).
+	MaxTCPConns int
+	// Snoop is called for every A/AAAA answer forwarded to a client (from
+	// cache or upstream), before the answer is sent: name (lowercase, no
+	// trailing dot), its addresses and the TTL. For a CNAME chain it is
+	// called for the query name and for every owner name along the chain.
+	// It may be nil.
+	Snoop func(name string, addrs []netip.Addr, ttl time.Duration)
+	// OnQuery is called once per answered query. It may be nil.
+	OnQuery func(QueryInfo)
+	// Logger is the parent logger (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock of the cache (default time.Now).
+	Now func() time.Time
+}
+
+// QueryInfo describes one answered client query.
+type QueryInfo struct {
+	Client    netip.AddrPort
+	Name      string // lowercase, no trailing dot ("." for the root)
+	Type      uint16 // dns.TypeA, ...
+	Rcode     int    // dns.RcodeSuccess, ...
+	Cached    bool
+	Duration  time.Duration
+	Transport string // "udp" or "tcp"
+}
+
+// Stats are the resolver's counters since New.
+type Stats struct {
+	Queries        uint64            // requests received with a full DNS header
+	CacheHits      uint64            // answered from the cache
+	CacheMisses    uint64            // sent upstream (or joined an identical in-flight query)
+	Coalesced      uint64            // misses that shared one upstream exchange with another
+	UpstreamErrors uint64            // failed upstream attempts (each upstream tried counts)
+	Malformed      uint64            // requests answered FORMERR or dropped as garbage
+	Dropped        uint64            // requests dropped unanswered (garbage, responses, overload)
+	Rcodes         map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
+	CacheEntries   int               // answers in the cache now
+}
+
+// Resolver is a caching DNS forwarder for the LAN.
+type Resolver struct {
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	cache     *cache
+	upstreams []*upstream
+	sem       chan struct{}
+	flights   flightGroup
+	// exchange sends one packed query to one upstream and returns the raw
+	// reply; tests and the fuzzer replace it.
+	exchange func(ctx context.Context, addr netip.AddrPort, query []byte, tcp bool) ([]byte, error)
+
+	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
+	rcodes                                                         [24]atomic.Uint64 // index 23: other
+}
+
+// New validates cfg and returns a Resolver; it opens no sockets.
+func New(cfg Config) (*Resolver, error) {
+	if len(cfg.Upstreams) == 0 {
+		return nil, errors.New("new resolver: no upstreams")
+	}
+	for _, u := range cfg.Upstreams {
+		if !u.IsValid() || u.Port() == 0 {
+			return nil, fmt.Errorf("new resolver: invalid upstream %q", u)
+		}
+	}
+	if cfg.Timeout < 0 || cfg.CacheSize < 0 || cfg.CacheBytes < 0 || cfg.MinTTL < 0 || cfg.MaxTTL < 0 ||
+		cfg.MaxConcurrent < 0 || cfg.MaxTCPConns < 0 {
+		return nil, errors.New("new resolver: negative limit")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = DefaultCacheBytes
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.MinTTL > cfg.MaxTTL {
+		return nil, fmt.Errorf("new resolver: min ttl %s above max ttl %s", cfg.MinTTL, cfg.MaxTTL)
+	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if cfg.MaxTCPConns == 0 {
+		cfg.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Resolver{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "resolver"),
+		now:   cfg.Now,
+		cache: newCache(cfg.CacheSize, cfg.CacheBytes),
+		sem:   make(chan struct{}, cfg.MaxConcurrent),
+	}
+	for _, u := range cfg.Upstreams {
+		r.upstreams = append(r.upstreams, &upstream{addr: u})
+	}
+	r.exchange = r.dialExchange
+	return r, nil
+}
+
+// Serve answers queries on udp and tcp (either may be nil) until ctx is
+// done, then closes both and returns nil once every query in progress has
+// finished. It returns an error when a socket fails for another reason.
+func (r *Resolver) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
+	if udp == nil && tcp == nil {
+		return errors.New("serve: no udp socket and no tcp listener")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if udp != nil {
+			udp.Close()
+		}
+		if tcp != nil {
+			tcp.Close()
+		}
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	if udp != nil {
+		wg.Go(func() { fail(r.serveUDP(ctx, udp, &wg)) })
+	}
+	if tcp != nil {
+		wg.Go(func() { fail(r.serveTCP(ctx, tcp, &wg)) })
+	}
+	r.log.Debug("serving", "udp", addrString(udp), "tcp", listenerString(tcp))
+	<-ctx.Done()
+	wg.Wait()
+	errMu.Lock()
+	defer errMu.Unlock()
+	return firstErr
+}
+
+// serveUDP reads queries from pc and answers each in its own goroutine,
+// dropping queries when MaxConcurrent are already in progress.
+func (r *Resolver) serveUDP(ctx context.Context, pc net.PacketConn, wg *sync.WaitGroup) error {
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("read udp: %w", err)
+			}
+			r.log.Debug("read udp", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case r.sem <- struct{}{}:
+		default:
+			r.dropped.Add(1)
+			continue
+		}
+		req := make([]byte, n)
+		copy(req, buf[:n])
+		wg.Go(func() {
+			defer func() { <-r.sem }()
+			resp := r.handle(ctx, req, toAddrPort(from), "udp")
+			if resp == nil {
+				return
+			}
+			if _, err := pc.WriteTo(resp, from); err != nil && ctx.Err() == nil {
+				r.log.Debug("write udp answer", "client", from.String(), "err", err)
+			}
+		})
+	}
+}
+
+// serveTCP accepts client connections, closing those beyond MaxTCPConns.
+func (r *Resolver) serveTCP(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) error {
+	conns := make(chan struct{}, r.cfg.MaxTCPConns)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept tcp: %w", err)
+			}
+			r.log.Debug("accept tcp", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case conns <- struct{}{}:
+		default:
+			r.dropped.Add(1)
+			c.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-conns }()
+			r.serveTCPConn(ctx, c)
+		})
+	}
+}
+
+// serveTCPConn answers the length-prefixed queries of one client
+// connection, several at a time, until the client goes quiet or errs.
+func (r *Resolver) serveTCPConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	client := toAddrPort(c.RemoteAddr())
+	var (
+		wmu      sync.Mutex
+		inflight sync.WaitGroup
+		perConn  = make(chan struct{}, tcpPerConnInflight)
+		lenBuf   [2]byte
+	)
+	defer inflight.Wait()
+	for {
+		if err := c.SetReadDeadline(time.Now().Add(tcpIdleTimeout)); err != nil {
+			return
+		}
+		if _, err := readFull(c, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(lenBuf[0])<<8 | int(lenBuf[1])
+		if n < headerLen {
+			r.malformed.Add(1)
+			r.dropped.Add(1)
+			r.log.Debug("tcp query shorter than a header", "client", client, "len", n)
+			return
+		}
+		req := make([]byte, n)
+		if _, err := readFull(c, req); err != nil {
+			return
+		}
+		select {
+		case perConn <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		inflight.Go(func() {
+			defer func() { <-r.sem; <-perConn }()
+			resp := r.handle(ctx, req, client, "tcp")
+			if resp == nil {
+				return
+			}
+			out := make([]byte, 2+len(resp))
+			out[0], out[1] = byte(len(resp)>>8), byte(len(resp))
+			copy(out[2:], resp)
+			wmu.Lock()
+			defer wmu.Unlock()
+			c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+			if _, err := c.Write(out); err != nil {
+				r.log.Debug("write tcp answer", "client", client, "err", err)
+				c.Close()
+			}
+		})
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Resolver) Stats() Stats {
+	s := Stats{
+		Queries:        r.queries.Load(),
+		CacheHits:      r.hits.Load(),
+		CacheMisses:    r.misses.Load(),
+		Coalesced:      r.coalesced.Load(),
+		UpstreamErrors: r.upErrors.Load(),
+		Malformed:      r.malformed.Load(),
+		Dropped:        r.dropped.Load(),
+		Rcodes:         map[string]uint64{},
+		CacheEntries:   r.cache.len(),
+	}
+	for i := range r.rcodes {
+		v := r.rcodes[i].Load()
+		if v == 0 {
+			continue
+		}
+		name := "OTHER"
+		if i < len(r.rcodes)-1 {
+			name = rcodeName(i)
+		}
+		s.Rcodes[name] += v
+	}
+	return s
+}
+
+func (r *Resolver) countRcode(rcode int) {
+	if rcode < 0 || rcode >= len(r.rcodes)-1 {
+		rcode = len(r.rcodes) - 1
+	}
+	r.rcodes[rcode].Add(1)
+}
+
+func rcodeName(rcode int) string {
+	if s, ok := dns.RcodeToString[rcode]; ok {
+		return s
+	}
+	return fmt.Sprintf("RCODE%d", rcode)
+}
+
+// Healthy sends one probe query (". NS") to the upstreams in order and
+// returns nil as soon as one answers it.
+func (r *Resolver) Healthy(ctx context.Context) error {
+	q := new(dns.Msg)
+	q.Id = dns.Id()
+	q.RecursionDesired = true
+	q.Question = []dns.Question{{Name: ".", Qtype: dns.TypeNS, Qclass: dns.ClassINET}}
+	q.SetEdns0(upstreamUDPSize, false)
+	var errs []error
+	for _, u := range r.upstreams {
+		if _, err := r.exchangeOne(ctx, u.addr, q); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+			continue
+		}
+		return nil
+	}
+	return fmt.Errorf("probe upstreams: %w", errors.Join(errs...))
+}
+
+func toAddrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func addrString(pc net.PacketConn) string {
+	if pc == nil {
+		return ""
+	}
+	return pc.LocalAddr().String()
+}
+
+func listenerString(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+func readFull(c net.Conn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := c.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
