@@ -1,0 +1,189 @@
+// Package firewall owns cloudsteer's nftables table: the redirect of marked
+// DNS, HTTP and TLS flows to the local listeners, the QUIC reject, and the
+// guard that keeps the listeners unreachable from the WAN side.
+//
+// The table carries the owner flag and is created over one lasting netlink
+// socket that the Table keeps open, so the kernel deletes it when that socket
+// closes, also when the process is killed: a crash fails open.
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultTableName is the name of the inet table when Config.TableName is empty.
+const DefaultTableName = "cloudsteer"
+
+// Marks are the packet marks the classifier (dataplane/steer) sets; each is
+// compared as a full 32-bit value.
+type Marks struct {
+	HTTP, TLS, DNS, QUIC uint32
+}
+
+// Config is what the table is built from.
+type Config struct {
+	// LANInterfaces are the names of the LAN interfaces; the listeners are
+	// reachable only through them and lo. Names, not indexes, so an
+	// interface may be re-created while the table exists.
+	LANInterfaces []string
+	// Marks are the classifier's verdict marks.
+	Marks Marks
+	// HTTPPort, TLSPort and DNSPort are the local ports of the proxy and
+	// resolver listeners, the redirect targets.
+	HTTPPort, TLSPort, DNSPort uint16
+	// GuardTCPPorts are further local TCP ports (e.g. an admin API)
+	// reachable only from the LAN interfaces or lo.
+	GuardTCPPorts []uint16
+	// TableName is the inet table's name; empty means DefaultTableName.
+	TableName string
+}
+
+// Table is cloudsteer's owner-flagged nftables table, alive as long as the
+// Table's netlink socket is open.
+type Table struct {
+	log      *slog.Logger
+	name     string
+	replaced bool
+
+	mu     sync.Mutex
+	conn   *nftables.Conn // lasting; nil after Close
+	owner  uint32         // netlink port id the kernel records as owner
+	closed bool
+}
+
+// New validates cfg and installs the table in the network namespace of the
+// calling thread. A table of the same name left by something else is
+// deleted first, in the same atomic batch (see Replaced); a table of that
+// name owned by another live process is an error. On error nothing is
+// created.
+func New(ctx context.Context, cfg Config) (*Table, error) {
+	if cfg.TableName == "" {
+		cfg.TableName = DefaultTableName
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("firewall config: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	log := slog.With("component", "firewall", "table", cfg.TableName)
+
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	t := &Table{log: log, name: cfg.TableName, conn: conn}
+	if err := t.install(ctx, cfg); err != nil {
+		return nil, errors.Join(err, closeConn(conn))
+	}
+	return t, nil
+}
+
+func (t *Table) install(ctx context.Context, cfg Config) error {
+	old, err := lookupTable(t.conn, t.name)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		if old.Flags&nftables.TableFlagOwner != 0 {
+			return fmt.Errorf("table inet %s is owned by a running process (netlink port id %d); is another cloudsteer running in this network namespace?", t.name, old.Owner)
+		}
+		t.conn.DelTable(old)
+		t.replaced = true
+	}
+	if err := build(t.conn, cfg); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := t.conn.Flush(); err != nil {
+		if errors.Is(err, unix.EPERM) && old != nil {
+			return fmt.Errorf("replace table inet %s (now owned by another process?): %w", t.name, err)
+		}
+		return fmt.Errorf("install table inet %s: %w", t.name, err)
+	}
+	if t.replaced {
+		t.log.Warn("deleted a leftover table of the same name before creating ours", "old_flags", uint32(old.Flags))
+	}
+	cur, err := lookupTable(t.conn, t.name)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.Flags&nftables.TableFlagOwner == 0 {
+		return fmt.Errorf("table inet %s: kernel did not keep the owner flag; need kernel >= 5.12", t.name)
+	}
+	t.owner = cur.Owner
+	t.log.Info("table installed", "lan", cfg.LANInterfaces, "http_port", cfg.HTTPPort,
+		"tls_port", cfg.TLSPort, "dns_port", cfg.DNSPort, "guard_tcp_ports", cfg.GuardTCPPorts)
+	return nil
+}
+
+// Replaced reports whether New found a table of the same name (left by
+// something else) and deleted it before creating this one.
+func (t *Table) Replaced() bool { return t.replaced }
+
+// Name is the inet table's name.
+func (t *Table) Name() string { return t.name }
+
+// Present reports whether the table still exists in the kernel and is
+// still the one this Table owns. After Close it reports false.
+func (t *Table) Present() (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false, nil
+	}
+	cur, err := lookupTable(t.conn, t.name)
+	if err != nil {
+		return false, err
+	}
+	return cur != nil && cur.Flags&nftables.TableFlagOwner != 0 && cur.Owner == t.owner, nil
+}
+
+// Close deletes the table and closes the lasting netlink socket. Closing
+// the socket alone would make the kernel delete the table too; the explicit
+// delete makes the outcome visible as an error. Close is safe to call twice.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	t.conn.DelTable(&nftables.Table{Name: t.name, Family: nftables.TableFamilyINet})
+	if err := t.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("delete table inet %s: %w", t.name, err))
+	}
+	errs = append(errs, closeConn(t.conn))
+	t.conn = nil
+	t.log.Info("table deleted")
+	return errors.Join(errs...)
+}
+
+// lookupTable returns the inet table name, or nil when there is none.
+func lookupTable(conn *nftables.Conn, name string) (*nftables.Table, error) {
+	tab, err := conn.ListTableOfFamily(name, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table inet %s: %w", name, err)
+	}
+	return tab, nil
+}
+
+func closeConn(conn *nftables.Conn) error {
+	if err := conn.CloseLasting(); err != nil {
+		return fmt.Errorf("close nftables netlink socket: %w", err)
+	}
+	return nil
+}
