@@ -1,0 +1,48 @@
+# cloudsteer — `make help` lists the targets.
+GO      ?= go
+BIN     ?= bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 10s
+
+.PHONY: help generate check-generated build test test-unit fuzz demo check fmt vet clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+generate: ## regenerate the eBPF objects and Go bindings (needs clang)
+	$(GO) generate ./dataplane/steer/
+
+check-generated: generate ## fail when the committed generated code is stale
+	@git diff --exit-code -- dataplane/steer/ || { echo "generated eBPF code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- dataplane/steer/)" || { git status --porcelain -- dataplane/steer/; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
+
+build: ## build cloudsteer and the lab tool into bin/
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer ./cmd/cloudsteer
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer-lab ./cmd/cloudsteer-lab
+
+test: build ## all tests, privileged ones included (run as root), then each fuzz target briefly
+	$(GO) test -count=1 -timeout 30m ./...
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+test-unit: ## only the tests that need no root
+	$(GO) test -count=1 -short ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+demo: build ## bring up the namespace lab, run cloudsteer in it, drive a client, print what each hop saw
+	$(BIN)/cloudsteer-lab demo --bin $(BIN)
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+vet: ## go vet
+	$(GO) vet ./...
+
+check: vet check-generated ## gofmt, go vet and the generated-code check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+	"github.com/cloudsteer/cloudsteer/lab/servers"
+)
+
+func init() { commands["demo"] = runDemo }
+
+// demoStep is one thing the LAN client does, and what each hop saw.
+type demoStep struct {
+	what, client, gateway, proxy, origin string
+}
+
+// runDemo builds the lab, runs cloudsteer in it, drives the LAN client
+// through the cases a branch office meets, prints what each hop saw, and
+// tears everything down (also on Ctrl-C).
+func runDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	binDir := fs.String("bin", "bin", "directory holding the cloudsteer and cloudsteer-lab binaries")
+	prefix := fs.String("prefix", "csdemo", "namespace prefix")
+	keep := fs.Bool("keep", false, "leave the lab up afterwards (tear down with `cloudsteer-lab down --prefix P`)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the demo builds network namespaces: run it as root")
+	}
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	for _, b := range []string{"cloudsteer", "cloudsteer-lab"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return fmt.Errorf("missing %s in %s: run `make build` first", b, bin)
+		}
+	}
+	if err := lab.Cleanup(*prefix); err != nil {
+		return fmt.Errorf("remove an earlier demo lab: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "cloudsteer-demo")
+	if err != nil {
+		return err
+	}
+	say := func(format string, a ...any) { fmt.Printf("==> "+format+"\n", a...) }
+
+	say("building the lab: namespaces %slan (client), %sgw (cloudsteer), %sinet (origins, cloud proxy, cloud DNS)", *prefix, *prefix, *prefix)
+	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	l, err := lab.Up(upCtx, lab.Options{Prefix: *prefix, Dir: dir, LabBinary: filepath.Join(bin, "cloudsteer-lab")})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("lab up: %w", err)
+	}
+	defer func() {
+		if *keep {
+			say("lab left up in %s; remove it with: cloudsteer-lab down --prefix %s", dir, *prefix)
+			return
+		}
+		say("tearing down")
+		if err := l.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab close:", err)
+		}
+		os.RemoveAll(dir)
+	}()
+
+	say("starting cloudsteer in %s (bypass domain: bank.example)", l.NS(lab.RoleGW))
+	g, err := gateway.Start(ctx, gateway.Options{Bin: filepath.Join(bin, "cloudsteer"), Lab: l, BypassDomains: []string{"bank.example"}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if g.Running() {
+			g.Stop()
+		}
+	}()
+
+	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab")}
+	var steps []demoStep
+	for _, step := range []func(context.Context) demoStep{
+		d.dnsQuery, d.httpsNormal, d.httpPlain, d.httpsSports, d.httpSports, d.agentDomain, d.adminBypass, d.quicAttempt,
+	} {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s := step(ctx)
+		steps = append(steps, s)
+		say("%s: %s", s.what, s.client)
+	}
+
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT DID\tCLIENT SAW\tCLOUDSTEER\tCLOUD PROXY SAW\tORIGIN SAW")
+	fmt.Fprintln(tw, "----------\t----------\t----------\t---------------\t----------")
+	for _, s := range steps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.what, s.client, s.gateway, s.proxy, s.origin)
+	}
+	tw.Flush()
+	fmt.Println()
+	fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT in the lab,")
+	fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	return nil
+}
+
+type demo struct {
+	l      *lab.Lab
+	g      *gateway.Gateway
+	labBin string
+}
+
+func (d *demo) run(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	cmd := d.l.Command(ctx, lab.RoleLAN, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(errb.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return out.String(), errors.New(msg)
+	}
+	return out.String(), nil
+}
+
+func (d *demo) curl(ctx context.Context, url, name, addr string) (string, error) {
+	port := "443"
+	if strings.HasPrefix(url, "http://") {
+		port = "80"
+	}
+	return d.run(ctx, "curl", "-sS", "--max-time", "8", "--cacert", d.l.CAFile(),
+		"--resolve", name+":"+port+":"+addr, "-w", "\n[%{http_code}]", url)
+}
+
+// since returns what the cloud proxy and the origins logged since t.
+func (d *demo) since(t time.Time) (proxy []servers.ProxyRecord, origin []servers.OriginRecord, dnsRecs []servers.DNSRecord) {
+	time.Sleep(300 * time.Millisecond) // servers log as a request ends
+	ps, _ := servers.ReadProxyLog(d.l.Path(servers.ProxyLogFile))
+	for _, r := range ps {
+		if !r.Time.Before(t) {
+			proxy = append(proxy, r)
+		}
+	}
+	ors, _ := servers.ReadOriginLog(d.l.Path(servers.OriginLogFile))
+	for _, r := range ors {
+		if !r.Time.Before(t) {
+			origin = append(origin, r)
+		}
+	}
+	ds, _ := servers.ReadDNSLog(d.l.Path(servers.DNSLogFile))
+	for _, r := range ds {
+		if !r.Time.Before(t) {
+			dnsRecs = append(dnsRecs, r)
+		}
+	}
+	return proxy, origin, dnsRecs
+}
+
+func proxySummary(recs []servers.ProxyRecord) string {
+	if len(recs) == 0 {
+		return "nothing"
+	}
+	var parts []string
+	for _, r := range recs {
+		s := fmt.Sprintf("%s %s → %d", r.Method, r.URL, r.Status)
+		if r.AuthOK {
+			s += ", tenant ok"
+		}
+		if r.XFF != "" {
+			s += ", XFF " + r.XFF
+		}
+		if r.Category != "" {
+			s += ", category " + r.Category
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func originSummary(recs []servers.OriginRecord) string {
+	if len(recs) == 0 {
+		return "nothing"
+	}
+	var parts []string
+	for _, r := range recs {
+		from, _, _ := net.SplitHostPort(r.Remote)
+		parts = append(parts, fmt.Sprintf("%s %s from %s", strings.ToUpper(r.Proto), r.Site, from))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func clientSummary(out string, err error) string {
+	if err != nil {
+		return "error: " + firstLine(err.Error())
+	}
+	out = strings.TrimSpace(out)
+	lines := strings.Split(out, "\n")
+	code := lines[len(lines)-1]
+	body := firstLine(out)
+	if len(body) > 40 {
+		body = body[:40] + "…"
+	}
+	return fmt.Sprintf("%s %q", code, body)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+func (d *demo) dnsQuery(ctx context.Context) demoStep {
+	start := time.Now()
+	out, err := d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), "www.example.com", "A")
+	_, _, dnsRecs := d.since(start)
+	cloud := "nothing"
+	for _, r := range dnsRecs {
+		if r.Server == "cloud" {
+			cloud = fmt.Sprintf("cloud DNS: %s %s from %s", r.Type, r.Name, r.Remote)
+		}
+	}
+	client := strings.TrimSpace(out)
+	if err != nil {
+		client = "error: " + firstLine(err.Error())
+	}
+	return demoStep{what: "dig @192.0.2.53 www.example.com (nobody runs that resolver)", client: "answer " + client,
+		gateway: "resolver answered, from 192.0.2.53", proxy: cloud, origin: "-"}
+}
+
+func (d *demo) httpsNormal(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("www.example.com")
+	start := time.Now()
+	out, err := d.curl(ctx, "https://www.example.com/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	return demoStep{what: "https://www.example.com", client: clientSummary(out, err), gateway: "SNI read, CONNECT to cloud", proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) httpPlain(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("news.example.com")
+	start := time.Now()
+	out, err := d.curl(ctx, "http://news.example.com/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	return demoStep{what: "http://news.example.com", client: clientSummary(out, err), gateway: "absolute-form to cloud", proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) httpsSports(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("scores.sports.example")
+	start := time.Now()
+	out, err := d.curl(ctx, "https://scores.sports.example/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	gw := "client closed"
+	if strings.Contains(d.g.Log(), "blocked by cloud proxy") {
+		gw = "client closed, block event logged"
+	}
+	return demoStep{what: "https://scores.sports.example", client: clientSummary(out, err), gateway: gw, proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) httpSports(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("scores.sports.example")
+	start := time.Now()
+	out, err := d.curl(ctx, "http://scores.sports.example/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	client := clientSummary(out, err)
+	if strings.Contains(out, "Blocked by your organization's policy") {
+		client = "403 block page"
+	}
+	return demoStep{what: "http://scores.sports.example", client: client, gateway: "block page passed on", proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) agentDomain(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("gw1.akaetp.net")
+	start := time.Now()
+	d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), s.Name, "A")
+	out, err := d.curl(ctx, "https://gw1.akaetp.net/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	return demoStep{what: "https://gw1.akaetp.net (desktop agent)", client: clientSummary(out, err), gateway: "*.akaetp.net: kernel fast path", proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) adminBypass(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("bank.example")
+	start := time.Now()
+	d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), s.Name, "A")
+	out, err := d.curl(ctx, "https://bank.example/", s.Name, s.V4.String())
+	p, o, _ := d.since(start)
+	return demoStep{what: "https://bank.example (admin bypass)", client: clientSummary(out, err), gateway: "bypass domain: kernel fast path", proxy: proxySummary(p), origin: originSummary(o)}
+}
+
+func (d *demo) quicAttempt(ctx context.Context) demoStep {
+	s, _ := lab.SiteByName("www.example.com")
+	start := time.Now()
+	out, err := d.run(ctx, d.labBin, "quic-probe", "--addr", s.V4.String()+":443", "--name", s.Name, "--ca", d.l.CAFile(), "--timeout", "3s")
+	elapsed := time.Since(start).Round(time.Millisecond)
+	p, o, _ := d.since(start)
+	client := "answered: " + firstLine(out)
+	if err != nil {
+		client = fmt.Sprintf("failed after %v: %s", elapsed, firstLine(err.Error()))
+	}
+	return demoStep{what: "QUIC (UDP 443) to www.example.com", client: client, gateway: "ICMP port unreachable", proxy: proxySummary(p), origin: originSummary(o)}
+}

@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cloudsteer/cloudsteer/internal/privtest"
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+	"github.com/cloudsteer/cloudsteer/lab/servers"
+)
+
+// bins are the binaries TestMain builds once.
+var bins struct{ cloudsteer, lab string }
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		if privtest.InCI() {
+			fmt.Fprintln(os.Stderr, "e2e: needs root (CI=true: failing, not skipping)")
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stderr, "e2e: skipped, needs root")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "cloudsteer-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins.cloudsteer = filepath.Join(dir, "cloudsteer")
+	bins.lab = filepath.Join(dir, "cloudsteer-lab")
+	for out, pkg := range map[string]string{bins.cloudsteer: "./cmd/cloudsteer", bins.lab: "./cmd/cloudsteer-lab"} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = ".."
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one lab with helpers to drive its client and read what each hop saw.
+type env struct {
+	t   *testing.T
+	lab *lab.Lab
+}
+
+func newEnv(t *testing.T, squid bool) *env {
+	t.Helper()
+	privtest.RequireRoot(t)
+	privtest.RequireCommand(t, "ip", "curl", "dig", "nft")
+	if squid {
+		privtest.RequireCommand(t, "squid")
+	}
+	prefix := privtest.Unique("cse")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Dir: t.TempDir(), LabBinary: bins.lab, Squid: squid})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix) {
+			t.Errorf("namespaces left behind: %s", out)
+		}
+	})
+	return &env{t: t, lab: l}
+}
+
+// startGateway runs cloudsteer in the gateway namespace until the test ends.
+func (e *env) startGateway(o gateway.Options) *gateway.Gateway {
+	e.t.Helper()
+	o.Bin, o.Lab = bins.cloudsteer, e.lab
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := gateway.Start(ctx, o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		if g.Running() {
+			if err := g.Stop(); err != nil {
+				e.t.Errorf("stop cloudsteer: %v", err)
+			}
+		}
+		if e.t.Failed() {
+			e.t.Logf("cloudsteer output:\n%s", g.Log())
+		}
+	})
+	return g
+}
+
+// run runs a command in the namespace of role with a deadline.
+func (e *env) run(role string, timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := e.lab.Command(ctx, role, args...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out.String(), nil
+}
+
+// curl fetches url from the LAN client, pinning name to addr (no DNS).
+func (e *env) curl(url, name string, addr string, extra ...string) (string, error) {
+	port := "443"
+	if strings.HasPrefix(url, "http://") {
+		port = "80"
+	}
+	if strings.Contains(addr, ":") {
+		addr = "[" + addr + "]"
+	}
+	args := []string{"curl", "-sS", "--max-time", "10", "--cacert", e.lab.CAFile(),
+		"--resolve", name + ":" + port + ":" + addr}
+	args = append(args, extra...)
+	args = append(args, url)
+	return e.run(lab.RoleLAN, 15*time.Second, args...)
+}
+
+// dig queries server from the LAN client and returns the short answer.
+func (e *env) dig(server, name, qtype string, extra ...string) (string, error) {
+	args := append([]string{"dig", "+short", "+time=3", "+tries=1", "@" + server, name, qtype}, extra...)
+	return e.run(lab.RoleLAN, 10*time.Second, args...)
+}
+
+func (e *env) proxyLog(since time.Time) []servers.ProxyRecord {
+	recs, err := servers.ReadProxyLog(e.lab.Path(servers.ProxyLogFile))
+	if err != nil && !os.IsNotExist(err) {
+		e.t.Fatal(err)
+	}
+	var out []servers.ProxyRecord
+	for _, r := range recs {
+		if !r.Time.Before(since) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *env) originLog(since time.Time) []servers.OriginRecord {
+	recs, err := servers.ReadOriginLog(e.lab.Path(servers.OriginLogFile))
+	if err != nil && !os.IsNotExist(err) {
+		e.t.Fatal(err)
+	}
+	var out []servers.OriginRecord
+	for _, r := range recs {
+		if !r.Time.Before(since) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *env) dnsLog(since time.Time) []servers.DNSRecord {
+	recs, err := servers.ReadDNSLog(e.lab.Path(servers.DNSLogFile))
+	if err != nil && !os.IsNotExist(err) {
+		e.t.Fatal(err)
+	}
+	var out []servers.DNSRecord
+	for _, r := range recs {
+		if !r.Time.Before(since) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// eventually polls cond for up to timeout; logs are written asynchronously.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// hostOf strips the port from an ip:port as a log writes it.
+func hostOf(addrPort string) string {
+	h, _, err := net.SplitHostPort(addrPort)
+	if err != nil {
+		return addrPort
+	}
+	return h
+}
+
+// kernelState is what cloudsteer may leave in the gateway namespace: TCX
+// programs on the LAN interface, nftables tables, policy rules and routes.
+type kernelState struct {
+	tcx    int
+	tables string
+	rules  string
+	routes string
+}
+
+func (e *env) kernelState() kernelState {
+	e.t.Helper()
+	var ks kernelState
+	err := privtest.Do(e.lab.NS(lab.RoleGW), func() error {
+		l, err := netlink.LinkByName(lab.GWLANIf)
+		if err != nil {
+			return err
+		}
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+			if err != nil {
+				return fmt.Errorf("query tcx programs: %w", err)
+			}
+			ks.tcx += len(res.Programs)
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ks.tables, _ = e.run(lab.RoleGW, 5*time.Second, "nft", "list", "tables")
+	ks.rules, _ = e.run(lab.RoleGW, 5*time.Second, "ip", "-d", "rule", "show")
+	r4, _ := e.run(lab.RoleGW, 5*time.Second, "ip", "-4", "route", "show", "table", "all")
+	r6, _ := e.run(lab.RoleGW, 5*time.Second, "ip", "-6", "route", "show", "table", "all")
+	ks.routes = r4 + r6
+	return ks
+}

@@ -1,0 +1,188 @@
+// Package gateway runs a real cloudsteer daemon in a lab's gateway
+// namespace, for the end-to-end tests and the demo: it writes the config,
+// starts `cloudsteer run`, waits until it steers, and stops or kills it.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/lab"
+)
+
+// Options describe one gateway run.
+type Options struct {
+	Bin string   // the cloudsteer binary
+	Lab *lab.Lab // the lab whose gw namespace it runs in
+	// ProxyURL defaults to the lab cloud proxy over http.
+	ProxyURL string
+	// Code defaults to lab.EntitlementCode; Username/Password replace it.
+	Code               string
+	Username, Password string
+	CAFile             string // for an https:// proxy
+	BypassDomains      []string
+	BypassCIDRs        []string
+	Name               string // distinguishes config and log files; default "gw"
+}
+
+// Gateway is a cloudsteer process running in the lab.
+type Gateway struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error
+
+	mu  sync.Mutex
+	log *bytes.Buffer
+}
+
+// ConfigYAML renders the configuration file for opts.
+func ConfigYAML(o Options) string {
+	url := o.ProxyURL
+	if url == "" {
+		url = fmt.Sprintf("http://%s:%d", lab.CloudProxyV4, lab.CloudProxyHTTPPort)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "lan_interfaces: [%s]\n", lab.GWLANIf)
+	fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
+	if o.Username != "" {
+		fmt.Fprintf(&b, "  username: %q\n  password: %q\n", o.Username, o.Password)
+	} else {
+		code := o.Code
+		if code == "" {
+			code = lab.EntitlementCode
+		}
+		fmt.Fprintf(&b, "  entitlement_code: %q\n", code)
+	}
+	if o.CAFile != "" {
+		fmt.Fprintf(&b, "  ca_file: %s\n", o.CAFile)
+	}
+	fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
+	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
+	b.WriteString("log:\n  level: debug\n")
+	return b.String()
+}
+
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
+}
+
+// Start writes the config (mode 0600) and starts cloudsteer in the gateway
+// namespace. It returns once the daemon logs that it steers, or an error
+// with the daemon's output when it exits or does not get there in time.
+func Start(ctx context.Context, o Options) (*Gateway, error) {
+	if o.Name == "" {
+		o.Name = "gw"
+	}
+	cfgPath := filepath.Join(o.Lab.Dir(), o.Name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(ConfigYAML(o)), 0o600); err != nil {
+		return nil, fmt.Errorf("write gateway config: %w", err)
+	}
+	return StartWithConfig(ctx, o.Bin, o.Lab, cfgPath, filepath.Join(o.Lab.Dir(), o.Name+".log"))
+}
+
+// StartWithConfig starts cloudsteer with an existing config file.
+func StartWithConfig(ctx context.Context, bin string, l *lab.Lab, cfgPath, logPath string) (*Gateway, error) {
+	g := &Gateway{log: &bytes.Buffer{}, logPath: logPath, done: make(chan struct{})}
+	// Not CommandContext: the caller decides how the daemon ends.
+	g.cmd = l.Command(context.Background(), lab.RoleGW, bin, "run", "--config", cfgPath)
+	g.cmd.Stdout = g
+	g.cmd.Stderr = g
+	if err := g.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start cloudsteer: %w", err)
+	}
+	go func() {
+		g.err = g.cmd.Wait()
+		close(g.done)
+	}()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if strings.Contains(g.Log(), "msg=steering") {
+			return g, nil
+		}
+		select {
+		case <-g.done:
+			return nil, fmt.Errorf("cloudsteer exited (%v) before steering:\n%s", g.err, g.Log())
+		case <-deadline.C:
+			g.Kill()
+			return nil, fmt.Errorf("cloudsteer did not start steering within 20s:\n%s", g.Log())
+		case <-ctx.Done():
+			g.Kill()
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Write collects the daemon's output (and mirrors it to the log file).
+func (g *Gateway) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, err := os.OpenFile(g.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+		f.Write(p)
+		f.Close()
+	}
+	return g.log.Write(p)
+}
+
+// Log returns everything the daemon printed so far.
+func (g *Gateway) Log() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.log.String()
+}
+
+// Running reports whether the daemon process is still alive.
+func (g *Gateway) Running() bool {
+	select {
+	case <-g.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM and waits for the daemon to exit; it returns the
+// exit error (nil for status 0).
+func (g *Gateway) Stop() error { return g.signal(syscall.SIGTERM) }
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (g *Gateway) Kill() error {
+	err := g.signal(syscall.SIGKILL)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return nil // killed, as asked
+	}
+	return err
+}
+
+func (g *Gateway) signal(sig syscall.Signal) error {
+	if g.Running() {
+		// ip netns exec execs the daemon in place, so the pid is cloudsteer's.
+		_ = g.cmd.Process.Signal(sig)
+	}
+	select {
+	case <-g.done:
+	case <-time.After(15 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+		return fmt.Errorf("cloudsteer did not exit within 15s of %v", sig)
+	}
+	return g.err
+}
