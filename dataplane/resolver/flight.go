@@ -15,10 +15,10 @@ type flightGroup struct {
 
 // flight is one lookup in progress.
 type flight struct {
-	done   chan struct{}
-	msg    *dns.Msg
-	err    error
-	joined bool
+	done chan struct{}
+	msg  *dns.Msg
+	err  error
+	dups int // callers that joined this flight
 }
 
 // do runs fn for k unless a call for k is in progress, in which case it
@@ -30,7 +30,7 @@ func (g *flightGroup) do(k cacheKey, fn func() (*dns.Msg, error)) (msg *dns.Msg,
 		g.m = map[cacheKey]*flight{}
 	}
 	if f, ok := g.m[k]; ok {
-		f.joined = true
+		f.dups++
 		g.mu.Unlock()
 		<-f.done
 		return f.msg, f.err, true
@@ -42,10 +42,20 @@ func (g *flightGroup) do(k cacheKey, fn func() (*dns.Msg, error)) (msg *dns.Msg,
 	defer func() {
 		g.mu.Lock()
 		delete(g.m, k)
-		shared = f.joined
+		shared = f.dups > 0
 		g.mu.Unlock()
 		close(f.done)
 	}()
 	f.msg, f.err = fn()
 	return f.msg, f.err, false
+}
+
+// joiners is how many callers wait for the flight of k now.
+func (g *flightGroup) joiners(k cacheKey) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[k]; ok {
+		return f.dups
+	}
+	return 0
 }
