@@ -5,10 +5,13 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: help generate check-generated build test test-unit fuzz demo check fmt vet clean
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the build, tests and demo need (as root; skips what is there)
+	scripts/install-deps.sh
 
 generate: ## regenerate the eBPF objects and Go bindings (needs clang)
 	$(GO) generate ./dataplane/steer/
@@ -22,7 +25,7 @@ build: ## build cloudsteer and the lab tool into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer ./cmd/cloudsteer
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer-lab ./cmd/cloudsteer-lab
 
-test: build ## all tests, privileged ones included (run as root), then each fuzz target briefly
+test: deps build ## all tests, privileged ones included (run as root), then each fuzz target briefly
 	$(GO) test -count=1 -timeout 30m ./...
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
@@ -32,7 +35,7 @@ test-unit: ## only the tests that need no root
 fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
-demo: build ## bring up the namespace lab, run cloudsteer in it, drive a client, print what each hop saw
+demo: deps build ## bring up the namespace lab, run cloudsteer in it, drive a client, print what each hop saw
 	$(BIN)/cloudsteer-lab demo --bin $(BIN)
 
 fmt: ## gofmt the tree
