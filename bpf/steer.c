@@ -177,17 +177,14 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 	for (int i = 0; i < IPV6_MAX_EXT_HDRS; i++) {
 		struct ipv6_ext_hdr ext;
 
-		switch (nexthdr) {
-		case IPPROTO_HOPOPTS:
-		case IPPROTO_ROUTING:
-		case IPPROTO_DSTOPTS:
+		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+		    nexthdr == IPPROTO_DSTOPTS) {
 			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
 				return -1;
 			nexthdr = ext.nexthdr;
 			// Length in 8-octet units, not counting the first 8.
 			off += ((__u32)ext.hdrlen + 1) * 8;
-			break;
-		case IPPROTO_FRAGMENT:
+		} else if (nexthdr == IPPROTO_FRAGMENT) {
 			if (bpf_skb_load_bytes(skb, off, &ext, sizeof(ext)) < 0)
 				return -1;
 			// Only the first fragment (offset 0) carries the ports.
@@ -195,15 +192,19 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 				return -1;
 			nexthdr = ext.nexthdr;
 			off += 8; // fixed size
+		} else {
 			break;
-		default:
-			p->l4_off = off;
-			p->l4_proto = nexthdr;
-			return 0;
 		}
 	}
-	// Too many extension headers: not classified.
-	return -1;
+	// More extension headers than we walk (or AH/ESP, which we do not
+	// parse): not classified.
+	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
+		return -1;
+
+	p->l4_off = off;
+	p->l4_proto = nexthdr;
+	return 0;
 }
 
 // classify maps an L4 protocol and destination port to a verdict.

@@ -1,0 +1,267 @@
+package steer
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Protocol numbers and EtherTypes used by the packet builder and the model.
+const (
+	protoHopOpts  = 0
+	protoICMP     = 1
+	protoTCP      = 6
+	protoUDP      = 17
+	protoRouting  = 43
+	protoFragment = 44
+	protoDstOpts  = 60
+
+	etherIPv4 = 0x0800
+	etherIPv6 = 0x86dd
+	etherARP  = 0x0806
+	etherVLAN = 0x8100
+)
+
+// pkt describes an Ethernet frame for the classifier tests.
+type pkt struct {
+	dst     string  // destination address, IPv4 or IPv6
+	proto   uint8   // L4 protocol
+	dport   uint16  // L4 destination port
+	vlan    bool    // add one 802.1Q tag
+	ihl     int     // IPv4 header length in 32-bit words; 0 means 5
+	fragOff uint16  // fragment offset in 8-byte units
+	moreFr  bool    // more-fragments flag (IPv4), or add a fragment header (IPv6)
+	ext     []uint8 // IPv6 extension headers in order (hop-by-hop, routing, dest-opts, fragment)
+	cut     int     // bytes cut off the end of the frame
+}
+
+// bytes returns the frame.
+func (p pkt) bytes() []byte {
+	dst := netip.MustParseAddr(p.dst)
+	var l4 []byte
+	switch p.proto {
+	case protoTCP:
+		l4 = make([]byte, 20)
+		binary.BigEndian.PutUint16(l4[0:], 40000)
+		binary.BigEndian.PutUint16(l4[2:], p.dport)
+		binary.BigEndian.PutUint32(l4[4:], 1)
+		l4[12] = 5 << 4
+		l4[13] = 0x02 // SYN
+		binary.BigEndian.PutUint16(l4[14:], 64240)
+	case protoUDP:
+		l4 = make([]byte, 8+4)
+		binary.BigEndian.PutUint16(l4[0:], 40000)
+		binary.BigEndian.PutUint16(l4[2:], p.dport)
+		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		copy(l4[8:], "ping")
+	default:
+		l4 = []byte{8, 0, 0, 0, 0, 1, 0, 1} // ICMP echo request
+	}
+
+	var l3 []byte
+	ether := uint16(etherIPv6)
+	if dst.Is4() {
+		ether = etherIPv4
+		ihl := p.ihl
+		if ihl == 0 {
+			ihl = 5
+		}
+		h := make([]byte, ihl*4)
+		h[0] = 4<<4 | byte(ihl&0x0f)
+		for i := 20; i < len(h); i++ {
+			h[i] = 1 // IP option NOP
+		}
+		binary.BigEndian.PutUint16(h[2:], uint16(len(h)+len(l4)))
+		binary.BigEndian.PutUint16(h[4:], 0x1234)
+		frag := p.fragOff & 0x1fff
+		if p.moreFr {
+			frag |= 0x2000
+		}
+		binary.BigEndian.PutUint16(h[6:], frag)
+		h[8] = 64
+		h[9] = p.proto
+		copy(h[12:], []byte{10, 10, 0, 10})
+		a := dst.As4()
+		copy(h[16:], a[:])
+		l3 = h
+	} else {
+		exts := p.ext
+		if p.moreFr || p.fragOff != 0 {
+			exts = append(append([]uint8{}, exts...), protoFragment)
+		}
+		var chain []byte
+		for i, e := range exts {
+			next := p.proto
+			if i+1 < len(exts) {
+				next = exts[i+1]
+			}
+			h := make([]byte, 8)
+			h[0] = next
+			if e == protoFragment {
+				off := p.fragOff << 3
+				if p.moreFr {
+					off |= 1
+				}
+				binary.BigEndian.PutUint16(h[2:], off)
+				binary.BigEndian.PutUint32(h[4:], 0xcafe)
+			} else {
+				h[2] = 1 // PadN option filling the rest
+				h[3] = 4
+			}
+			chain = append(chain, h...)
+		}
+		first := p.proto
+		if len(exts) > 0 {
+			first = exts[0]
+		}
+		h := make([]byte, 40)
+		h[0] = 6 << 4
+		binary.BigEndian.PutUint16(h[4:], uint16(len(chain)+len(l4)))
+		h[6] = first
+		h[7] = 64
+		src := netip.MustParseAddr("fd00:10::10").As16()
+		copy(h[8:], src[:])
+		a := dst.As16()
+		copy(h[24:], a[:])
+		l3 = append(h, chain...)
+	}
+
+	frame := ethernet(ether, p.vlan)
+	frame = append(frame, l3...)
+	frame = append(frame, l4...)
+	return frame[:len(frame)-p.cut]
+}
+
+// ethernet returns an Ethernet header (with one 802.1Q tag if vlan) for
+// ethertype.
+func ethernet(ethertype uint16, vlan bool) []byte {
+	h := []byte{
+		0x02, 0, 0, 0, 0, 0x01, // destination MAC
+		0x02, 0, 0, 0, 0, 0x10, // source MAC
+	}
+	if vlan {
+		h = binary.BigEndian.AppendUint16(h, etherVLAN)
+		h = binary.BigEndian.AppendUint16(h, 42)
+	}
+	return binary.BigEndian.AppendUint16(h, ethertype)
+}
+
+// arpRequest returns an ARP who-has frame.
+func arpRequest() []byte {
+	f := ethernet(etherARP, false)
+	f[0], f[1], f[2], f[3], f[4], f[5] = 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+	body := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+	body = append(body, 0x02, 0, 0, 0, 0, 0x10, 10, 10, 0, 10)
+	body = append(body, 0, 0, 0, 0, 0, 0, 10, 10, 0, 1)
+	return append(f, body...)
+}
+
+// model is a Go statement of what bpf/steer.c should decide, used to check
+// the classifier against arbitrary frames in FuzzClassifier.
+type model struct {
+	bypass []netip.Prefix
+	paused bool
+}
+
+// verdict returns the verdict the classifier should give frame.
+func (m model) verdict(frame []byte) Verdict {
+	class, dst, ok := modelParse(frame)
+	if !ok || class == VerdictOther {
+		return VerdictOther
+	}
+	for _, p := range m.bypass {
+		if p, err := normalize(p); err == nil && p.Contains(dst) {
+			return VerdictBypass
+		}
+	}
+	if m.paused {
+		return VerdictPaused
+	}
+	return class
+}
+
+// modelParse returns the steering class and destination of frame, or false
+// when the frame has no readable TCP/UDP ports.
+func modelParse(b []byte) (Verdict, netip.Addr, bool) {
+	if len(b) < 14 {
+		return 0, netip.Addr{}, false
+	}
+	off := 14
+	ether := binary.BigEndian.Uint16(b[12:])
+	if ether == etherVLAN || ether == 0x88a8 {
+		if len(b) < 18 {
+			return 0, netip.Addr{}, false
+		}
+		ether = binary.BigEndian.Uint16(b[16:])
+		off = 18
+	}
+	var proto uint8
+	var dst netip.Addr
+	switch ether {
+	case etherIPv4:
+		if len(b) < off+20 {
+			return 0, netip.Addr{}, false
+		}
+		h := b[off:]
+		ihl := int(h[0] & 0x0f)
+		if h[0]>>4 != 4 || ihl < 5 || binary.BigEndian.Uint16(h[6:])&0x1fff != 0 {
+			return 0, netip.Addr{}, false
+		}
+		proto = h[9]
+		dst = netip.AddrFrom4([4]byte(h[16:20]))
+		off += ihl * 4
+	case etherIPv6:
+		if len(b) < off+40 {
+			return 0, netip.Addr{}, false
+		}
+		h := b[off:]
+		if h[0]>>4 != 6 {
+			return 0, netip.Addr{}, false
+		}
+		dst = netip.AddrFrom16([16]byte(h[24:40]))
+		proto = h[6]
+		off += 40
+		isExt := func(p uint8) bool {
+			return p == protoHopOpts || p == protoRouting || p == protoDstOpts || p == protoFragment
+		}
+		for range 6 {
+			if !isExt(proto) {
+				break
+			}
+			if proto == protoFragment {
+				if len(b) < off+4 || binary.BigEndian.Uint16(b[off+2:])&0xfff8 != 0 {
+					return 0, netip.Addr{}, false
+				}
+				proto = b[off]
+				off += 8
+				continue
+			}
+			if len(b) < off+2 {
+				return 0, netip.Addr{}, false
+			}
+			proto, off = b[off], off+(int(b[off+1])+1)*8
+		}
+		if isExt(proto) {
+			return 0, netip.Addr{}, false
+		}
+	default:
+		return 0, netip.Addr{}, false
+	}
+	if proto != protoTCP && proto != protoUDP {
+		return VerdictOther, dst, true
+	}
+	if len(b) < off+4 {
+		return 0, netip.Addr{}, false
+	}
+	dport := binary.BigEndian.Uint16(b[off+2:])
+	switch {
+	case proto == protoTCP && dport == 80:
+		return VerdictHTTP, dst, true
+	case proto == protoTCP && dport == 443:
+		return VerdictTLS, dst, true
+	case dport == 53:
+		return VerdictDNS, dst, true
+	case proto == protoUDP && dport == 443:
+		return VerdictQUICReject, dst, true
+	}
+	return VerdictOther, dst, true
+}
