@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// reachTimeout bounds the wait until the first echo through the gateway is
+// answered (v4 and v6 each).
+const reachTimeout = 15 * time.Second
+
+// ServiceAddrs returns every address the internet namespace carries on its
+// loopback: the lab services' and the sites'.
+func ServiceAddrs() []netip.Addr {
+	addrs := []netip.Addr{
+		CloudProxyV4, CloudProxyV6,
+		SquidV4, SquidV6,
+		CloudDNSV4, CloudDNSV6,
+		AuthDNSV4, AuthDNSV6,
+	}
+	for _, s := range Sites {
+		addrs = append(addrs, s.V4, s.V6)
+	}
+	return addrs
+}
+
+// buildTopology creates the namespaces, veth pairs, addresses and routes.
+// Nothing is created in the caller's namespace: each veth is created inside
+// one lab namespace with its peer placed straight into the other.
+func (l *Lab) buildTopology(ctx context.Context) error {
+	lan, gw, inet := l.NS(RoleLAN), l.NS(RoleGW), l.NS(RoleInet)
+	var steps [][]string
+	add := func(args ...string) { steps = append(steps, args) }
+	sysctl := func(ns, kv string) { add("ip", "netns", "exec", ns, "sysctl", "-qw", kv) }
+
+	for _, ns := range []string{lan, gw, inet} {
+		add("ip", "netns", "add", ns)
+		add(ipIn(ns, "link", "set", "lo", "up")...)
+		// Addresses are usable at once: no duplicate address detection
+		// (set before the veths exist, so they inherit it).
+		sysctl(ns, "net.ipv6.conf.all.accept_dad=0")
+		sysctl(ns, "net.ipv6.conf.default.accept_dad=0")
+	}
+	sysctl(gw, "net.ipv4.ip_forward=1")
+	sysctl(gw, "net.ipv6.conf.all.forwarding=1")
+
+	add(ipIn(lan, "link", "add", ClientIf, "type", "veth", "peer", "name", GWLANIf, "netns", gw)...)
+	add(ipIn(gw, "link", "add", GWWANIf, "type", "veth", "peer", "name", InetIf, "netns", inet)...)
+
+	addr := func(ns, dev string, p netip.Prefix) {
+		args := ipIn(ns, family(p.Addr()), "addr", "add", p.String(), "dev", dev)
+		if p.Addr().Is6() {
+			args = append(args, "nodad")
+		}
+		add(args...)
+	}
+	addr(lan, ClientIf, ClientV4)
+	addr(lan, ClientIf, ClientV6)
+	addr(gw, GWLANIf, GWLANV4)
+	addr(gw, GWLANIf, GWLANV6)
+	addr(gw, GWWANIf, GWWANV4)
+	addr(gw, GWWANIf, GWWANV6)
+	addr(inet, InetIf, InetV4)
+	addr(inet, InetIf, InetV6)
+	for _, a := range ServiceAddrs() {
+		addr(inet, "lo", netip.PrefixFrom(a, a.BitLen()))
+	}
+	add(ipIn(lan, "link", "set", ClientIf, "up")...)
+	add(ipIn(gw, "link", "set", GWLANIf, "up")...)
+	add(ipIn(gw, "link", "set", GWWANIf, "up")...)
+	add(ipIn(inet, "link", "set", InetIf, "up")...)
+
+	route := func(ns string, dst string, via netip.Prefix) {
+		add(ipIn(ns, family(via.Addr()), "route", "add", dst, "via", via.Addr().String())...)
+	}
+	route(lan, "default", GWLANV4)
+	route(lan, "default", GWLANV6)
+	route(gw, "default", InetV4)
+	route(gw, "default", InetV6)
+	route(inet, ClientV4.Masked().String(), GWWANV4)
+	route(inet, ClientV6.Masked().String(), GWWANV6)
+
+	for _, s := range steps {
+		if err := run(ctx, s...); err != nil {
+			return fmt.Errorf("build lab: %w", err)
+		}
+	}
+	for role, servers := range Nameservers {
+		if err := writeResolvConf(l.NS(role), servers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Nameservers are the resolvers in each namespace's resolv.conf (what
+// programs run through `ip netns exec` use): the LAN client asks an
+// address nobody runs, so its names resolve only when cloudsteer on the
+// gateway answers; the gateway asks the cloud DNS; the internet asks the
+// authoritative server.
+var Nameservers = map[string][]netip.Addr{
+	RoleLAN:  {NobodyDNSV4, NobodyDNSV6},
+	RoleGW:   {CloudDNSV4, CloudDNSV6},
+	RoleInet: {AuthDNSV4, AuthDNSV6},
+}
+
+// netnsEtc is where `ip netns exec` finds files it binds over /etc.
+const netnsEtc = "/etc/netns"
+
+// writeResolvConf writes /etc/netns/NS/resolv.conf.
+func writeResolvConf(ns string, servers []netip.Addr) error {
+	dir := filepath.Join(netnsEtc, ns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	var b strings.Builder
+	b.WriteString("# cloudsteer lab\n")
+	for _, a := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", a)
+	}
+	b.WriteString("options timeout:2 attempts:1\n")
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf of %s: %w", ns, err)
+	}
+	return nil
+}
+
+// waitReachable waits until the LAN client reaches a site address through
+// the gateway over IPv4 and IPv6.
+func (l *Lab) waitReachable(ctx context.Context) error {
+	site := Sites[0]
+	for _, dst := range []netip.Addr{site.V4, site.V6} {
+		pctx, cancel := context.WithTimeout(ctx, reachTimeout)
+		err := l.Ping(pctx, RoleLAN, dst)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("lab not reachable: %w", err)
+		}
+	}
+	return nil
+}
