@@ -101,8 +101,8 @@ func writeDNS(rw dns.ResponseWriter, req, resp *dns.Msg, rec DNSRecord, w *jsonl
 	resp.Truncate(size)
 	rec.Rcode = dns.RcodeToString[resp.Rcode]
 	rec.Truncated = resp.Truncated
+	w.write(rec) // before the answer, so a client holding it finds the line
 	_ = rw.WriteMsg(resp)
-	w.write(rec)
 }
 
 // authZone is the lab's authoritative data for every lab name.

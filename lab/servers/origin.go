@@ -85,9 +85,16 @@ func (h *originHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		rec.SNI = r.TLS.ServerName
 	}
-	defer func() {
-		rec.Status = sw.code()
+	logged := false
+	sw.onStatus = func(code int) {
+		logged = true
+		rec.Status = code
 		h.log.write(rec)
+	}
+	defer func() {
+		if !logged {
+			sw.WriteHeader(sw.code())
+		}
 	}()
 	switch r.URL.Path {
 	case "/":
@@ -126,22 +133,28 @@ func (zeroReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// statusWriter remembers the status code a handler sent.
+// statusWriter remembers the status code a handler sent, and calls
+// onStatus with the final status just before it goes out, so a log line is
+// written before the client can have the whole response.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	onStatus func(code int)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
+	if code >= 200 && w.status == 0 {
 		w.status = code
+		if w.onStatus != nil {
+			w.onStatus(code)
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }

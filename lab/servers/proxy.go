@@ -165,16 +165,17 @@ func (p *cloudProxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		XFF:    r.Header.Get("X-Forwarded-For"),
 		TLS:    r.TLS != nil,
 	}
-	sw := &statusWriter{ResponseWriter: rw}
 	logged := false
-	logNow := func() {
+	logStatus := func(code int) {
 		if !logged {
 			logged = true
-			rec.Status = sw.code()
+			rec.Status = code
 			p.log.write(rec)
 		}
 	}
-	defer logNow()
+	sw := &statusWriter{ResponseWriter: rw, onStatus: logStatus}
+	// A hijacked connection that failed before its 200 still gets a line.
+	defer func() { logStatus(sw.code()) }()
 
 	host, hostport, err := targetOf(r)
 	if err != nil {
@@ -207,7 +208,7 @@ func (p *cloudProxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		p.tunnel(sw, r, hostport, logNow)
+		p.tunnel(sw, r, hostport, logStatus)
 		return
 	}
 	p.rp.ServeHTTP(sw, r)
@@ -248,7 +249,7 @@ func (p *cloudProxy) dialOrigin(ctx context.Context, network, hostport string) (
 
 // tunnel answers CONNECT: dial the origin, send 200 and copy both ways
 // until both sides are done.
-func (p *cloudProxy) tunnel(sw *statusWriter, r *http.Request, hostport string, logNow func()) {
+func (p *cloudProxy) tunnel(sw *statusWriter, r *http.Request, hostport string, logStatus func(int)) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	up, err := p.dialOrigin(ctx, "tcp", hostport)
 	cancel()
@@ -267,7 +268,6 @@ func (p *cloudProxy) tunnel(sw *statusWriter, r *http.Request, hostport string, 
 		up.Close()
 		return
 	}
-	sw.status = http.StatusOK
 	if !p.track(down, up) {
 		down.Close()
 		up.Close()
@@ -275,12 +275,13 @@ func (p *cloudProxy) tunnel(sw *statusWriter, r *http.Request, hostport string, 
 	}
 	defer p.untrack(down, up)
 	_ = down.SetDeadline(time.Time{})
+	sw.status = http.StatusOK
+	logStatus(http.StatusOK)
 	if _, err := io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		down.Close()
 		up.Close()
 		return
 	}
-	logNow()
 	done := make(chan struct{}, 2)
 	go func() {
 		// brw.Reader holds bytes the client sent right after its CONNECT head.

@@ -70,7 +70,12 @@ func serveQUICConn(ctx context.Context, site lab.Site, conn *quic.Conn, w *jsonl
 		Method: "LINE",
 	}
 	rec.Host = rec.SNI
-	defer func() { w.write(rec) }()
+	logged := false
+	defer func() {
+		if !logged {
+			w.write(rec)
+		}
+	}()
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
 		_ = conn.CloseWithError(1, "no stream")
@@ -85,12 +90,15 @@ func serveQUICConn(ctx context.Context, site lab.Site, conn *quic.Conn, w *jsonl
 		_ = conn.CloseWithError(1, "bad line")
 		return
 	}
+	// Log before answering, so a client holding the answer finds the line.
+	rec.Status = 200
+	logged = true
+	w.write(rec)
 	if _, err := fmt.Fprintf(st, "hello from %s via quic\n", site.Name); err != nil {
 		_ = conn.CloseWithError(1, "write")
 		return
 	}
 	_ = st.Close()
-	rec.Status = 200
 	// Let the client read the answer and close; it is the one that hangs up.
 	select {
 	case <-conn.Context().Done():
