@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/servers"
 )
 
 // goBuild builds a main package of this module into a temporary directory.
@@ -85,6 +86,22 @@ func requireGone(tb testing.TB, prefix string) {
 	}
 	if shm, _ := filepath.Glob("/dev/shm/cslab" + prefix + "-*"); len(shm) > 0 {
 		tb.Errorf("squid shared memory left behind: %v", shm)
+	}
+}
+
+// TestFileNames checks that the lab looks for the files `serve` writes
+// (lab cannot import lab/servers, which imports it).
+func TestFileNames(t *testing.T) {
+	tests := []struct{ name, lab, servers string }{
+		{"ca", lab.CAFileName, servers.CAFile},
+		{"ready", lab.ReadyFileName, servers.ReadyFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.lab != tt.servers {
+				t.Errorf("lab uses %q, servers write %q", tt.lab, tt.servers)
+			}
+		})
 	}
 }
 
