@@ -131,3 +131,25 @@ func TestPauseSwitch(t *testing.T) {
 		}
 	}
 }
+
+func TestMethodsAfterCloseFail(t *testing.T) {
+	s := loadTestSteer(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddBypass(mustPrefix(t, "192.0.2.1/32")); err == nil {
+		t.Error("AddBypass after Close succeeded")
+	}
+	if err := s.SetPaused(true); err == nil {
+		t.Error("SetPaused after Close succeeded")
+	}
+	if _, err := s.Counters(); err == nil {
+		t.Error("Counters after Close succeeded")
+	}
+	if _, err := s.BypassPrefixes(); err == nil {
+		t.Error("BypassPrefixes after Close succeeded")
+	}
+	if got := s.Attached(); len(got) != 0 {
+		t.Errorf("Attached after Close = %v", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
@@ -279,4 +280,40 @@ func FuzzClassifier(f *testing.F) {
 			t.Errorf("counter %s moved by %d packets, want 1", want, d)
 		}
 	})
+}
+
+// BenchmarkClassifier reports the classifier's cost per packet, measured by
+// the kernel (BPF_PROG_TEST_RUN with repeat), for a few packet shapes.
+func BenchmarkClassifier(b *testing.B) {
+	s := loadTestSteer(b)
+	for i := range 1000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 32)
+		if err := s.AddBypass(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	frames := []struct {
+		name  string
+		frame []byte
+	}{
+		{"v4 tcp 443", pkt{dst: "203.0.113.10", proto: protoTCP, dport: 443}.bytes()},
+		{"v4 tcp 22", pkt{dst: "203.0.113.10", proto: protoTCP, dport: 22}.bytes()},
+		{"v4 bypass", pkt{dst: "198.51.1.7", proto: protoUDP, dport: 53}.bytes()},
+		{"v6 3 ext headers", pkt{dst: "2001:db8::1", proto: protoTCP, dport: 80, ext: []uint8{0, 43, 60}}.bytes()},
+		{"arp", arpRequest()},
+	}
+	for _, f := range frames {
+		b.Run(f.name, func(b *testing.B) {
+			const repeat = 10000
+			var total time.Duration
+			for b.Loop() {
+				_, d, err := s.Program().Benchmark(f.frame, repeat, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "kernel-ns/pkt")
+		})
+	}
 }
