@@ -9,8 +9,12 @@ import (
 	"github.com/miekg/dns"
 )
 
-// headerLen is the size of a DNS message header.
-const headerLen = 12
+const (
+	// headerLen is the size of a DNS message header.
+	headerLen = 12
+	// maxChain is the longest CNAME chain snoop follows.
+	maxChain = 16
+)
 
 // handle answers one raw client request and returns the packed answer, or
 // nil when the request gets no answer (shorter than a header, or itself a
@@ -170,9 +174,9 @@ func (r *Resolver) snoop(out *dns.Msg) {
 	chain := []string{canonName(name)}
 	var addrs []netip.Addr
 	var addrTTL uint32
-	// Each step follows one CNAME; bounded by the answer's length so a
-	// CNAME loop ends.
-	for range len(out.Answer) + 1 {
+	// Each step follows one CNAME; bounded so that a CNAME loop or a long
+	// chain from a broken upstream ends quickly.
+	for range maxChain {
 		var next string
 		for _, rr := range out.Answer {
 			h := rr.Header()

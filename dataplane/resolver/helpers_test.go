@@ -108,11 +108,22 @@ type fakeUpstream struct {
 
 	udpQueries, tcpQueries atomic.Int64
 	inflight, maxInflight  atomic.Int64
+	mu                     sync.Mutex
+	names                  map[string]int // lowercase name → queries seen
 	// gate, when not nil, holds every "slow*" query until it is closed.
 	gate chan struct{}
+}
 
-	mu    sync.Mutex
-	names map[string]int // lowercase name → queries seen
+// hold makes the upstream hold every "slow*" query until the returned
+// function (also called at cleanup) releases them.
+func (f *fakeUpstream) hold(tb testing.TB) (release func()) {
+	g := make(chan struct{})
+	f.mu.Lock()
+	f.gate = g
+	f.mu.Unlock()
+	release = sync.OnceFunc(func() { close(g) })
+	tb.Cleanup(release)
+	return release
 }
 
 func (f *fakeUpstream) count(name string) int {
@@ -139,9 +150,10 @@ func (f *fakeUpstream) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if len(q.Question) == 1 {
 		f.mu.Lock()
 		f.names[strings.ToLower(q.Question[0].Name)]++
+		gate := f.gate
 		f.mu.Unlock()
-		if f.gate != nil && strings.HasPrefix(strings.ToLower(q.Question[0].Name), "slow") {
-			<-f.gate
+		if gate != nil && strings.HasPrefix(strings.ToLower(q.Question[0].Name), "slow") {
+			<-gate
 		}
 	}
 	m := zoneAnswer(q)

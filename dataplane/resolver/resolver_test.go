@@ -459,9 +459,7 @@ func TestConcurrencyBound(t *testing.T) {
 	const limit = 4
 	const sent = 10
 	up := newFakeUpstream(t)
-	up.gate = make(chan struct{})
-	gate := sync.OnceFunc(func() { close(up.gate) })
-	t.Cleanup(gate)
+	gate := up.hold(t)
 	r := startResolver(t, Config{Upstreams: []netip.AddrPort{up.addr}, MaxConcurrent: limit, Timeout: 10 * time.Second})
 
 	c, err := net.Dial("udp", r.addr.String())
@@ -516,9 +514,7 @@ func TestConcurrencyBound(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	const clients = 8
 	up := newFakeUpstream(t)
-	up.gate = make(chan struct{})
-	gate := sync.OnceFunc(func() { close(up.gate) })
-	t.Cleanup(gate)
+	gate := up.hold(t)
 	r := startResolver(t, Config{Upstreams: []netip.AddrPort{up.addr}, Timeout: 10 * time.Second})
 	var wg sync.WaitGroup
 	answers := make(chan *dns.Msg, clients)
