@@ -19,7 +19,8 @@ const (
 )
 
 // build queues the whole table into conn's batch: the table, its three
-// base chains, the anonymous sets and the rules. Nothing is sent.
+// base chains, the interface set, the anonymous port sets and the rules.
+// Nothing is sent.
 //
 // Layout (nft syntax; M_* are cfg.Marks, P_* cfg ports, LAN the interfaces):
 //
