@@ -15,7 +15,12 @@ import (
 // documents proxy chaining from Squid.
 func TestSquidAsCloudProxy(t *testing.T) {
 	e := newEnv(t, true)
-	e.startGateway(gateway.Options{ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort)})
+	// Squid refuses Basic credentials with an empty password, so the code
+	// goes as the user name with the password the lab's Squid expects.
+	e.startGateway(gateway.Options{
+		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
+		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
+	})
 	www := site(t, "www.example.com")
 
 	squidSaw := func(t *testing.T, since time.Time, match func(lab.SquidRecord) bool) *lab.SquidRecord {

@@ -3,11 +3,14 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,12 +88,24 @@ func TestSteering(t *testing.T) {
 	t.Run("b/http absolute-form via cloud proxy", func(t *testing.T) {
 		news := site(t, "news.example.com")
 		start := time.Now()
-		// Two requests on one keep-alive connection, naming different hosts
-		// (both resolve to addresses on the same path through the gateway).
-		body, err := e.curl("http://news.example.com/?case=b1", "news.example.com", news.V4.String(),
-			"--next", "--resolve", "www.example.com:80:"+www.V4.String(), "http://www.example.com/?case=b2")
+		// Two requests on one keep-alive connection, naming different hosts.
+		c, err := e.lab.DialContext(context.Background(), lab.RoleLAN, "tcp", news.V4.String()+":80")
 		if err != nil {
 			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /?case=b1 HTTP/1.1\r\nHost: news.example.com\r\n\r\nGET /?case=b2 HTTP/1.1\r\nHost: www.example.com\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+		br := bufio.NewReader(c)
+		var body string
+		for range 2 {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body += string(b)
 		}
 		if !strings.Contains(body, "hello from news.example.com via http") || !strings.Contains(body, "hello from www.example.com via http") {
 			t.Fatalf("client got %q", body)
