@@ -197,8 +197,14 @@ func listenLoopback(tb testing.TB, host string) (net.PacketConn, net.Listener) {
 
 func newFakeUpstream(tb testing.TB) *fakeUpstream {
 	tb.Helper()
+	return newFakeUpstreamOn(tb, "127.0.0.1")
+}
+
+// newFakeUpstreamOn starts a fake upstream on host ("127.0.0.1" or "::1").
+func newFakeUpstreamOn(tb testing.TB, host string) *fakeUpstream {
+	tb.Helper()
 	f := &fakeUpstream{names: map[string]int{}}
-	pc, ln := listenLoopback(tb, "127.0.0.1")
+	pc, ln := listenLoopback(tb, host)
 	f.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: f}, {Listener: ln, Handler: f}} {
 		started := make(chan struct{})
@@ -220,7 +226,13 @@ func newFakeUpstream(tb testing.TB) *fakeUpstream {
 // deadUDPAddr is a loopback address where nothing listens.
 func deadUDPAddr(tb testing.TB) netip.AddrPort {
 	tb.Helper()
-	pc, ln := listenLoopback(tb, "127.0.0.1")
+	return deadUDPAddrOn(tb, "127.0.0.1")
+}
+
+// deadUDPAddrOn is a loopback address on host where nothing listens.
+func deadUDPAddrOn(tb testing.TB, host string) netip.AddrPort {
+	tb.Helper()
+	pc, ln := listenLoopback(tb, host)
 	a := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	pc.Close()
 	ln.Close()
@@ -297,6 +309,12 @@ type runningResolver struct {
 // the test ends, and checks that Serve returns cleanly.
 func startResolver(tb testing.TB, cfg Config) *runningResolver {
 	tb.Helper()
+	return startResolverOn(tb, "127.0.0.1", cfg)
+}
+
+// startResolverOn is startResolver on host ("127.0.0.1" or "::1").
+func startResolverOn(tb testing.TB, host string, cfg Config) *runningResolver {
+	tb.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(tb)
 	}
@@ -304,7 +322,7 @@ func startResolver(tb testing.TB, cfg Config) *runningResolver {
 	if err != nil {
 		tb.Fatalf("new resolver: %v", err)
 	}
-	pc, ln := listenLoopback(tb, "127.0.0.1")
+	pc, ln := listenLoopback(tb, host)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx, pc, ln) }()

@@ -478,6 +478,11 @@ func TestConcurrencyBound(t *testing.T) {
 	waitFor(t, "the resolver to drop what is over its limit", func() bool {
 		return up.inflight.Load() == limit && r.Stats().Dropped == sent-limit
 	})
+	// Measured while the upstream holds them all: once released, a reply
+	// can reach the resolver before the fake upstream counts it done.
+	if maxIn := up.maxInflight.Load(); maxIn != limit {
+		t.Errorf("upstream saw %d queries at once, limit %d", maxIn, limit)
+	}
 	// A TCP query waits for a free slot instead of being dropped.
 	tcpDone := make(chan *dns.Msg, 1)
 	go func() {
@@ -505,9 +510,6 @@ func TestConcurrencyBound(t *testing.T) {
 	}
 	if m := <-tcpDone; m == nil || m.Rcode != dns.RcodeSuccess {
 		t.Errorf("tcp query while full: %v", m)
-	}
-	if maxIn := up.maxInflight.Load(); maxIn > limit {
-		t.Errorf("upstream saw %d queries at once, limit %d", maxIn, limit)
 	}
 }
 
@@ -595,5 +597,41 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New(Config{Upstreams: []netip.AddrPort{up}}); err != nil {
 		t.Errorf("New with defaults: %v", err)
+	}
+}
+
+func TestIPv6Loopback(t *testing.T) {
+	up4 := newFakeUpstream(t)
+	up6 := newFakeUpstreamOn(t, "::1")
+	var clients sync.Map
+	tests := []struct {
+		name      string
+		upstreams []netip.AddrPort
+	}{
+		{name: "v6 upstream", upstreams: []netip.AddrPort{up6.addr}},
+		{name: "v6 upstream down, v4 upstream", upstreams: []netip.AddrPort{deadUDPAddrOn(t, "::1"), up4.addr}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startResolverOn(t, "::1", Config{
+				Upstreams: tc.upstreams,
+				OnQuery:   func(qi QueryInfo) { clients.Store(qi.Client.Addr(), qi.Transport) },
+			})
+			if !r.addr.Addr().Is6() {
+				t.Fatalf("resolver on %s, want [::1]", r.addr)
+			}
+			for _, network := range []string{"udp", "tcp"} {
+				m := ask(t, r.addr, network, query("www.example.com.", dns.TypeAAAA))
+				if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+					t.Fatalf("%s: answer %v", network, m)
+				}
+			}
+		})
+	}
+	if _, ok := clients.Load(netip.IPv6Loopback()); !ok {
+		t.Error("OnQuery never saw client ::1")
+	}
+	if up6.count("www.example.com.") != 1 || up4.count("www.example.com.") != 1 {
+		t.Errorf("upstream queries: v6 %d, v4 %d; want 1 each", up6.count("www.example.com."), up4.count("www.example.com."))
 	}
 }
