@@ -31,6 +31,7 @@ type Record struct {
 	Target string // CONNECT authority or absolute URL
 	Auth   string // Proxy-Authorization as received
 	XFF    string // X-Forwarded-For as received
+	Conn   string // the client's address: equal for requests on one connection
 }
 
 // Options configure a Proxy.
@@ -97,7 +98,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		target = r.URL.String()
 	}
 	p.mu.Lock()
-	p.records = append(p.records, Record{Method: r.Method, Target: target, Auth: r.Header.Get("Proxy-Authorization"), XFF: r.Header.Get("X-Forwarded-For")})
+	p.records = append(p.records, Record{Method: r.Method, Target: target, Auth: r.Header.Get("Proxy-Authorization"), XFF: r.Header.Get("X-Forwarded-For"), Conn: r.RemoteAddr})
 	p.mu.Unlock()
 
 	if p.opts.Auth != "" && r.Header.Get("Proxy-Authorization") != p.opts.Auth {
@@ -172,6 +173,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		if !ok || err != nil {
 			return
 		}
+		resp.Body = nil // the head only: the body is the upgraded stream
 		resp.Write(c)
 		if n := brw.Reader.Buffered(); n > 0 {
 			b, _ := brw.Reader.Peek(n)
@@ -183,7 +185,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	// Pass each piece on at once, so a streamed body stays chunked.
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			w.Write(buf[:n])
+			rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // pipe copies both ways until both directions end.

@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/sniff"
+)
+
+// TLS alert descriptions sent to a client whose tunnel cannot be opened.
+const (
+	alertAccessDenied  = 49
+	alertInternalError = 80
+)
+
+// handleTLS serves one redirected TLS flow.
+func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
+	dst, err := p.cfg.OriginalDst(f.client)
+	if err != nil {
+		p.log.Warn("no original destination", "proto", "tls", "client", f.ip, "err", err)
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	ev := Event{Target: dst}
+
+	hello, raw, err := sniff.Peek(ctx, f.client, p.cfg.MaxHeaderBytes, p.cfg.PeekTimeout)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		ev.Kind, ev.Detail = KindBadClient, "read client hello: "+err.Error()
+		p.log.Debug("bad tls client", "client", f.ip, "dst", dst, "bytes", len(raw), "err", err)
+		p.event(f, ev)
+		return
+	}
+	ev.Name = hello.ServerName
+
+	var up net.Conn
+	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
+		p.cfg.Policy.LearnBypass(dst.Addr())
+		up, err = p.dialer.DialContext(ctx, "tcp", dst.String())
+		if err != nil {
+			p.refused(f, ev, err)
+			sendAlert(f.client, alertInternalError)
+			return
+		}
+		p.bypassed.Add(1)
+	} else {
+		// Without a usable SNI the cloud proxy gets the address the
+		// client dialed ("[v6]:443" for IPv6).
+		target := dst.String()
+		if ev.Name != "" {
+			target = net.JoinHostPort(ev.Name, strconv.Itoa(int(dst.Port())))
+		}
+		cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+		up, err = p.cfg.Cloud.Connect(cctx, target, f.ip)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			ev = p.refused(f, ev, err)
+			alert := byte(alertInternalError)
+			if ev.Kind == KindBlocked {
+				alert = alertAccessDenied
+			}
+			sendAlert(f.client, alert)
+			return
+		}
+		p.proxied.Add(1)
+	}
+	f.add(up)
+
+	up.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
+	if _, err := up.Write(raw); err != nil {
+		if ctx.Err() == nil {
+			p.log.Debug("replay client hello", "client", f.ip, "name", ev.Name, "err", err)
+		}
+		return
+	}
+	p.bytesUp.Add(uint64(len(raw)))
+	p.pipe(f, f.client, up)
+}
+
+// sendAlert writes a fatal TLS alert so the client shows a TLS error
+// ("access denied") instead of a bare reset.
+func sendAlert(c net.Conn, desc byte) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write([]byte{21, 3, 3, 0, 2, 2, desc})
+}
