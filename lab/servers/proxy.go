@@ -152,6 +152,12 @@ func targetOf(r *http.Request) (host, hostport string, err error) {
 		return "", "", fmt.Errorf("unsupported scheme %q", r.URL.Scheme)
 	}
 	h := r.URL.Hostname()
+	if h == "" {
+		return "", "", fmt.Errorf("absolute URL %q has no host", r.RequestURI)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", "", fmt.Errorf("absolute URL %q has a bad port", r.RequestURI)
+	}
 	return h, net.JoinHostPort(h, port), nil
 }
 
