@@ -143,6 +143,7 @@ type envOpts struct {
 	password    string // "" means the right one
 	originAddr  string // "" means 127.0.0.1:0
 	peekTimeout time.Duration
+	idleTimeout time.Duration
 	maxHeader   int
 }
 
@@ -200,6 +201,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 			e.mu.Unlock()
 		},
 		PeekTimeout:    peek,
+		IdleTimeout:    o.idleTimeout,
 		MaxHeaderBytes: o.maxHeader,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -661,3 +663,106 @@ func TestNewValidation(t *testing.T) {
 		t.Errorf("New with defaults: %v", err)
 	}
 }
+
+func TestIdleFlowsAreClosed(t *testing.T) {
+	t.Run("tls tunnel", func(t *testing.T) {
+		e := newEnv(t, envOpts{tls: true, idleTimeout: 200 * time.Millisecond})
+		c, err := tls.Dial("tcp", e.addr, &tls.Config{ServerName: "www.example.com", RootCAs: e.ca.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// The handshake went through the tunnel; now say nothing.
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("read err = %v, want the proxy to close the idle tunnel", err)
+		}
+		e.waitActive(t, 0)
+	})
+	t.Run("http keep-alive", func(t *testing.T) {
+		e := newEnv(t, envOpts{idleTimeout: 200 * time.Millisecond})
+		c := dialHTTP(t, e)
+		c.do(t, "GET / HTTP/1.1\r\nHost: news.example.com\r\n\r\n", "GET")
+		if _, err := c.br.ReadByte(); err != io.EOF {
+			t.Fatalf("read err = %v, want EOF from the idle close", err)
+		}
+	})
+}
+
+func TestHTTPIPLiteralHost(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := dialHTTP(t, e)
+	port := e.origin.addr.Port()
+	_, body := c.do(t, "GET /ip HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "GET")
+	if !strings.Contains(body, "path=/ip") {
+		t.Errorf("body = %q", body)
+	}
+	recs := e.cloud.Records()
+	if want := fmt.Sprintf("http://127.0.0.1:%d/ip", port); len(recs) != 1 || recs[0].Target != want {
+		t.Errorf("cloud proxy saw %+v, want %s", recs, want)
+	}
+}
+
+// BenchmarkTLSBypassThroughput pushes bytes through a bypassed TLS flow
+// (ClientHello replay, then splice) into an origin that discards them.
+func BenchmarkTLSBypassThroughput(b *testing.B) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	cc, _ := cloudproxy.New(cloudproxy.Config{URL: cloudproxytest.Start(b, cloudproxytest.Options{}).URL})
+	pol := &policy{names: []string{"bank.example"}}
+	px, err := proxy.New(proxy.Config{Cloud: cc, Policy: pol, Logger: slog.New(slog.DiscardHandler),
+		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return sink.Addr().(*net.TCPAddr).AddrPort(), nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go px.ServeTLS(ctx, ln)
+
+	rc := &recordConn{}
+	tls.Client(rc, &tls.Config{ServerName: "bank.example"}).Handshake()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(rc.buf)
+	chunk := make([]byte, 1<<20)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// recordConn keeps what a tls.Client writes and fails its reads.
+type recordConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (c *recordConn) Write(b []byte) (int, error) { c.buf = append(c.buf, b...); return len(b), nil }
+func (c *recordConn) Read([]byte) (int, error)    { return 0, io.EOF }
+func (c *recordConn) Close() error                { return nil }
+func (c *recordConn) SetDeadline(time.Time) error { return nil }
+func (c *recordConn) SetReadDeadline(time.Time) error {
+	return nil
+}
+func (c *recordConn) SetWriteDeadline(time.Time) error { return nil }
