@@ -59,8 +59,9 @@ type ClientHello struct {
 	LegacyVersion uint16
 	// SupportedVersions lists the supported_versions extension (TLS 1.3+).
 	SupportedVersions []uint16
-	// Length is the number of stream bytes the hello used, record headers
-	// included.
+	// Length is the number of stream bytes up to the end of the last
+	// record holding part of the hello (or the end of the input, if that
+	// record is cut short), record headers included.
 	Length int
 }
 
