@@ -114,7 +114,7 @@ type Resolver struct {
 	exchange func(ctx context.Context, addr netip.AddrPort, query []byte, tcp bool) ([]byte, error)
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
-	rcodes                                                         [24]atomic.Uint64 // index 23: other
+	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 }
 
 // New validates cfg and returns a Resolver; it opens no sockets.

@@ -18,6 +18,7 @@ import (
 type upstream struct {
 	addr      netip.AddrPort
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
+	lastWarn  atomic.Int64 // unix nanoseconds of the last failure logged
 }
 
 // order returns the upstreams in configured order, those that failed
@@ -73,7 +74,10 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 			if ctx.Err() != nil {
 				break
 			}
-			if u.downUntil.Swap(time.Now().Add(downPenalty).UnixNano()) == 0 {
+			now := time.Now()
+			u.downUntil.Store(now.Add(downPenalty).UnixNano())
+			// at most one warning per upstream per downPenalty, however many queries fail
+			if last := u.lastWarn.Load(); now.UnixNano()-last >= int64(downPenalty) && u.lastWarn.CompareAndSwap(last, now.UnixNano()) {
 				r.log.Warn("upstream failing, trying the next one", "upstream", u.addr.String(), "err", err)
 			}
 			continue
