@@ -91,7 +91,8 @@ func TestQUICProbe(t *testing.T) {
 		{"other alpn", lab.Sites[1].V4, lab.Sites[1].Name, true, "h3", "hello from news.example.com via quic", ""},
 		{"unverified", lab.Sites[4].V4, "whatever", false, "", "hello from bank.example via quic", ""},
 		{"wrong name verified", lab.Sites[4].V4, "nope.example.org", true, "", "", "certificate"},
-		{"nothing listening", netip.MustParseAddr("203.0.113.99"), "x", false, "", "", "quic handshake"},
+		{"no route", netip.MustParseAddr("203.0.113.99"), "x", false, "", "", "quic handshake"},
+		{"closed port (icmp)", lab.CloudProxyV4, "x", false, "", "", "connection refused"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -131,7 +131,8 @@ type ProbeOptions struct {
 	ALPN    string         // default QUICALPN
 	Line    string         // default "hello from probe"
 	// Conn, when set, is the UDP socket to dial from (e.g. opened in
-	// another network namespace); Probe does not close it.
+	// another network namespace); Probe does not close it, but turns on
+	// ICMP error reporting on it.
 	Conn net.PacketConn
 }
 
@@ -169,6 +170,7 @@ func ProbeQUIC(ctx context.Context, o ProbeOptions) (string, error) {
 		}
 		defer pc.Close()
 	}
+	setRecvErr(pc)
 	tr := &quic.Transport{Conn: pc}
 	defer tr.Close()
 	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(ap), tc, qc)
