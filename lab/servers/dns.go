@@ -32,7 +32,7 @@ func (l *Lab) startDNS(ctx context.Context, w *jsonlWriter) error {
 		resp := auth.answer(req)
 		writeDNS(rw, req, resp, DNSRecord{Server: "auth"}, w)
 	})
-	cloud := &cloudResolver{sites: newSiteTable(l.cfg.Sites), upstream: l.cfg.AuthDNSUpstream, dial: l.cfg.Dial}
+	cloud := &cloudResolver{sites: newSiteTable(l.cfg.Sites), upstream: l.cfg.AuthDNSUpstream, dial: l.cfg.Dial, sources: l.cfg.CloudDNSAddrs}
 	cloudH := dns.HandlerFunc(func(rw dns.ResponseWriter, req *dns.Msg) {
 		resp, blocked := cloud.answer(ctx, req)
 		writeDNS(rw, req, resp, DNSRecord{Server: "cloud", Blocked: blocked}, w)
@@ -242,6 +242,7 @@ type cloudResolver struct {
 	sites    *siteTable
 	upstream string
 	dial     DialFunc
+	sources  []netip.Addr
 }
 
 // blocked reports whether name is, or is under, a site of the blocked
@@ -325,7 +326,11 @@ func (c *cloudResolver) forward(ctx context.Context, q dns.Question) (*dns.Msg, 
 }
 
 func (c *cloudResolver) exchange(ctx context.Context, network string, m *dns.Msg) (*dns.Msg, error) {
-	conn, err := c.dial(ctx, network, c.upstream)
+	var src netip.Addr
+	if up, err := netip.ParseAddrPort(c.upstream); err == nil {
+		src = sourceFor(c.sources, up.Addr())
+	}
+	conn, err := c.dial(ctx, network, src, c.upstream)
 	if err != nil {
 		return nil, err
 	}

@@ -82,18 +82,20 @@ func TestDNSWithDig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sawBlocked, sawTrunc, sawTCP, sawCloudNX bool
+	var sawBlocked, sawTrunc, sawTCP, sawCloudNX, sawForward bool
 	for _, r := range recs {
 		sawBlocked = sawBlocked || (r.Server == "cloud" && r.Blocked && r.Name == "scores.sports.example." && r.Type == "A")
 		sawTrunc = sawTrunc || (r.Server == "auth" && r.Truncated && r.Transport == "udp" && r.Name == BigName+".")
 		sawTCP = sawTCP || (r.Server == "cloud" && r.Transport == "tcp" && r.Name == "bank.example." && r.Type == "AAAA")
 		sawCloudNX = sawCloudNX || (r.Server == "cloud" && r.Rcode == "NXDOMAIN" && r.Name == "nope.example.com.")
+		// The cloud resolver asks the authoritative server from its own address.
+		sawForward = sawForward || (r.Server == "auth" && strings.HasPrefix(r.Remote, lab.CloudDNSV4.String()+":") && r.Name == "nope.example.com.")
 		if r.Remote == "" || r.Time.IsZero() {
 			t.Errorf("incomplete record %+v", r)
 		}
 	}
-	if !sawBlocked || !sawTrunc || !sawTCP || !sawCloudNX {
-		t.Errorf("dns log: blocked=%v truncated=%v tcp=%v cloud-nxdomain=%v in %d records", sawBlocked, sawTrunc, sawTCP, sawCloudNX, len(recs))
+	if !sawBlocked || !sawTrunc || !sawTCP || !sawCloudNX || !sawForward {
+		t.Errorf("dns log: blocked=%v truncated=%v tcp=%v cloud-nxdomain=%v forwarded=%v in %d records", sawBlocked, sawTrunc, sawTCP, sawCloudNX, sawForward, len(recs))
 	}
 }
 

@@ -28,13 +28,11 @@ type testLab struct {
 
 // nsDialer dials from inside namespace ns.
 func nsDialer(ns string) DialFunc {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network string, local netip.Addr, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := privtest.Do(ns, func() error {
-			d := net.Dialer{Timeout: 5 * time.Second}
-			d.SetMultipathTCP(false)
 			var err error
-			c, err = d.DialContext(ctx, network, addr)
+			c, err = Dial(ctx, network, local, addr)
 			return err
 		})
 		return c, err
@@ -77,7 +75,7 @@ func (tl *testLab) conn(tb testing.TB, addr netip.Addr, port uint16) net.Conn {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := tl.dial(ctx, "tcp", netip.AddrPortFrom(addr, port).String())
+	c, err := tl.dial(ctx, "tcp", netip.Addr{}, netip.AddrPortFrom(addr, port).String())
 	if err != nil {
 		tb.Fatalf("dial %s: %v", addr, err)
 	}

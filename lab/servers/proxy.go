@@ -35,6 +35,7 @@ func (l *Lab) startProxy(ctx context.Context, leaf tls.Certificate, w *jsonlWrit
 	p := &cloudProxy{
 		sites:   newSiteTable(l.cfg.Sites),
 		dial:    l.cfg.Dial,
+		sources: l.cfg.ProxyAddrs,
 		log:     w,
 		tunnels: map[net.Conn]struct{}{},
 	}
@@ -91,6 +92,7 @@ func (l *Lab) startProxy(ctx context.Context, leaf tls.Certificate, w *jsonlWrit
 type cloudProxy struct {
 	sites     *siteTable
 	dial      DialFunc
+	sources   []netip.Addr
 	log       *jsonlWriter
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
@@ -244,7 +246,7 @@ func (p *cloudProxy) dialOrigin(ctx context.Context, network, hostport string) (
 	}
 	var errs []error
 	for _, a := range addrs {
-		c, err := p.dial(ctx, "tcp", net.JoinHostPort(a.String(), port))
+		c, err := p.dial(ctx, "tcp", sourceFor(p.sources, a), net.JoinHostPort(a.String(), port))
 		if err == nil {
 			return c, nil
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -161,7 +162,13 @@ func TestProxyConnectTunnel(t *testing.T) {
 			}
 			found := false
 			for _, o := range origins {
-				found = found || (o.Proto == "https" && o.Site == tc.site && o.SNI == tc.site && o.Path == "/" && o.Status == 200)
+				if o.Proto == "https" && o.Site == tc.site && o.SNI == tc.site && o.Path == "/" && o.Status == 200 {
+					found = true
+					// The proxy dials origins from its own address.
+					if src := netip.MustParseAddrPort(o.Remote).Addr(); src != lab.CloudProxyV4 && src != lab.CloudProxyV6 {
+						t.Errorf("origin saw %s, want a cloud proxy address", src)
+					}
+				}
 			}
 			if !found {
 				t.Errorf("no https origin record for %s in %+v", tc.site, origins)
@@ -315,4 +322,26 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 		}
 	}
 	return p.br.Read(b)
+}
+
+func TestCloseEndsTunnels(t *testing.T) {
+	tl := startTestLab(t)
+	c := tl.conn(t, lab.CloudProxyV4, lab.CloudProxyHTTPPort)
+	br := bufio.NewReader(c)
+	resp, _ := roundTrip(t, c, br, "CONNECT www.example.com:80 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+codeAuth+"\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	if err := tl.lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The idle tunnel is torn down: the client reads EOF (or a reset), not
+	// its deadline.
+	_, err := br.ReadByte()
+	if ne, ok := err.(net.Error); err == nil || (ok && ne.Timeout()) {
+		t.Fatalf("tunnel still open after Close: %v", err)
+	}
+	if _, err := os.Stat(tl.path(ReadyFile)); !os.IsNotExist(err) {
+		t.Errorf("ready file after Close: %v", err)
+	}
 }

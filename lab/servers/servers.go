@@ -25,8 +25,35 @@ import (
 )
 
 // DialFunc opens an outgoing connection (the proxy to origins, the cloud
-// resolver to the authoritative server).
-type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+// resolver to the authoritative server) from local address local (any
+// address when local is the zero Addr) to address.
+type DialFunc func(ctx context.Context, network string, local netip.Addr, address string) (net.Conn, error)
+
+// Dial is the default DialFunc: a net.Dialer without MPTCP.
+func Dial(ctx context.Context, network string, local netip.Addr, address string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	d.SetMultipathTCP(false)
+	if local.IsValid() {
+		switch network {
+		case "tcp", "tcp4", "tcp6":
+			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+		case "udp", "udp4", "udp6":
+			d.LocalAddr = &net.UDPAddr{IP: local.AsSlice()}
+		}
+	}
+	return d.DialContext(ctx, network, address)
+}
+
+// sourceFor returns the address of addrs in the family of dst, so the
+// servers' outgoing connections come from their own service address.
+func sourceFor(addrs []netip.Addr, dst netip.Addr) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() == dst.Unmap().Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
 
 // Config says what to run and where; zero fields take the lab's values.
 type Config struct {
@@ -36,8 +63,10 @@ type Config struct {
 	CloudDNSAddrs   []netip.Addr // default lab.CloudDNSV4, V6
 	AuthDNSAddrs    []netip.Addr // default lab.AuthDNSV4, V6
 	AuthDNSUpstream string       // the cloud resolver's upstream; default AuthDNSV4:53
-	// Dial opens outgoing connections; default a net.Dialer without MPTCP.
-	// Tests that run the servers in another network namespace dial there.
+	// Dial opens outgoing connections; default Dial. The cloud proxy dials
+	// origins from its own address, the cloud resolver the authoritative
+	// server from its own. Tests that run the servers in another network
+	// namespace dial there.
 	Dial DialFunc
 	// BindTimeout is how long a listener retries an address that is not
 	// (yet) assigned; default 3s.
@@ -65,9 +94,7 @@ func (c *Config) fill() error {
 		c.AuthDNSUpstream = netip.AddrPortFrom(lab.AuthDNSV4, 53).String()
 	}
 	if c.Dial == nil {
-		d := &net.Dialer{Timeout: 5 * time.Second}
-		d.SetMultipathTCP(false)
-		c.Dial = d.DialContext
+		c.Dial = Dial
 	}
 	if c.BindTimeout == 0 {
 		c.BindTimeout = 3 * time.Second
