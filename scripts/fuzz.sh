@@ -9,7 +9,7 @@ while IFS= read -r file; do
 	pkg=./$(dirname "$file")
 	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' "$file" | awk '{print $2}'); do
 		echo "fuzz $pkg $target ($fuzztime)"
-		if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"; then
+		if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" -fuzzminimizetime=2s "$pkg"; then
 			status=1
 		fi
 	done

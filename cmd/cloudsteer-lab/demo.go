@@ -204,7 +204,17 @@ func originSummary(recs []servers.OriginRecord) string {
 
 func clientSummary(out string, err error) string {
 	if err != nil {
-		return "error: " + firstLine(err.Error())
+		msg := firstLine(err.Error())
+		switch {
+		case strings.Contains(msg, "alert access denied"):
+			return "TLS alert: access denied"
+		case strings.Contains(msg, "connection refused"):
+			return "connection refused"
+		}
+		if len(msg) > 60 {
+			msg = msg[:60] + "…"
+		}
+		return "error: " + msg
 	}
 	out = strings.TrimSpace(out)
 	lines := strings.Split(out, "\n")
@@ -305,7 +315,7 @@ func (d *demo) quicAttempt(ctx context.Context) demoStep {
 	p, o, _ := d.since(start)
 	client := "answered: " + firstLine(out)
 	if err != nil {
-		client = fmt.Sprintf("failed after %v: %s", elapsed, firstLine(err.Error()))
+		client = fmt.Sprintf("failed after %v: %s", elapsed, clientSummary("", err))
 	}
 	return demoStep{what: "QUIC (UDP 443) to www.example.com", client: client, gateway: "ICMP port unreachable", proxy: proxySummary(p), origin: originSummary(o)}
 }

@@ -162,7 +162,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		}
 		d.closers = append(d.closers, tlsLn.Close, httpLn.Close, dnsTCP.Close, dnsUDP.Close)
 		d.goServe("tls"+fam, func() error { return d.proxy.ServeTLS(ctx, tlsLn) })
-		d.goServe("http"+fam, func() error { return d.proxy.ServeHTTP(ctx, httpLn) })
+		d.goServe("http"+fam, func() error { return d.proxy.ServePlainHTTP(ctx, httpLn) })
 		d.goServe("dns"+fam, func() error { return d.resolver.Serve(ctx, dnsUDP, dnsTCP) })
 	}
 
