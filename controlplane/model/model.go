@@ -1,0 +1,160 @@
+// Package model holds the plain data types the control plane stores,
+// serves over the admin API and prints in the CLI: bypass entries, the pause
+// state, status with reasons, block events and quick-test reports. They
+// carry JSON tags and no behaviour beyond small helpers.
+package model
+
+import (
+	"errors"
+	"time"
+)
+
+// BypassKind says what a bypass entry names.
+type BypassKind string
+
+// Bypass entry kinds.
+const (
+	BypassDomain BypassKind = "domain" // "example.com", "*.example.com", ".example.com"
+	BypassCIDR   BypassKind = "cidr"   // "192.0.2.0/24", "2001:db8::1/128"
+)
+
+// BypassEntry is one line of the bypass list.
+type BypassEntry struct {
+	// Value is the canonical form: punycode lowercase domain pattern, or a
+	// masked prefix.
+	Value   string     `json:"value"`
+	Kind    BypassKind `json:"kind"`
+	Enabled bool       `json:"enabled"`
+	// System entries (the cloud agent's domains) cannot be removed or
+	// disabled.
+	System bool `json:"system"`
+	// Source is "system", "config" (seeded from the config file) or "api".
+	Source  string    `json:"source"`
+	Comment string    `json:"comment,omitempty"`
+	Added   time.Time `json:"added"`
+}
+
+// PauseState is whether protection is paused and until when.
+type PauseState struct {
+	Paused bool `json:"paused"`
+	// Until is the automatic resume time; zero with Paused means "until
+	// resumed".
+	Until time.Time `json:"until,omitzero"`
+	Since time.Time `json:"since,omitzero"`
+	By    string    `json:"by,omitempty"` // "cli", "api", client address
+}
+
+// ActiveAt reports whether the pause is in force at t.
+func (p PauseState) ActiveAt(t time.Time) bool {
+	return p.Paused && (p.Until.IsZero() || t.Before(p.Until))
+}
+
+// Pause durations the desktop agent offers; the API accepts these and any
+// other positive duration up to MaxPause, or 0 for "until resumed".
+var PauseChoices = []time.Duration{15 * time.Minute, time.Hour, 24 * time.Hour}
+
+// MaxPause is the longest timed pause.
+const MaxPause = 7 * 24 * time.Hour
+
+// Protection is the headline state, as the agent shows it.
+type Protection string
+
+// Protection states.
+const (
+	Protected    Protection = "protected"
+	Paused       Protection = "paused"
+	NotProtected Protection = "not_protected"
+)
+
+// Reason is one cause of not being (fully) protected.
+type Reason struct {
+	Code    string `json:"code"`    // stable, e.g. "no_entitlement_code", "cloud_proxy_unreachable"
+	Message string `json:"message"` // for people
+}
+
+// Reason codes.
+const (
+	ReasonNoCode             = "no_entitlement_code"
+	ReasonProxyUnreachable   = "cloud_proxy_unreachable"
+	ReasonProxyRefusesCode   = "cloud_proxy_refuses_code"
+	ReasonDNSFailing         = "cloud_dns_failing"
+	ReasonNotAttached        = "program_not_attached"
+	ReasonNoFirewallTable    = "nftables_table_missing"
+	ReasonPaused             = "paused"
+	ReasonHealthNotYetProbed = "health_not_probed"
+)
+
+// Status is the gateway's "info" view.
+type Status struct {
+	State      Protection `json:"state"`
+	PauseUntil time.Time  `json:"pause_until,omitzero"`
+	Reasons    []Reason   `json:"reasons"`
+	// Code is the entitlement code masked (first 4 and last 4 characters).
+	Code       string    `json:"entitlement_code"`
+	CloudProxy string    `json:"cloud_proxy"`
+	Interfaces []string  `json:"lan_interfaces"`
+	Attached   []string  `json:"attached"`
+	Version    string    `json:"version"`
+	Started    time.Time `json:"started"`
+	CheckedAt  time.Time `json:"checked_at,omitzero"` // last health probe
+}
+
+// Event is a request the cloud blocked (or a refusal worth an admin's
+// attention).
+type Event struct {
+	ID       uint64    `json:"id"`
+	Time     time.Time `json:"time"`
+	Client   string    `json:"client"`        // LAN client IP
+	MAC      string    `json:"mac,omitempty"` // when the neighbour table knows it
+	Name     string    `json:"name"`          // host name asked for
+	Proto    string    `json:"proto"`         // "http", "tls", "dns"
+	Reason   string    `json:"reason"`        // "blocked", "auth_failed", "dns_blocked"
+	Category string    `json:"category,omitempty"`
+	Status   int       `json:"status,omitempty"`
+}
+
+// EventFilter selects events; zero fields match everything.
+type EventFilter struct {
+	Client string
+	Name   string // substring, case-insensitive
+	Since  time.Time
+	Until  time.Time
+	Limit  int // newest first; 0 = default 100
+}
+
+// Check is one quick-test check.
+type Check struct {
+	Name   string        `json:"name"` // "install", "network", "components", "settings"
+	OK     bool          `json:"ok"`
+	Detail string        `json:"detail"` // why it failed, or what was verified
+	Took   time.Duration `json:"took_ns"`
+}
+
+// Report is a quick-test run.
+type Report struct {
+	Time   time.Time `json:"time"`
+	OK     bool      `json:"ok"`
+	Checks []Check   `json:"checks"`
+}
+
+// MaskCode shows an entitlement code as "3315…a8e3"; "" stays "".
+func MaskCode(code string) string {
+	if len(code) < 12 {
+		if code == "" {
+			return ""
+		}
+		return "…"
+	}
+	return code[:4] + "…" + code[len(code)-4:]
+}
+
+// Errors the controller returns; the admin API maps each to an HTTP status.
+var (
+	ErrInvalid      = errors.New("invalid input")                      // 400
+	ErrUnauthorized = errors.New("unauthorized")                       // 401
+	ErrForbidden    = errors.New("not allowed")                        // 403 (system entry, wrong code to pause)
+	ErrNotFound     = errors.New("not found")                          // 404
+	ErrConflict     = errors.New("already exists")                     // 409
+	ErrRejected     = errors.New("code rejected by the cloud proxy")   // 422
+	ErrUnavailable  = errors.New("cloud proxy unreachable, try again") // 503
+)
