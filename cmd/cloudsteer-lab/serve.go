@@ -29,7 +29,7 @@ func runServe(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errors.New("usage: serve --dir DIR [--addr-check]")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "labserve")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := servers.Config{Dir: *dir, Logger: log}
 	if *addrCheck {
 		if err := checkAddrs(cfg.Addrs()); err != nil {

@@ -1,6 +1,7 @@
 package servers
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -111,7 +112,7 @@ func (h *originHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
 			return
 		}
-		_, _ = io.CopyN(sw, zeroReader{}, n)
+		_ = writeN(sw, n)
 	case "/echo":
 		sw.Header().Set("Content-Type", "application/octet-stream")
 		if r.ContentLength >= 0 {
@@ -123,14 +124,23 @@ func (h *originHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// zeroReader yields an endless stream of 'x' bytes.
-type zeroReader struct{}
+// filler is the byte pattern /bytes sends.
+var filler = bytes.Repeat([]byte{'x'}, 64<<10)
 
-func (zeroReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = 'x'
+// writeN writes n filler bytes to w.
+func writeN(w io.Writer, n int64) error {
+	for n > 0 {
+		chunk := filler
+		if n < int64(len(chunk)) {
+			chunk = chunk[:n]
+		}
+		k, err := w.Write(chunk)
+		n -= int64(k)
+		if err != nil {
+			return err
+		}
 	}
-	return len(p), nil
+	return nil
 }
 
 // statusWriter remembers the status code a handler sent, and calls

@@ -226,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	<-ctx.Done()
+	l.log.Info("lab servers stopping")
 	return l.Close()
 }
 
