@@ -124,8 +124,8 @@ func proxyCredentials(h string) (user string, ok bool) {
 	return user, false
 }
 
-// targetOf returns host and host:port of a proxy request, or "" for an
-// origin-form request.
+// targetOf returns host and host:port (default port filled in) of a proxy
+// request; an origin-form request or a bad target is an error (400).
 func targetOf(r *http.Request) (host, hostport string, err error) {
 	if r.Method == http.MethodConnect {
 		h, port, err := net.SplitHostPort(r.RequestURI)

@@ -3,6 +3,17 @@
 // like the cloud secure web gateway (proxy auth, CONNECT, absolute-form
 // HTTP, category blocking), a cloud DNS resolver and an authoritative DNS
 // server, all logging what they saw as JSON lines.
+//
+// Files in the serve directory: ca.pem and ca-key.pem (the lab CA, kept
+// across starts), proxy.jsonl, origin.jsonl and dns.jsonl (one record per
+// request: ProxyRecord, OriginRecord, DNSRecord; each written before the
+// answer goes out), and ready (written when every listener is up, removed
+// on Close).
+//
+// The cloud resolver blocks category Sports by answering 0.0.0.0 (A) and
+// :: (AAAA) with NOERROR, and an empty NOERROR answer for other types; the
+// cloud proxy answers 403 with X-Block-Category. Both resolve names through
+// the site table; the proxy accepts address literals of lab sites only.
 package servers
 
 import (
