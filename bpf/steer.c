@@ -60,7 +60,7 @@ struct counter {
 
 // settings is the single entry of the settings map, written by Go.
 struct settings {
-	__u32 paused; // non-zero: steered classes get VERDICT_PAUSED and no mark
+	__u32 paused; // non-zero: web classes (not DNS) get VERDICT_PAUSED and no mark
 };
 
 // LPM trie keys: prefixlen first (the kernel's struct bpf_lpm_trie_key
@@ -328,7 +328,11 @@ static __always_inline enum verdict decide(struct __sk_buff *skb)
 		return v;
 	if (bypassed(&p))
 		return VERDICT_BYPASS;
-	if (paused())
+	// Pausing protection lets web traffic (HTTP, HTTPS, QUIC) flow
+	// directly; DNS stays with the gateway's resolver, because LAN clients
+	// that use the gateway as their DNS server would otherwise get no
+	// answer at all.
+	if (v != VERDICT_DNS && paused())
 		return VERDICT_PAUSED;
 	return v;
 }

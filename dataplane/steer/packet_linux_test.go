@@ -173,7 +173,7 @@ func (m model) verdict(frame []byte) Verdict {
 			return VerdictBypass
 		}
 	}
-	if m.paused {
+	if m.paused && class != VerdictDNS {
 		return VerdictPaused
 	}
 	return class

@@ -151,7 +151,8 @@ func TestClassifier(t *testing.T) {
 		{"bypass ignores other traffic", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 22}.bytes(), false, VerdictOther},
 
 		{"paused v4 tcp 80", pkt{dst: v4, proto: protoTCP, dport: 80}.bytes(), true, VerdictPaused},
-		{"paused v6 udp 53", pkt{dst: v6, proto: protoUDP, dport: 53}.bytes(), true, VerdictPaused},
+		{"paused v6 udp 443", pkt{dst: v6, proto: protoUDP, dport: 443}.bytes(), true, VerdictPaused},
+		{"paused v6 udp 53 stays dns", pkt{dst: v6, proto: protoUDP, dport: 53}.bytes(), true, VerdictDNS},
 		{"paused bypass wins", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 443}.bytes(), true, VerdictBypass},
 		{"paused other", pkt{dst: v4, proto: protoTCP, dport: 22}.bytes(), true, VerdictOther},
 	}

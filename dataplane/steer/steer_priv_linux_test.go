@@ -239,14 +239,15 @@ func TestAttachClassifiesRealTraffic(t *testing.T) {
 	if err := s.SetPaused(true); err != nil {
 		t.Fatal(err)
 	}
-	sendUDP(t, lan, "10.77.0.1:53", 4)
+	sendUDP(t, lan, "10.77.0.1:443", 4)
+	sendUDP(t, lan, "10.77.0.1:53", 1) // DNS stays steered while paused
 
 	c := counters(t, s)
 	// A 4-byte UDP datagram is a 14+20+8+4 = 46 byte frame over IPv4
 	// and 14+40+8+4 = 66 over IPv6.
 	want := map[Verdict]Counter{
 		VerdictQUICReject: {Packets: 3, Bytes: 3 * 46},
-		VerdictDNS:        {Packets: 2, Bytes: 2 * 66},
+		VerdictDNS:        {Packets: 3, Bytes: 2*66 + 46},
 		VerdictBypass:     {Packets: 2, Bytes: 2 * 46},
 		VerdictPaused:     {Packets: 4, Bytes: 4 * 46},
 	}
@@ -267,7 +268,7 @@ func TestAttachClassifiesRealTraffic(t *testing.T) {
 	}
 
 	// The marks reached netfilter; paused packets carried none.
-	for mark, n := range map[uint32]int{MarkQUIC: 3, MarkDNS: 2, MarkBypass: 2, MarkHTTP: 1, MarkTLS: 1} {
+	for mark, n := range map[uint32]int{MarkQUIC: 3, MarkDNS: 3, MarkBypass: 2, MarkHTTP: 1, MarkTLS: 1} {
 		if got := marked(mark); got != n {
 			t.Errorf("nftables saw %d packets with mark %#08x, want %d", got, mark, n)
 		}
