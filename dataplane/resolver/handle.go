@@ -93,6 +93,7 @@ func (r *Resolver) handle(ctx context.Context, raw []byte, client netip.AddrPort
 	}
 	out := reply(q, ans, elapsed)
 	r.snoop(out)
+	info.Blocked = sinkholed(out)
 	return finish(out)
 }
 
@@ -252,4 +253,22 @@ func canonName(name string) string {
 		return "."
 	}
 	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+// sinkholed reports whether an answer is a cloud resolver's block: an A
+// record 0.0.0.0 or an AAAA record ::.
+func sinkholed(m *dns.Msg) bool {
+	for _, rr := range m.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			if rr.A.IsUnspecified() {
+				return true
+			}
+		case *dns.AAAA:
+			if rr.AAAA.IsUnspecified() {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -85,6 +85,9 @@ type QueryInfo struct {
 	Cached    bool
 	Duration  time.Duration
 	Transport string // "udp" or "tcp"
+	// Blocked is set when the answer is a sinkhole (A 0.0.0.0 or AAAA ::),
+	// the way cloud resolvers answer for blocked names.
+	Blocked bool
 }
 
 // Stats are the resolver's counters since New.

@@ -635,3 +635,25 @@ func TestIPv6Loopback(t *testing.T) {
 		t.Errorf("upstream queries: v6 %d, v4 %d; want 1 each", up6.count("www.example.com."), up4.count("www.example.com."))
 	}
 }
+
+func TestSinkholed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rr   string
+		want bool
+	}{
+		{"a zero", "x. 60 IN A 0.0.0.0", true},
+		{"aaaa zero", "x. 60 IN AAAA ::", true},
+		{"a real", "x. 60 IN A 203.0.113.10", false},
+		{"cname", "x. 60 IN CNAME y.", false},
+	} {
+		rr, err := dns.NewRR(tc.rr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &dns.Msg{Answer: []dns.RR{rr}}
+		if got := sinkholed(m); got != tc.want {
+			t.Errorf("%s: sinkholed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
