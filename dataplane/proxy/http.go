@@ -184,7 +184,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		}
 		// WriteProxy puts req.Host in both the absolute URI and Host.
 		req.URL.Scheme, req.URL.Host, req.Host = "http", authority, authority
-		if a := p.cfg.Cloud.AuthHeader(); a != "" {
+		if a := p.Cloud().AuthHeader(); a != "" {
 			req.Header.Set("Proxy-Authorization", a)
 		}
 		req.Header.Set("X-Forwarded-For", h.f.ip.String())
@@ -325,7 +325,7 @@ func (h *httpFlow) getUpstream(ctx context.Context, bypass bool) (*upstream, err
 	if bypass {
 		c, err = h.p.dialer.DialContext(dctx, "tcp", h.dst.String())
 	} else {
-		c, err = h.p.cfg.Cloud.DialProxy(dctx)
+		c, err = h.p.Cloud().DialProxy(dctx)
 	}
 	if err != nil {
 		return nil, err

@@ -107,6 +107,8 @@ type Proxy struct {
 	blocked, authFailed, upstreamErr, badCli atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
 
+	cloud atomic.Pointer[cloudproxy.Client] // swapped by SetCloud
+
 	authLogMu   sync.Mutex
 	authLogLast time.Time
 	authLogSupp int
@@ -144,10 +146,22 @@ func New(cfg Config) (*Proxy, error) {
 		log = slog.Default()
 	}
 	p := &Proxy{cfg: cfg, log: log.With("component", "proxy")}
+	p.cloud.Store(cfg.Cloud)
 	p.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.dialer.SetMultipathTCP(false)
 	return p, nil
 }
+
+// SetCloud replaces the cloud proxy client (new credentials after an
+// activation); flows that already run keep the client they started with.
+func (p *Proxy) SetCloud(c *cloudproxy.Client) {
+	if c != nil {
+		p.cloud.Store(c)
+	}
+}
+
+// Cloud returns the cloud proxy client new flows use.
+func (p *Proxy) Cloud() *cloudproxy.Client { return p.cloud.Load() }
 
 // Stats returns a snapshot of the counters.
 func (p *Proxy) Stats() Stats {
@@ -328,7 +342,7 @@ func (p *Proxy) logEvent(ev Event) {
 		p.authLogLast, p.authLogSupp = now, 0
 		p.authLogMu.Unlock()
 		p.log.Error("cloud proxy rejected the tenant credentials (407): check the entitlement code",
-			append(attrs, "proxy", p.cfg.Cloud.String(), "suppressed_since_last", supp)...)
+			append(attrs, "proxy", p.Cloud().String(), "suppressed_since_last", supp)...)
 	default:
 		p.log.Warn("upstream failed", append(attrs, "status", ev.Status, "err", ev.Detail)...)
 	}

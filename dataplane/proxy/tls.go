@@ -56,7 +56,7 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 			target = net.JoinHostPort(ev.Name, strconv.Itoa(int(dst.Port())))
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-		up, err = p.cfg.Cloud.Connect(cctx, target, f.ip)
+		up, err = p.Cloud().Connect(cctx, target, f.ip)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
