@@ -50,6 +50,9 @@ type Config struct {
 	// handshake and, for Connect, the proxy's answer. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// OnConnect, when set, is called after every Connect and DialProxy
+	// attempt (see observe.go). It must not block.
+	OnConnect func(d time.Duration, err error)
 }
 
 // Client opens connections through one cloud proxy. It is safe for
@@ -62,6 +65,7 @@ type Client struct {
 	timeout    time.Duration
 	dialer     net.Dialer
 	displayURL string
+	onConnect  func(time.Duration, error)
 }
 
 // New validates cfg and returns a Client.
@@ -103,6 +107,7 @@ func New(cfg Config) (*Client, error) {
 		useTLS:     u.Scheme == "https",
 		timeout:    cfg.DialTimeout,
 		displayURL: u.Scheme + "://" + net.JoinHostPort(host, port),
+		onConnect:  cfg.OnConnect,
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultDialTimeout
@@ -135,7 +140,10 @@ func (c *Client) AuthHeader() string { return c.auth }
 func (c *Client) DialProxy(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	return c.dial(ctx)
+	start := time.Now()
+	conn, err := c.dial(ctx)
+	c.observe(start, 0, err)
+	return conn, err
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -181,12 +189,15 @@ func (e *RefusedError) Error() string {
 // the tunnel: for an http proxy it is the *net.TCPConn itself, or, when the
 // proxy sent bytes after its head, a conn that yields those first and
 // then splices. Any other answer is a *RefusedError.
-func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr) (net.Conn, error) {
+func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr) (_ net.Conn, err error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	start := time.Now()
+	var answered time.Duration // until the proxy's answer head, once read
+	defer func() { c.observe(start, answered, err) }()
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -227,6 +238,7 @@ func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr
 			break // 100 Continue and other interim answers come before the real one
 		}
 	}
+	answered = time.Since(start)
 	if head.StatusCode/100 != 2 {
 		return nil, refusal(br, head, conn)
 	}
