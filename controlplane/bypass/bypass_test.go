@@ -150,7 +150,7 @@ func TestSetLearnAndExpire(t *testing.T) {
 	}
 
 	v6 := netip.MustParseAddr("::ffff:203.0.113.41")
-	s.LearnBypass(v6)
+	s.LearnBypass("bank.example", v6)
 	if !fm.set[netip.MustParsePrefix("203.0.113.41/32")] {
 		t.Fatalf("mapped address not learned as IPv4: %v", fm.set)
 	}
@@ -169,5 +169,32 @@ func TestSetLearnAndExpire(t *testing.T) {
 	s.SetDomains(nil)
 	if s.BypassName("bank.example") || !s.BypassName("x.akamai-zt.com") {
 		t.Fatal("SetDomains: admin domain kept or system domain lost")
+	}
+}
+
+func TestSetDomainsDropsLearned(t *testing.T) {
+	fm := &fakeMap{set: map[netip.Prefix]bool{}}
+	s, err := NewSet(fm, []string{"bank.example", "shop.example"}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bank := netip.MustParseAddr("203.0.113.40")
+	shared := netip.MustParseAddr("203.0.113.50")
+	s.Snoop("bank.example", []netip.Addr{bank, shared}, time.Hour)
+	s.LearnBypass("shop.example", shared)
+	s.LearnBypass("www.example.com", netip.MustParseAddr("203.0.113.10")) // not a bypass name
+	if len(fm.set) != 2 {
+		t.Fatalf("map = %v, want the two bypass addresses", fm.set)
+	}
+	s.SetDomains([]string{"shop.example"})
+	if fm.set[netip.PrefixFrom(bank, 32)] {
+		t.Fatal("address of a removed domain still bypasses")
+	}
+	if !fm.set[netip.PrefixFrom(shared, 32)] {
+		t.Fatal("address still claimed by a bypass domain was removed")
+	}
+	s.SetDomains(nil)
+	if len(fm.set) != 0 {
+		t.Fatalf("map = %v after removing every admin domain", fm.set)
 	}
 }

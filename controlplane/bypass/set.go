@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,7 +39,13 @@ type Set struct {
 	mu      sync.Mutex
 	matcher *Matcher
 	static  map[netip.Prefix]bool
-	learned map[netip.Prefix]time.Time // expiry
+	learned map[netip.Prefix]*learned
+}
+
+// learned is an address on the fast path because of one or more names.
+type learned struct {
+	exp   time.Time
+	names map[string]bool
 }
 
 // NewSet builds a Set over m with the system domains plus domains, and the
@@ -50,7 +57,7 @@ func NewSet(m Map, domains []string, prefixes []netip.Prefix, now func() time.Ti
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Set{m: m, now: now, log: log.With("component", "bypass"), static: map[netip.Prefix]bool{}, learned: map[netip.Prefix]time.Time{}}
+	s := &Set{m: m, now: now, log: log.With("component", "bypass"), static: map[netip.Prefix]bool{}, learned: map[netip.Prefix]*learned{}}
 	s.SetDomains(domains)
 	if err := s.SetPrefixes(prefixes); err != nil {
 		return nil, err
@@ -59,13 +66,30 @@ func NewSet(m Map, domains []string, prefixes []netip.Prefix, now func() time.Ti
 }
 
 // SetDomains replaces the admin's domain patterns (normalized); the system
-// domains always stay. New flows follow the new list at once.
+// domains always stay. New flows follow the new list at once: addresses
+// learned for names that no longer bypass leave the kernel map now.
 func (s *Set) SetDomains(domains []string) {
 	all := append(append([]string{}, SystemDomains...), domains...)
 	m := NewMatcher(all)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.matcher = m
-	s.mu.Unlock()
+	for p, l := range s.learned {
+		for n := range l.names {
+			if !m.Match(n) {
+				delete(l.names, n)
+			}
+		}
+		if len(l.names) > 0 {
+			continue
+		}
+		delete(s.learned, p)
+		if !s.static[p] {
+			if err := s.m.DeleteBypass(p); err != nil {
+				s.log.Warn("remove bypass address of a dropped name", "prefix", p, "err", err)
+			}
+		}
+	}
 }
 
 // SetPrefixes replaces the configured prefixes, updating the kernel map.
@@ -106,10 +130,10 @@ func (s *Set) BypassName(name string) bool {
 	return m.Match(name)
 }
 
-// LearnBypass puts addr on the fast path for SNILearnTTL: a TLS flow to it
-// named a bypass domain.
-func (s *Set) LearnBypass(addr netip.Addr) {
-	s.learn(addr, SNILearnTTL, "sni")
+// LearnBypass puts addr on the fast path for SNILearnTTL: a flow to it
+// named the bypass domain name.
+func (s *Set) LearnBypass(name string, addr netip.Addr) {
+	s.learn(name, addr, SNILearnTTL, "sni")
 }
 
 // Snoop is the resolver's hook: the addresses of a bypass name go on the
@@ -120,11 +144,11 @@ func (s *Set) Snoop(name string, addrs []netip.Addr, ttl time.Duration) {
 	}
 	ttl = max(ttl, MinDNSLearnTTL)
 	for _, a := range addrs {
-		s.learn(a, ttl, "dns")
+		s.learn(name, a, ttl, "dns")
 	}
 }
 
-func (s *Set) learn(addr netip.Addr, ttl time.Duration, source string) {
+func (s *Set) learn(name string, addr netip.Addr, ttl time.Duration, source string) {
 	if !addr.IsValid() || addr.IsUnspecified() {
 		return
 	}
@@ -132,20 +156,28 @@ func (s *Set) learn(addr netip.Addr, ttl time.Duration, source string) {
 	ttl = min(ttl, MaxLearnTTL)
 	p := netip.PrefixFrom(addr, addr.BitLen())
 	exp := s.now().Add(ttl)
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, had := s.learned[p]
-	if had && !exp.After(old) {
-		return
+	if !s.matcher.Match(name) {
+		return // the list changed since the caller looked
 	}
-	if !had && !s.static[p] {
-		if err := s.m.AddBypass(p); err != nil {
-			s.log.Warn("add learned bypass address", "addr", addr, "source", source, "err", err)
-			return
+	l, had := s.learned[p]
+	if !had {
+		if !s.static[p] {
+			if err := s.m.AddBypass(p); err != nil {
+				s.log.Warn("add learned bypass address", "addr", addr, "source", source, "err", err)
+				return
+			}
+			s.log.Debug("learned bypass address", "addr", addr, "name", name, "source", source, "ttl", ttl)
 		}
-		s.log.Debug("learned bypass address", "addr", addr, "source", source, "ttl", ttl)
+		l = &learned{names: map[string]bool{}}
+		s.learned[p] = l
 	}
-	s.learned[p] = exp
+	l.names[name] = true
+	if exp.After(l.exp) {
+		l.exp = exp
+	}
 }
 
 // Expire removes learned addresses whose time is up and returns how many
@@ -155,8 +187,8 @@ func (s *Set) Expire() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for p, exp := range s.learned {
-		if now.Before(exp) {
+	for p, l := range s.learned {
+		if now.Before(l.exp) {
 			continue
 		}
 		delete(s.learned, p)
@@ -190,8 +222,8 @@ func (s *Set) Learned() map[netip.Prefix]time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[netip.Prefix]time.Time, len(s.learned))
-	for p, e := range s.learned {
-		out[p] = e
+	for p, l := range s.learned {
+		out[p] = l.exp
 	}
 	return out
 }

@@ -170,7 +170,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 
 	bypass := isName && p.cfg.Policy.BypassName(name)
 	if bypass {
-		p.cfg.Policy.LearnBypass(h.dst.Addr())
+		p.cfg.Policy.LearnBypass(name, h.dst.Addr())
 	} else {
 		authority := host
 		if strings.Contains(host, ":") {

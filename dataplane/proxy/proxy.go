@@ -43,7 +43,7 @@ type Policy interface {
 	BypassName(name string) bool
 	// LearnBypass is told that a flow to addr was bypassed by name, so
 	// the kernel can bypass later flows to addr itself.
-	LearnBypass(addr netip.Addr)
+	LearnBypass(name string, addr netip.Addr)
 }
 
 // Event is a flow the proxy could not carry as asked, for the status page.

@@ -35,7 +35,7 @@ type policy struct {
 }
 
 func (p *policy) BypassName(name string) bool { return slices.Contains(p.names, name) }
-func (p *policy) LearnBypass(a netip.Addr) {
+func (p *policy) LearnBypass(_ string, a netip.Addr) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.learned = append(p.learned, a)

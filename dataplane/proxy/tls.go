@@ -40,7 +40,7 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 
 	var up net.Conn
 	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
-		p.cfg.Policy.LearnBypass(dst.Addr())
+		p.cfg.Policy.LearnBypass(ev.Name, dst.Addr())
 		up, err = p.dialer.DialContext(ctx, "tcp", dst.String())
 		if err != nil {
 			p.refused(f, ev, err)
