@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -31,6 +33,30 @@ type Config struct {
 	Listen        Listen     `yaml:"listen"`
 	Proxy         Proxy      `yaml:"proxy"`
 	Log           Log        `yaml:"log"`
+	// StateDir holds the state store (bypass entries, pause, the activated
+	// code, events) and the admin token.
+	StateDir string `yaml:"state_dir"`
+	Admin    Admin  `yaml:"admin"`
+	Health   Health `yaml:"health"`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	// Socket is the root-only unix socket the CLI talks to.
+	Socket string `yaml:"socket"`
+	// Port is the TCP port of the API (token required) and /metrics on the
+	// gateway's addresses; only LAN interfaces reach it. 0 disables it.
+	Port uint16 `yaml:"port"`
+	// Disabled turns the network API off (the unix socket stays).
+	Disabled bool `yaml:"disabled"`
+}
+
+// Health configures the background probes behind status and diagnose.
+type Health struct {
+	// ProbeTarget is the host:port CONNECTed through the cloud proxy to
+	// prove it is reachable and accepts the tenant's credentials.
+	ProbeTarget string   `yaml:"probe_target"`
+	Interval    Duration `yaml:"interval"`
 }
 
 // CloudProxy says where the cloud proxy is and how the gateway proves it
@@ -124,6 +150,11 @@ const (
 	DefaultPeekTimeout    = 10 * time.Second
 	DefaultIdleTimeout    = 5 * time.Minute
 	DefaultMaxHeaderBytes = 64 << 10
+	DefaultStateDir       = "/var/lib/cloudsteer"
+	DefaultAdminSocket    = "/run/cloudsteer/admin.sock"
+	DefaultAdminPort      = 9080
+	DefaultProbeTarget    = "www.akamai.com:443"
+	DefaultHealthInterval = 30 * time.Second
 )
 
 // Error is a configuration problem: the key it concerns and what is wrong.
@@ -222,6 +253,21 @@ func (c *Config) setDefaults() {
 	if c.Proxy.MaxHeaderBytes == 0 {
 		c.Proxy.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Admin.Socket == "" {
+		c.Admin.Socket = DefaultAdminSocket
+	}
+	if c.Admin.Port == 0 && !c.Admin.Disabled {
+		c.Admin.Port = DefaultAdminPort
+	}
+	if c.Health.ProbeTarget == "" {
+		c.Health.ProbeTarget = DefaultProbeTarget
+	}
+	if c.Health.Interval == 0 {
+		c.Health.Interval = Duration(DefaultHealthInterval)
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -264,7 +310,10 @@ func (c *Config) Validate() error {
 	for _, p := range []struct {
 		key  string
 		port uint16
-	}{{"listen.http_port", c.Listen.HTTPPort}, {"listen.tls_port", c.Listen.TLSPort}, {"listen.dns_port", c.Listen.DNSPort}} {
+	}{{"listen.http_port", c.Listen.HTTPPort}, {"listen.tls_port", c.Listen.TLSPort}, {"listen.dns_port", c.Listen.DNSPort}, {"admin.port", c.Admin.Port}} {
+		if p.port == 0 {
+			continue
+		}
 		if other, dup := ports[p.port]; dup {
 			return bad(p.key, "port %d is already used by %s", p.port, other)
 		}
@@ -277,6 +326,18 @@ func (c *Config) Validate() error {
 		return bad("proxy.idle_timeout", "must be positive")
 	case c.Proxy.MaxHeaderBytes < 1024 || c.Proxy.MaxHeaderBytes > 1<<20:
 		return bad("proxy.max_header_bytes", "%d is outside 1024..1048576", c.Proxy.MaxHeaderBytes)
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		return bad("state_dir", "%q is not an absolute path", c.StateDir)
+	}
+	if !filepath.IsAbs(c.Admin.Socket) {
+		return bad("admin.socket", "%q is not an absolute path", c.Admin.Socket)
+	}
+	if host, port, err := net.SplitHostPort(c.Health.ProbeTarget); err != nil || host == "" || port == "" {
+		return bad("health.probe_target", "%q is not host:port", c.Health.ProbeTarget)
+	}
+	if c.Health.Interval < Duration(time.Second) {
+		return bad("health.interval", "must be at least 1s")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -323,9 +384,6 @@ func (p *CloudProxy) validate() error {
 		if _, err := os.Stat(p.CAFile); err != nil {
 			return bad("cloud_proxy.ca_file", "%v", err)
 		}
-	}
-	if p.EntitlementCode == "" && p.Username == "" {
-		return bad("cloud_proxy.entitlement_code", "required (the tenant's activation code, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), or set username and password")
 	}
 	if p.EntitlementCode != "" && !EntitlementCodeRE.MatchString(p.EntitlementCode) {
 		return bad("cloud_proxy.entitlement_code", "not UUID-shaped (want 8-4-4-4-12 hex digits)")

@@ -63,7 +63,9 @@ func TestParseBad(t *testing.T) {
 		{"url with path", strings.Replace(good, ":8080", ":8080/x", 1), "cloud_proxy.url"},
 		{"bad port", strings.Replace(good, ":8080", ":99999", 1), "cloud_proxy.url"},
 		{"code not uuid", strings.Replace(good, "3315471D-b831", "3315471D-b83", 1), "cloud_proxy.entitlement_code"},
-		{"no credentials", strings.Replace(good, "entitlement_code: 3315471D-b831-48ed-a621-17042a74a8e3", "", 1), "cloud_proxy.entitlement_code"},
+		{"relative state dir", good + "state_dir: state\n", "state_dir"},
+		{"admin port clash", good + "admin:\n  port: 15053\n", "admin.port"},
+		{"bad probe target", good + "health:\n  probe_target: www.akamai.com\n", "health.probe_target"},
 		{"user without password", strings.Replace(good, "entitlement_code:", "username: branch\n  entitlement_code:", 1), "cloud_proxy.password"},
 		{"ca file for http", strings.Replace(good, "entitlement_code:", "ca_file: /etc/hostname\n  entitlement_code:", 1), "cloud_proxy.ca_file"},
 		{"no dns", strings.Replace(good, `upstreams: ["198.51.100.53", "[2001:db8:51::53]:5353"]`, "timeout: 1s", 1), "dns.upstreams"},
@@ -92,6 +94,20 @@ func TestParseBad(t *testing.T) {
 				t.Fatalf("error leaks the entitlement code: %q", err)
 			}
 		})
+	}
+}
+
+func TestCodeOptional(t *testing.T) {
+	// A gateway may start without a code and be activated later.
+	c, err := Parse([]byte(strings.Replace(good, "entitlement_code: 3315471D-b831-48ed-a621-17042a74a8e3", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := c.CloudProxy.Credentials(); u != "" || c.HasSecrets() {
+		t.Fatalf("credentials without a code: %q", u)
+	}
+	if c.StateDir != DefaultStateDir || c.Admin.Port != DefaultAdminPort || c.Admin.Socket != DefaultAdminSocket {
+		t.Fatalf("admin defaults: %+v %s", c.Admin, c.StateDir)
 	}
 }
 
