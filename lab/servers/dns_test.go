@@ -127,7 +127,7 @@ func FuzzAuthAnswer(f *testing.F) {
 		if _, err := resp.Pack(); err != nil {
 			t.Fatalf("pack answer: %v", err)
 		}
-		if len(req.Question) == 1 && c.blocked(req.Question[0].Name) {
+		if req.Opcode == dns.OpcodeQuery && len(req.Question) == 1 && c.blocked(req.Question[0].Name) {
 			resp, blocked := c.answer(t.Context(), req)
 			if !blocked {
 				t.Fatal("blocked name not blocked")
