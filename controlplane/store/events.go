@@ -1,0 +1,213 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+)
+
+// Event filter limits.
+const (
+	DefaultEventLimit = 100
+	MaxEventLimit     = 10000
+)
+
+// maxAppendBatch bounds how many events one transaction commits, so that a
+// flood cannot make one transaction (and its callers' wait) grow without
+// bound.
+const maxAppendBatch = 1024
+
+// appendReq is one AppendEvent call waiting for a group commit.
+type appendReq struct {
+	ev   model.Event
+	done chan appendResult // buffered 1; at most one message pending at a time
+}
+
+// appendResult is either the outcome of the commit or, with lead set, the
+// request to commit the next group.
+type appendResult struct {
+	ev   model.Event
+	err  error
+	lead bool
+}
+
+// AppendEvent stores e with a new ID (monotonic, from the events bucket's
+// sequence; e.ID is ignored) and a Time of now when zero, drops the oldest
+// events beyond the bound, and returns the stored event once it is durable.
+//
+// Concurrent calls are committed together (group commit): while one
+// transaction is being fsynced the next calls queue up, and the first of
+// them commits the whole queue in one transaction. A lone caller pays one
+// fsync and no added delay; a flood pays about one fsync per batch.
+func (s *Store) AppendEvent(e model.Event) (model.Event, error) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	r := &appendReq{ev: e, done: make(chan appendResult, 1)}
+
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	lead := !s.committing
+	s.committing = true
+	s.mu.Unlock()
+
+	if !lead {
+		res := <-r.done
+		if !res.lead {
+			return res.ev, res.err
+		}
+	}
+	s.commitPending()
+	res := <-r.done
+	return res.ev, res.err
+}
+
+// commitPending commits up to maxAppendBatch queued events (the caller's own
+// request is the first), answers each caller, and hands the lead to the next
+// queued caller if any.
+func (s *Store) commitPending() {
+	s.mu.Lock()
+	n := min(len(s.pending), maxAppendBatch)
+	batch := s.pending[:n:n]
+	s.pending = s.pending[n:]
+	s.mu.Unlock()
+
+	out := make([]model.Event, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		for i, r := range batch {
+			id, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			ev := r.ev
+			ev.ID = id
+			v, err := json.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("encode event: %w", err)
+			}
+			if err := b.Put(u64(id), v); err != nil {
+				return err
+			}
+			out[i] = ev
+		}
+		count, err := eventCount(tx)
+		if err != nil {
+			return err
+		}
+		_, err = s.trimEvents(tx, count+len(batch))
+		return err
+	})
+	for i, r := range batch {
+		if err != nil {
+			r.done <- appendResult{err: fmt.Errorf("append event: %w", err)}
+		} else {
+			r.done <- appendResult{ev: out[i]}
+		}
+	}
+
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.committing = false
+		s.mu.Unlock()
+		return
+	}
+	next := s.pending[0]
+	s.mu.Unlock()
+	next.done <- appendResult{lead: true}
+}
+
+// trimEvents deletes the oldest events until at most maxEvents remain and
+// stores the resulting count, which it returns. count is the number of
+// events in the bucket now.
+func (s *Store) trimEvents(tx *bolt.Tx, count int) (int, error) {
+	b := tx.Bucket(bucketEvents)
+	c := b.Cursor()
+	for count > s.maxEvents {
+		k, _ := c.First()
+		if k == nil {
+			return 0, errors.New("trim events: event count above the events stored")
+		}
+		if err := c.Delete(); err != nil {
+			return 0, fmt.Errorf("trim events: %w", err)
+		}
+		count--
+	}
+	if err := tx.Bucket(bucketMeta).Put(keyEventCount, u64(uint64(count))); err != nil {
+		return 0, err
+	}
+	return count, nil
+}
+
+func eventCount(tx *bolt.Tx) (int, error) {
+	v := tx.Bucket(bucketMeta).Get(keyEventCount)
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: event count has %d bytes", ErrCorrupt, len(v))
+	}
+	return int(binary.BigEndian.Uint64(v)), nil
+}
+
+// EventCount is the number of stored events.
+func (s *Store) EventCount() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = eventCount(tx)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}
+
+// Events returns the stored events that match f, newest (highest ID) first.
+// Client matches exactly, Name as a case-insensitive substring, Since and
+// Until bound Time as Since <= Time < Until (zero means unbounded). Limit
+// 0 means DefaultEventLimit; larger than MaxEventLimit means MaxEventLimit;
+// negative is invalid.
+func (s *Store) Events(f model.EventFilter) ([]model.Event, error) {
+	limit := f.Limit
+	switch {
+	case limit < 0:
+		return nil, fmt.Errorf("read events: negative limit %d: %w", limit, model.ErrInvalid)
+	case limit == 0:
+		limit = DefaultEventLimit
+	case limit > MaxEventLimit:
+		limit = MaxEventLimit
+	}
+	name := strings.ToLower(f.Name)
+	out := []model.Event{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			var e model.Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decode event %x: %w", k, err)
+			}
+			switch {
+			case f.Client != "" && e.Client != f.Client:
+			case name != "" && !strings.Contains(strings.ToLower(e.Name), name):
+			case !f.Since.IsZero() && e.Time.Before(f.Since):
+			case !f.Until.IsZero() && !e.Time.Before(f.Until):
+			default:
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
