@@ -381,7 +381,7 @@ func (emptyCtrl) Events(context.Context, model.EventFilter) ([]model.Event, erro
 	return nil, nil
 }
 func (emptyCtrl) Diagnose(context.Context) model.Report { return model.Report{} }
-func (emptyCtrl) Status(context.Context) model.Status  { return model.Status{} }
+func (emptyCtrl) Status(context.Context) model.Status   { return model.Status{} }
 
 func TestNewServerNilController(t *testing.T) {
 	if _, err := api.NewServer(nil, api.Options{}); err == nil {
