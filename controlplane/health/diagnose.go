@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -33,14 +34,6 @@ const (
 	CheckSettings   = "settings"
 )
 
-// Component is one part of the running gateway the components check
-// asks: e.g. the TLS proxy listener, the DNS listener.
-type Component struct {
-	Name string
-	// Check returns nil when the component is working (see SocketCheck).
-	Check func(ctx context.Context) error
-}
-
 // DiagnoseInputs is what the quick test looks at; the daemon supplies it.
 type DiagnoseInputs struct {
 	// Now is the clock for the report's time (default time.Now).
@@ -58,16 +51,18 @@ type DiagnoseInputs struct {
 	// Prober probes the cloud proxy and DNS afresh for the network check.
 	Prober *Prober
 
-	// Components are the listeners (and whatever else) to ask.
-	Components []Component
+	// Components are the parts of the running gateway to ask, by name:
+	// e.g. "proxy" and "resolver" listeners (see SocketCheck). Each
+	// returns nil when the component works.
+	Components map[string]func(ctx context.Context) error
 	// BypassPrefixes reads the kernel bypass map
 	// (steer.Steer.BypassPrefixes).
 	BypassPrefixes func() ([]netip.Prefix, error)
 
-	// Code is the entitlement code in use ("" when none).
-	Code string
-	// Bypass is the stored bypass list.
-	Bypass []model.BypassEntry
+	// Code returns the entitlement code in use ("" when none).
+	Code func() string
+	// Bypass returns the stored bypass list.
+	Bypass func() []model.BypassEntry
 
 	// CheckTimeout bounds each check (default DefaultCheckTimeout).
 	CheckTimeout time.Duration
@@ -231,12 +226,12 @@ func checkComponents(ctx context.Context, d DiagnoseInputs) (string, error) {
 	if len(d.Components) == 0 {
 		bad.add("no components to check")
 	}
-	for _, c := range d.Components {
-		if err := c.Check(ctx); err != nil {
-			bad.add("%s: %v", c.Name, err)
+	for _, name := range slices.Sorted(maps.Keys(d.Components)) {
+		if err := d.Components[name](ctx); err != nil {
+			bad.add("%s: %v", name, err)
 			continue
 		}
-		good = append(good, c.Name)
+		good = append(good, name)
 	}
 	n := 0
 	switch {
@@ -257,14 +252,22 @@ func checkComponents(ctx context.Context, d DiagnoseInputs) (string, error) {
 
 func checkSettings(ctx context.Context, d DiagnoseInputs) (string, error) {
 	var bad problems
+	code := ""
+	if d.Code != nil {
+		code = d.Code()
+	}
+	var entries []model.BypassEntry
+	if d.Bypass != nil {
+		entries = d.Bypass()
+	}
 	switch {
-	case d.Code == "":
+	case code == "":
 		bad.add("no entitlement code")
-	case !config.EntitlementCodeRE.MatchString(d.Code):
-		bad.add("entitlement code %s is not well-formed (want 8-4-4-4-12 hex digits)", model.MaskCode(d.Code))
+	case !config.EntitlementCodeRE.MatchString(code):
+		bad.add("entitlement code %s is not well-formed (want 8-4-4-4-12 hex digits)", model.MaskCode(code))
 	}
 	enabled := 0
-	for _, e := range d.Bypass {
+	for _, e := range entries {
 		if e.Enabled {
 			enabled++
 		}
@@ -282,13 +285,13 @@ func checkSettings(ctx context.Context, d DiagnoseInputs) (string, error) {
 		}
 	}
 	for _, name := range bypass.SystemDomains {
-		i := slices.IndexFunc(d.Bypass, func(e model.BypassEntry) bool {
+		i := slices.IndexFunc(entries, func(e model.BypassEntry) bool {
 			return e.Kind == model.BypassDomain && e.Value == name
 		})
 		switch {
 		case i < 0:
 			bad.add("system bypass %s missing", name)
-		case !d.Bypass[i].Enabled:
+		case !entries[i].Enabled:
 			bad.add("system bypass %s disabled", name)
 		}
 	}
@@ -296,5 +299,5 @@ func checkSettings(ctx context.Context, d DiagnoseInputs) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("entitlement code %s well-formed; %d bypass entries (%d enabled), system entries present and enabled",
-		model.MaskCode(d.Code), len(d.Bypass), enabled), nil
+		model.MaskCode(code), len(entries), enabled), nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,15 +41,15 @@ func wellInputs(t *testing.T) health.DiagnoseInputs {
 		Attached:     func() []string { return []string{"lan1", "lan0"} },
 		TablePresent: func() (bool, error) { return true, nil },
 		Prober:       prober(client(t, proxy, code), fakeDNS{}),
-		Components: []health.Component{
-			{Name: "tls proxy", Check: health.SocketCheck(tlsLn.(*net.TCPListener))},
-			{Name: "dns resolver (udp)", Check: health.SocketCheck(udp.(*net.UDPConn))},
+		Components: map[string]func(context.Context) error{
+			"tls proxy":          health.SocketCheck(tlsLn.(*net.TCPListener)),
+			"dns resolver (udp)": health.SocketCheck(udp.(*net.UDPConn)),
 		},
 		BypassPrefixes: func() ([]netip.Prefix, error) {
 			return []netip.Prefix{netip.MustParsePrefix("203.0.113.40/32"), netip.MustParsePrefix("2001:db8:113::40/128")}, nil
 		},
-		Code:   code,
-		Bypass: entries,
+		Code:   func() string { return code },
+		Bypass: func() []model.BypassEntry { return entries },
 	}
 }
 
@@ -132,7 +133,7 @@ func TestDiagnoseFails(t *testing.T) {
 		{"listener closed", func(t *testing.T, d *health.DiagnoseInputs) {
 			ln := listen(t)
 			ln.Close()
-			d.Components = append(d.Components, health.Component{Name: "http proxy", Check: health.SocketCheck(ln.(*net.TCPListener))})
+			d.Components["http proxy"] = health.SocketCheck(ln.(*net.TCPListener))
 		}, health.CheckComponents, "http proxy: inspect socket"},
 		{"tcp socket not listening", func(t *testing.T, d *health.DiagnoseInputs) {
 			ln := listen(t)
@@ -141,10 +142,10 @@ func TestDiagnoseFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Close() })
-			d.Components = append(d.Components, health.Component{Name: "dns resolver (tcp)", Check: health.SocketCheck(c.(*net.TCPConn))})
+			d.Components["dns resolver (tcp)"] = health.SocketCheck(c.(*net.TCPConn))
 		}, health.CheckComponents, "dns resolver (tcp): socket is not listening"},
 		{"component reports failure", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Components = append(d.Components, health.Component{Name: "resolver", Check: func(context.Context) error { return errors.New("serve loop ended") }})
+			d.Components["resolver"] = func(context.Context) error { return errors.New("serve loop ended") }
 		}, health.CheckComponents, "resolver: serve loop ended"},
 		{"no components", func(t *testing.T, d *health.DiagnoseInputs) {
 			d.Components = nil
@@ -153,28 +154,31 @@ func TestDiagnoseFails(t *testing.T) {
 			d.BypassPrefixes = func() ([]netip.Prefix, error) { return nil, errors.New("map closed") }
 		}, health.CheckComponents, "read bypass map: map closed"},
 		{"no code", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Code = ""
+			d.Code = func() string { return "" }
 		}, health.CheckSettings, "no entitlement code"},
 		{"code malformed", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Code = "3315471d-b831-48ed-a621-17042a74a8eZ"
+			d.Code = func() string { return "3315471d-b831-48ed-a621-17042a74a8eZ" }
 		}, health.CheckSettings, "not well-formed"},
 		{"bypass everything", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass = append(d.Bypass, model.BypassEntry{Value: "0.0.0.0/0", Kind: model.BypassCIDR, Enabled: true})
+			addBypass(d, model.BypassEntry{Value: "0.0.0.0/0", Kind: model.BypassCIDR, Enabled: true})
 		}, health.CheckSettings, "bypass everything"},
 		{"bypass everything v6", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass = append(d.Bypass, model.BypassEntry{Value: "::/0", Kind: model.BypassCIDR, Enabled: true})
+			addBypass(d, model.BypassEntry{Value: "::/0", Kind: model.BypassCIDR, Enabled: true})
 		}, health.CheckSettings, "bypass everything"},
 		{"invalid domain", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass = append(d.Bypass, model.BypassEntry{Value: "*.com", Kind: model.BypassDomain, Enabled: true})
+			addBypass(d, model.BypassEntry{Value: "*.com", Kind: model.BypassDomain, Enabled: true})
 		}, health.CheckSettings, "wildcard needs at least two labels"},
 		{"unknown kind", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass = append(d.Bypass, model.BypassEntry{Value: "x", Kind: "regex", Enabled: true})
+			addBypass(d, model.BypassEntry{Value: "x", Kind: "regex", Enabled: true})
 		}, health.CheckSettings, "unknown kind"},
 		{"system entry missing", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass = d.Bypass[1:]
+			entries := d.Bypass()[1:]
+			d.Bypass = func() []model.BypassEntry { return entries }
 		}, health.CheckSettings, "system bypass " + bypass.SystemDomains[0] + " missing"},
 		{"system entry disabled", func(t *testing.T, d *health.DiagnoseInputs) {
-			d.Bypass[2].Enabled = false
+			entries := slices.Clone(d.Bypass())
+			entries[2].Enabled = false
+			d.Bypass = func() []model.BypassEntry { return entries }
 		}, health.CheckSettings, "system bypass " + bypass.SystemDomains[2] + " disabled"},
 	}
 	for _, tc := range tests {
@@ -203,13 +207,19 @@ func TestDiagnoseFails(t *testing.T) {
 	}
 }
 
+// addBypass adds e to the bypass list d reports.
+func addBypass(d *health.DiagnoseInputs, e model.BypassEntry) {
+	entries := append(slices.Clone(d.Bypass()), e)
+	d.Bypass = func() []model.BypassEntry { return entries }
+}
+
 // TestDiagnoseBudget checks that a check stuck past the whole budget still
 // yields a report with every check, the stuck one failed.
 func TestDiagnoseBudget(t *testing.T) {
 	d := wellInputs(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	d.Components = []health.Component{{Name: "stuck", Check: func(context.Context) error { <-release; return nil }}}
+	d.Components = map[string]func(context.Context) error{"stuck": func(context.Context) error { <-release; return nil }}
 	d.Budget = time.Second
 	rep := health.Diagnose(context.Background(), d)
 	if rep.OK || len(rep.Checks) != 4 {

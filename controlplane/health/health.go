@@ -103,10 +103,12 @@ func Reasons(in Inputs) []model.Reason {
 	return rs
 }
 
-// State is the headline for reasons (as Reasons returns them): paused when
-// a pause is among them, else not protected when any is Blocking, else
-// protected.
-func State(reasons []model.Reason) model.Protection {
+// State is the headline for in: paused while a pause is active, else not
+// protected when any reason is Blocking, else protected.
+func State(in Inputs) model.Protection { return stateOf(Reasons(in)) }
+
+// stateOf is State for reasons as Reasons returns them.
+func stateOf(reasons []model.Reason) model.Protection {
 	state := model.Protected
 	for _, r := range reasons {
 		if r.Code == model.ReasonPaused {
@@ -128,7 +130,7 @@ func Status(in Inputs) model.Status {
 		rs = []model.Reason{}
 	}
 	st := model.Status{
-		State:      State(rs),
+		State:      stateOf(rs),
 		Reasons:    rs,
 		Interfaces: slices.Clone(in.Interfaces),
 		Attached:   slices.Clone(in.Attached),

@@ -100,7 +100,7 @@ func TestReasonsAndState(t *testing.T) {
 					t.Errorf("first reason %+v does not mention %q", rs, w)
 				}
 			}
-			if got := health.State(rs); got != tc.state {
+			if got := health.State(in); got != tc.state {
 				t.Errorf("State = %s, want %s", got, tc.state)
 			}
 			st := health.Status(in)

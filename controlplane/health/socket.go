@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SocketCheck returns a Component check for a listener or packet socket
+// SocketCheck returns a DiagnoseInputs.Components check for a listener or packet socket
 // the daemon serves on: it passes while the socket is open and, for TCP,
 // listening (SO_ACCEPTCONN). It looks at the socket itself rather than
 // dialing it, because the nftables listener guard drops connections that

@@ -1,0 +1,291 @@
+// Package metrics exposes the gateway's counters to Prometheus: the eBPF
+// classifier's packets and bytes per verdict, the transparent proxy's
+// flows and bytes, the cloud proxy connect latency, the resolver's queries
+// and cache, the bypass map size, block events and the pause switch. The
+// dataplane's counters are read when Prometheus scrapes, so nothing runs
+// between scrapes.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
+	"github.com/cloudsteer/cloudsteer/dataplane/steer"
+)
+
+const namespace = "cloudsteer"
+
+// Source is what the daemon reads its counters from at scrape time. Each
+// method must be cheap and safe for concurrent use.
+type Source interface {
+	// SteerCounters returns the classifier's packets and bytes per
+	// verdict (steer.Steer.Counters).
+	SteerCounters() (map[steer.Verdict]steer.Counter, error)
+	// ProxyStats returns the transparent proxy's counters (proxy.Proxy.Stats).
+	ProxyStats() proxy.Stats
+	// ResolverStats returns the resolver's counters (resolver.Resolver.Stats).
+	ResolverStats() resolver.Stats
+	// BypassMapSize returns the number of prefixes in the kernel bypass
+	// map (len of steer.Steer.BypassPrefixes), or a negative number when
+	// the map cannot be read; the gauge is then left out of the scrape.
+	BypassMapSize() int
+	// Paused reports whether protection is paused now.
+	Paused() bool
+}
+
+// ConnectBuckets are the upper bounds, in seconds, of the connect latency
+// histogram: from a nearby proxy's few milliseconds up to the cloud proxy
+// client's 15 s default timeout.
+var ConnectBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15}
+
+// Connect outcomes, the outcome label of the connect latency histogram.
+const (
+	OutcomeOK      = "ok"      // tunnel or connection established
+	OutcomeRefused = "refused" // the proxy answered with a refusal (403, 407, ...)
+	OutcomeError   = "error"   // no answer: dial, TLS, timeout or protocol error
+)
+
+// EventReasons are the event reasons counted from zero (model.Event.Reason).
+var EventReasons = []string{"blocked", "auth_failed", "dns_blocked"}
+
+// Metrics is the gateway's Prometheus registry and the metrics fed by
+// calls rather than read from the Source.
+type Metrics struct {
+	reg     *prometheus.Registry
+	connect *prometheus.HistogramVec
+	events  *prometheus.CounterVec
+	log     *slog.Logger
+}
+
+// New returns Metrics reading src at scrape time, on a registry of its own
+// that also carries the Go runtime and process collectors.
+func New(src Source) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		connect: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "cloud_proxy_connect_seconds",
+			Help:      "Time from dialing the cloud proxy to its answer (CONNECT) or to the connection (absolute-form HTTP), by outcome.",
+			Buckets:   ConnectBuckets,
+		}, []string{"outcome"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "events_total",
+			Help:      "Block events recorded, by reason.",
+		}, []string{"reason"}),
+		log: slog.Default().With("component", "metrics"),
+	}
+	for _, o := range []string{OutcomeOK, OutcomeRefused, OutcomeError} {
+		m.connect.WithLabelValues(o)
+	}
+	for _, r := range EventReasons {
+		m.events.WithLabelValues(r)
+	}
+	m.reg.MustRegister(
+		m.connect,
+		m.events,
+		newCollector(src),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition formats. When
+// a Source method fails, the other metrics are still served and the error
+// is logged and counted in promhttp_metric_handler_errors_total.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      errorLog{m.log},
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.reg,
+	})
+}
+
+// ObserveConnect records one attempt to reach the cloud proxy; it has the
+// signature of cloudproxy.Config.OnConnect.
+func (m *Metrics) ObserveConnect(d time.Duration, err error) {
+	m.connect.WithLabelValues(connectOutcome(err)).Observe(d.Seconds())
+}
+
+func connectOutcome(err error) string {
+	var re *cloudproxy.RefusedError
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.As(err, &re):
+		return OutcomeRefused
+	}
+	return OutcomeError
+}
+
+// EventRecorded counts one block event. reason is a fixed code such as
+// model.Event.Reason ("blocked", "auth_failed", "dns_blocked"), never text
+// from the network, so the label's values stay few.
+func (m *Metrics) EventRecorded(reason string) {
+	m.events.WithLabelValues(reason).Inc()
+}
+
+// errorLog writes promhttp's errors to the log, one line per error of a
+// prometheus.MultiError.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Println(v ...any) {
+	var what []string
+	var errs []error
+	for _, x := range v {
+		var me prometheus.MultiError
+		switch e := x.(type) {
+		case error:
+			if errors.As(e, &me) {
+				errs = append(errs, me...)
+			} else {
+				errs = append(errs, e)
+			}
+		default:
+			what = append(what, fmt.Sprint(x))
+		}
+	}
+	msg := strings.TrimSuffix(strings.Join(what, " "), ":")
+	if msg == "" {
+		msg = "serve metrics"
+	}
+	if len(errs) == 0 {
+		l.log.Warn(msg)
+	}
+	for _, err := range errs {
+		l.log.Warn(msg, "err", err)
+	}
+}
+
+// collector reads the Source at each scrape.
+type collector struct {
+	src Source
+
+	packets, bytes                    *prometheus.Desc
+	flowsAccepted, flowsActive        *prometheus.Desc
+	proxyRequests, proxyBytes         *prometheus.Desc
+	dnsRequests, dnsQueries           *prometheus.Desc
+	dnsHits, dnsMisses, dnsRatio      *prometheus.Desc
+	dnsEntries, dnsCoalesced          *prometheus.Desc
+	dnsUpstreamErrs, dnsMalformed     *prometheus.Desc
+	dnsDropped, bypassEntries, paused *prometheus.Desc
+}
+
+func newCollector(src Source) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+	}
+	return &collector{
+		src:             src,
+		packets:         d("packets_total", "Packets the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
+		bytes:           d("bytes_total", "Bytes (whole frames) the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
+		flowsAccepted:   d("proxy_flows_accepted_total", "TCP flows the transparent proxy accepted."),
+		flowsActive:     d("proxy_flows_active", "TCP flows the transparent proxy is serving now."),
+		proxyRequests:   d("proxy_requests_total", "TLS tunnels and HTTP requests handled by the transparent proxy, by outcome.", "outcome"),
+		proxyBytes:      d("proxy_bytes_total", "Bytes the transparent proxy forwarded: up (client to upstream) and down.", "direction"),
+		dnsRequests:     d("dns_requests_total", "DNS requests received with a full header, before any answer."),
+		dnsQueries:      d("dns_queries_total", "DNS queries answered, by response code.", "rcode"),
+		dnsHits:         d("dns_cache_hits_total", "DNS queries answered from the cache."),
+		dnsMisses:       d("dns_cache_misses_total", "DNS queries sent to (or joined with a query in flight to) the cloud resolvers."),
+		dnsRatio:        d("dns_cache_hit_ratio", "Cache hits over hits plus misses since start; NaN before the first lookup."),
+		dnsEntries:      d("dns_cache_entries", "Answers in the DNS cache now."),
+		dnsCoalesced:    d("dns_coalesced_total", "DNS cache misses that shared one upstream exchange with another."),
+		dnsUpstreamErrs: d("dns_upstream_errors_total", "Failed attempts at a cloud resolver."),
+		dnsMalformed:    d("dns_malformed_total", "DNS requests answered FORMERR or dropped as garbage."),
+		dnsDropped:      d("dns_dropped_total", "DNS requests dropped unanswered."),
+		bypassEntries:   d("bypass_map_entries", "Prefixes in the kernel bypass map (configured and learned)."),
+		paused:          d("paused", "1 while protection is paused, else 0."),
+	}
+}
+
+// Describe sends every metric's description.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.packets, c.bytes, c.flowsAccepted, c.flowsActive, c.proxyRequests, c.proxyBytes,
+		c.dnsRequests, c.dnsQueries, c.dnsHits, c.dnsMisses, c.dnsRatio, c.dnsEntries,
+		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused,
+	} {
+		ch <- d
+	}
+}
+
+// Collect reads the Source and sends the current values.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+
+	if vc, err := c.src.SteerCounters(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.packets, fmt.Errorf("read classifier counters: %w", err))
+	} else {
+		for _, v := range steer.Verdicts() {
+			counter(c.packets, float64(vc[v].Packets), v.String())
+			counter(c.bytes, float64(vc[v].Bytes), v.String())
+		}
+	}
+
+	ps := c.src.ProxyStats()
+	counter(c.flowsAccepted, float64(ps.Accepted))
+	gauge(c.flowsActive, float64(ps.Active))
+	for _, o := range []struct {
+		name string
+		n    uint64
+	}{
+		{"proxied", ps.Proxied},
+		{"bypassed", ps.Bypassed},
+		{proxy.KindBlocked, ps.Blocked},
+		{proxy.KindAuthFailed, ps.AuthFailed},
+		{proxy.KindUpstreamError, ps.UpstreamErrors},
+		{proxy.KindBadClient, ps.BadClients},
+	} {
+		counter(c.proxyRequests, float64(o.n), o.name)
+	}
+	counter(c.proxyBytes, float64(ps.BytesUp), "up")
+	counter(c.proxyBytes, float64(ps.BytesDown), "down")
+
+	rs := c.src.ResolverStats()
+	counter(c.dnsRequests, float64(rs.Queries))
+	for rcode, n := range rs.Rcodes {
+		counter(c.dnsQueries, float64(n), rcode)
+	}
+	counter(c.dnsHits, float64(rs.CacheHits))
+	counter(c.dnsMisses, float64(rs.CacheMisses))
+	ratio := math.NaN()
+	if total := rs.CacheHits + rs.CacheMisses; total > 0 {
+		ratio = float64(rs.CacheHits) / float64(total)
+	}
+	gauge(c.dnsRatio, ratio)
+	gauge(c.dnsEntries, float64(rs.CacheEntries))
+	counter(c.dnsCoalesced, float64(rs.Coalesced))
+	counter(c.dnsUpstreamErrs, float64(rs.UpstreamErrors))
+	counter(c.dnsMalformed, float64(rs.Malformed))
+	counter(c.dnsDropped, float64(rs.Dropped))
+
+	if n := c.src.BypassMapSize(); n < 0 {
+		ch <- prometheus.NewInvalidMetric(c.bypassEntries, errors.New("read bypass map: source reports it unreadable"))
+	} else {
+		gauge(c.bypassEntries, float64(n))
+	}
+
+	paused := 0.0
+	if c.src.Paused() {
+		paused = 1
+	}
+	gauge(c.paused, paused)
+}
