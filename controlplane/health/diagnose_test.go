@@ -111,7 +111,7 @@ func TestDiagnoseFails(t *testing.T) {
 			release := make(chan struct{})
 			t.Cleanup(func() { close(release) })
 			d.Attached = func() []string { <-release; return nil }
-			d.CheckTimeout = 200 * time.Millisecond
+			d.CheckTimeout = time.Second
 		}, health.CheckInstall, "no result within"},
 		{"proxy rejects the code", func(t *testing.T, d *health.DiagnoseInputs) {
 			target, _ := startTarget(t)
