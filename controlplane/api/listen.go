@@ -63,8 +63,8 @@ func (s *Server) networkHandler() http.Handler {
 	api := s.apiHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && s.opts.Metrics != nil {
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				w.Header().Set("Allow", "GET, HEAD")
+			if r.Method != http.MethodGet {
+				w.Header().Set("Allow", "GET")
 				writeError(w, r, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method "+clip(r.Method)+" not allowed here (allowed: GET)")
 				return
 			}
