@@ -7,19 +7,26 @@ package daemon
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/controlplane/health"
+	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/controlplane/store"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/firewall"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
@@ -27,21 +34,43 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
 )
 
+// Version is the daemon's version, set by the main package.
+var Version = "dev"
+
 // Daemon is a running gateway.
 type Daemon struct {
-	cfg *config.Config
-	log *slog.Logger
+	cfg     *config.Config
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
 
-	cloud    *cloudproxy.Client
+	store    *store.Store
+	roots    *x509.CertPool
 	proxy    *proxy.Proxy
 	resolver *resolver.Resolver
 	bypass   *bypass.Set
 	fw       *firewall.Table
 	steer    *steer.Steer
+	pauser   interface{ SetPaused(bool) error } // the steer's pause switch
+	prober   *health.Prober
+	metrics  *metrics.Metrics
+	ctrl     *controller
+	events   *events
+	api      *api.Server
+
+	servingMu  sync.Mutex
+	servingNow map[string]bool // listener name → serve loop running
 
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
+}
+
+// Options are optional knobs for Start (tests inject a clock).
+type Options struct {
+	Now func() time.Time
+	// PauseCheck is how often pause expiry is checked (default 1s).
+	PauseCheck time.Duration
 }
 
 // CheckEnvironment validates what the config names on this machine (the
@@ -73,59 +102,81 @@ func loadCA(path string) (*x509.CertPool, error) {
 }
 
 // Start brings the gateway up. On error everything already set up is undone.
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Options) (_ *Daemon, err error) {
 	if err := CheckEnvironment(cfg); err != nil {
 		return nil, err
 	}
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PauseCheck == 0 {
+		o.PauseCheck = time.Second
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel}
+	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now()}
+	d.ctrl = &controller{d: d}
 	defer func() {
 		if err != nil {
 			d.Close()
 		}
 	}()
 
-	var roots *x509.CertPool
+	// State first: it holds the code, the bypass entries and the pause.
+	if d.store, err = store.Open(ctx, cfg.StateDir, store.WithLogger(log)); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	d.closers = append(d.closers, d.store.Close)
+	if err := d.seedState(); err != nil {
+		return nil, err
+	}
+
 	if cfg.CloudProxy.CAFile != "" {
-		if roots, err = loadCA(cfg.CloudProxy.CAFile); err != nil {
+		if d.roots, err = loadCA(cfg.CloudProxy.CAFile); err != nil {
 			return nil, fmt.Errorf("load cloud proxy CA: %w", err)
 		}
 	}
-	user, pass := cfg.CloudProxy.Credentials()
-	d.cloud, err = cloudproxy.New(cloudproxy.Config{
-		URL:         cfg.CloudProxy.ProxyURL(),
-		RootCAs:     roots,
-		Username:    user,
-		Password:    pass,
-		DialTimeout: cfg.CloudProxy.ConnectTimeout.D(),
-	})
+	code, err := d.store.Code()
+	if err != nil {
+		return nil, fmt.Errorf("read entitlement code: %w", err)
+	}
+	cloud, err := d.newCloudClient(code)
 	if err != nil {
 		return nil, fmt.Errorf("set up cloud proxy client: %w", err)
 	}
+	d.metrics = metrics.New(d)
 
 	// The bypass set needs the kernel map, which comes last; until then it
 	// writes into a buffer that is replayed into the map.
 	pending := &pendingMap{}
-	d.bypass, err = bypass.NewSet(pending, cfg.Bypass.DomainPatterns(), cfg.Bypass.Prefixes(), nil, log)
+	d.bypass, err = bypass.NewSet(pending, nil, nil, d.now, log)
 	if err != nil {
 		return nil, fmt.Errorf("build bypass set: %w", err)
 	}
+	if err := d.applyBypass(); err != nil {
+		return nil, err
+	}
+	d.events = &events{d: d, ch: make(chan model.Event, 1024), macs: map[netip.Addr]macEntry{}}
 
 	d.resolver, err = resolver.New(resolver.Config{
 		Upstreams: cfg.DNS.UpstreamAddrs(),
 		Timeout:   cfg.DNS.Timeout.D(),
 		CacheSize: cfg.DNS.CacheSize,
 		Snoop:     d.bypass.Snoop,
+		OnQuery:   d.dnsQuery,
 		Logger:    log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set up resolver: %w", err)
 	}
 	d.proxy, err = proxy.New(proxy.Config{
-		Cloud:          d.cloud,
+		Cloud:          cloud,
 		Policy:         d.bypass,
 		OriginalDst:    firewall.OriginalDst,
-		OnEvent:        d.onEvent,
+		OnEvent:        d.proxyEvent,
 		PeekTimeout:    cfg.Proxy.PeekTimeout.D(),
 		IdleTimeout:    cfg.Proxy.IdleTimeout.D(),
 		DialTimeout:    cfg.CloudProxy.ConnectTimeout.D(),
@@ -135,6 +186,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if err != nil {
 		return nil, fmt.Errorf("set up proxy: %w", err)
 	}
+	d.prober = health.NewProber(health.ProberConfig{
+		Cloud:       d.proxy.Cloud,
+		ProbeTarget: cfg.Health.ProbeTarget,
+		Resolver:    d.resolver,
+		Interval:    cfg.Health.Interval.D(),
+		Now:         d.now,
+		Logger:      log,
+	})
 
 	// 1. Listeners.
 	for _, fam := range []string{"4", "6"} {
@@ -142,69 +201,179 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		if err != nil {
 			return nil, err
 		}
+		d.closers = append(d.closers, tlsLn.Close)
 		httpLn, err := listenTCP(ctx, fam, cfg.Listen.HTTPPort)
 		if err != nil {
-			tlsLn.Close()
 			return nil, err
 		}
+		d.closers = append(d.closers, httpLn.Close)
 		dnsTCP, err := listenTCP(ctx, fam, cfg.Listen.DNSPort)
 		if err != nil {
-			tlsLn.Close()
-			httpLn.Close()
 			return nil, err
 		}
+		d.closers = append(d.closers, dnsTCP.Close)
 		dnsUDP, err := listenUDP(ctx, fam, cfg.Listen.DNSPort)
 		if err != nil {
-			tlsLn.Close()
-			httpLn.Close()
-			dnsTCP.Close()
 			return nil, err
 		}
-		d.closers = append(d.closers, tlsLn.Close, httpLn.Close, dnsTCP.Close, dnsUDP.Close)
+		d.closers = append(d.closers, dnsUDP.Close)
 		d.goServe("tls"+fam, func() error { return d.proxy.ServeTLS(ctx, tlsLn) })
 		d.goServe("http"+fam, func() error { return d.proxy.ServePlainHTTP(ctx, httpLn) })
 		d.goServe("dns"+fam, func() error { return d.resolver.Serve(ctx, dnsUDP, dnsTCP) })
 	}
+	if err := d.startAPI(ctx); err != nil {
+		return nil, err
+	}
 
 	// 2. nftables.
+	var guard []uint16
+	if cfg.Admin.Port != 0 {
+		guard = append(guard, cfg.Admin.Port)
+	}
 	d.fw, err = firewall.New(ctx, firewall.Config{
 		LANInterfaces: cfg.LANInterfaces,
 		Marks:         firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC},
 		HTTPPort:      cfg.Listen.HTTPPort,
 		TLSPort:       cfg.Listen.TLSPort,
 		DNSPort:       cfg.Listen.DNSPort,
+		GuardTCPPorts: guard,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install nftables table: %w", err)
 	}
 
-	// 3. eBPF classifier.
+	// 3. eBPF classifier, paused first when protection is paused or there
+	// is no code yet.
 	d.steer, err = steer.New(ctx, steer.Config{Interfaces: cfg.LANInterfaces})
 	if err != nil {
 		return nil, fmt.Errorf("attach eBPF classifier: %w", err)
 	}
+	d.pauser = d.steer
+	if err := d.applyPause(); err != nil {
+		return nil, fmt.Errorf("set pause switch: %w", err)
+	}
 	if err := pending.attach(d.steer); err != nil {
 		return nil, fmt.Errorf("fill bypass map: %w", err)
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.bypass.Run(ctx, time.Second)
-	}()
+	d.goRun(func() { d.bypass.Run(ctx, time.Second) })
+	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
+	d.goRun(func() { d.events.run(ctx) })
+	d.goRun(func() { d.prober.Run(ctx) })
 
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
 		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
-		"bypass_domains", len(bypass.SystemDomains)+len(cfg.Bypass.DomainPatterns()),
-		"bypass_cidrs", len(cfg.Bypass.Prefixes()))
+		"activated", d.hasCredentials(),
+		"admin_socket", cfg.Admin.Socket,
+		"admin_port", cfg.Admin.Port)
 	return d, nil
 }
 
-func (d *Daemon) goServe(name string, serve func() error) {
+func (d *Daemon) goRun(fn func()) {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		fn()
+	}()
+}
+
+// seedState writes what the config file seeds into a store that lacks it:
+// the entitlement code and the bypass entries. Changes made at run time win.
+func (d *Daemon) seedState() error {
+	if c := d.cfg.CloudProxy.EntitlementCode; c != "" {
+		have, err := d.store.Code()
+		if err != nil {
+			return fmt.Errorf("read entitlement code: %w", err)
+		}
+		if have == "" {
+			if err := d.store.PutCode(strings.ToLower(c)); err != nil {
+				return fmt.Errorf("store entitlement code: %w", err)
+			}
+		}
+	}
+	// Each config entry is seeded once: one the admin removed at run time
+	// does not come back at the next start.
+	seeded := map[string]bool{}
+	if v, ok, err := d.store.Setting(settingSeeded); err != nil {
+		return fmt.Errorf("read seeded entries: %w", err)
+	} else if ok {
+		if err := json.Unmarshal([]byte(v), &seeded); err != nil {
+			return fmt.Errorf("read seeded entries: %w", err)
+		}
+	}
+	var seed []model.BypassEntry
+	now := d.now()
+	for _, v := range d.cfg.Bypass.DomainPatterns() {
+		seed = append(seed, model.BypassEntry{Value: v, Kind: model.BypassDomain, Enabled: true, Source: "config", Added: now})
+	}
+	for _, p := range d.cfg.Bypass.Prefixes() {
+		seed = append(seed, model.BypassEntry{Value: p.String(), Kind: model.BypassCIDR, Enabled: true, Source: "config", Added: now})
+	}
+	var fresh []model.BypassEntry
+	for _, e := range seed {
+		if !seeded[e.Value] {
+			fresh = append(fresh, e)
+			seeded[e.Value] = true
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if err := d.store.SeedBypass(fresh); err != nil {
+		return fmt.Errorf("seed bypass entries: %w", err)
+	}
+	b, _ := json.Marshal(seeded)
+	if err := d.store.PutSetting(settingSeeded, string(b)); err != nil {
+		return fmt.Errorf("record seeded entries: %w", err)
+	}
+	return nil
+}
+
+// hasCredentials reports whether the gateway can authenticate to the cloud
+// proxy: proxy-chaining credentials in the config or an entitlement code.
+func (d *Daemon) hasCredentials() bool {
+	if d.cfg.CloudProxy.Username != "" {
+		return true
+	}
+	code, _ := d.store.Code()
+	return code != ""
+}
+
+// newCloudClient builds the cloud proxy client for the config's URL with
+// the config's user/password, or else code as the user name.
+func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
+	user, pass := d.cfg.CloudProxy.Credentials()
+	if d.cfg.CloudProxy.Username == "" {
+		user, pass = strings.ToLower(code), ""
+	}
+	return cloudproxy.New(cloudproxy.Config{
+		URL:         d.cfg.CloudProxy.ProxyURL(),
+		RootCAs:     d.roots,
+		Username:    user,
+		Password:    pass,
+		DialTimeout: d.cfg.CloudProxy.ConnectTimeout.D(),
+		OnConnect:   d.metrics.ObserveConnect,
+	})
+}
+
+func (d *Daemon) setCloud(c *cloudproxy.Client) { d.proxy.SetCloud(c) }
+
+func (d *Daemon) goServe(name string, serve func() error) {
+	d.servingMu.Lock()
+	if d.servingNow == nil {
+		d.servingNow = map[string]bool{}
+	}
+	d.servingNow[name] = true
+	d.servingMu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() {
+			d.servingMu.Lock()
+			d.servingNow[name] = false
+			d.servingMu.Unlock()
+		}()
 		if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
 			d.log.Error("listener stopped", "listener", name, "err", err)
 		}
@@ -229,7 +398,8 @@ func (d *Daemon) Steer() *steer.Steer { return d.steer }
 // Bypass returns the live bypass set.
 func (d *Daemon) Bypass() *bypass.Set { return d.bypass }
 
-// Close undoes Start in reverse: classifier, nftables table, listeners.
+// Close undoes Start in reverse: classifier, nftables table, listeners,
+// state.
 func (d *Daemon) Close() error {
 	var errs []error
 	if d.steer != nil {

@@ -32,6 +32,21 @@ type Options struct {
 	BypassDomains      []string
 	BypassCIDRs        []string
 	Name               string // distinguishes config and log files; default "gw"
+	// StateDir defaults to DIR/state-NAME in the lab directory; keep it
+	// across runs to test persistence.
+	StateDir string
+	// NoCode starts the gateway without any credentials (to be activated).
+	NoCode bool
+	// Extra is appended to the config verbatim.
+	Extra string
+}
+
+// SocketPath is the admin socket of a gateway run with that name.
+func SocketPath(l *lab.Lab, name string) string {
+	if name == "" {
+		name = "gw"
+	}
+	return filepath.Join(l.Dir(), name+".sock")
 }
 
 // Gateway is a cloudsteer process running in the lab.
@@ -56,7 +71,7 @@ func ConfigYAML(o Options) string {
 	fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
 	if o.Username != "" {
 		fmt.Fprintf(&b, "  username: %q\n  password: %q\n", o.Username, o.Password)
-	} else {
+	} else if !o.NoCode {
 		code := o.Code
 		if code == "" {
 			code = lab.EntitlementCode
@@ -69,6 +84,19 @@ func ConfigYAML(o Options) string {
 	fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
 	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
 	b.WriteString("log:\n  level: debug\n")
+	if o.Lab != nil {
+		name := o.Name
+		if name == "" {
+			name = "gw"
+		}
+		state := o.StateDir
+		if state == "" {
+			state = filepath.Join(o.Lab.Dir(), "state-"+name)
+		}
+		fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", state, SocketPath(o.Lab, name))
+	}
+	fmt.Fprintf(&b, "health:\n  probe_target: www.example.com:443\n  interval: 2s\n")
+	b.WriteString(o.Extra)
 	return b.String()
 }
 

@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/controlplane/health"
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
+	"github.com/cloudsteer/cloudsteer/dataplane/steer"
+)
+
+// TokenFile is the admin token's file name inside the state directory.
+const TokenFile = "admin.token"
+
+// startAPI serves the admin API on the root-only unix socket and, with a
+// token, on the admin port (which the nftables table opens to LAN
+// interfaces only).
+func (d *Daemon) startAPI(ctx context.Context) error {
+	token, err := api.LoadOrCreateToken(filepath.Join(d.cfg.StateDir, TokenFile))
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	d.api, err = api.NewServer(d.ctrl, api.Options{Token: token, Logger: d.log, Metrics: d.metrics.Handler(), Version: Version})
+	if err != nil {
+		return fmt.Errorf("set up admin API: %w", err)
+	}
+	uln, err := api.ListenUnix(d.cfg.Admin.Socket)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	sock := d.cfg.Admin.Socket
+	d.closers = append(d.closers, func() error {
+		uln.Close()
+		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
+	})
+	d.goServe("admin-unix", func() error { return d.api.ServeUnix(ctx, uln) })
+	if d.cfg.Admin.Port == 0 {
+		return nil
+	}
+	for _, fam := range []string{"4", "6"} {
+		ln, err := listenTCP(ctx, fam, d.cfg.Admin.Port)
+		if err != nil {
+			return err
+		}
+		d.closers = append(d.closers, ln.Close)
+		d.goServe("admin"+fam, func() error { return d.api.ServeNetwork(ctx, ln) })
+	}
+	return nil
+}
+
+// The metrics.Source the Prometheus collector reads at scrape time.
+
+// SteerCounters returns the eBPF per-verdict counters.
+func (d *Daemon) SteerCounters() (map[steer.Verdict]steer.Counter, error) {
+	if d.steer == nil {
+		return nil, nil
+	}
+	return d.steer.Counters()
+}
+
+// ProxyStats returns the transparent proxy's counters.
+func (d *Daemon) ProxyStats() proxy.Stats {
+	if d.proxy == nil {
+		return proxy.Stats{}
+	}
+	return d.proxy.Stats()
+}
+
+// ResolverStats returns the resolver's counters.
+func (d *Daemon) ResolverStats() resolver.Stats {
+	if d.resolver == nil {
+		return resolver.Stats{}
+	}
+	return d.resolver.Stats()
+}
+
+// BypassMapSize returns the number of prefixes in the kernel bypass map.
+func (d *Daemon) BypassMapSize() int {
+	if d.steer == nil {
+		return 0
+	}
+	ps, err := d.steer.BypassPrefixes()
+	if err != nil {
+		return -1
+	}
+	return len(ps)
+}
+
+// Paused reports whether protection is paused now.
+func (d *Daemon) Paused() bool {
+	if d.store == nil {
+		return false
+	}
+	p, err := d.store.Pause()
+	return err == nil && p.ActiveAt(d.now())
+}
+
+// serving checks that the named listeners' serve loops are running (the
+// nftables table keeps direct connections from reaching them, so a dial
+// would not tell).
+func (d *Daemon) serving(names ...string) func(context.Context) error {
+	return func(context.Context) error {
+		d.servingMu.Lock()
+		defer d.servingMu.Unlock()
+		for _, n := range names {
+			if !d.servingNow[n] {
+				return fmt.Errorf("%s listener is not serving", n)
+			}
+		}
+		return nil
+	}
+}
+
+func (d *Daemon) diagnoseInputs() health.DiagnoseInputs {
+	return health.DiagnoseInputs{
+		Interfaces: d.cfg.LANInterfaces,
+		Attached:   d.steer.Attached,
+		TablePresent: func() (bool, error) {
+			return d.fw.Present()
+		},
+		Prober:         d.prober,
+		BypassPrefixes: d.steer.BypassPrefixes,
+		Components: map[string]func(context.Context) error{
+			"proxy":    d.serving("tls4", "tls6", "http4", "http6"),
+			"resolver": d.serving("dns4", "dns6"),
+			"bypass map": func(ctx context.Context) error {
+				_, err := d.steer.BypassPrefixes()
+				return err
+			},
+		},
+		Code: func() string {
+			c, _ := d.store.Code()
+			return c
+		},
+		Bypass: func() []model.BypassEntry { return d.ctrl.Bypass(context.Background()) },
+		Now:    d.now,
+	}
+}

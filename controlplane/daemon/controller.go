@@ -1,0 +1,487 @@
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
+	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/controlplane/health"
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
+)
+
+// Setting keys in the store.
+const (
+	settingRequireCode = "require_code_to_pause"
+	settingSeeded      = "seeded_bypass" // config entries already seeded once
+)
+
+// controller is the admin API's view of the running daemon.
+type controller struct {
+	d *Daemon
+
+	mu sync.Mutex // serializes changes (bypass, pause, code, settings)
+}
+
+var _ api.Controller = (*controller)(nil)
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", model.ErrInvalid, fmt.Sprintf(format, a...))
+}
+
+// canonicalBypass returns the canonical value and kind of a bypass entry.
+func canonicalBypass(value string) (string, model.BypassKind, error) {
+	v := strings.TrimSpace(value)
+	if v == "" {
+		return "", "", invalid("empty bypass value")
+	}
+	if strings.ContainsAny(v, "/:") || isIPv4Literal(v) {
+		p, err := bypass.ParsePrefix(v)
+		if err != nil {
+			return "", "", invalid("%v", err)
+		}
+		return p.String(), model.BypassCIDR, nil
+	}
+	n, err := bypass.NormalizePattern(v)
+	if err != nil {
+		return "", "", invalid("%v", err)
+	}
+	return n, model.BypassDomain, nil
+}
+
+func isIPv4Literal(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+func isSystem(value string) bool {
+	for _, s := range bypass.SystemDomains {
+		if s == value {
+			return true
+		}
+	}
+	return false
+}
+
+func systemEntries() []model.BypassEntry {
+	var out []model.BypassEntry
+	for _, s := range bypass.SystemDomains {
+		out = append(out, model.BypassEntry{Value: s, Kind: model.BypassDomain, Enabled: true, System: true, Source: "system",
+			Comment: "the cloud agent's own domains: never proxied or decrypted twice"})
+	}
+	return out
+}
+
+// applyBypass pushes the enabled entries to the bypass set (and so to the
+// kernel map).
+func (d *Daemon) applyBypass() error {
+	entries, err := d.store.Bypass()
+	if err != nil {
+		return fmt.Errorf("read bypass entries: %w", err)
+	}
+	var domains []string
+	var prefixes []netip.Prefix
+	for _, e := range entries {
+		if !e.Enabled {
+			continue
+		}
+		switch e.Kind {
+		case model.BypassDomain:
+			domains = append(domains, e.Value)
+		case model.BypassCIDR:
+			if p, err := netip.ParsePrefix(e.Value); err == nil {
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	d.bypass.SetDomains(domains)
+	return d.bypass.SetPrefixes(prefixes)
+}
+
+func (c *controller) Bypass(ctx context.Context) []model.BypassEntry {
+	out := systemEntries()
+	entries, err := c.d.store.Bypass()
+	if err != nil {
+		c.d.log.Error("read bypass entries", "err", err)
+	}
+	return append(out, entries...)
+}
+
+func (c *controller) find(value string) (model.BypassEntry, bool, error) {
+	entries, err := c.d.store.Bypass()
+	if err != nil {
+		return model.BypassEntry{}, false, err
+	}
+	for _, e := range entries {
+		if e.Value == value {
+			return e, true, nil
+		}
+	}
+	return model.BypassEntry{}, false, nil
+}
+
+func (c *controller) AddBypass(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+	v, kind, err := canonicalBypass(value)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	if len(comment) > 200 {
+		return model.BypassEntry{}, invalid("comment longer than 200 characters")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isSystem(v) {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and always on", model.ErrConflict, v)
+	}
+	if _, ok, err := c.find(v); err != nil {
+		return model.BypassEntry{}, err
+	} else if ok {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is already on the bypass list", model.ErrConflict, v)
+	}
+	e := model.BypassEntry{Value: v, Kind: kind, Enabled: true, Source: "api", Comment: comment, Added: c.d.now()}
+	if err := c.d.store.PutBypass(e); err != nil {
+		return model.BypassEntry{}, err
+	}
+	if err := c.d.applyBypass(); err != nil {
+		return e, err
+	}
+	c.d.log.Info("bypass entry added", "value", v, "kind", kind)
+	return e, nil
+}
+
+func (c *controller) RemoveBypass(ctx context.Context, value string) error {
+	v, _, err := canonicalBypass(value)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isSystem(v) {
+		return fmt.Errorf("%w: %s is a system entry and cannot be removed", model.ErrForbidden, v)
+	}
+	ok, err := c.d.store.DeleteBypass(v)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+	}
+	c.d.log.Info("bypass entry removed", "value", v)
+	return c.d.applyBypass()
+}
+
+func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled bool) (model.BypassEntry, error) {
+	v, _, err := canonicalBypass(value)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isSystem(v) {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and cannot be disabled", model.ErrForbidden, v)
+	}
+	e, ok, err := c.find(v)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	if !ok {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+	}
+	e.Enabled = enabled
+	if err := c.d.store.PutBypass(e); err != nil {
+		return model.BypassEntry{}, err
+	}
+	c.d.log.Info("bypass entry changed", "value", v, "enabled", enabled)
+	return e, c.d.applyBypass()
+}
+
+func (c *controller) Pause(ctx context.Context, dur time.Duration, code, by string) (model.PauseState, error) {
+	if dur < 0 || dur > model.MaxPause {
+		return model.PauseState{}, invalid("pause duration must be between 0 (until resumed) and %v", model.MaxPause)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.settings().RequireCodeToPause {
+		have, err := c.d.store.Code()
+		if err != nil {
+			return model.PauseState{}, err
+		}
+		if have == "" || subtle.ConstantTimeCompare([]byte(strings.ToLower(strings.TrimSpace(code))), []byte(strings.ToLower(have))) != 1 {
+			return model.PauseState{}, fmt.Errorf("%w: pausing requires the entitlement code", model.ErrForbidden)
+		}
+	}
+	now := c.d.now()
+	p := model.PauseState{Paused: true, Since: now, By: by}
+	if dur > 0 {
+		p.Until = now.Add(dur)
+	}
+	if err := c.d.store.PutPause(p); err != nil {
+		return model.PauseState{}, err
+	}
+	c.d.log.Info("protection paused", "until", p.Until, "by", by)
+	return p, c.d.applyPause()
+}
+
+func (c *controller) Resume(ctx context.Context) (model.PauseState, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return model.PauseState{}, c.d.resume("api")
+}
+
+func (d *Daemon) resume(why string) error {
+	if err := d.store.PutPause(model.PauseState{}); err != nil {
+		return err
+	}
+	d.log.Info("protection resumed", "by", why)
+	return d.applyPause()
+}
+
+func (c *controller) PauseState(ctx context.Context) model.PauseState {
+	p, err := c.d.store.Pause()
+	if err != nil {
+		c.d.log.Error("read pause state", "err", err)
+	}
+	if !p.ActiveAt(c.d.now()) {
+		return model.PauseState{}
+	}
+	return p
+}
+
+// applyPause sets the kernel's pause switch: paused while a pause is in
+// force, and while there are no credentials for the cloud proxy (a fresh
+// gateway stays out of the way until it is activated).
+func (d *Daemon) applyPause() error {
+	p, err := d.store.Pause()
+	if err != nil {
+		return err
+	}
+	off := p.ActiveAt(d.now()) || !d.hasCredentials()
+	if d.pauser == nil {
+		return nil // not attached yet: Start applies it once it is
+	}
+	return d.pauser.SetPaused(off)
+}
+
+// watchPause resumes protection when a timed pause expires.
+func (d *Daemon) watchPause(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.checkPauseExpiry()
+	}
+}
+
+func (d *Daemon) checkPauseExpiry() {
+	d.ctrl.mu.Lock()
+	defer d.ctrl.mu.Unlock()
+	p, err := d.store.Pause()
+	if err != nil || !p.Paused || p.Until.IsZero() || d.now().Before(p.Until) {
+		return
+	}
+	if err := d.resume("timer"); err != nil {
+		d.log.Error("resume after pause", "err", err)
+	}
+}
+
+func (c *controller) Events(ctx context.Context, f model.EventFilter) ([]model.Event, error) {
+	return c.d.store.Events(f)
+}
+
+func (c *controller) Activate(ctx context.Context, code string) (string, error) {
+	code = strings.ToLower(strings.TrimSpace(code))
+	if !config.EntitlementCodeRE.MatchString(code) {
+		return "", invalid("an entitlement code is UUID-shaped: 8-4-4-4-12 hex digits")
+	}
+	client, err := c.d.newCloudClient(code)
+	if err != nil {
+		return "", err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := client.Connect(pctx, c.d.cfg.Health.ProbeTarget, netip.Addr{})
+	var refused *cloudproxy.RefusedError
+	switch {
+	case err == nil:
+		conn.Close()
+	case errors.As(err, &refused) && refused.StatusCode == 407:
+		return "", fmt.Errorf("%w (407)", model.ErrRejected)
+	case errors.As(err, &refused):
+		// Any other answer (a 403 for the probe target, say) proves the
+		// proxy took the credentials.
+	default:
+		return "", fmt.Errorf("%w: %v", model.ErrUnavailable, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.d.store.PutCode(code); err != nil {
+		return "", err
+	}
+	if c.d.cfg.CloudProxy.Username == "" {
+		c.d.setCloud(client)
+	}
+	c.d.log.Info("entitlement code activated", "code", model.MaskCode(code))
+	go c.d.prober.ProbeNow(context.WithoutCancel(ctx))
+	return model.MaskCode(code), c.d.applyPause()
+}
+
+func (c *controller) Status(ctx context.Context) model.Status {
+	d := c.d
+	now := d.now()
+	pause := c.PauseState(ctx)
+	present, _ := d.fw.Present()
+	in := health.Inputs{
+		HasCode:      d.hasCredentials(),
+		Paused:       pause,
+		Now:          now,
+		Interfaces:   d.cfg.LANInterfaces,
+		Attached:     d.steer.Attached(),
+		TablePresent: present,
+		Probe:        d.prober.Last(),
+	}
+	code, _ := d.store.Code()
+	st := model.Status{
+		State:      health.State(in),
+		Reasons:    health.Reasons(in),
+		Code:       model.MaskCode(code),
+		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
+		Interfaces: d.cfg.LANInterfaces,
+		Attached:   in.Attached,
+		Version:    Version,
+		Started:    d.started,
+		CheckedAt:  in.Probe.Time,
+	}
+	if pause.Paused {
+		st.PauseUntil = pause.Until
+	}
+	return st
+}
+
+func (c *controller) Diagnose(ctx context.Context) model.Report {
+	return health.Diagnose(ctx, c.d.diagnoseInputs())
+}
+
+func (c *controller) settings() api.Settings {
+	v, _, _ := c.d.store.Setting(settingRequireCode)
+	return api.Settings{RequireCodeToPause: v == "true"}
+}
+
+func (c *controller) Settings(ctx context.Context) api.Settings { return c.settings() }
+
+func (c *controller) SetSettings(ctx context.Context, s api.Settings) (api.Settings, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.d.store.PutSetting(settingRequireCode, fmt.Sprint(s.RequireCodeToPause)); err != nil {
+		return api.Settings{}, err
+	}
+	return c.settings(), nil
+}
+
+// events is the writer of block events: the proxy and the resolver hand
+// them over without waiting for the disk.
+type events struct {
+	d       *Daemon
+	ch      chan model.Event
+	dropped uint64
+	macs    map[netip.Addr]macEntry
+}
+
+type macEntry struct {
+	mac string
+	at  time.Time
+}
+
+func (e *events) offer(ev model.Event) {
+	select {
+	case e.ch <- ev:
+	default:
+		e.dropped++
+	}
+}
+
+func (e *events) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-e.ch:
+			ev.MAC = e.mac(ev.Client)
+			if _, err := e.d.store.AppendEvent(ev); err != nil {
+				e.d.log.Warn("store event", "err", err)
+			}
+			if e.d.metrics != nil {
+				e.d.metrics.EventRecorded(ev.Reason)
+			}
+		}
+	}
+}
+
+// mac looks the client up in the neighbour table (cached for a minute).
+func (e *events) mac(client string) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return ""
+	}
+	if m, ok := e.macs[a]; ok && time.Since(m.at) < time.Minute {
+		return m.mac
+	}
+	fam := netlink.FAMILY_V4
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	mac := ""
+	if neighs, err := netlink.NeighList(0, fam); err == nil {
+		for _, n := range neighs {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a && len(n.HardwareAddr) > 0 {
+				mac = n.HardwareAddr.String()
+				break
+			}
+		}
+	}
+	if len(e.macs) > 4096 {
+		clear(e.macs)
+	}
+	e.macs[a] = macEntry{mac: mac, at: time.Now()}
+	return mac
+}
+
+func (d *Daemon) proxyEvent(ev proxy.Event) {
+	d.onEvent(ev)
+	reason := ""
+	switch ev.Kind {
+	case proxy.KindBlocked:
+		reason = "blocked"
+	case proxy.KindAuthFailed:
+		reason = "auth_failed"
+	default:
+		return
+	}
+	client := ""
+	if ev.Client.IsValid() {
+		client = ev.Client.String()
+	}
+	d.events.offer(model.Event{Time: ev.Time, Client: client, Name: ev.Name, Proto: ev.Proto, Reason: reason, Category: ev.Category, Status: ev.Status})
+}
+
+func (d *Daemon) dnsQuery(q resolver.QueryInfo) {
+	if !q.Blocked {
+		return
+	}
+	d.events.offer(model.Event{Time: d.now(), Client: q.Client.Addr().Unmap().String(), Name: q.Name, Proto: "dns", Reason: "dns_blocked"})
+}
