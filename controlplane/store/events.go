@@ -2,9 +2,9 @@ package store
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -27,6 +27,7 @@ const maxAppendBatch = 1024
 // appendReq is one AppendEvent call waiting for a group commit.
 type appendReq struct {
 	ev   model.Event
+	enc  []byte            // encodeEvent(ev)
 	done chan appendResult // buffered 1; at most one message pending at a time
 }
 
@@ -50,7 +51,11 @@ func (s *Store) AppendEvent(e model.Event) (model.Event, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	r := &appendReq{ev: e, done: make(chan appendResult, 1)}
+	enc, err := encodeEvent(e)
+	if err != nil {
+		return model.Event{}, fmt.Errorf("append event: %w", err)
+	}
+	r := &appendReq{ev: e, enc: enc, done: make(chan appendResult, 1)}
 
 	s.mu.Lock()
 	s.pending = append(s.pending, r)
@@ -87,16 +92,11 @@ func (s *Store) commitPending() {
 			if err != nil {
 				return err
 			}
-			ev := r.ev
-			ev.ID = id
-			v, err := json.Marshal(ev)
-			if err != nil {
-				return fmt.Errorf("encode event: %w", err)
-			}
-			if err := b.Put(u64(id), v); err != nil {
+			if err := b.Put(u64(id), r.enc); err != nil {
 				return err
 			}
-			out[i] = ev
+			out[i] = r.ev
+			out[i].ID = id
 		}
 		count, err := eventCount(tx)
 		if err != nil {
@@ -191,9 +191,9 @@ func (s *Store) Events(f model.EventFilter) ([]model.Event, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			var e model.Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decode event %x: %w", k, err)
+			e, err := decodeEvent(k, v)
+			if err != nil {
+				return err
 			}
 			switch {
 			case f.Client != "" && e.Client != f.Client:
@@ -210,4 +210,83 @@ func (s *Store) Events(f model.EventFilter) ([]model.Event, error) {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
 	return out, nil
+}
+
+// eventFormat is the first byte of a stored event.
+const eventFormat = 1
+
+// encodeEvent returns the stored form of an event (the ID is the key): a format
+// byte, the status as a uvarint, the time in time.MarshalBinary form and the
+// strings, each after a uvarint length. It is several times faster to scan
+// than JSON and half the size.
+func encodeEvent(e model.Event) ([]byte, error) {
+	t, err := e.Time.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("encode event time: %w", err)
+	}
+	if e.Status < 0 || e.Status > math.MaxInt32 {
+		return nil, fmt.Errorf("encode event: status %d out of range: %w", e.Status, model.ErrInvalid)
+	}
+	b := make([]byte, 0, 64+len(e.Client)+len(e.MAC)+len(e.Name)+len(e.Proto)+len(e.Reason)+len(e.Category))
+	b = append(b, eventFormat)
+	b = binary.AppendUvarint(b, uint64(e.Status))
+	b = binary.AppendUvarint(b, uint64(len(t)))
+	b = append(b, t...)
+	for _, f := range []string{e.Client, e.MAC, e.Name, e.Proto, e.Reason, e.Category} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b, nil
+}
+
+// errBadEvent says a stored event's bytes do not decode.
+var errBadEvent = errors.New("malformed stored event")
+
+// decodeEvent decodes the event stored under key k.
+func decodeEvent(k, v []byte) (model.Event, error) {
+	var e model.Event
+	if len(k) != 8 {
+		return e, fmt.Errorf("decode event: key of %d bytes: %w", len(k), errBadEvent)
+	}
+	e.ID = binary.BigEndian.Uint64(k)
+	bad := func(what string) (model.Event, error) {
+		return model.Event{}, fmt.Errorf("decode event %d: %s: %w", e.ID, what, errBadEvent)
+	}
+	if len(v) == 0 || v[0] != eventFormat {
+		return bad("unknown format")
+	}
+	v = v[1:]
+	status, n := binary.Uvarint(v)
+	if n <= 0 || status > math.MaxInt32 {
+		return bad("status")
+	}
+	e.Status = int(status)
+	v = v[n:]
+	field := func() ([]byte, bool) {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || l > uint64(len(v)-n) {
+			return nil, false
+		}
+		f := v[n : n+int(l)]
+		v = v[n+int(l):]
+		return f, true
+	}
+	t, ok := field()
+	if !ok {
+		return bad("time length")
+	}
+	if err := e.Time.UnmarshalBinary(t); err != nil {
+		return bad("time: " + err.Error())
+	}
+	for _, dst := range []*string{&e.Client, &e.MAC, &e.Name, &e.Proto, &e.Reason, &e.Category} {
+		f, ok := field()
+		if !ok {
+			return bad("string length")
+		}
+		*dst = string(f)
+	}
+	if len(v) != 0 {
+		return bad("trailing bytes")
+	}
+	return e, nil
 }
