@@ -1,5 +1,7 @@
 // Command cloudsteer is the branch-office gateway: `cloudsteer run --config
-// FILE` steers the LAN's DNS and web traffic to the cloud proxy.
+// FILE` steers the LAN's DNS and web traffic to the cloud proxy, and the
+// admin commands (status, bypass, pause, resume, events, activate,
+// diagnose, token) drive the running daemon over its unix socket.
 package main
 
 import (
@@ -33,6 +35,7 @@ commands:
   run --config FILE          run the gateway until SIGTERM/SIGINT
   check-config --config FILE validate a configuration file and exit
   version                    print the version
+  help                       this text, with the admin commands
 `
 
 func main() {
@@ -53,9 +56,12 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "cloudsteer", version)
 		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+"\n"+cliUsage)
 		return exitOK
 	default:
+		if isCLI(args) {
+			return runCLI(args, stdout, stderr)
+		}
 		fmt.Fprintf(stderr, "cloudsteer: unknown command %q\n%s", args[0], usage)
 		return exitConfig
 	}
