@@ -133,6 +133,9 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 
+	_, statErr := os.Lstat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+
 	timeout := o.lockTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		if left := time.Until(dl); left < timeout {
@@ -150,6 +153,14 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	if err := tightenFile(path, log); err != nil {
 		db.Close()
 		return nil, err
+	}
+
+	if created {
+		// bbolt fsyncs the file, not the directory entry naming it.
+		if err := syncDir(dir); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 
 	s := &Store{db: db, dir: dir, maxEvents: o.maxEvents, log: log}
@@ -213,6 +224,19 @@ func tightenFile(path string, log *slog.Logger) error {
 			log.Warn("state file was readable by other users; mode set to 0600",
 				"path", path, "was", fmt.Sprintf("%#o", perm))
 		}
+	}
+	return nil
+}
+
+// syncDir makes a new directory entry in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
 	}
 	return nil
 }
