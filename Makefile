@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,11 @@ vet: ## go vet
 
 check: vet check-generated ## gofmt, go vet and the generated-code check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+bench: deps build ## measure cloudsteer vs direct, redsocks, Squid in the lab (root); writes bench/out/
+	scripts/bench-deps.sh
+	$(GO) build -o $(BIN)/cloudsteer-bench ./cmd/cloudsteer-bench
+	$(BIN)/cloudsteer-bench run --bin $(BIN) --out bench/out $(BENCHFLAGS)
 
 clean: ## remove build output
 	rm -rf $(BIN)

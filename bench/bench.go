@@ -1,0 +1,114 @@
+// Package bench is `make bench`: it builds the namespace lab, runs the
+// benchmark internet (bench/serve) in it, and measures the same flows
+// through each gateway an admin could pick — plain routing, cloudsteer
+// (bypass and steered), redsocks, Squid in intercept mode, an explicit
+// proxy client, and the cloud proxy used from the gateway itself — then
+// prints a table, writes JSON and a PNG chart, and judges the targets of
+// issue 4 from ratios measured in the same run.
+package bench
+
+import (
+	"net/netip"
+
+	"github.com/cloudsteer/cloudsteer/lab"
+)
+
+// Benchmark addresses, all in the lab's internet namespace (on its lo).
+var (
+	// ProxyAddr is the lean benchmark cloud proxy.
+	ProxyAddr = netip.MustParseAddrPort("198.51.100.20:8080")
+	// Origins steered by the gateways under test.
+	StreamAddr = netip.MustParseAddrPort("203.0.113.100:443")
+	HTTPSAddr  = netip.MustParseAddrPort("203.0.113.101:443")
+	SinkAddr   = netip.MustParseAddrPort("203.0.113.102:443")
+	// Origins on cloudsteer's bypass list (BypassCIDR).
+	BypassStreamAddr = netip.MustParseAddrPort("203.0.113.104:443")
+	BypassHTTPSAddr  = netip.MustParseAddrPort("203.0.113.105:443")
+	BypassCIDR       = netip.MustParsePrefix("203.0.113.104/30")
+)
+
+// Names the clients put in SNI and CONNECT, as the benchmark proxy
+// resolves them.
+const (
+	StreamName       = "stream.bench.example"
+	HTTPSName        = "tls.bench.example"
+	SinkName         = "sink.bench.example"
+	BypassStreamName = "bypass-stream.bench.example"
+	BypassHTTPSName  = "bypass-tls.bench.example"
+)
+
+// Names maps every name the benchmark proxy resolves to its address,
+// including the lab site www.example.com (for the lab proxy comparison).
+func Names() map[string]netip.Addr {
+	m := map[string]netip.Addr{
+		StreamName:       StreamAddr.Addr(),
+		HTTPSName:        HTTPSAddr.Addr(),
+		SinkName:         SinkAddr.Addr(),
+		BypassStreamName: BypassStreamAddr.Addr(),
+		BypassHTTPSName:  BypassHTTPSAddr.Addr(),
+	}
+	for _, s := range lab.Sites {
+		m[s.Name] = s.V4
+	}
+	return m
+}
+
+// ServiceAddrs are the addresses bench adds to the internet namespace.
+func ServiceAddrs() []netip.Addr {
+	return []netip.Addr{ProxyAddr.Addr(), StreamAddr.Addr(), HTTPSAddr.Addr(), SinkAddr.Addr(), BypassStreamAddr.Addr(), BypassHTTPSAddr.Addr()}
+}
+
+// Path is one way from the client to the origin.
+type Path struct {
+	Name     string // table row
+	Gateway  string // what runs in the gateway namespace: none, cloudsteer, redsocks, squid
+	Role     string // the client's namespace
+	Explicit bool   // the client sends CONNECT to the cloud proxy itself
+	Bypass   bool   // the flow goes to the bypass-listed origins
+	ViaProxy bool   // the cloud proxy must carry the flow
+	Client   string // the address the cloud proxy must see (ViaProxy) or the origin must see
+}
+
+// Gateway kinds.
+const (
+	GWNone       = "none"
+	GWCloudsteer = "cloudsteer"
+	GWRedsocks   = "redsocks"
+	GWSquid      = "squid"
+)
+
+// Paths are the seven paths of issue 4, in table order.
+var Paths = []Path{
+	{Name: "direct", Gateway: GWNone, Role: lab.RoleLAN, Client: "10.10.0.10"},
+	{Name: "cloudsteer bypass", Gateway: GWCloudsteer, Role: lab.RoleLAN, Bypass: true, Client: "10.10.0.10"},
+	{Name: "cloudsteer steered", Gateway: GWCloudsteer, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
+	{Name: "redsocks", Gateway: GWRedsocks, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
+	{Name: "squid intercept", Gateway: GWSquid, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
+	{Name: "agent-like", Gateway: GWNone, Role: lab.RoleLAN, Explicit: true, ViaProxy: true, Client: "10.10.0.10"},
+	{Name: "ceiling", Gateway: GWNone, Role: lab.RoleGW, Explicit: true, ViaProxy: true, Client: "10.20.0.1"},
+}
+
+// Path names the verdicts refer to.
+const (
+	PDirect   = "direct"
+	PBypass   = "cloudsteer bypass"
+	PSteered  = "cloudsteer steered"
+	PRedsocks = "redsocks"
+	PSquid    = "squid intercept"
+	PAgent    = "agent-like"
+	PCeiling  = "ceiling"
+)
+
+func (p Path) streamTarget() (netip.AddrPort, string) {
+	if p.Bypass {
+		return BypassStreamAddr, BypassStreamName
+	}
+	return StreamAddr, StreamName
+}
+
+func (p Path) httpsTarget() (netip.AddrPort, string) {
+	if p.Bypass {
+		return BypassHTTPSAddr, BypassHTTPSName
+	}
+	return HTTPSAddr, HTTPSName
+}

@@ -1,0 +1,363 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/bench/serve"
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+)
+
+// Ports the comparison gateways listen on in the gateway namespace.
+const (
+	redsocksPort   = 12345
+	squidIcptPort  = 3129
+	squidPlainPort = 3128
+	nftTable       = "csbench"
+	squidService   = "csbenchsq"
+)
+
+// gw is a running gateway (or nothing, for GWNone).
+type gw struct {
+	kind string
+	cs   *gateway.Gateway
+	cmd  *exec.Cmd
+	done chan struct{}
+	stop func() error
+}
+
+// startGateway starts kind in the gateway namespace and returns once it
+// takes flows.
+func (r *runner) startGateway(ctx context.Context, kind string) (*gw, error) {
+	g := &gw{kind: kind}
+	switch kind {
+	case GWNone:
+		g.stop = func() error { return nil }
+		return g, nil
+	case GWCloudsteer:
+		cfg := filepath.Join(r.dir, "cloudsteer.yaml")
+		yaml := fmt.Sprintf(`lan_interfaces: [%s]
+cloud_proxy:
+  url: http://%s
+  entitlement_code: %q
+dns:
+  upstreams: [%q]
+bypass:
+  domains: []
+  cidrs: [%q]
+log:
+  level: info
+`, lab.GWLANIf, ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+			return nil, fmt.Errorf("write cloudsteer config: %w", err)
+		}
+		cs, err := gateway.StartWithConfig(ctx, filepath.Join(r.opts.BinDir, "cloudsteer"), r.lab, cfg, filepath.Join(r.dir, "cloudsteer.log"))
+		if err != nil {
+			return nil, err
+		}
+		g.cs = cs
+		g.stop = func() error { return cs.Stop() }
+		return g, nil
+	case GWRedsocks:
+		conf := filepath.Join(r.dir, "redsocks.conf")
+		text := fmt.Sprintf(`base {
+	log_debug = off;
+	log_info = off;
+	log = stderr;
+	daemon = off;
+	redirector = iptables;
+}
+redsocks {
+	local_ip = 0.0.0.0;
+	local_port = %d;
+	ip = %s;
+	port = %d;
+	type = http-connect;
+	login = %q;
+	password = "x";
+}
+`, redsocksPort, ProxyAddr.Addr(), ProxyAddr.Port(), lab.EntitlementCode)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return nil, fmt.Errorf("write redsocks config: %w", err)
+		}
+		if err := r.startProc(ctx, g, "redsocks.log", "redsocks", "-c", conf); err != nil {
+			return nil, err
+		}
+		if err := r.waitListen(ctx, g, redsocksPort); err != nil {
+			return nil, err
+		}
+		if err := r.redirect(ctx, redsocksPort); err != nil {
+			g.stop()
+			return nil, err
+		}
+		return g, nil
+	case GWSquid:
+		if err := r.startSquid(ctx, g); err != nil {
+			return nil, err
+		}
+		if err := r.redirect(ctx, squidIcptPort); err != nil {
+			g.stop()
+			return nil, err
+		}
+		return g, nil
+	}
+	return nil, fmt.Errorf("unknown gateway %q", kind)
+}
+
+// startProc starts a process in the gateway namespace, logging to file.
+func (r *runner) startProc(ctx context.Context, g *gw, logName string, args ...string) error {
+	f, err := os.Create(filepath.Join(r.dir, logName))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := r.lab.Command(context.Background(), lab.RoleGW, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", args[0], err)
+	}
+	g.cmd, g.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(g.done) }()
+	g.stop = func() error {
+		err := r.clearRedirect()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-g.done
+		}
+		return err
+	}
+	return nil
+}
+
+// waitListen waits until something listens on TCP port in the gateway
+// namespace, or the gateway process exits.
+func (r *runner) waitListen(ctx context.Context, g *gw, port int) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := r.lab.Command(ctx, lab.RoleGW, "ss", "-Htln", fmt.Sprintf("sport = :%d", port)).Output()
+		if strings.TrimSpace(string(out)) != "" {
+			return nil
+		}
+		select {
+		case <-g.done:
+			return fmt.Errorf("%s exited before listening on %d", g.kind, port)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	g.stop()
+	return fmt.Errorf("%s not listening on %d after 20s", g.kind, port)
+}
+
+// redirect sends LAN TCP 443 to port in the gateway (nftables nat, like
+// an admin sets up redsocks or Squid intercept).
+func (r *runner) redirect(ctx context.Context, port int) error {
+	rules := fmt.Sprintf(`table ip %[1]s {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname %[2]q tcp dport 443 redirect to :%[3]d
+	}
+}
+`, nftTable, lab.GWLANIf, port)
+	cmd := r.lab.Command(ctx, lab.RoleGW, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft redirect: %w: %s", err, out)
+	}
+	return nil
+}
+
+func (r *runner) clearRedirect() error {
+	out, err := r.lab.Command(context.Background(), lab.RoleGW, "nft", "delete", "table", "ip", nftTable).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "No such file") {
+		return fmt.Errorf("nft delete table: %w: %s", err, out)
+	}
+	return nil
+}
+
+// startSquid runs Squid in intercept mode: peek at the ClientHello, splice,
+// every tunnel through the cloud proxy as parent (never direct).
+func (r *runner) startSquid(ctx context.Context, g *gw) error {
+	state := filepath.Join(r.dir, "squid")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return err
+	}
+	u, err := user.Lookup("proxy")
+	if err != nil {
+		return fmt.Errorf("look up user proxy: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(state, uid, gid); err != nil {
+		return err
+	}
+	var hosts strings.Builder
+	for n, a := range Names() {
+		fmt.Fprintf(&hosts, "%s %s\n", a, n)
+	}
+	if err := os.WriteFile(filepath.Join(state, "hosts"), []byte(hosts.String()), 0o644); err != nil {
+		return err
+	}
+	conf := filepath.Join(state, "squid.conf")
+	text := fmt.Sprintf(`# Squid as an intercepting gateway (peek at SNI, splice) with the cloud proxy as parent.
+http_port 127.0.0.1:%[1]d
+https_port 0.0.0.0:%[2]d intercept ssl-bump tls-cert=%[3]s tls-key=%[4]s generate-host-certificates=off
+visible_hostname squid.bench.example
+cache_effective_user proxy
+cache_effective_group proxy
+pid_filename %[5]s/squid.pid
+cache_log %[5]s/cache.log
+access_log stdio:%[5]s/access.log
+coredump_dir %[5]s
+logfile_rotate 0
+shutdown_lifetime 0 seconds
+cache deny all
+cache_mem 8 MB
+pinger_enable off
+netdb_filename none
+icp_port 0
+htcp_port 0
+hosts_file %[5]s/hosts
+dns_nameservers %[6]s
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump splice all
+cache_peer %[7]s parent %[8]d 0 no-query no-digest no-netdb-exchange login=%[9]s:x name=cloud
+never_direct allow all
+http_access allow all
+`, squidPlainPort, squidIcptPort,
+		filepath.Join(r.serveDir, serve.LeafFile), filepath.Join(r.serveDir, serve.LeafKeyFile),
+		state, lab.CloudDNSV4, ProxyAddr.Addr(), ProxyAddr.Port(), lab.EntitlementCode)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "squid", "-k", "parse", "-n", squidService, "-f", conf).CombinedOutput(); err != nil {
+		return fmt.Errorf("squid -k parse: %w: %s", err, lastLines(string(out), 10))
+	}
+	if err := r.startProc(ctx, g, "squid.log", "squid", "-N", "-n", squidService, "-f", conf); err != nil {
+		return err
+	}
+	stop := g.stop
+	g.stop = func() error {
+		err := stop()
+		shm, _ := filepath.Glob("/dev/shm/" + squidService + "-*")
+		for _, f := range shm {
+			os.Remove(f)
+		}
+		return err
+	}
+	if err := r.waitListen(ctx, g, squidIcptPort); err != nil {
+		return fmt.Errorf("%w: %s", err, lastLines(readFile(filepath.Join(state, "cache.log")), 10))
+	}
+	return nil
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// dnsServer is a DNS forwarder under test in the gateway namespace.
+type dnsServer struct {
+	name string
+	addr string // where the LAN client sends its queries
+	g    *gw
+}
+
+// startDNS starts a DNS forwarder to the cloud DNS: cloudsteer's resolver
+// (queries to an address nobody runs are steered to it), dnsmasq or
+// unbound (queried on the gateway's LAN address).
+func (r *runner) startDNS(ctx context.Context, kind string) (*dnsServer, error) {
+	gwAddr := lab.GWLANV4.Addr().String()
+	switch kind {
+	case "cloudsteer":
+		g, err := r.startGateway(ctx, GWCloudsteer)
+		if err != nil {
+			return nil, err
+		}
+		return &dnsServer{name: kind, addr: lab.NobodyDNSV4.String(), g: g}, nil
+	case "dnsmasq":
+		g := &gw{kind: kind}
+		err := r.startProc(ctx, g, "dnsmasq.log", "dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts",
+			"--server="+lab.CloudDNSV4.String(), "--listen-address="+gwAddr, "--bind-interfaces",
+			"--cache-size=10000", "--pid-file", "--port=53", "--dns-forward-max=1000")
+		if err != nil {
+			return nil, err
+		}
+		return &dnsServer{name: kind, addr: gwAddr, g: g}, r.waitUDP(ctx, g)
+	case "unbound":
+		conf := filepath.Join(r.dir, "unbound.conf")
+		text := fmt.Sprintf(`server:
+	interface: %s
+	port: 53
+	access-control: 10.10.0.0/24 allow
+	do-ip6: no
+	username: ""
+	chroot: ""
+	directory: "%s"
+	pidfile: ""
+	use-syslog: no
+	logfile: ""
+	verbosity: 0
+	do-daemonize: no
+	num-threads: 2
+	so-reuseport: yes
+	module-config: "iterator"
+	qname-minimisation: no
+	msg-cache-size: 16m
+	rrset-cache-size: 32m
+forward-zone:
+	name: "."
+	forward-addr: %s
+`, gwAddr, r.dir, lab.CloudDNSV4)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return nil, err
+		}
+		g := &gw{kind: kind}
+		if err := r.startProc(ctx, g, "unbound.log", "unbound", "-d", "-c", conf); err != nil {
+			return nil, err
+		}
+		return &dnsServer{name: kind, addr: gwAddr, g: g}, r.waitUDP(ctx, g)
+	}
+	return nil, fmt.Errorf("unknown dns server %q", kind)
+}
+
+// waitUDP waits until something listens on UDP 53 in the gateway namespace.
+func (r *runner) waitUDP(ctx context.Context, g *gw) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := r.lab.Command(ctx, lab.RoleGW, "ss", "-Huln", "sport = :53").Output()
+		if strings.TrimSpace(string(out)) != "" {
+			return nil
+		}
+		select {
+		case <-g.done:
+			return errors.New(g.kind + " exited before listening on udp 53")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	g.stop()
+	return errors.New(g.kind + " not listening on udp 53 after 20s")
+}
