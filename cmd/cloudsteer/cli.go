@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/controlplane/config"
 )
 
 // Exit statuses of the admin commands beyond exitOK, exitFail (the daemon
@@ -27,9 +27,6 @@ const (
 	// exitOK.
 	exitHelp = -1
 )
-
-// defaultStateDir holds the token file.
-const defaultStateDir = "/var/lib/cloudsteer"
 
 // requestTimeout bounds one call to the daemon (diagnose takes < 10 s).
 const requestTimeout = 30 * time.Second
@@ -51,7 +48,7 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
   token                          print the network API token (root only) [--state-dir DIR]
 
 global flags (before or after the command):
-  --socket PATH   the daemon's socket (default ` + api.DefaultSocketPath + `)
+  --socket PATH   the daemon's socket (default ` + config.DefaultAdminSocket + `)
   --json          print the API's JSON instead of tables
 
 exit status:
@@ -107,7 +104,7 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 // run parses the global flags, then runs the command.
 func (c *cli) run(ctx context.Context, args []string) int {
 	if c.socket == "" {
-		c.socket = api.DefaultSocketPath
+		c.socket = config.DefaultAdminSocket
 	}
 	fs := c.flags("cloudsteer")
 	if err := fs.Parse(args); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 )
 
@@ -436,7 +437,7 @@ func cmdDiagnose(ctx context.Context, c *cli, args []string) int {
 
 func cmdToken(_ context.Context, c *cli, args []string) int {
 	flags := c.flags("token")
-	dir := flags.String("state-dir", defaultStateDir, "the daemon's state directory")
+	dir := flags.String("state-dir", config.DefaultStateDir, "the daemon's state directory")
 	if _, code := c.parse(flags, args, 0, "token [--state-dir DIR]"); code != exitOK {
 		return code
 	}

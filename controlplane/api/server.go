@@ -16,9 +16,6 @@ import (
 // Prefix is the path every API route starts with.
 const Prefix = "/api/v1"
 
-// DefaultSocketPath is where the daemon listens and the CLI connects.
-const DefaultSocketPath = "/run/cloudsteer/admin.sock"
-
 // TokenFileName is the token file's name inside the state directory.
 const TokenFileName = "admin.token"
 
