@@ -10,20 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/lab"
 	"github.com/cloudsteer/cloudsteer/lab/gateway"
 )
 
-// cli runs `cloudsteer ARGS --socket S` in the gateway namespace and
+// cli runs `cloudsteer --socket S ARGS` in the gateway namespace and
 // returns stdout, stderr and the exit status.
 func (e *env) cli(sock string, args ...string) (string, string, int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	full := append([]string{bins.cloudsteer}, args[0])
-	full = append(full, "--socket", sock)
-	full = append(full, args[1:]...)
+	full := append([]string{bins.cloudsteer, "--socket", sock}, args...)
 	cmd := e.lab.Command(ctx, lab.RoleGW, full...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -199,9 +198,11 @@ func TestControlPlane(t *testing.T) {
 		e.curl("https://scores.sports.example/", "scores.sports.example", sports.V4.String())
 		e.curl("http://scores.sports.example/", "scores.sports.example", sports.V4.String())
 		e.dig(lab.NobodyDNSV4.String(), "scores.sports.example", "A")
+		var list api.EventList
 		var evs []model.Event
 		ok := eventually(3*time.Second, func() bool {
-			e.cliJSON(sock, &evs, "events", "--name", "sports")
+			e.cliJSON(sock, &list, "events", "--name", "sports")
+			evs = list.Events
 			seen := map[string]bool{}
 			for _, ev := range evs {
 				if ev.Client == clientV4 && ev.Name == "scores.sports.example" {
@@ -221,9 +222,9 @@ func TestControlPlane(t *testing.T) {
 				t.Fatalf("event without the client's MAC: %+v", ev)
 			}
 		}
-		e.cliJSON(sock, &evs, "events", "--client", "10.10.0.99")
-		if len(evs) != 0 {
-			t.Fatalf("client filter: %+v", evs)
+		e.cliJSON(sock, &list, "events", "--client", "10.10.0.99")
+		if len(list.Events) != 0 {
+			t.Fatalf("client filter: %+v", list.Events)
 		}
 		out, _, code := e.cli(sock, "events")
 		if code != 0 || !strings.Contains(out, "scores.sports.example") {
@@ -363,8 +364,9 @@ func TestStatePersists(t *testing.T) {
 		t.Fatal(err)
 	}
 	g = e.startGateway(opts)
-	var entries []model.BypassEntry
-	e.cliJSON(sock, &entries, "bypass", "list")
+	var bl api.BypassList
+	e.cliJSON(sock, &bl, "bypass", "list")
+	entries := bl.Entries
 	found := map[string]bool{}
 	for _, en := range entries {
 		found[fmt.Sprintf("%s=%v", en.Value, en.Enabled)] = true

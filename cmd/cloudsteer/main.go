@@ -107,6 +107,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	daemon.Version = version
 	if err := daemon.Run(ctx, cfg, log); err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {

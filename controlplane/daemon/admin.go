@@ -15,7 +15,7 @@ import (
 )
 
 // TokenFile is the admin token's file name inside the state directory.
-const TokenFile = "admin.token"
+const TokenFile = api.TokenFileName
 
 // startAPI serves the admin API on the root-only unix socket and, with a
 // token, on the admin port (which the nftables table opens to LAN

@@ -139,6 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 			return nil, fmt.Errorf("load cloud proxy CA: %w", err)
 		}
 	}
+	d.metrics = metrics.New(d)
 	code, err := d.store.Code()
 	if err != nil {
 		return nil, fmt.Errorf("read entitlement code: %w", err)
@@ -147,7 +148,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("set up cloud proxy client: %w", err)
 	}
-	d.metrics = metrics.New(d)
 
 	// The bypass set needs the kernel map, which comes last; until then it
 	// writes into a buffer that is replayed into the map.
