@@ -6,35 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	"github.com/cloudsteer/cloudsteer/internal/nsexec"
 )
 
-// doInNS runs fn on an OS thread that has joined network namespace ns.
-// The thread is never returned to the Go scheduler's pool (it exits with
-// its goroutine), so no other goroutine ever runs in the wrong namespace.
-// Sockets fn opens stay in ns and may be used from any goroutine later.
-func doInNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Not unlocking on purpose: the thread dies with the goroutine.
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// doInNS runs fn inside network namespace ns.
+func doInNS(ns string, fn func() error) error { return nsexec.Do(ns, fn) }
 
 // DialContext opens a connection from inside the namespace of role (e.g. to
 // reach a lab service from the LAN client). network is as for net.Dial.

@@ -6,14 +6,12 @@ package privtest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/cloudsteer/cloudsteer/internal/nsexec"
 )
 
 // InCI reports whether the tests run under CI, where a privileged test that
@@ -103,24 +101,5 @@ func InNetNS(tb testing.TB, ns string, fn func()) {
 }
 
 // Do runs fn on an OS thread that has joined namespace ns and returns its
-// error. The thread is discarded afterwards, so no other goroutine ever runs
-// in the wrong namespace.
-func Do(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Not unlocking on purpose: the thread dies with the goroutine.
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// error (see nsexec.Do).
+func Do(ns string, fn func() error) error { return nsexec.Do(ns, fn) }
