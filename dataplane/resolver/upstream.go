@@ -141,6 +141,14 @@ func parseReply(q *dns.Msg, raw []byte) (*dns.Msg, error) {
 	case dns.RcodeServerFailure, dns.RcodeRefused, dns.RcodeNotImplemented, dns.RcodeFormatError:
 		return nil, fmt.Errorf("upstream answered %s", rcodeName(m.Rcode))
 	}
+	// Some records unpack from truncated RDATA (an SOA with RDLENGTH 0
+	// unpacks as all zeroes) yet pack into bytes that do not unpack again:
+	// such an answer would reach clients malformed, so refuse it here.
+	if b, err := m.Pack(); err != nil {
+		return nil, fmt.Errorf("repack answer: %w", err)
+	} else if err := new(dns.Msg).Unpack(b); err != nil {
+		return nil, fmt.Errorf("answer has malformed records: %w", err)
+	}
 	return m, nil
 }
 
