@@ -38,6 +38,14 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	Admin    Admin  `yaml:"admin"`
 	Health   Health `yaml:"health"`
+	Debug    Debug  `yaml:"debug"`
+}
+
+// Debug holds developer switches, off by default.
+type Debug struct {
+	// PprofListen serves net/http/pprof on a loopback address
+	// ("127.0.0.1:6060"); empty is off.
+	PprofListen string `yaml:"pprof_listen"`
 }
 
 // Admin configures the admin API.
@@ -338,6 +346,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Health.Interval < Duration(time.Second) {
 		return bad("health.interval", "must be at least 1s")
+	}
+	if c.Debug.PprofListen != "" {
+		ap, err := netip.ParseAddrPort(c.Debug.PprofListen)
+		if err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+			return bad("debug.pprof_listen", "%q must be a loopback address:port, e.g. 127.0.0.1:6060", c.Debug.PprofListen)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -76,6 +76,7 @@ func TestParseBad(t *testing.T) {
 		{"duplicate ports", good + "listen:\n  http_port: 15443\n", "listen.tls_port"},
 		{"tiny header cap", good + "proxy:\n  max_header_bytes: 10\n", "proxy.max_header_bytes"},
 		{"log level", good + "log:\n  level: loud\n", "log.level"},
+		{"pprof off loopback", good + "debug:\n  pprof_listen: 0.0.0.0:6060\n", "debug.pprof_listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

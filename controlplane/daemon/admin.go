@@ -2,9 +2,14 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
@@ -53,6 +58,35 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 		d.closers = append(d.closers, ln.Close)
 		d.goServe("admin"+fam, func() error { return d.api.ServeNetwork(ctx, ln) })
 	}
+	return nil
+}
+
+// startPprof serves net/http/pprof on the configured loopback address.
+func (d *Daemon) startPprof(ctx context.Context) error {
+	if d.cfg.Debug.PprofListen == "" {
+		return nil
+	}
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(ctx, "tcp", d.cfg.Debug.PprofListen)
+	if err != nil {
+		return fmt.Errorf("listen for pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	d.closers = append(d.closers, srv.Close)
+	d.goServe("pprof", func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	d.log.Warn("pprof enabled", "addr", ln.Addr())
 	return nil
 }
 

@@ -224,6 +224,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := d.startAPI(ctx); err != nil {
 		return nil, err
 	}
+	if err := d.startPprof(ctx); err != nil {
+		return nil, err
+	}
 
 	// 2. nftables.
 	var guard []uint16
