@@ -20,6 +20,7 @@ type cacheKey struct {
 type cacheEntry struct {
 	key     cacheKey
 	msg     *dns.Msg
+	packed  *packedAnswer // nil when the fast path cannot serve msg
 	stored  time.Time
 	expires time.Time
 	size    int
@@ -61,11 +62,37 @@ func (c *cache) get(k cacheKey, now time.Time) (*dns.Msg, time.Duration, bool) {
 	return e.msg, elapsed, true
 }
 
+// getPacked is get for the fast path: the pre-packed answer for k, false
+// also when k's answer has none.
+func (c *cache) getPacked(k cacheKey, now time.Time) (*packedAnswer, time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[k]
+	if !ok {
+		return nil, 0, false
+	}
+	e := el.Value.(*cacheEntry)
+	if e.packed == nil || !now.Before(e.expires) {
+		return nil, 0, false // get removes an expired entry
+	}
+	c.ll.MoveToFront(el)
+	return e.packed, max(now.Sub(e.stored), 0), true
+}
+
 // put stores msg for ttl from now, evicting the least recently used
 // answers beyond the bounds. An answer larger than the byte bound is not
 // stored.
 func (c *cache) put(k cacheKey, msg *dns.Msg, ttl time.Duration, now time.Time) {
+	c.putPacked(k, msg, nil, ttl, now)
+}
+
+// putPacked is put with msg's pre-packed form (which may be nil); both
+// count towards the byte bound.
+func (c *cache) putPacked(k cacheKey, msg *dns.Msg, packed *packedAnswer, ttl time.Duration, now time.Time) {
 	size := msg.Len()
+	if packed != nil {
+		size += len(packed.wire)
+	}
 	if ttl <= 0 || size > c.maxBytes || c.maxLen <= 0 {
 		return
 	}
@@ -74,7 +101,7 @@ func (c *cache) put(k cacheKey, msg *dns.Msg, ttl time.Duration, now time.Time) 
 	if el, ok := c.m[k]; ok {
 		c.remove(el)
 	}
-	e := &cacheEntry{key: k, msg: msg, stored: now, expires: now.Add(ttl), size: size}
+	e := &cacheEntry{key: k, msg: msg, packed: packed, stored: now, expires: now.Add(ttl), size: size}
 	c.m[k] = c.ll.PushFront(e)
 	c.bytes += size
 	for c.ll.Len() > c.maxLen || c.bytes > c.maxBytes {

@@ -49,6 +49,16 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 	q.IsEdns0().SetVersion(2)
 	add(q)
 	add(new(dns.Msg).SetNotify("example.com."))
+	for _, name := range []string{"WwW.ExAmPlE.CoM.", "alias.example.com.", "nx.example.com.", "short.example.com."} {
+		q := query(name, dns.TypeA)
+		q.CheckingDisabled = true
+		add(q)
+		q = query(name, dns.TypeAAAA)
+		q.RecursionDesired = false
+		q.SetEdns0(300, true)
+		q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		add(q)
+	}
 	seeds = append(seeds,
 		[]byte{},
 		[]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0},

@@ -20,6 +20,15 @@ const (
 // nil when the request gets no answer (shorter than a header, or itself a
 // response). UDP answers are truncated to the client's advertised size.
 func (r *Resolver) handle(ctx context.Context, raw []byte, client netip.AddrPort, transport string) []byte {
+	if out, ok := r.fastAnswer(raw, client, transport, nil); ok {
+		return out
+	}
+	return r.handleGeneral(ctx, raw, client, transport)
+}
+
+// handleGeneral is handle without the cache-hit fast path: it unpacks the
+// whole request and packs the answer.
+func (r *Resolver) handleGeneral(ctx context.Context, raw []byte, client netip.AddrPort, transport string) []byte {
 	start := time.Now()
 	if len(raw) < headerLen {
 		r.malformed.Add(1)
@@ -164,12 +173,24 @@ func formErr(raw []byte) []byte {
 // snoop reports the addresses of an A/AAAA answer for the query name and
 // each owner name along its CNAME chain.
 func (r *Resolver) snoop(out *dns.Msg) {
-	if r.cfg.Snoop == nil || out.Rcode != dns.RcodeSuccess || len(out.Question) != 1 {
+	if r.cfg.Snoop == nil {
 		return
+	}
+	for _, s := range snoopReports(out) {
+		r.cfg.Snoop(s.name, s.addrs, time.Duration(s.ttl)*time.Second)
+	}
+}
+
+// snoopReports are the Snoop calls an answer makes: the addresses of an
+// A/AAAA answer for the query name and each owner name along its CNAME
+// chain, with the TTL each name holds them for.
+func snoopReports(out *dns.Msg) []snoopReport {
+	if out.Rcode != dns.RcodeSuccess || len(out.Question) != 1 {
+		return nil
 	}
 	qq := out.Question[0]
 	if (qq.Qtype != dns.TypeA && qq.Qtype != dns.TypeAAAA) || qq.Qclass != dns.ClassINET {
-		return
+		return nil
 	}
 	name := qq.Name
 	chain := []string{canonName(name)}
@@ -208,8 +229,9 @@ func (r *Resolver) snoop(out *dns.Msg) {
 		chain = append(chain, canonName(name))
 	}
 	if len(addrs) == 0 {
-		return
+		return nil
 	}
+	addrs = clipAddrs(addrs)
 	// The last name holds the addresses for addrTTL; an earlier name holds
 	// them only while every CNAME after it is valid too.
 	suffixMin := addrTTL
@@ -221,13 +243,15 @@ func (r *Resolver) snoop(out *dns.Msg) {
 		}
 	}
 	seen := make(map[string]bool, len(chain))
+	var reports []snoopReport
 	for i, n := range chain {
 		if seen[n] {
 			continue
 		}
 		seen[n] = true
-		r.cfg.Snoop(n, addrs, time.Duration(ttls[i])*time.Second)
+		reports = append(reports, snoopReport{name: n, addrs: addrs, ttl: ttls[i]})
 	}
+	return reports
 }
 
 func minOrFirst(cur, v uint32, first bool) uint32 {

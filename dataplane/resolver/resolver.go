@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,12 +223,49 @@ func (r *Resolver) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listen
 	return firstErr
 }
 
-// serveUDP reads queries from pc and answers each in its own goroutine,
-// dropping queries when MaxConcurrent are already in progress.
+// serveUDP reads queries from pc with one reader per GOMAXPROCS and
+// returns once they all stopped.
 func (r *Resolver) serveUDP(ctx context.Context, pc net.PacketConn, wg *sync.WaitGroup) error {
+	n := max(1, runtime.GOMAXPROCS(0))
+	errs := make([]error, n)
+	var readers sync.WaitGroup
+	for i := range n {
+		readers.Go(func() { errs[i] = r.readUDP(ctx, pc, wg) })
+	}
+	readers.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addrPortConn is the allocation-free datagram API of *net.UDPConn.
+type addrPortConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
+// readUDP is one reader of pc: it answers cache hits itself and every
+// other query in its own goroutine, dropping those when MaxConcurrent are
+// already in progress.
+func (r *Resolver) readUDP(ctx context.Context, pc net.PacketConn, wg *sync.WaitGroup) error {
+	apc, _ := pc.(addrPortConn)
 	buf := make([]byte, dns.MaxMsgSize)
+	var out []byte
 	for {
-		n, from, err := pc.ReadFrom(buf)
+		var (
+			n    int
+			from net.Addr       // when pc is not an addrPortConn
+			ap   netip.AddrPort // the sender as read, for the answer
+			err  error
+		)
+		if apc != nil {
+			n, ap, err = apc.ReadFromUDPAddrPort(buf)
+		} else {
+			n, from, err = pc.ReadFrom(buf)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -243,6 +281,15 @@ func (r *Resolver) serveUDP(ctx context.Context, pc net.PacketConn, wg *sync.Wai
 			}
 			continue
 		}
+		client := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if apc == nil {
+			client = toAddrPort(from)
+		}
+		if resp, ok := r.fastAnswer(buf[:n], client, "udp", out[:0]); ok {
+			out = resp
+			r.writeUDP(ctx, pc, apc, resp, ap, from)
+			continue
+		}
 		select {
 		case r.sem <- struct{}{}:
 		default:
@@ -253,14 +300,28 @@ func (r *Resolver) serveUDP(ctx context.Context, pc net.PacketConn, wg *sync.Wai
 		copy(req, buf[:n])
 		wg.Go(func() {
 			defer func() { <-r.sem }()
-			resp := r.handle(ctx, req, toAddrPort(from), "udp")
-			if resp == nil {
-				return
-			}
-			if _, err := pc.WriteTo(resp, from); err != nil && ctx.Err() == nil {
-				r.log.Debug("write udp answer", "client", from.String(), "err", err)
+			if resp := r.handle(ctx, req, client, "udp"); resp != nil {
+				r.writeUDP(ctx, pc, apc, resp, ap, from)
 			}
 		})
+	}
+}
+
+// writeUDP sends one answer to ap through apc, or to from through pc when
+// apc is nil.
+func (r *Resolver) writeUDP(ctx context.Context, pc net.PacketConn, apc addrPortConn, resp []byte, ap netip.AddrPort, from net.Addr) {
+	var err error
+	if apc != nil {
+		_, err = apc.WriteToUDPAddrPort(resp, ap)
+	} else {
+		_, err = pc.WriteTo(resp, from)
+	}
+	if err != nil && ctx.Err() == nil {
+		client := ap.String()
+		if apc == nil {
+			client = from.String()
+		}
+		r.log.Debug("write udp answer", "client", client, "err", err)
 	}
 }
 

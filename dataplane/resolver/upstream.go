@@ -47,7 +47,9 @@ func (r *Resolver) lookup(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 			return nil, err
 		}
 		ttl := prepareForCache(m, r.cfg.MinTTL, r.cfg.MaxTTL)
-		r.cache.put(k, m, ttl, r.now())
+		if ttl > 0 {
+			r.cache.putPacked(k, m, packAnswer(k, m), ttl, r.now())
+		}
 		return m, nil
 	})
 	if shared {
