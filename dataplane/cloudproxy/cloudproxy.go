@@ -370,5 +370,13 @@ func (c *bufferedConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
+// TakeBuffered returns the bytes not read yet from the buffer and empties
+// it, for a caller that then reads (or splices from) NetConn itself.
+func (c *bufferedConn) TakeBuffered() []byte {
+	b := c.buf
+	c.buf = nil
+	return b
+}
+
 // NetConn returns the inner connection.
 func (c *bufferedConn) NetConn() net.Conn { return c.Conn }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
-	"golang.org/x/sys/unix"
 )
 
 // Defaults for the zero values of Config.
@@ -350,33 +348,34 @@ func (p *Proxy) logEvent(ev Event) {
 
 // pipe copies both ways between client and up until both directions have
 // ended, half-closing each side when its source ends, and closes the flow
-// if it stays idle longer than IdleTimeout. Between two *net.TCPConn,
-// io.Copy uses splice(2).
+// when no bytes moved either way for IdleTimeout. It runs one goroutine
+// besides the caller's; between two TCP sockets the bytes move by splice(2)
+// (see copyStream).
 func (p *Proxy) pipe(f *flow, client *net.TCPConn, up net.Conn) {
 	client.SetDeadline(time.Time{})
 	up.SetDeadline(time.Time{})
-	wctx, stopWatch := context.WithCancel(f.ctx)
-	defer stopWatch()
-	go p.watchIdle(wctx, f, client)
+	clock := &idleClock{timeout: p.cfg.IdleTimeout}
+	clock.touch()
+	end := func(n int64, counter *atomic.Uint64, dst net.Conn, err error) {
+		counter.Add(uint64(n))
+		if err != nil {
+			if errors.Is(err, errIdle) {
+				p.log.Debug("closing idle flow", "proto", f.proto, "client", f.ip, "idle", p.cfg.IdleTimeout)
+			}
+			f.closeConns()
+			return
+		}
+		closeWrite(dst)
+	}
 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		n, err := io.Copy(up, client)
-		p.bytesUp.Add(uint64(n))
-		if err != nil {
-			f.closeConns()
-			return
-		}
-		closeWrite(up)
+		n, err := copyStream(up, client, clock)
+		end(n, &p.bytesUp, up, err)
 	}()
-	n, err := io.Copy(client, up)
-	p.bytesDown.Add(uint64(n))
-	if err != nil {
-		f.closeConns()
-	} else {
-		closeWrite(client)
-	}
+	n, err := copyStream(client, up, clock)
+	end(n, &p.bytesDown, client, err)
 	<-done
 }
 
@@ -386,46 +385,4 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	c.Close()
-}
-
-// watchIdle closes f when the kernel's byte counters of the client socket
-// do not move for IdleTimeout. Reading them from TCP_INFO works while the
-// data moves by splice, where Go never sees it.
-func (p *Proxy) watchIdle(ctx context.Context, f *flow, c *net.TCPConn) {
-	idle := p.cfg.IdleTimeout
-	t := time.NewTicker(max(idle/4, 10*time.Millisecond))
-	defer t.Stop()
-	last, lastMove := tcpProgress(c), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			cur := tcpProgress(c)
-			if cur != last {
-				last, lastMove = cur, now
-				continue
-			}
-			if now.Sub(lastMove) >= idle {
-				p.log.Debug("closing idle flow", "proto", f.proto, "client", f.ip, "idle", idle)
-				f.closeConns()
-				return
-			}
-		}
-	}
-}
-
-// tcpProgress returns bytes received plus bytes acked on c's socket.
-func tcpProgress(c *net.TCPConn) uint64 {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	var v uint64
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			v = info.Bytes_received + info.Bytes_acked
-		}
-	})
-	return v
 }
