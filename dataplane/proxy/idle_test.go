@@ -361,7 +361,7 @@ func BenchmarkIdleFlows(b *testing.B) {
 		connects, hellos := waitSettled(b, h, px, open, 10*time.Second)
 		time.Sleep(time.Second)
 		rss := vmRSS(b) // before a forced GC: what the daemon would show
-		for range 3 { // a long-lived daemon collects often: stacks shrink
+		for range 3 {   // a long-lived daemon collects often: stacks shrink
 			runtime.GC()
 		}
 		runtime.ReadMemStats(&after)
