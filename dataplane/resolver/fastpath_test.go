@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -237,4 +238,38 @@ func FuzzFastPath(f *testing.F) {
 			d.compare(t, raw, transport)
 		}
 	})
+}
+
+// plainPacketConn hides the AddrPort methods of a *net.UDPConn, so that
+// Serve takes its net.PacketConn path.
+type plainPacketConn struct{ net.PacketConn }
+
+// TestServePlainPacketConn checks misses and hits over a PacketConn that
+// is not a *net.UDPConn.
+func TestServePlainPacketConn(t *testing.T) {
+	up := newFakeUpstream(t)
+	r, err := New(Config{Upstreams: []netip.AddrPort{up.addr}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, _ := listenLoopback(t, "127.0.0.1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx, plainPacketConn{pc}, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	for i, name := range []string{"www.example.com.", "WWW.example.com."} {
+		m := ask(t, addr, "udp", query(name, dns.TypeA))
+		if len(m.Answer) != 1 || m.Question[0].Name != name {
+			t.Fatalf("query %d: answer %v", i, m)
+		}
+	}
+	if st := r.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
+		t.Errorf("hits %d misses %d, want 1 and 1", st.CacheHits, st.CacheMisses)
+	}
 }

@@ -67,7 +67,7 @@ type Config struct {
 	// cache or upstream), before the answer is sent: name (lowercase, no
 	// trailing dot), its addresses and the TTL. For a CNAME chain it is
 	// called for the query name and for every owner name along the chain.
-	// It may be nil.
+	// It must not modify addrs, which cached answers share. It may be nil.
 	Snoop func(name string, addrs []netip.Addr, ttl time.Duration)
 	// OnQuery is called once per answered query. It may be nil.
 	OnQuery func(QueryInfo)
