@@ -3,10 +3,13 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -361,7 +364,9 @@ func BenchmarkIdleFlows(b *testing.B) {
 		connects, hellos := waitSettled(b, h, px, open, 10*time.Second)
 		time.Sleep(time.Second)
 		rss := vmRSS(b) // before a forced GC: what the daemon would show
-		for range 3 {   // a long-lived daemon collects often: stacks shrink
+		time.Sleep(10 * time.Second)
+		rss10 := vmRSS(b) // after the runtime had time to return freed memory
+		for range 3 {     // a long-lived daemon collects often: stacks shrink
 			runtime.GC()
 		}
 		runtime.ReadMemStats(&after)
@@ -372,11 +377,68 @@ func BenchmarkIdleFlows(b *testing.B) {
 		b.ReportMetric(float64(connects), "connects")
 		b.ReportMetric(float64(hellos), "hellos")
 		b.ReportMetric(per(float64(rss-rssBefore)), "rss-B/flow")
+		b.ReportMetric(per(float64(rss10-rssBefore)), "rss10s-B/flow")
 		b.ReportMetric(per(float64(int64(after.HeapInuse)-int64(before.HeapInuse))), "heap-B/flow")
 		b.ReportMetric(per(float64(int64(after.StackInuse)-int64(before.StackInuse))), "stack-B/flow")
 		b.ReportMetric(per(float64(g-gBefore)), "goroutines/flow")
 		b.ReportMetric(per(float64(fds-fdBefore)), "fds/flow")
-		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos; RSS %.1f→%.1f MiB; proxy stats %+v",
-			open, failed, connects, hellos, float64(rssBefore)/(1<<20), float64(rss)/(1<<20), st)
+		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos; RSS %.1f→%.1f MiB, %.1f MiB 10 s later; proxy stats %+v",
+			open, failed, connects, hellos, float64(rssBefore)/(1<<20), float64(rss)/(1<<20), float64(rss10)/(1<<20), st)
 	}
+}
+
+// TestParkedTunnel lets a tunnel sit idle long enough for both directions
+// to park (no goroutine), then uses it again, and lets another park until
+// the idle timeout closes it.
+func TestParkedTunnel(t *testing.T) {
+	const quiet = 1500 * time.Millisecond // well past the proxy's park delay
+	t.Run("resumes", func(t *testing.T) {
+		e := newEnv(t, envOpts{tls: true})
+		c, err := tls.Dial("tcp", e.addr, &tls.Config{ServerName: "www.example.com", RootCAs: e.ca.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		time.Sleep(quiet)
+		fmt.Fprintf(c, "GET /after-park HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("request after parking: %v", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || !strings.Contains(string(body), "path=/after-park") {
+			t.Fatalf("body %q, err %v", body, err)
+		}
+		c.Close()
+		e.waitActive(t, 0)
+		if st := e.proxy.Stats(); st.BytesDown == 0 || st.BytesUp == 0 {
+			t.Errorf("stats %+v: bytes not counted", st)
+		}
+	})
+	t.Run("idle timeout closes it", func(t *testing.T) {
+		e := newEnv(t, envOpts{tls: true, idleTimeout: 2 * quiet})
+		c, err := tls.Dial("tcp", e.addr, &tls.Config{ServerName: "www.example.com", RootCAs: e.ca.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("read err = %v, want the proxy to close the idle tunnel", err)
+		}
+		e.waitActive(t, 0)
+	})
+	t.Run("shutdown wakes it", func(t *testing.T) {
+		e := newEnv(t, envOpts{tls: true})
+		c, err := tls.Dial("tcp", e.addr, &tls.Config{ServerName: "www.example.com", RootCAs: e.ca.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		time.Sleep(quiet)
+		// The env's cleanup stops the proxy and fails if the parked
+		// tunnel keeps serve from returning or stays active.
+	})
 }

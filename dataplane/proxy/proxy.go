@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -227,12 +228,19 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 		}
 		p.accepted.Add(1)
 		p.active.Add(1)
-		wg.Go(func() {
-			defer p.active.Add(-1)
+		wg.Add(1)
+		go func() {
 			f := newFlow(ctx, tc, proto)
-			defer f.close()
+			f.release = func() {
+				f.close()
+				p.active.Add(-1)
+				wg.Done()
+			}
 			handle(f.ctx, f)
-		})
+			if !f.detached {
+				f.release()
+			}
+		}()
 	}
 }
 
@@ -245,9 +253,16 @@ type flow struct {
 	ip     netip.Addr
 	proto  string
 
+	// release ends the flow: it closes it and tells serve. The handler's
+	// goroutine calls it on return, unless the flow was detached (handed
+	// to a tunnel, whose last direction calls it).
+	release  func()
+	detached bool
+
 	mu     sync.Mutex
 	conns  []net.Conn
 	closed bool
+	tun    *tunnel // set once the flow is a tunnel
 }
 
 func newFlow(ctx context.Context, c *net.TCPConn, proto string) *flow {
@@ -275,12 +290,21 @@ func (f *flow) add(c net.Conn) {
 
 func (f *flow) closeConns() {
 	f.mu.Lock()
-	conns := f.conns
+	conns, tun := f.conns, f.tun
 	f.conns, f.closed = nil, true
 	f.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
 	}
+	if tun != nil {
+		tun.wake()
+	}
+}
+
+func (f *flow) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
 }
 
 func (f *flow) close() { f.cancel() }
@@ -347,36 +371,40 @@ func (p *Proxy) logEvent(ev Event) {
 }
 
 // pipe copies both ways between client and up until both directions have
-// ended, half-closing each side when its source ends, and closes the flow
-// when no bytes moved either way for IdleTimeout. It runs one goroutine
-// besides the caller's; between two TCP sockets the bytes move by splice(2)
-// (see copyStream).
+// ended (see tunnel), and returns then.
 func (p *Proxy) pipe(f *flow, client *net.TCPConn, up net.Conn) {
+	done := make(chan struct{})
+	p.startTunnel(f, client, up, func() { close(done) })
+	<-done
+}
+
+// detach makes f a tunnel between client and up and returns at once; the
+// tunnel releases f when both directions have ended.
+func (p *Proxy) detach(f *flow, client *net.TCPConn, up net.Conn) {
+	f.detached = true
+	p.startTunnel(f, client, up, f.release)
+}
+
+// startTunnel starts copying both ways between client and up, half-closing
+// each side when its source ends, closing the flow on an error or when no
+// bytes moved either way for IdleTimeout, and calls release once both
+// directions have ended. Between two TCP sockets the bytes move by
+// splice(2) and an idle tunnel holds no goroutine (see copy.go).
+func (p *Proxy) startTunnel(f *flow, client *net.TCPConn, up net.Conn, release func()) {
 	client.SetDeadline(time.Time{})
 	up.SetDeadline(time.Time{})
-	clock := &idleClock{timeout: p.cfg.IdleTimeout}
-	clock.touch()
-	end := func(n int64, counter *atomic.Uint64, dst net.Conn, err error) {
-		counter.Add(uint64(n))
-		if err != nil {
-			if errors.Is(err, errIdle) {
-				p.log.Debug("closing idle flow", "proto", f.proto, "client", f.ip, "idle", p.cfg.IdleTimeout)
-			}
-			f.closeConns()
-			return
-		}
-		closeWrite(dst)
-	}
-
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n, err := copyStream(up, client, clock)
-		end(n, &p.bytesUp, up, err)
-	}()
-	n, err := copyStream(client, up, clock)
-	end(n, &p.bytesDown, client, err)
-	<-done
+	t := &tunnel{p: p, f: f, release: release}
+	t.touch()
+	t.dirs[0] = newDirection(t, up, client, &p.bytesUp)
+	t.dirs[1] = newDirection(t, client, up, &p.bytesDown)
+	t.left.Store(2)
+	t.timer = time.AfterFunc(math.MaxInt64, t.checkIdle)
+	t.timer.Reset(p.cfg.IdleTimeout) // after the assignment checkIdle reads
+	f.mu.Lock()
+	f.tun = t
+	f.mu.Unlock()
+	go t.dirs[0].run()
+	go t.dirs[1].run()
 }
 
 func closeWrite(c net.Conn) {

@@ -82,7 +82,7 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 		return
 	}
 	p.bytesUp.Add(uint64(len(raw)))
-	p.pipe(f, f.client, up)
+	p.detach(f, f.client, up)
 }
 
 // sendAlert writes a fatal TLS alert so the client shows a TLS error
