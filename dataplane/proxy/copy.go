@@ -35,7 +35,7 @@ const (
 	copyBufSize = 16 << 10
 	// parkAfter is how long a direction waits for bytes in the Go
 	// netpoller, goroutine and all, before it parks.
-	parkAfter = 500 * time.Millisecond
+	parkAfter = 100 * time.Millisecond
 )
 
 // kpipe is a kernel pipe and the bytes it holds.
