@@ -312,7 +312,7 @@ func (r *runner) cpuTimes() (gwProc, machine float64) {
 		}
 		i := bytes.LastIndexByte(b, ')')
 		j := bytes.IndexByte(b, '(')
-		if i < 0 || j < 0 || strings.HasPrefix(self, string(b[j+1:i])) {
+		if i < 0 || j < 0 || isSelf(self, string(b[j+1:i])) {
 			continue
 		}
 		fs := strings.Fields(string(b[i+2:]))
@@ -339,6 +339,17 @@ func (r *runner) cpuTimes() (gwProc, machine float64) {
 	return gwProc, machine
 }
 
+// isSelf reports whether a process's comm (the kernel keeps 15 bytes of
+// the name) is the load generator's own binary name. A prefix test would
+// also match "cloudsteer" for "cloudsteer-bench" and leave the gateway
+// out of its own figures.
+func isSelf(self, comm string) bool {
+	if len(self) > 15 {
+		self = self[:15]
+	}
+	return comm == self
+}
+
 // gwRSS returns the summed resident memory of the processes in the gateway
 // namespace that are not the load generator, in bytes.
 func (r *runner) gwRSS() int64 {
@@ -347,7 +358,7 @@ func (r *runner) gwRSS() int64 {
 	var total int64
 	for _, f := range strings.Fields(string(out)) {
 		comm, _ := os.ReadFile("/proc/" + f + "/comm")
-		if strings.HasPrefix(self, strings.TrimSpace(string(comm))) {
+		if isSelf(self, strings.TrimSpace(string(comm))) {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + f + "/status")
