@@ -150,7 +150,9 @@ func (d *demo) since(t time.Time) (proxy []servers.ProxyRecord, origin []servers
 	time.Sleep(300 * time.Millisecond) // servers log as a request ends
 	ps, _ := servers.ReadProxyLog(d.l.Path(servers.ProxyLogFile))
 	for _, r := range ps {
-		if !r.Time.Before(t) {
+		// Records without X-Forwarded-For are the gateway's own health
+		// probes, not the client's flows.
+		if !r.Time.Before(t) && r.XFF != "" {
 			proxy = append(proxy, r)
 		}
 	}
