@@ -59,16 +59,7 @@ func (e *env) pathOf(t *testing.T, name, addr, tag string) string {
 	if _, err := e.curl("https://"+name+path, name, addr); err != nil {
 		return "failed: " + err.Error()
 	}
-	var remote string
-	eventually(2*time.Second, func() bool {
-		for _, r := range e.originLog(start) {
-			if r.Path == path {
-				remote = hostOf(r.Remote)
-				return true
-			}
-		}
-		return false
-	})
+	remote := e.originRemote(start, path)
 	if remote == "" {
 		return "origin saw nothing"
 	}

@@ -186,6 +186,22 @@ func (e *env) dnsLog(since time.Time) []servers.DNSRecord {
 	return out
 }
 
+// originRemote waits up to 2s for the origin to log a request for path
+// since start and returns the address it came from ("" when none came).
+func (e *env) originRemote(start time.Time, path string) string {
+	var remote string
+	eventually(2*time.Second, func() bool {
+		for _, r := range e.originLog(start) {
+			if r.Path == path {
+				remote = hostOf(r.Remote)
+				return true
+			}
+		}
+		return false
+	})
+	return remote
+}
+
 // eventually polls cond for up to timeout; logs are written asynchronously.
 func eventually(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,5 +153,4 @@ func TestBadConfig(t *testing.T) {
 			}
 		})
 	}
-	_ = fmt.Sprint
 }

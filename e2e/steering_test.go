@@ -168,29 +168,16 @@ func TestSteering(t *testing.T) {
 		// and teaches the kernel the address; the next flow is plain routing.
 		bank := site(t, "bank.example")
 		start := time.Now()
-		remoteOf := func(path string) string {
-			var remote string
-			eventually(2*time.Second, func() bool {
-				for _, r := range e.originLog(start) {
-					if r.Path == path {
-						remote = hostOf(r.Remote)
-						return true
-					}
-				}
-				return false
-			})
-			return remote
-		}
 		if _, err := e.curl("https://bank.example/?case=sni1", "bank.example", bank.V4.String()); err != nil {
 			t.Fatal(err)
 		}
-		if got := remoteOf("/?case=sni1"); got != "10.20.0.1" {
+		if got := e.originRemote(start, "/?case=sni1"); got != "10.20.0.1" {
 			t.Fatalf("first flow: origin saw %q, want the gateway (spliced by the proxy)", got)
 		}
 		if _, err := e.curl("https://bank.example/?case=sni2", "bank.example", bank.V4.String()); err != nil {
 			t.Fatal(err)
 		}
-		if got := remoteOf("/?case=sni2"); got != clientV4 {
+		if got := e.originRemote(start, "/?case=sni2"); got != clientV4 {
 			t.Fatalf("second flow: origin saw %q, want the client (learned into the kernel bypass map)", got)
 		}
 		for _, r := range e.proxyLog(start) {
@@ -258,7 +245,6 @@ func TestSteering(t *testing.T) {
 			{"gateway address", "10.10.0.1", "A", www.V4.String(), nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				start := time.Now()
 				ans, err := e.dig(tc.server, "www.example.com", tc.qtype, tc.extra...)
 				if err != nil {
 					t.Fatal(err)
@@ -266,7 +252,6 @@ func TestSteering(t *testing.T) {
 				if strings.TrimSpace(ans) != tc.want {
 					t.Fatalf("dig @%s = %q, want %s", tc.server, ans, tc.want)
 				}
-				_ = start
 			})
 		}
 		// The cloud DNS saw the gateway forwarding (once: the rest is cached).

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cloudsteer's build, tests and demo use, when
-# any is missing. Needs root (apt-get).
+# Installs the Debian packages cloudsteer's build, tests and demo use, and
+# any further packages named as arguments, when any is missing. Needs root
+# (apt-get).
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev linux-libc-dev make git gcc
 	iproute2 nftables iputils-ping curl dnsutils
-	squid-openssl apache2-utils ca-certificates)
+	squid-openssl apache2-utils ca-certificates "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -90,7 +90,14 @@ func runDemo(ctx context.Context, args []string) error {
 	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab")}
 	var steps []demoStep
 	for _, step := range []func(context.Context) demoStep{
-		d.dnsQuery, d.httpsNormal, d.httpPlain, d.httpsSports, d.httpSports, d.agentDomain, d.adminBypass, d.quicAttempt,
+		d.dnsQuery,
+		d.web("https://www.example.com", "https://www.example.com/", "www.example.com", "SNI read, CONNECT to cloud", false),
+		d.web("http://news.example.com", "http://news.example.com/", "news.example.com", "absolute-form to cloud", false),
+		d.web("https://scores.sports.example", "https://scores.sports.example/", "scores.sports.example", "client closed, block event logged", false),
+		d.web("http://scores.sports.example", "http://scores.sports.example/", "scores.sports.example", "block page passed on", false),
+		d.web("https://gw1.akaetp.net (desktop agent)", "https://gw1.akaetp.net/", "gw1.akaetp.net", "*.akaetp.net: kernel fast path", true),
+		d.web("https://bank.example (admin bypass)", "https://bank.example/", "bank.example", "bypass domain: kernel fast path", true),
+		d.quicAttempt,
 	} {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -251,62 +258,28 @@ func (d *demo) dnsQuery(ctx context.Context) demoStep {
 		gateway: "resolver answered, from 192.0.2.53", proxy: cloud, origin: "-"}
 }
 
-func (d *demo) httpsNormal(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("www.example.com")
-	start := time.Now()
-	out, err := d.curl(ctx, "https://www.example.com/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	return demoStep{what: "https://www.example.com", client: clientSummary(out, err), gateway: "SNI read, CONNECT to cloud", proxy: proxySummary(p), origin: originSummary(o)}
-}
-
-func (d *demo) httpPlain(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("news.example.com")
-	start := time.Now()
-	out, err := d.curl(ctx, "http://news.example.com/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	return demoStep{what: "http://news.example.com", client: clientSummary(out, err), gateway: "absolute-form to cloud", proxy: proxySummary(p), origin: originSummary(o)}
-}
-
-func (d *demo) httpsSports(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("scores.sports.example")
-	start := time.Now()
-	out, err := d.curl(ctx, "https://scores.sports.example/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	gw := "client closed"
-	if strings.Contains(d.g.Log(), "blocked by cloud proxy") {
-		gw = "client closed, block event logged"
+// web is a step in which the client fetches url from the lab site name,
+// after resolving the name through cloudsteer when resolve is set (so a
+// bypass name's address is learned first). gateway says what cloudsteer
+// does with the flow.
+func (d *demo) web(what, url, name, gateway string, resolve bool) func(context.Context) demoStep {
+	return func(ctx context.Context) demoStep {
+		s, _ := lab.SiteByName(name)
+		start := time.Now()
+		if resolve {
+			d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), s.Name, "A")
+		}
+		out, err := d.curl(ctx, url, s.Name, s.V4.String())
+		p, o, _ := d.since(start)
+		client := clientSummary(out, err)
+		if strings.Contains(out, "Blocked by your organization's policy") {
+			client = "403 block page"
+		}
+		if strings.Contains(gateway, "block event logged") && !strings.Contains(d.g.Log(), "blocked by cloud proxy") {
+			gateway = "client closed, but no block event in the log"
+		}
+		return demoStep{what: what, client: client, gateway: gateway, proxy: proxySummary(p), origin: originSummary(o)}
 	}
-	return demoStep{what: "https://scores.sports.example", client: clientSummary(out, err), gateway: gw, proxy: proxySummary(p), origin: originSummary(o)}
-}
-
-func (d *demo) httpSports(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("scores.sports.example")
-	start := time.Now()
-	out, err := d.curl(ctx, "http://scores.sports.example/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	client := clientSummary(out, err)
-	if strings.Contains(out, "Blocked by your organization's policy") {
-		client = "403 block page"
-	}
-	return demoStep{what: "http://scores.sports.example", client: client, gateway: "block page passed on", proxy: proxySummary(p), origin: originSummary(o)}
-}
-
-func (d *demo) agentDomain(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("gw1.akaetp.net")
-	start := time.Now()
-	d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), s.Name, "A")
-	out, err := d.curl(ctx, "https://gw1.akaetp.net/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	return demoStep{what: "https://gw1.akaetp.net (desktop agent)", client: clientSummary(out, err), gateway: "*.akaetp.net: kernel fast path", proxy: proxySummary(p), origin: originSummary(o)}
-}
-
-func (d *demo) adminBypass(ctx context.Context) demoStep {
-	s, _ := lab.SiteByName("bank.example")
-	start := time.Now()
-	d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), s.Name, "A")
-	out, err := d.curl(ctx, "https://bank.example/", s.Name, s.V4.String())
-	p, o, _ := d.since(start)
-	return demoStep{what: "https://bank.example (admin bypass)", client: clientSummary(out, err), gateway: "bypass domain: kernel fast path", proxy: proxySummary(p), origin: originSummary(o)}
 }
 
 func (d *demo) quicAttempt(ctx context.Context) demoStep {

@@ -47,7 +47,7 @@ func canonicalBypass(value string) (string, model.BypassKind, error) {
 	if v == "" {
 		return "", "", invalid("empty bypass value")
 	}
-	if strings.ContainsAny(v, "/:") || isIPv4Literal(v) {
+	if strings.ContainsAny(v, "/:") || isIPLiteral(v) {
 		p, err := bypass.ParsePrefix(v)
 		if err != nil {
 			return "", "", invalid("%v", err)
@@ -61,7 +61,7 @@ func canonicalBypass(value string) (string, model.BypassKind, error) {
 	return n, model.BypassDomain, nil
 }
 
-func isIPv4Literal(s string) bool {
+func isIPLiteral(s string) bool {
 	_, err := netip.ParseAddr(s)
 	return err == nil
 }
@@ -334,7 +334,7 @@ func (c *controller) Activate(ctx context.Context, code string) (string, error) 
 		return "", err
 	}
 	if c.d.cfg.CloudProxy.Username == "" {
-		c.d.setCloud(client)
+		c.d.proxy.SetCloud(client)
 	}
 	c.d.log.Info("entitlement code activated", "code", model.MaskCode(code))
 	go c.d.prober.ProbeNow(context.WithoutCancel(ctx))

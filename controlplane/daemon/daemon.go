@@ -346,9 +346,9 @@ func (d *Daemon) hasCredentials() bool {
 // newCloudClient builds the cloud proxy client for the config's URL with
 // the config's user/password, or else code as the user name.
 func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
-	user, pass := d.cfg.CloudProxy.Credentials()
-	if d.cfg.CloudProxy.Username == "" {
-		user, pass = strings.ToLower(code), ""
+	user, pass := d.cfg.CloudProxy.Username, d.cfg.CloudProxy.Password
+	if user == "" {
+		user = strings.ToLower(code)
 	}
 	return cloudproxy.New(cloudproxy.Config{
 		URL:         d.cfg.CloudProxy.ProxyURL(),
@@ -359,8 +359,6 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 		OnConnect:   d.metrics.ObserveConnect,
 	})
 }
-
-func (d *Daemon) setCloud(c *cloudproxy.Client) { d.proxy.SetCloud(c) }
 
 func (d *Daemon) goServe(name string, serve func() error) {
 	d.servingMu.Lock()

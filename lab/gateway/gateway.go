@@ -52,7 +52,7 @@ func SocketPath(l *lab.Lab, name string) string {
 // Gateway is a cloudsteer process running in the lab.
 type Gateway struct {
 	cmd     *exec.Cmd
-	logPath string
+	logFile *os.File // mirror of the output, closed when the process ends
 	done    chan struct{}
 	err     error
 
@@ -124,16 +124,25 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 
 // StartWithConfig starts cloudsteer with an existing config file.
 func StartWithConfig(ctx context.Context, bin string, l *lab.Lab, cfgPath, logPath string) (*Gateway, error) {
-	g := &Gateway{log: &bytes.Buffer{}, logPath: logPath, done: make(chan struct{})}
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open gateway log: %w", err)
+	}
+	g := &Gateway{log: &bytes.Buffer{}, logFile: f, done: make(chan struct{})}
 	// Not CommandContext: the caller decides how the daemon ends.
 	g.cmd = l.Command(context.Background(), lab.RoleGW, bin, "run", "--config", cfgPath)
 	g.cmd.Stdout = g
 	g.cmd.Stderr = g
 	if err := g.cmd.Start(); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("start cloudsteer: %w", err)
 	}
 	go func() {
 		g.err = g.cmd.Wait()
+		g.mu.Lock()
+		g.logFile.Close()
+		g.logFile = nil
+		g.mu.Unlock()
 		close(g.done)
 	}()
 	deadline := time.NewTimer(20 * time.Second)
@@ -162,9 +171,8 @@ func StartWithConfig(ctx context.Context, bin string, l *lab.Lab, cfgPath, logPa
 func (g *Gateway) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f, err := os.OpenFile(g.logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-		f.Write(p)
-		f.Close()
+	if g.logFile != nil {
+		g.logFile.Write(p)
 	}
 	return g.log.Write(p)
 }
