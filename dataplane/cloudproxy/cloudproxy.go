@@ -21,6 +21,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -53,10 +54,18 @@ type Config struct {
 	// OnConnect, when set, is called after every Connect and DialProxy
 	// attempt (see observe.go). It must not block.
 	OnConnect func(d time.Duration, err error)
+	// PoolMax is the most established, unused connections to the proxy
+	// the Client keeps warm for Connect and DialProxy (see pool.go): zero
+	// means DefaultPoolMax, a negative value turns the pool off.
+	PoolMax int
+	// PoolMaxAge is how long a warm connection may wait unused before it
+	// is closed; zero means DefaultPoolMaxAge.
+	PoolMaxAge time.Duration
 }
 
-// Client opens connections through one cloud proxy. It is safe for
-// concurrent use.
+// Client opens connections through one cloud proxy, keeping a few
+// established connections warm while there is demand. It is safe for
+// concurrent use; Close releases the warm connections.
 type Client struct {
 	addr       string // host:port to dial
 	useTLS     bool
@@ -66,6 +75,8 @@ type Client struct {
 	dialer     net.Dialer
 	displayURL string
 	onConnect  func(time.Duration, error)
+	pool       *pool // nil when Config.PoolMax < 0
+	stats      counters
 }
 
 // New validates cfg and returns a Client.
@@ -125,7 +136,44 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.dialer = net.Dialer{KeepAlive: 30 * time.Second}
 	c.dialer.SetMultipathTCP(false)
+	if cfg.PoolMax >= 0 {
+		size, age := cfg.PoolMax, cfg.PoolMaxAge
+		if size == 0 {
+			size = DefaultPoolMax
+		}
+		if age <= 0 {
+			age = DefaultPoolMaxAge
+		}
+		c.pool = newPool(c.refillDial, size, age, &c.stats)
+	}
 	return c, nil
+}
+
+// Close closes the warm connections and stops refilling them. Tunnels
+// already handed out stay open; Connect and DialProxy still work after
+// Close, dialing every connection.
+func (c *Client) Close() error {
+	if c.pool != nil {
+		c.pool.close()
+	}
+	return nil
+}
+
+// Stats returns the warm pool's counters.
+func (c *Client) Stats() Stats {
+	s := Stats{
+		TakenWarm:      c.stats.takenWarm.Load(),
+		DialedCold:     c.stats.dialedCold.Load(),
+		DiscardedStale: c.stats.discardedStale.Load(),
+		Retries:        c.stats.retries.Load(),
+		Expired:        c.stats.expired.Load(),
+		RefillDials:    c.stats.refillDials.Load(),
+		RefillErrors:   c.stats.refillErrors.Load(),
+	}
+	if c.pool != nil {
+		s.Idle = c.pool.len()
+	}
+	return s
 }
 
 // String returns the proxy's URL (it never holds credentials).
@@ -141,9 +189,31 @@ func (c *Client) DialProxy(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
-	conn, err := c.dial(ctx)
+	conn, _, err := c.get(ctx)
 	c.observe(start, 0, err)
 	return conn, err
+}
+
+// get returns a warm connection to the proxy, or else dials one; warm says
+// which. It notes the demand, which (re)starts refilling the pool.
+func (c *Client) get(ctx context.Context) (conn net.Conn, warm bool, err error) {
+	if c.pool != nil && ctx.Err() == nil {
+		if conn := c.pool.get(); conn != nil {
+			return conn, true, nil
+		}
+	}
+	conn, err = c.dial(ctx)
+	if err == nil {
+		c.stats.dialedCold.Add(1)
+	}
+	return conn, false, err
+}
+
+// refillDial dials one connection for the pool, bounded by the timeout.
+func (c *Client) refillDial(ctx context.Context) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.dial(ctx)
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -198,10 +268,49 @@ func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr
 	start := time.Now()
 	var answered time.Duration // until the proxy's answer head, once read
 	defer func() { c.observe(start, answered, err) }()
-	conn, err := c.dial(ctx)
+	conn, warm, err := c.get(ctx)
 	if err != nil {
 		return nil, err
 	}
+	req := connectRequest(target, c.auth, clientIP)
+	tunnel, answeredAt, unanswered, err := c.connectOn(ctx, conn, req)
+	if err != nil && warm && unanswered && ctx.Err() == nil {
+		// The pooled connection died between the liveness check and the
+		// request (the proxy's idle close crossed it): the proxy read
+		// nothing it answered, so send the CONNECT again on a fresh dial.
+		c.stats.retries.Add(1)
+		if conn, err = c.dial(ctx); err != nil {
+			return nil, err
+		}
+		c.stats.dialedCold.Add(1)
+		tunnel, answeredAt, _, err = c.connectOn(ctx, conn, req)
+	}
+	if !answeredAt.IsZero() {
+		answered = answeredAt.Sub(start)
+	}
+	return tunnel, err
+}
+
+// connectRequest returns the CONNECT request head for target.
+func connectRequest(target, auth string, clientIP netip.Addr) []byte {
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
+	if auth != "" {
+		fmt.Fprintf(&req, "Proxy-Authorization: %s\r\n", auth)
+	}
+	if clientIP.IsValid() {
+		fmt.Fprintf(&req, "X-Forwarded-For: %s\r\n", clientIP.Unmap())
+	}
+	req.WriteString("\r\n")
+	return req.Bytes()
+}
+
+// connectOn sends req on conn and reads the proxy's answer; it closes conn
+// unless it returns the tunnel. answered is when the answer head was read
+// (zero if it was not); unanswered says the attempt failed on a broken
+// connection (a write error, or EOF or reset before any answer byte),
+// the failure a retry on another connection may cure.
+func (c *Client) connectOn(ctx context.Context, conn net.Conn, req []byte) (_ net.Conn, answered time.Time, unanswered bool, err error) {
 	ok := false
 	defer func() {
 		if !ok {
@@ -214,44 +323,60 @@ func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	var req bytes.Buffer
-	fmt.Fprintf(&req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
-	if c.auth != "" {
-		fmt.Fprintf(&req, "Proxy-Authorization: %s\r\n", c.auth)
-	}
-	if clientIP.IsValid() {
-		fmt.Fprintf(&req, "X-Forwarded-For: %s\r\n", clientIP.Unmap())
-	}
-	req.WriteString("\r\n")
-	if _, err := conn.Write(req.Bytes()); err != nil {
-		return nil, c.ioErr("send CONNECT", ctx, err)
+	if _, err := conn.Write(req); err != nil {
+		return nil, time.Time{}, !isTimeout(err), c.ioErr("send CONNECT", ctx, err)
 	}
 
-	br := bufio.NewReaderSize(conn, 4096)
+	cr := &countingReader{r: conn}
+	br := bufio.NewReaderSize(cr, 4096)
 	var head *responseHead
 	for {
 		head, err = readHead(br, MaxHeadBytes)
 		if err != nil {
-			return nil, c.ioErr("read CONNECT answer", ctx, err)
+			return nil, time.Time{}, cr.n == 0 && isBroken(err), c.ioErr("read CONNECT answer", ctx, err)
 		}
 		if head.StatusCode/100 != 1 || head.StatusCode == http.StatusSwitchingProtocols {
 			break // 100 Continue and other interim answers come before the real one
 		}
 	}
-	answered = time.Since(start)
+	answered = time.Now()
 	if head.StatusCode/100 != 2 {
-		return nil, refusal(br, head, conn)
+		return nil, answered, false, refusal(br, head, conn)
 	}
 	if !stop() {
-		return nil, c.ioErr("read CONNECT answer", ctx, ctx.Err())
+		return nil, answered, false, c.ioErr("read CONNECT answer", ctx, ctx.Err())
 	}
 	conn.SetDeadline(time.Time{})
 	ok = true
 	if n := br.Buffered(); n > 0 {
 		buf, _ := br.Peek(n)
-		return &bufferedConn{Conn: conn, buf: bytes.Clone(buf)}, nil
+		return &bufferedConn{Conn: conn, buf: bytes.Clone(buf)}, answered, false, nil
 	}
-	return conn, nil
+	return conn, answered, false, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += n
+	return n, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// isBroken says err means the connection was closed or reset under us.
+func isBroken(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EPIPE)
 }
 
 func (c *Client) ioErr(what string, ctx context.Context, err error) error {
