@@ -118,13 +118,15 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		res.Baselines = r.baselines(ctx)
 	}
 	for round := range opts.Repeats {
-		for _, kind := range []string{GWNone, GWCloudsteer, GWRedsocks, GWSquid} {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if err := r.round(ctx, round, kind, res); err != nil {
-				r.say("%s: %v", kind, err)
-				res.Problems = append(res.Problems, fmt.Sprintf("round %d, %s: %v", round+1, kind, err))
+		for fig := range len(r.specs(Paths[0])) {
+			for _, v := range visitOrder(round) {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if err := r.visit(ctx, round, fig, v, res); err != nil {
+					r.say("%s: %v", v.kind, err)
+					res.Problems = append(res.Problems, fmt.Sprintf("round %d, %s: %v", round+1, v.kind, err))
+				}
 			}
 		}
 	}
@@ -493,27 +495,63 @@ func (r *runner) specs(p Path) []load.Spec {
 	}
 }
 
-// round starts one gateway kind and measures every path that uses it.
-func (r *runner) round(ctx context.Context, round int, kind string, res *Results) error {
-	g, err := r.startGateway(ctx, kind)
+// visit is one gateway kind started for the paths that use it.
+type visit struct {
+	kind  string
+	paths []string
+}
+
+// visitOrder is the order in which a round measures one figure on every
+// path: each pair a target compares (direct and bypass, steered and the
+// ceiling) is measured back to back, and every other round runs the order
+// backwards, so that a drift of the shared machine over a round does not
+// always favour the same side of a pair.
+func visitOrder(round int) []visit {
+	vs := []visit{
+		{GWNone, []string{PDirect}},
+		{GWCloudsteer, []string{PBypass, PSteered}},
+		{GWNone, []string{PCeiling, PAgent}},
+		{GWRedsocks, []string{PRedsocks}},
+		{GWSquid, []string{PSquid}},
+	}
+	if round%2 == 1 {
+		slices.Reverse(vs)
+		for _, v := range vs {
+			slices.Reverse(v.paths)
+		}
+	}
+	return vs
+}
+
+// visit starts v's gateway and measures figure fig (an index into specs)
+// on each of v's paths.
+func (r *runner) visit(ctx context.Context, round, fig int, v visit, res *Results) error {
+	var todo []Path
+	for _, name := range v.paths {
+		if len(r.opts.Only) > 0 && !slices.Contains(r.opts.Only, name) {
+			continue
+		}
+		i := slices.IndexFunc(Paths, func(p Path) bool { return p.Name == name })
+		todo = append(todo, Paths[i])
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	g, err := r.startGateway(ctx, v.kind)
 	if err != nil {
 		return err
 	}
 	defer g.stop()
 	time.Sleep(300 * time.Millisecond)
-	if kind != GWNone {
-		res.IdleRSS = append(res.IdleRSS, RSSSample{Gateway: kind, Bytes: r.gwRSS()})
+	if v.kind != GWNone && fig == 0 {
+		res.IdleRSS = append(res.IdleRSS, RSSSample{Gateway: v.kind, Bytes: r.gwRSS()})
 	}
-	for _, p := range Paths {
-		if p.Gateway != kind || (len(r.opts.Only) > 0 && !slices.Contains(r.opts.Only, p.Name)) {
-			continue
-		}
-		for _, s := range r.specs(p) {
-			smp := r.measure(ctx, p, s)
-			smp.Round = round + 1
-			r.say("round %d %-18s %-6s %2d flows: %s", round+1, p.Name, s.Mode, s.Flows, smp.Brief())
-			res.Samples = append(res.Samples, smp)
-		}
+	for _, p := range todo {
+		s := r.specs(p)[fig]
+		smp := r.measure(ctx, p, s)
+		smp.Round = round + 1
+		r.say("round %d %-18s %-6s %2d flows: %s", round+1, p.Name, s.Mode, s.Flows, smp.Brief())
+		res.Samples = append(res.Samples, smp)
 	}
 	return nil
 }
