@@ -18,11 +18,13 @@ import (
 // moves bytes with splice(2) through a kernel pipe, like io.Copy does, but
 // it takes a pipe from a shared pool only while bytes are on their way
 // (io.Copy holds a pipe, two more descriptors, per direction for as long
-// as it runs, so idle tunnels ran the process out of descriptors). A
-// direction that has had nothing to read for parkAfter parks: its socket
-// goes to the parker's epoll set and its goroutine ends, so an idle tunnel
-// holds its two sockets and a few hundred bytes of heap, no goroutine
-// stack. Idleness is one timer per tunnel, not a goroutine.
+// as it runs, so idle tunnels ran the process out of descriptors). A new
+// direction starts parked: its socket goes to the parker's epoll set and
+// a goroutine runs it only once bytes arrive; a running direction that
+// has had nothing to read for parkAfter parks again and its goroutine
+// ends. So an idle tunnel holds its two sockets, the tunnel struct and two
+// parker map entries (about 1.5 KiB with the runtime's socket state), no
+// goroutine stack, no timer: one sweep per Tunnels closes idle tunnels.
 
 const (
 	// spliceChunk is the most one splice(2) call moves, and the size asked
@@ -84,36 +86,175 @@ func putPipe(p *kpipe) {
 	unix.Close(p.w)
 }
 
-// tunnel is the two-way copy of one flow.
+// TunnelConfig configures a Tunnels.
+type TunnelConfig struct {
+	// IdleTimeout closes a tunnel that moved no bytes either way for this
+	// long (checked every IdleTimeout/10, at most every 10 s); zero means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// TrimMemory returns freed memory to the OS once a burst of tunnels
+	// has gone idle (see trim.go).
+	TrimMemory bool
+}
+
+// Tunnels is a set of running tunnels (two-way copies between two
+// connections) that closes idle ones and all of them on Close.
+type Tunnels struct {
+	idle  time.Duration
+	trim  bool
+	every time.Duration // idle sweep period
+
+	mu     sync.Mutex
+	head   *tunnel // list of running tunnels
+	n      int
+	closed bool
+	sweep  *time.Timer // runs while n > 0
+}
+
+// NewTunnels returns an empty set of tunnels.
+func NewTunnels(cfg TunnelConfig) *Tunnels {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	ts := &Tunnels{idle: cfg.IdleTimeout, trim: cfg.TrimMemory}
+	ts.every = min(max(cfg.IdleTimeout/10, 10*time.Millisecond), 10*time.Second)
+	return ts
+}
+
+// Start copies both ways between a and b, each direction half-closing its
+// destination when its source ends, until both directions have ended, an
+// error or IdleTimeout without bytes closes the tunnel, or ts is closed.
+// Start owns a and b from now on: it closes both once the tunnel has
+// ended, then calls done (when not nil) with the bytes copied a to b and b
+// to a. When ts is closed already Start closes a and b, does not call
+// done, and returns false. Between two *net.TCPConn (or cloud proxy
+// tunnels from cloudproxy.Client.Connect) the bytes move by splice(2) and
+// an idle tunnel holds no goroutine.
+func (ts *Tunnels) Start(a, b net.Conn, done func(aToB, bToA int64)) bool {
+	return ts.start(a, b, done) != nil
+}
+
+// Len returns how many tunnels are running.
+func (ts *Tunnels) Len() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.n
+}
+
+// Close closes every tunnel and makes Start refuse new ones. The tunnels'
+// done functions run as they end, soon after, maybe after Close returns.
+func (ts *Tunnels) Close() {
+	ts.mu.Lock()
+	ts.closed = true
+	var all []*tunnel
+	for t := ts.head; t != nil; t = t.next {
+		all = append(all, t)
+	}
+	if ts.sweep != nil {
+		ts.sweep.Stop()
+	}
+	ts.mu.Unlock()
+	for _, t := range all {
+		t.close()
+	}
+}
+
+func (ts *Tunnels) start(a, b net.Conn, done func(int64, int64)) *tunnel {
+	a.SetDeadline(time.Time{})
+	b.SetDeadline(time.Time{})
+	t := &tunnel{ts: ts, done: done}
+	t.touch()
+	t.dirs[0] = direction{t: t, src: a, dst: b}
+	t.dirs[1] = direction{t: t, src: b, dst: a}
+	t.left.Store(2)
+	ts.mu.Lock()
+	if ts.closed {
+		ts.mu.Unlock()
+		a.Close()
+		b.Close()
+		return nil
+	}
+	t.next = ts.head
+	if ts.head != nil {
+		ts.head.prev = t
+	}
+	ts.head = t
+	ts.n++
+	if ts.n == 1 {
+		if ts.sweep == nil {
+			ts.sweep = time.AfterFunc(ts.every, ts.closeIdle)
+		} else {
+			ts.sweep.Reset(ts.every)
+		}
+	}
+	ts.mu.Unlock()
+	t.dirs[0].start()
+	t.dirs[1].start()
+	return t
+}
+
+// remove takes the ended t out of the set.
+func (ts *Tunnels) remove(t *tunnel) {
+	ts.mu.Lock()
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		ts.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	}
+	t.prev, t.next = nil, nil
+	ts.n--
+	ts.mu.Unlock()
+}
+
+// closeIdle closes the tunnels that moved no bytes for the idle timeout
+// and runs again every sweep period while tunnels run.
+func (ts *Tunnels) closeIdle() {
+	cut := time.Now().Add(-ts.idle).UnixNano()
+	var idle []*tunnel
+	ts.mu.Lock()
+	for t := ts.head; t != nil; t = t.next {
+		if t.last.Load() <= cut && !t.closed.Load() {
+			idle = append(idle, t)
+		}
+	}
+	if ts.n > 0 && !ts.closed {
+		ts.sweep.Reset(ts.every)
+	}
+	ts.mu.Unlock()
+	for _, t := range idle {
+		slog.Debug("closing idle tunnel", "component", "proxy", "src", t.dirs[0].src.RemoteAddr(), "dst", t.dirs[0].dst.RemoteAddr(), "idle", ts.idle)
+		t.close()
+	}
+}
+
+// tunnel is the two-way copy between two connections. A parked tunnel is
+// this struct, its two connections and two parker map entries: nothing
+// else stays per flow.
 type tunnel struct {
-	p       *Proxy
-	f       *flow
-	dirs    [2]*direction // up (client to upstream), down
-	left    atomic.Int32  // directions still running
-	last    atomic.Int64  // unix nanoseconds of the last bytes moved
-	timer   *time.Timer   // the idle check
-	release func()        // called once both directions have ended
+	ts         *Tunnels
+	prev, next *tunnel // in ts, guarded by ts.mu
+	done       func(aToB, bToA int64)
+	last       atomic.Int64 // unix nanoseconds of the last bytes moved
+	left       atomic.Int32 // directions still running
+	closed     atomic.Bool
+	dirs       [2]direction // a to b, b to a
 }
 
 func (t *tunnel) touch() { t.last.Store(time.Now().UnixNano()) }
 
-// checkIdle closes the flow when it moved no bytes for IdleTimeout, else
-// checks again when it could be.
-func (t *tunnel) checkIdle() {
-	end := time.Unix(0, t.last.Load()).Add(t.p.cfg.IdleTimeout)
-	if d := time.Until(end); d > 0 {
-		t.timer.Reset(d)
+// close closes both connections (once) and resumes the parked directions
+// so they see it and end.
+func (t *tunnel) close() {
+	if !t.closed.CompareAndSwap(false, true) {
 		return
 	}
-	t.p.log.Debug("closing idle flow", "proto", t.f.proto, "client", t.f.ip, "idle", t.p.cfg.IdleTimeout)
-	t.f.closeConns()
-}
-
-// wake resumes the parked directions, after the flow's sockets were
-// closed, so they see it and end.
-func (t *tunnel) wake() {
-	for _, d := range t.dirs {
-		if idleParker.take(d) {
+	t.dirs[0].src.Close()
+	t.dirs[1].src.Close()
+	for i := range t.dirs {
+		if d := &t.dirs[i]; idleParker.take(d) {
 			go d.run()
 		}
 	}
@@ -122,45 +263,11 @@ func (t *tunnel) wake() {
 // direction copies one way of a tunnel.
 type direction struct {
 	t        *tunnel
-	dst, src net.Conn
-	counter  *atomic.Uint64 // Stats counter the bytes go to at the end
+	src, dst net.Conn
 	written  int64
-
-	// Set when both ends are TCP sockets: the splice path.
-	st, dt         *net.TCPConn
-	srcRaw, dstRaw interface {
-		Read(func(uintptr) bool) error
-		Write(func(uintptr) bool) error
-		Control(func(uintptr)) error
-	}
-	deadline time.Time // src's read deadline: when to park
-	armed    bool      // src is in the parker's epoll set
-	parkID   uint64    // guarded by idleParker.mu
-}
-
-func newDirection(t *tunnel, dst, src net.Conn, counter *atomic.Uint64) *direction {
-	d := &direction{t: t, dst: dst, src: src, counter: counter}
-	// A cloud proxy tunnel that read bytes ahead with the CONNECT answer
-	// hands them over, then its socket splices. (Only such tunnels are
-	// unwrapped: a *tls.Conn has a NetConn too, and must not be.)
-	if b, ok := dst.(readAheadConn); ok {
-		dst = b.NetConn()
-	}
-	if b, ok := src.(readAheadConn); ok {
-		src = b.NetConn()
-	}
-	st, sok := src.(*net.TCPConn)
-	dt, dok := dst.(*net.TCPConn)
-	if !sok || !dok {
-		return d
-	}
-	sr, err1 := st.SyscallConn()
-	dr, err2 := dt.SyscallConn()
-	if err1 != nil || err2 != nil {
-		return d
-	}
-	d.st, d.dt, d.srcRaw, d.dstRaw = st, dt, sr, dr
-	return d
+	deadline int64  // unix nanoseconds when src's read deadline (parking) ends
+	parkID   uint64 // guarded by idleParker.mu
+	armed    bool   // src is in the parker's epoll set
 }
 
 // readAheadConn is a tunnel from cloudproxy.Client.Connect that holds bytes
@@ -171,39 +278,72 @@ type readAheadConn interface {
 	NetConn() net.Conn
 }
 
+// tcpConn returns the TCP socket under c: c itself, or the socket of a
+// cloud proxy tunnel that read bytes ahead. (Only such tunnels are
+// unwrapped: a *tls.Conn has a NetConn too, and must not be.)
+func tcpConn(c net.Conn) *net.TCPConn {
+	if b, ok := c.(readAheadConn); ok {
+		c = b.NetConn()
+	}
+	tc, _ := c.(*net.TCPConn)
+	return tc
+}
+
+// start runs d for the first time: a splicing direction with nothing
+// buffered parks at once (the epoll set reports bytes already waiting), so
+// a new tunnel costs no goroutine until its bytes arrive.
+func (d *direction) start() {
+	_, ahead := d.src.(readAheadConn)
+	if !ahead && tcpConn(d.src) != nil && tcpConn(d.dst) != nil && idleParker.park(d) {
+		return
+	}
+	go d.run()
+}
+
 // run copies until src ends or the copy fails, or parks; once it has
-// ended it half-closes dst (or closes the flow on error) and, as the last
-// direction, releases the flow.
+// ended it half-closes dst (or closes the tunnel on error) and, as the
+// last direction, ends the tunnel.
 func (d *direction) run() {
 	var err error
-	if d.st != nil {
+	st, dt := tcpConn(d.src), tcpConn(d.dst)
+	if st != nil && dt != nil {
 		var parked bool
-		if parked, err = d.splice(); parked {
+		if parked, err = d.splice(st, dt); parked {
 			return // the parker runs d again
 		}
 	} else {
 		err = d.buffered()
 	}
 	t := d.t
-	d.counter.Add(uint64(d.written))
 	if err != nil {
-		t.f.closeConns()
+		t.close()
 	} else {
 		closeWrite(d.dst)
 	}
 	if t.left.Add(-1) == 0 {
-		t.timer.Stop()
-		t.release()
+		t.close()
+		t.ts.remove(t)
+		if t.done != nil {
+			t.done(t.dirs[0].written, t.dirs[1].written)
+		}
 	}
 }
 
 // splice moves src to dst through a pooled kernel pipe until src ends
 // (nil), either side fails (the error) or src has had nothing to read for
 // parkAfter and d is parked (true).
-func (d *direction) splice() (parked bool, err error) {
+func (d *direction) splice(st, dt *net.TCPConn) (parked bool, err error) {
+	srcRaw, err := st.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	dstRaw, err := dt.SyscallConn()
+	if err != nil {
+		return false, err
+	}
 	if b, ok := d.src.(readAheadConn); ok {
 		if pending := b.TakeBuffered(); len(pending) > 0 {
-			n, err := d.dt.Write(pending)
+			n, err := dt.Write(pending)
 			d.written += int64(n)
 			if err != nil {
 				return false, err
@@ -218,15 +358,16 @@ func (d *direction) splice() (parked bool, err error) {
 		}
 	}()
 	for {
-		if now := time.Now(); d.deadline.Sub(now) < parkAfter/2 {
-			d.deadline = now.Add(parkAfter)
-			d.st.SetReadDeadline(d.deadline)
+		if now := time.Now(); d.deadline-now.UnixNano() < int64(parkAfter/2) {
+			dl := now.Add(parkAfter)
+			d.deadline = dl.UnixNano()
+			st.SetReadDeadline(dl)
 		}
 		// Fill the pipe from src. While src has nothing to read, the pipe
 		// goes back to the pool.
 		var n int64
 		var serr error
-		err := d.srcRaw.Read(func(fd uintptr) bool {
+		err := srcRaw.Read(func(fd uintptr) bool {
 			if p == nil {
 				if p, serr = getPipe(); serr != nil {
 					return true
@@ -255,7 +396,7 @@ func (d *direction) splice() (parked bool, err error) {
 			return false, err
 		}
 		if serr != nil {
-			return false, fmt.Errorf("splice from %s: %w", d.st.RemoteAddr(), serr)
+			return false, fmt.Errorf("splice from %s: %w", st.RemoteAddr(), serr)
 		}
 		if n == 0 {
 			return false, nil // EOF
@@ -268,7 +409,7 @@ func (d *direction) splice() (parked bool, err error) {
 		for p.n > 0 {
 			var m int64
 			var werr error
-			err := d.dstRaw.Write(func(fd uintptr) bool {
+			err := dstRaw.Write(func(fd uintptr) bool {
 				for {
 					m, werr = unix.Splice(p.r, nil, int(fd), nil, int(p.n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 					if werr != unix.EINTR {
@@ -280,7 +421,7 @@ func (d *direction) splice() (parked bool, err error) {
 				return false, err
 			}
 			if werr != nil {
-				return false, fmt.Errorf("splice to %s: %w", d.dt.RemoteAddr(), werr)
+				return false, fmt.Errorf("splice to %s: %w", dt.RemoteAddr(), werr)
 			}
 			p.n -= m
 			d.written += m
@@ -362,17 +503,20 @@ func (pk *parker) park(d *direction) bool {
 	// From here d belongs to whoever takes it from the set. The flow may
 	// have been closed before d was in the set: then nobody woke d, so it
 	// must not sleep.
-	if d.t.f.isClosed() {
+	if d.t.closed.Load() {
 		if pk.take(d) {
 			return false
 		}
 		return true // taken by the flow's close
 	}
 	var cerr error
-	err := d.srcRaw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
-		cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
-	})
+	err := errors.New("not a TCP socket")
+	if raw, rerr := tcpConn(d.src).SyscallConn(); rerr == nil {
+		err = raw.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+			cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
+		})
+	}
 	if err != nil || cerr != nil {
 		// Not armed, so the parker cannot take d; the flow's close can.
 		if pk.take(d) {
@@ -382,6 +526,9 @@ func (pk *parker) park(d *direction) bool {
 			return false
 		}
 		return true
+	}
+	if d.t.ts.trim {
+		memTrim.parked()
 	}
 	return true
 }

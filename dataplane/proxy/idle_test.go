@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,7 +211,8 @@ func idleProxy(tb testing.TB, cloud *url.URL) (*proxy.Proxy, string) {
 		OnEvent: func(ev proxy.Event) {
 			once.Do(func() { tb.Logf("first event: %s: %s", ev.Kind, ev.Detail) })
 		},
-		Logger: slog.New(slog.DiscardHandler),
+		Logger:          slog.New(slog.DiscardHandler),
+		KeepFreedMemory: os.Getenv("CLOUDSTEER_IDLE_KEEP_FREED") != "",
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -343,9 +346,15 @@ func TestIdleFlowsAllReachTheCloud(t *testing.T) {
 }
 
 // BenchmarkIdleFlows holds CLOUDSTEER_IDLE_FLOWS (default 5000) idle
-// steered flows and reports what each costs the proxy: heap, RSS,
-// goroutines and descriptors, and the share of flows whose CONNECT reached
-// the cloud proxy. Run it once: -bench IdleFlows -benchtime 1x.
+// steered flows and reports what each costs the proxy: RSS once the flows
+// have settled and parked (as the daemon would show it, no forced GC), and
+// 10 s later; live heap, heap in use and goroutine stacks after a GC
+// (runtime/metrics); goroutines and descriptors; and how many flows got
+// their CONNECT to the cloud proxy. With CLOUDSTEER_IDLE_HEAPPROFILE=file
+// it also writes a heap profile of the settled flows there (add
+// -test.memprofilerate=1 for every allocation; see it with
+// go tool pprof -sample_index=inuse_space). Run it once: -bench IdleFlows
+// -benchtime 1x.
 func BenchmarkIdleFlows(b *testing.B) {
 	n := 5000
 	if s := os.Getenv("CLOUDSTEER_IDLE_FLOWS"); s != "" {
@@ -355,35 +364,88 @@ func BenchmarkIdleFlows(b *testing.B) {
 	for b.Loop() {
 		h := startIdleHelper(b, n)
 		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
+		before := readMem()
 		rssBefore, gBefore, fdBefore := vmRSS(b), runtime.NumGoroutine(), openFDs(b)
+		if os.Getenv("CLOUDSTEER_IDLE_CLASSES") != "" {
+			logMemClasses(b)
+		}
 		px, addr := idleProxy(b, h.cloud)
 
 		open, failed := h.open(b, addr)
 		connects, hellos := waitSettled(b, h, px, open, 10*time.Second)
-		time.Sleep(time.Second)
-		rss := vmRSS(b) // before a forced GC: what the daemon would show
-		time.Sleep(10 * time.Second)
-		rss10 := vmRSS(b) // after the runtime had time to return freed memory
-		for range 3 {     // a long-lived daemon collects often: stacks shrink
-			runtime.GC()
+		time.Sleep(time.Second) // every direction has parked
+		rss := vmRSS(b)         // no forced GC: what the daemon would show
+		if os.Getenv("CLOUDSTEER_IDLE_CLASSES") != "" {
+			logMemClasses(b)
 		}
-		runtime.ReadMemStats(&after)
+		time.Sleep(10 * time.Second)
+		rss10 := vmRSS(b)
+		runtime.GC()
+		after := readMem()
 		g, fds := runtime.NumGoroutine(), openFDs(b)
 		st := px.Stats()
+		if path := os.Getenv("CLOUDSTEER_IDLE_HEAPPROFILE"); path != "" {
+			writeHeapProfile(b, path)
+		}
 		per := func(v float64) float64 { return v / float64(max(open, 1)) }
 		b.ReportMetric(float64(open), "flows")
 		b.ReportMetric(float64(connects), "connects")
 		b.ReportMetric(float64(hellos), "hellos")
 		b.ReportMetric(per(float64(rss-rssBefore)), "rss-B/flow")
 		b.ReportMetric(per(float64(rss10-rssBefore)), "rss10s-B/flow")
-		b.ReportMetric(per(float64(int64(after.HeapInuse)-int64(before.HeapInuse))), "heap-B/flow")
-		b.ReportMetric(per(float64(int64(after.StackInuse)-int64(before.StackInuse))), "stack-B/flow")
+		b.ReportMetric(per(after.live-before.live), "live-B/flow")
+		b.ReportMetric(per(after.heapInuse-before.heapInuse), "heap-B/flow")
+		b.ReportMetric(per(after.stacks-before.stacks), "stack-B/flow")
 		b.ReportMetric(per(float64(g-gBefore)), "goroutines/flow")
 		b.ReportMetric(per(float64(fds-fdBefore)), "fds/flow")
-		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos; RSS %.1f→%.1f MiB, %.1f MiB 10 s later; proxy stats %+v",
-			open, failed, connects, hellos, float64(rssBefore)/(1<<20), float64(rss)/(1<<20), float64(rss10)/(1<<20), st)
+		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos; RSS %.1f→%.1f MiB, %.1f MiB 10 s later; live heap %.1f→%.1f MiB; proxy stats %+v",
+			open, failed, connects, hellos, float64(rssBefore)/(1<<20), float64(rss)/(1<<20), float64(rss10)/(1<<20),
+			before.live/(1<<20), after.live/(1<<20), st)
+	}
+}
+
+// memSample is what runtime/metrics says about the heap and stacks.
+type memSample struct {
+	live      float64 // bytes of live heap objects after the last GC
+	heapInuse float64 // heap objects plus unused space in their spans
+	stacks    float64 // goroutine stack memory, in use or cached
+}
+
+func readMem() memSample {
+	s := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+	}
+	metrics.Read(s)
+	v := func(i int) float64 { return float64(s[i].Value.Uint64()) }
+	return memSample{live: v(0), heapInuse: v(1) + v(2), stacks: v(3)}
+}
+
+// logMemClasses logs every /memory/classes metric, to see what RSS holds.
+func logMemClasses(tb testing.TB) {
+	var s []metrics.Sample
+	for _, d := range metrics.All() {
+		if strings.HasPrefix(d.Name, "/memory/classes/") || strings.HasPrefix(d.Name, "/gc/heap/goal") || strings.HasPrefix(d.Name, "/gc/heap/live") {
+			s = append(s, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(s)
+	for _, m := range s {
+		tb.Logf("%-50s %8.1f MiB", m.Name, float64(m.Value.Uint64())/(1<<20))
+	}
+}
+
+func writeHeapProfile(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		tb.Fatal(err)
 	}
 }
 

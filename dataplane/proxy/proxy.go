@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -79,6 +78,10 @@ type Config struct {
 	MaxHeaderBytes int
 	// Logger gets the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// KeepFreedMemory leaves returning freed memory to the Go runtime;
+	// by default the proxy returns it to the OS once a burst of flows has
+	// gone idle (see trim.go).
+	KeepFreedMemory bool
 }
 
 // Stats are the proxy's counters since New.
@@ -195,6 +198,15 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	ts := NewTunnels(TunnelConfig{IdleTimeout: p.cfg.IdleTimeout, TrimMemory: !p.cfg.KeepFreedMemory})
+	defer ts.Close()
+	// One end function for all of this listener's tunnels: nothing per flow.
+	tunnelDone := func(up, down int64) {
+		p.bytesUp.Add(uint64(up))
+		p.bytesDown.Add(uint64(down))
+		p.active.Add(-1)
+		wg.Done()
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
@@ -230,48 +242,47 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 		p.active.Add(1)
 		wg.Add(1)
 		go func() {
-			f := newFlow(ctx, tc, proto)
-			f.release = func() {
-				f.close()
+			f := newFlow(ctx, tc, proto, ts, tunnelDone)
+			handle(f.ctx, f)
+			f.closeConns()
+			f.cancel()
+			if !f.detached {
 				p.active.Add(-1)
 				wg.Done()
-			}
-			handle(f.ctx, f)
-			if !f.detached {
-				f.release()
 			}
 		}()
 	}
 }
 
-// flow is one client connection and the upstream connections it opened;
-// closing it closes them all.
+// flow is one client connection and the upstream connections it opened
+// while its handler runs; closing it closes them all. A detached flow
+// (handed to a tunnel) is garbage: the tunnel holds the connections.
 type flow struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	stop   func() bool // stops closing the conns when ctx ends
 	client *net.TCPConn
 	ip     netip.Addr
 	proto  string
 
-	// release ends the flow: it closes it and tells serve. The handler's
-	// goroutine calls it on return, unless the flow was detached (handed
-	// to a tunnel, whose last direction calls it).
-	release  func()
-	detached bool
+	tunnels    *Tunnels
+	tunnelDone func(up, down int64) // ends a detached flow
+	detached   bool
 
 	mu     sync.Mutex
 	conns  []net.Conn
 	closed bool
-	tun    *tunnel // set once the flow is a tunnel
+	tun    *tunnel // a tunnel run by pipe
 }
 
-func newFlow(ctx context.Context, c *net.TCPConn, proto string) *flow {
-	f := &flow{client: c, proto: proto, conns: []net.Conn{c}}
+func newFlow(ctx context.Context, c *net.TCPConn, proto string, ts *Tunnels, done func(int64, int64)) *flow {
+	f := &flow{client: c, proto: proto, conns: make([]net.Conn, 1, 2), tunnels: ts, tunnelDone: done}
+	f.conns[0] = c
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		f.ip = a.AddrPort().Addr().Unmap()
 	}
 	f.ctx, f.cancel = context.WithCancel(ctx)
-	context.AfterFunc(f.ctx, f.closeConns)
+	f.stop = context.AfterFunc(f.ctx, f.closeConns)
 	return f
 }
 
@@ -297,17 +308,9 @@ func (f *flow) closeConns() {
 		c.Close()
 	}
 	if tun != nil {
-		tun.wake()
+		tun.close()
 	}
 }
-
-func (f *flow) isClosed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.closed
-}
-
-func (f *flow) close() { f.cancel() }
 
 func (p *Proxy) event(f *flow, ev Event) {
 	ev.Time = time.Now()
@@ -371,40 +374,43 @@ func (p *Proxy) logEvent(ev Event) {
 }
 
 // pipe copies both ways between client and up until both directions have
-// ended (see tunnel), and returns then.
+// ended, and returns then. The flow keeps its connections (closing it ends
+// the tunnel).
 func (p *Proxy) pipe(f *flow, client *net.TCPConn, up net.Conn) {
 	done := make(chan struct{})
-	p.startTunnel(f, client, up, func() { close(done) })
+	t := f.tunnels.start(client, up, func(a, b int64) {
+		p.bytesUp.Add(uint64(a))
+		p.bytesDown.Add(uint64(b))
+		close(done)
+	})
+	if t == nil {
+		return
+	}
+	f.mu.Lock()
+	closed := f.closed
+	f.tun = t
+	f.mu.Unlock()
+	if closed {
+		t.close()
+	}
 	<-done
 }
 
-// detach makes f a tunnel between client and up and returns at once; the
-// tunnel releases f when both directions have ended.
+// detach hands client and up, all the connections of f, to a tunnel and
+// returns at once; the tunnel ends the flow when both directions have
+// ended. When f was closed meanwhile it does nothing.
 func (p *Proxy) detach(f *flow, client *net.TCPConn, up net.Conn) {
-	f.detached = true
-	p.startTunnel(f, client, up, f.release)
-}
-
-// startTunnel starts copying both ways between client and up, half-closing
-// each side when its source ends, closing the flow on an error or when no
-// bytes moved either way for IdleTimeout, and calls release once both
-// directions have ended. Between two TCP sockets the bytes move by
-// splice(2) and an idle tunnel holds no goroutine (see copy.go).
-func (p *Proxy) startTunnel(f *flow, client *net.TCPConn, up net.Conn, release func()) {
-	client.SetDeadline(time.Time{})
-	up.SetDeadline(time.Time{})
-	t := &tunnel{p: p, f: f, release: release}
-	t.touch()
-	t.dirs[0] = newDirection(t, up, client, &p.bytesUp)
-	t.dirs[1] = newDirection(t, client, up, &p.bytesDown)
-	t.left.Store(2)
-	t.timer = time.AfterFunc(math.MaxInt64, t.checkIdle)
-	t.timer.Reset(p.cfg.IdleTimeout) // after the assignment checkIdle reads
+	if !f.stop() {
+		return // f's context ended: its conns are being closed
+	}
 	f.mu.Lock()
-	f.tun = t
+	closed := f.closed
+	f.conns, f.closed = nil, true
 	f.mu.Unlock()
-	go t.dirs[0].run()
-	go t.dirs[1].run()
+	if closed {
+		return
+	}
+	f.detached = f.tunnels.Start(client, up, f.tunnelDone)
 }
 
 func closeWrite(c net.Conn) {
