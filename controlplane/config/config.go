@@ -84,6 +84,13 @@ type CloudProxy struct {
 	Password string `yaml:"password"`
 	// ConnectTimeout bounds connecting to the cloud proxy.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// WarmConnections is the most established, unused connections kept
+	// to the cloud proxy so a new flow only has to send its CONNECT; the
+	// pool follows recent demand and is empty when there is none. Zero
+	// turns it off; left out, it is DefaultWarmConnections.
+	WarmConnections *int `yaml:"warm_connections"`
+	// WarmMaxAge is how long a warm connection may wait unused.
+	WarmMaxAge Duration `yaml:"warm_max_age"`
 }
 
 // DNS configures the LAN resolver.
@@ -153,6 +160,12 @@ const (
 	DefaultTLSPort        = 15443
 	DefaultDNSPort        = 15053
 	DefaultConnectTimeout = 5 * time.Second
+	// DefaultWarmConnections and DefaultWarmMaxAge size the pool of warm
+	// connections to the cloud proxy.
+	DefaultWarmConnections = 16
+	DefaultWarmMaxAge      = 5 * time.Second
+	// MaxWarmConnections bounds cloud_proxy.warm_connections.
+	MaxWarmConnections    = 256
 	DefaultDNSTimeout     = 2 * time.Second
 	DefaultCacheSize      = 10000
 	DefaultPeekTimeout    = 10 * time.Second
@@ -236,6 +249,13 @@ func yamlProblem(err error) string {
 func (c *Config) setDefaults() {
 	if c.CloudProxy.ConnectTimeout == 0 {
 		c.CloudProxy.ConnectTimeout = Duration(DefaultConnectTimeout)
+	}
+	if c.CloudProxy.WarmConnections == nil {
+		n := DefaultWarmConnections
+		c.CloudProxy.WarmConnections = &n
+	}
+	if c.CloudProxy.WarmMaxAge == 0 {
+		c.CloudProxy.WarmMaxAge = Duration(DefaultWarmMaxAge)
 	}
 	if c.DNS.Timeout == 0 {
 		c.DNS.Timeout = Duration(DefaultDNSTimeout)
@@ -413,6 +433,12 @@ func (p *CloudProxy) validate() error {
 	}
 	if p.ConnectTimeout < 0 {
 		return bad("cloud_proxy.connect_timeout", "must be positive")
+	}
+	if n := p.WarmConnections; n != nil && (*n < 0 || *n > MaxWarmConnections) {
+		return bad("cloud_proxy.warm_connections", "must be 0 (off) to %d", MaxWarmConnections)
+	}
+	if p.WarmMaxAge < 0 {
+		return bad("cloud_proxy.warm_max_age", "must be positive")
 	}
 	return nil
 }

@@ -32,6 +32,16 @@ func TestParseGood(t *testing.T) {
 	if c.DNS.Timeout.D() != DefaultDNSTimeout || c.CloudProxy.ConnectTimeout.D() != 5*time.Second {
 		t.Errorf("default timeouts not set")
 	}
+	if c.CloudProxy.WarmConnections == nil || *c.CloudProxy.WarmConnections != DefaultWarmConnections || c.CloudProxy.WarmMaxAge.D() != DefaultWarmMaxAge {
+		t.Errorf("default warm pool not set: %v %v", c.CloudProxy.WarmConnections, c.CloudProxy.WarmMaxAge)
+	}
+	off, err := Parse([]byte(strings.Replace(good, "entitlement_code:", "warm_connections: 0\n  entitlement_code:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *off.CloudProxy.WarmConnections != 0 {
+		t.Errorf("warm_connections: 0 read as %d", *off.CloudProxy.WarmConnections)
+	}
 	ups := c.DNS.UpstreamAddrs()
 	if len(ups) != 2 || ups[0].String() != "198.51.100.53:53" || ups[1].String() != "[2001:db8:51::53]:5353" {
 		t.Errorf("upstreams = %v", ups)
@@ -66,6 +76,8 @@ func TestParseBad(t *testing.T) {
 		{"relative state dir", good + "state_dir: state\n", "state_dir"},
 		{"admin port clash", good + "admin:\n  port: 15053\n", "admin.port"},
 		{"bad probe target", good + "health:\n  probe_target: www.akamai.com\n", "health.probe_target"},
+		{"negative warm pool", strings.Replace(good, "entitlement_code:", "warm_connections: -1\n  entitlement_code:", 1), "cloud_proxy.warm_connections"},
+		{"huge warm pool", strings.Replace(good, "entitlement_code:", "warm_connections: 5000\n  entitlement_code:", 1), "cloud_proxy.warm_connections"},
 		{"user without password", strings.Replace(good, "entitlement_code:", "username: branch\n  entitlement_code:", 1), "cloud_proxy.password"},
 		{"ca file for http", strings.Replace(good, "entitlement_code:", "ca_file: /etc/hostname\n  entitlement_code:", 1), "cloud_proxy.ca_file"},
 		{"no dns", strings.Replace(good, `upstreams: ["198.51.100.53", "[2001:db8:51::53]:5353"]`, "timeout: 1s", 1), "dns.upstreams"},

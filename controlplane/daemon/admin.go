@@ -14,6 +14,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
@@ -106,6 +107,23 @@ func (d *Daemon) ProxyStats() proxy.Stats {
 		return proxy.Stats{}
 	}
 	return d.proxy.Stats()
+}
+
+// CloudPoolStats returns the counters of the warm connections to the
+// cloud proxy, over every cloud client the gateway has used.
+func (d *Daemon) CloudPoolStats() cloudproxy.Stats {
+	if d.proxy == nil {
+		return cloudproxy.Stats{}
+	}
+	d.cloudMu.Lock()
+	defer d.cloudMu.Unlock()
+	var cur cloudproxy.Stats
+	if c := d.proxy.Cloud(); c != nil {
+		cur = c.Stats()
+	}
+	s := addPoolStats(d.retiredCloud, cur)
+	s.Idle = cur.Idle
+	return s
 }
 
 // ResolverStats returns the resolver's counters.

@@ -313,6 +313,12 @@ func (c *controller) Activate(ctx context.Context, code string) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	installed := false
+	defer func() {
+		if !installed {
+			client.Close()
+		}
+	}()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := client.Connect(pctx, c.d.cfg.Health.ProbeTarget, netip.Addr{})
@@ -334,7 +340,8 @@ func (c *controller) Activate(ctx context.Context, code string) (string, error) 
 		return "", err
 	}
 	if c.d.cfg.CloudProxy.Username == "" {
-		c.d.proxy.SetCloud(client)
+		c.d.setCloud(client)
+		installed = true
 	}
 	c.d.log.Info("entitlement code activated", "code", model.MaskCode(code))
 	go c.d.prober.ProbeNow(context.WithoutCancel(ctx))

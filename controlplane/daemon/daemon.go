@@ -61,6 +61,9 @@ type Daemon struct {
 	servingMu  sync.Mutex
 	servingNow map[string]bool // listener name → serve loop running
 
+	cloudMu      sync.Mutex
+	retiredCloud cloudproxy.Stats // warm-pool counters of cloud clients swapped out
+
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
@@ -357,7 +360,43 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 		Password:    pass,
 		DialTimeout: d.cfg.CloudProxy.ConnectTimeout.D(),
 		OnConnect:   d.metrics.ObserveConnect,
+		PoolMax:     poolMax(*d.cfg.CloudProxy.WarmConnections),
+		PoolMaxAge:  d.cfg.CloudProxy.WarmMaxAge.D(),
 	})
+}
+
+// poolMax turns cloud_proxy.warm_connections (0 is off) into
+// cloudproxy.Config.PoolMax (negative is off).
+func poolMax(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// setCloud makes client the proxy's way to the cloud proxy and closes the
+// one it replaces, keeping that one's warm-pool counters for the metrics.
+func (d *Daemon) setCloud(client *cloudproxy.Client) {
+	d.cloudMu.Lock()
+	defer d.cloudMu.Unlock()
+	old := d.proxy.Cloud()
+	d.proxy.SetCloud(client)
+	if old != nil && old != client {
+		old.Close()
+		d.retiredCloud = addPoolStats(d.retiredCloud, old.Stats())
+	}
+}
+
+// addPoolStats adds b's counters to a's (Idle is a gauge: b's is dropped).
+func addPoolStats(a, b cloudproxy.Stats) cloudproxy.Stats {
+	a.TakenWarm += b.TakenWarm
+	a.DialedCold += b.DialedCold
+	a.DiscardedStale += b.DiscardedStale
+	a.Retries += b.Retries
+	a.Expired += b.Expired
+	a.RefillDials += b.RefillDials
+	a.RefillErrors += b.RefillErrors
+	return a
 }
 
 func (d *Daemon) goServe(name string, serve func() error) {
@@ -405,6 +444,11 @@ func (d *Daemon) Close() error {
 	var errs []error
 	if d.steer != nil {
 		errs = append(errs, d.steer.Close())
+	}
+	if d.proxy != nil {
+		if c := d.proxy.Cloud(); c != nil {
+			c.Close()
+		}
 	}
 	if d.fw != nil {
 		errs = append(errs, d.fw.Close())

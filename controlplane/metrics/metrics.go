@@ -35,6 +35,9 @@ type Source interface {
 	SteerCounters() (map[steer.Verdict]steer.Counter, error)
 	// ProxyStats returns the transparent proxy's counters (proxy.Proxy.Stats).
 	ProxyStats() proxy.Stats
+	// CloudPoolStats returns the counters of the warm connections to the
+	// cloud proxy (cloudproxy.Client.Stats, summed over clients).
+	CloudPoolStats() cloudproxy.Stats
 	// ResolverStats returns the resolver's counters (resolver.Resolver.Stats).
 	ResolverStats() resolver.Stats
 	// BypassMapSize returns the number of prefixes in the kernel bypass
@@ -182,6 +185,9 @@ type collector struct {
 	dnsEntries, dnsCoalesced          *prometheus.Desc
 	dnsUpstreamErrs, dnsMalformed     *prometheus.Desc
 	dnsDropped, bypassEntries, paused *prometheus.Desc
+	cloudConns, cloudWarmIdle         *prometheus.Desc
+	cloudDiscarded, cloudRetries      *prometheus.Desc
+	cloudRefills                      *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -208,6 +214,11 @@ func newCollector(src Source) *collector {
 		dnsDropped:      d("dns_dropped_total", "DNS requests dropped unanswered."),
 		bypassEntries:   d("bypass_map_entries", "Prefixes in the kernel bypass map (configured and learned)."),
 		paused:          d("paused", "1 while protection is paused, else 0."),
+		cloudConns:      d("cloud_proxy_connections_total", "Connections to the cloud proxy a flow used: taken warm from the pool or dialed cold.", "how"),
+		cloudWarmIdle:   d("cloud_proxy_warm_idle", "Established, unused connections to the cloud proxy waiting in the pool."),
+		cloudDiscarded:  d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
+		cloudRetries:    d("cloud_proxy_connect_retries_total", "CONNECTs sent again on a fresh connection after a warm one failed before any answer."),
+		cloudRefills:    d("cloud_proxy_warm_refills_total", "Background dials that filled the warm pool, by outcome.", "outcome"),
 	}
 }
 
@@ -217,6 +228,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.packets, c.bytes, c.flowsAccepted, c.flowsActive, c.proxyRequests, c.proxyBytes,
 		c.dnsRequests, c.dnsQueries, c.dnsHits, c.dnsMisses, c.dnsRatio, c.dnsEntries,
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused,
+		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 	} {
 		ch <- d
 	}
@@ -258,6 +270,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.proxyBytes, float64(ps.BytesUp), "up")
 	counter(c.proxyBytes, float64(ps.BytesDown), "down")
+
+	cs := c.src.CloudPoolStats()
+	counter(c.cloudConns, float64(cs.TakenWarm), "warm")
+	counter(c.cloudConns, float64(cs.DialedCold), "cold")
+	gauge(c.cloudWarmIdle, float64(cs.Idle))
+	counter(c.cloudDiscarded, float64(cs.DiscardedStale), "stale")
+	counter(c.cloudDiscarded, float64(cs.Expired), "expired")
+	counter(c.cloudRetries, float64(cs.Retries))
+	counter(c.cloudRefills, float64(cs.RefillDials), "ok")
+	counter(c.cloudRefills, float64(cs.RefillErrors), "error")
 
 	rs := c.src.ResolverStats()
 	counter(c.dnsRequests, float64(rs.Queries))

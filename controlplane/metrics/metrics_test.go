@@ -37,6 +37,7 @@ type fakeSource struct {
 	steerErr error
 	proxy    proxy.Stats
 	resolver resolver.Stats
+	cloud    cloudproxy.Stats
 	bypass   int
 	paused   bool
 }
@@ -59,6 +60,12 @@ func (f *fakeSource) ResolverStats() resolver.Stats {
 	s := f.resolver
 	s.Rcodes = maps.Clone(s.Rcodes)
 	return s
+}
+
+func (f *fakeSource) CloudPoolStats() cloudproxy.Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cloud
 }
 
 func (f *fakeSource) BypassMapSize() int {
@@ -87,6 +94,8 @@ func busySource() *fakeSource {
 			UpstreamErrors: 5, BadClients: 6, BytesUp: 12345, BytesDown: 987654},
 		resolver: resolver.Stats{Queries: 100, CacheHits: 30, CacheMisses: 70, Coalesced: 7, UpstreamErrors: 8,
 			Malformed: 9, Dropped: 10, Rcodes: map[string]uint64{"NOERROR": 90, "NXDOMAIN": 8, "SERVFAIL": 2}, CacheEntries: 42},
+		cloud: cloudproxy.Stats{TakenWarm: 40, DialedCold: 12, DiscardedStale: 3, Retries: 2, Expired: 5,
+			RefillDials: 48, RefillErrors: 1, Idle: 4},
 		bypass: 11,
 		paused: true,
 	}
@@ -198,6 +207,14 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_dns_dropped_total", l(), C, 10},
 		{"cloudsteer_bypass_map_entries", l(), G, 11},
 		{"cloudsteer_paused", l(), G, 1},
+		{"cloudsteer_cloud_proxy_connections_total", l("how", "warm"), C, 40},
+		{"cloudsteer_cloud_proxy_connections_total", l("how", "cold"), C, 12},
+		{"cloudsteer_cloud_proxy_warm_idle", l(), G, 4},
+		{"cloudsteer_cloud_proxy_warm_discarded_total", l("reason", "stale"), C, 3},
+		{"cloudsteer_cloud_proxy_warm_discarded_total", l("reason", "expired"), C, 5},
+		{"cloudsteer_cloud_proxy_connect_retries_total", l(), C, 2},
+		{"cloudsteer_cloud_proxy_warm_refills_total", l("outcome", "ok"), C, 48},
+		{"cloudsteer_cloud_proxy_warm_refills_total", l("outcome", "error"), C, 1},
 		{"cloudsteer_events_total", l("reason", "blocked"), C, 0},
 		{"cloudsteer_events_total", l("reason", "auth_failed"), C, 0},
 		{"cloudsteer_events_total", l("reason", "dns_blocked"), C, 0},
