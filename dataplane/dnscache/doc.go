@@ -1,0 +1,51 @@
+// Package dnscache answers cached DNS queries in the kernel: it loads
+// bpf/dnscache.c, a TCX ingress program for the LAN interfaces that turns a
+// UDP query whose answer is in its map into the response and sends it back
+// out of the interface it came in on, and it keeps that map in step with
+// the Go resolver's cache.
+//
+// # What the program answers
+//
+// Untagged Ethernet, IPv4 without options (not fragmented) or IPv6 without
+// extension headers, UDP to port 53, a DNS query with QR, TC and CD clear,
+// opcode QUERY, one IN question whose name is at most NameMaxWire bytes in
+// wire form (uncompressed), no answer or authority records, and either no
+// additional record or one OPT record with version 0, no flags (no DO bit),
+// no options. Everything else returns TCX_NEXT untouched and reaches the
+// classifier (bpf/steer.c) and the Go resolver as before. With
+// Options.Mark set, only packets that an earlier TCX program marked with it
+// are answered: attached after dataplane/steer with steer's DNS mark, the
+// program answers exactly the queries nftables would redirect to the Go
+// resolver (not those to a bypassed resolver address).
+//
+// # The map
+//
+// The key is the question name in wire form, ASCII-lowercased and
+// zero-padded, and the question type. The value holds the records that
+// follow the question (compression pointers into the question stay valid
+// because the response keeps the question bytes where they were), the
+// header flags and counts, and an expiry on CLOCK_MONOTONIC. It holds two
+// variants: without and with a trailing OPT record (UDP size 1232, no DO),
+// so EDNS0 queries get an EDNS0 answer like the Go fast path gives. An
+// answer larger than 512 bytes, or than the client's EDNS0 buffer, falls
+// through to the Go resolver, which truncates it.
+//
+// The response keeps the client's ID, RD bit and question bytes exactly
+// (so 0x20 mixed case is echoed), takes the rest of the header from the
+// value, swaps MACs, addresses and ports, and fixes the IP lengths and
+// checksum. The UDP checksum is updated incrementally, which stays right
+// for CHECKSUM_PARTIAL skbs (veth, virtio) and full checksums alike.
+//
+// # TTLs
+//
+// The program never changes a TTL. Put records when an answer was stored;
+// a refresher (every Options.Refresh) rewrites each value with its TTLs
+// lowered by the whole seconds elapsed two refresh periods ahead, so a
+// client never gets a TTL above what the Go resolver would give at the
+// same moment (it may get one a second lower), and deletes expired answers.
+// The kernel checks the expiry on every lookup too, so an answer past it
+// falls through even when the refresher is late.
+//
+// Every piece of kernel state is an unpinned bpf_link or map held by this
+// process's file descriptors: when the process exits the program is gone.
+package dnscache

@@ -1,0 +1,106 @@
+package dnscache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Defaults used when the matching Options field is zero.
+const (
+	DefaultMaxEntries = 8192
+	DefaultRefresh    = 250 * time.Millisecond
+)
+
+// Options tune a Cache; the zero value is usable.
+type Options struct {
+	// Mark, when not zero, restricts answers to packets whose skb mark
+	// equals it (dataplane/steer's DNS mark, set by the classifier that
+	// runs first).
+	Mark uint32
+	// After is the program to attach right after (dataplane/steer's
+	// classifier, so Mark is set by the time this program runs); nil
+	// attaches first.
+	After *ebpf.Program
+	// MaxEntries bounds the kernel map (LRU); default 8192.
+	MaxEntries int
+	// Refresh is how often TTLs are lowered and expired answers removed;
+	// default 250ms.
+	Refresh time.Duration
+	// Logger is the parent logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.Refresh <= 0 {
+		o.Refresh = DefaultRefresh
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Stats are the program's counters since Load, and the answers Go keeps
+// in the map now.
+type Stats struct {
+	Hits     uint64 // queries answered in the kernel
+	Shape    uint64 // port 53 packets that are not a plain query the program serves
+	Name     uint64 // question name too long, compressed or malformed
+	Misses   uint64 // no answer in the map
+	Expired  uint64 // answer in the map past its expiry
+	TooBig   uint64 // answer larger than the client accepts
+	Errors   uint64 // rewrite failed half way: packet dropped (client retries)
+	Unmarked uint64 // packet without Options.Mark
+	Entries  int
+}
+
+// reasonCount is the number of counters (enum reason's REASON_MAX).
+const reasonCount = 8
+
+func (s *Stats) set(r uint32, n uint64) {
+	switch r {
+	case 0:
+		s.Hits = n
+	case 1:
+		s.Shape = n
+	case 2:
+		s.Name = n
+	case 3:
+		s.Misses = n
+	case 4:
+		s.Expired = n
+	case 5:
+		s.TooBig = n
+	case 6:
+		s.Errors = n
+	case 7:
+		s.Unmarked = n
+	}
+}
+
+func validateIfaces(ifaces []string) error {
+	var errs []error
+	if len(ifaces) == 0 {
+		errs = append(errs, errors.New("dnscache: no LAN interfaces given"))
+	}
+	seen := make(map[string]bool)
+	for _, name := range ifaces {
+		switch {
+		case name == "":
+			errs = append(errs, errors.New("dnscache: empty interface name"))
+		case len(name) > 15:
+			errs = append(errs, fmt.Errorf("dnscache: interface name %q longer than 15 bytes", name))
+		case seen[name]:
+			errs = append(errs, fmt.Errorf("dnscache: interface %q listed twice", name))
+		}
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
