@@ -6,6 +6,19 @@
 // Each counts what it carried; a control socket (HTTP over a Unix socket)
 // returns and resets the counters, so every figure can be checked against
 // what the proxy and the origins saw.
+//
+// The cloud proxy has to hold as many idle tunnels as the gateway under
+// test holds idle flows (10 000), within the process's open file limit
+// (20 000 here, and it cannot be raised). So its tunnels are
+// dataplane/proxy Tunnels: two sockets each, a kernel pipe only while
+// bytes move, no goroutine while idle. And a CONNECT to a target in
+// Config.Hold (the idle-flow sink) is not dialed at all: the proxy
+// answers 200 and holds the tunnel itself, reading and dropping what the
+// client sends until it goes, as the sink origin would. That is one
+// descriptor per idle flow instead of two here and one in the sink. The
+// tunnel is counted like a dialed one (Tunnels, TunnelActive, the client
+// address in ProxyClients, its bytes in ProxyUp) but no origin connection
+// is, as there is none.
 package serve
 
 import (
@@ -22,11 +35,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 )
 
 // File names in Config.Dir.
@@ -45,6 +61,7 @@ type Config struct {
 	Stream      []netip.AddrPort      // stream origins
 	HTTPS       []netip.AddrPort      // HTTPS origins
 	Sink        []netip.AddrPort      // idle-flow origins
+	Hold        []netip.AddrPort      // CONNECT targets the proxy holds itself (see the package doc)
 	Names       map[string]netip.Addr // what the proxy resolves
 	StreamBytes int                   // size of the in-memory file streamed; default 32 MiB
 }
@@ -86,6 +103,9 @@ type Server struct {
 	oBytes     atomic.Int64
 	requests   atomic.Int64
 	sourceAddr netip.Addr
+	proxyAddr  netip.AddrPort
+	splices    *proxy.Tunnels
+	held       map[*net.TCPConn]struct{} // tunnels held by the proxy; nil once closed
 }
 
 // Start writes the certificates, starts every listener and the control
@@ -101,6 +121,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		clients:    map[string]int64{},
 		peers:      map[string]int64{},
 		sourceAddr: cfg.Proxy.Addr(),
+		held:       map[*net.TCPConn]struct{}{},
+		// Benchmark flows must not time out during a run.
+		splices: proxy.NewTunnels(proxy.TunnelConfig{IdleTimeout: time.Hour}),
 	}
 	leaf, err := writeCerts(cfg.Dir)
 	if err != nil {
@@ -130,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.proxyAddr = ln.Addr().(*net.TCPAddr).AddrPort()
 		go s.acceptLoop(ln, s.proxyConn)
 	}
 	for _, a := range cfg.Stream {
@@ -185,13 +209,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close stops every listener.
+// ProxyAddr returns the address the cloud proxy listens on (with the
+// port the kernel chose when Config.Proxy had port 0).
+func (s *Server) ProxyAddr() netip.AddrPort { return s.proxyAddr }
+
+// Close stops every listener and closes the proxy's tunnels.
 func (s *Server) Close() error {
 	var errs []error
 	for _, c := range s.closers {
 		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
+	}
+	s.splices.Close()
+	s.mu.Lock()
+	held := s.held
+	s.held = nil
+	s.mu.Unlock()
+	for c := range held {
+		c.Close()
 	}
 	if s.data != nil {
 		s.data.Close()
@@ -339,9 +375,15 @@ func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok\n")
 }
 
-// proxyConn serves one cloud proxy connection: one CONNECT, then a tunnel.
+// proxyConn serves one cloud proxy connection: one CONNECT, then a tunnel
+// (or a tunnel held by the proxy, for a Config.Hold target).
 func (s *Server) proxyConn(c *net.TCPConn) {
-	defer c.Close()
+	handed := false
+	defer func() {
+		if !handed {
+			c.Close()
+		}
+	}()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReaderSize(c, 4096)
 	head, err := readHead(br)
@@ -359,27 +401,59 @@ func (s *Server) proxyConn(c *net.TCPConn) {
 		io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"bench\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 		return
 	}
-	dst, err := s.resolve(req.Host)
+	addr, err := s.resolve(req.Host)
 	if err != nil {
 		s.refuse(c, 502, err)
 		return
 	}
+	dst := netip.AddrPortFrom(addr, req.Port)
+	if slices.Contains(s.cfg.Hold, dst) {
+		handed = true
+		s.hold(c, br, req)
+		return
+	}
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: s.sourceAddr.AsSlice()}}
 	d.SetMultipathTCP(false)
-	uc, err := d.Dial("tcp", netip.AddrPortFrom(dst, req.Port).String())
+	uc, err := d.Dial("tcp", dst.String())
 	if err != nil {
 		s.refuse(c, 502, err)
 		return
 	}
 	up := uc.(*net.TCPConn)
-	defer up.Close()
 	c.SetReadDeadline(time.Time{})
-	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	if !s.answer(c, req) {
+		up.Close()
 		return
+	}
+	// Bytes the client sent right behind its CONNECT head.
+	var ahead int64
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			up.Close()
+			s.tunActive.Add(-1)
+			return
+		}
+		ahead = int64(n)
+	}
+	handed = true
+	if !s.splices.Start(c, up, func(a, b int64) {
+		s.up.Add(ahead + a)
+		s.down.Add(b)
+		s.tunActive.Add(-1)
+	}) {
+		s.tunActive.Add(-1) // closed meanwhile: Start closed both
+	}
+}
+
+// answer sends the 200 for a tunnel and counts it; false when the client
+// is gone (the tunnel is not counted then).
+func (s *Server) answer(c *net.TCPConn, req connectReq) bool {
+	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return false
 	}
 	s.tunnels.Add(1)
 	s.tunActive.Add(1)
-	defer s.tunActive.Add(-1)
 	if req.XFF != "" {
 		s.withXFF.Add(1)
 	}
@@ -387,25 +461,47 @@ func (s *Server) proxyConn(c *net.TCPConn) {
 	s.mu.Lock()
 	s.clients[ip]++
 	s.mu.Unlock()
-	// Bytes the client sent right behind its CONNECT head.
-	if n := br.Buffered(); n > 0 {
-		b, _ := br.Peek(n)
-		if _, err := up.Write(b); err != nil {
+	return true
+}
+
+// hold answers a CONNECT to a Config.Hold target and holds the tunnel:
+// it reads and drops what the client sends until the client goes (or
+// Close). Only the client's socket stays open, and a small buffer.
+func (s *Server) hold(c *net.TCPConn, br *bufio.Reader, req connectReq) {
+	defer c.Close()
+	c.SetReadDeadline(time.Time{})
+	s.mu.Lock()
+	open := s.held != nil
+	if open {
+		s.held[c] = struct{}{}
+	}
+	s.mu.Unlock()
+	if !open {
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.held != nil {
+			delete(s.held, c)
+		}
+		s.mu.Unlock()
+	}()
+	if !s.answer(c, req) {
+		return
+	}
+	defer s.tunActive.Add(-1)
+	n := int64(br.Buffered())
+	br.Discard(int(n))
+	br = nil
+	buf := make([]byte, 512)
+	for {
+		m, err := c.Read(buf)
+		n += int64(m)
+		if err != nil {
+			s.up.Add(n)
 			return
 		}
-		s.up.Add(int64(n))
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n, _ := up.ReadFrom(c) // splice
-		s.up.Add(n)
-		up.CloseWrite()
-	}()
-	n, _ := c.ReadFrom(up) // splice
-	s.down.Add(n)
-	c.CloseWrite()
-	<-done
 }
 
 func (s *Server) refuse(c *net.TCPConn, code int, err error) {
