@@ -259,6 +259,17 @@ func waitSettled(tb testing.TB, h *idleHelper, px *proxy.Proxy, n int, stall tim
 	}
 }
 
+// waitTrue polls cond until it holds or 30 s pass, and returns whether it
+// held.
+func waitTrue(cond func() bool) bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
 // raiseNoFile sets the soft open file limit to the hard limit.
 func raiseNoFile(tb testing.TB) {
 	tb.Helper()
@@ -330,6 +341,7 @@ func TestIdleFlowsAllReachTheCloud(t *testing.T) {
 	base := openFDs(t)
 	setNoFile(t, uint64(base+2*n+margin))
 	px, addr := idleProxy(t, h.cloud)
+	trims := proxy.TrimCount()
 
 	open, failed := h.open(t, addr)
 	if open != n {
@@ -342,6 +354,11 @@ func TestIdleFlowsAllReachTheCloud(t *testing.T) {
 	}
 	if got, limit := openFDs(t)-base, 2*n+margin/2; got > limit {
 		t.Errorf("%d idle tunnels hold %d descriptors, want at most %d", n, got, limit)
+	}
+	// That burst of parked flows makes the process return its freed
+	// memory (see trim.go).
+	if !waitTrue(func() bool { return proxy.TrimCount() > trims }) {
+		t.Errorf("no memory trim after %d flows parked", n)
 	}
 }
 
