@@ -197,10 +197,10 @@ func (c *Cache) Put(wire []byte, ttl time.Duration) error {
 
 // decFor is how many seconds to lower e's TTLs by when writing its value
 // at now: the value holds until the next refresh, so it takes the
-// elapsed time the next refresh will see, plus a margin, never leaving a
-// TTL above what the Go resolver gives in between.
+// elapsed time the next refresh will see, plus a margin for a late tick,
+// never leaving a TTL above what the Go resolver gives in between.
 func (c *Cache) decFor(e *entry, now time.Time) uint32 {
-	ahead := now.Add(2 * c.refresh).Sub(e.stored)
+	ahead := now.Add(c.refresh + refreshSlack).Sub(e.stored)
 	return uint32(max(ahead, 0) / time.Second)
 }
 

@@ -13,6 +13,9 @@ import (
 const (
 	DefaultMaxEntries = 8192
 	DefaultRefresh    = 250 * time.Millisecond
+	// refreshSlack is how late a refresh may come without a TTL in the
+	// kernel going above the Go resolver's.
+	refreshSlack = 100 * time.Millisecond
 )
 
 // Options tune a Cache; the zero value is usable.
@@ -28,7 +31,7 @@ type Options struct {
 	// MaxEntries bounds the kernel map (LRU); default 8192.
 	MaxEntries int
 	// Refresh is how often TTLs are lowered and expired answers removed;
-	// default 250ms.
+	// default 250ms, at most 900ms.
 	Refresh time.Duration
 	// Logger is the parent logger (default slog.Default()).
 	Logger *slog.Logger
@@ -41,6 +44,9 @@ func (o Options) withDefaults() Options {
 	if o.Refresh <= 0 {
 		o.Refresh = DefaultRefresh
 	}
+	// TTLs are whole seconds: a slower refresh would leave them higher
+	// than the Go resolver's, or force them lower by more than a second.
+	o.Refresh = min(o.Refresh, time.Second-refreshSlack)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -236,7 +236,7 @@ func TestProgramMark(t *testing.T) {
 }
 
 func TestProgramExpiryAndStats(t *testing.T) {
-	c := loadTestCache(t, Options{Refresh: time.Hour}) // no refresher run during the test
+	c := loadTestCache(t, Options{})
 	mustPut(t, c, cachedWire(t, "short.example.com", dns.TypeA, 0, []string{"short.example.com. 1 IN A 203.0.113.10"}, nil), 300*time.Millisecond)
 	in := frame(client4, server4, query(t, 7, "short.example.com", dns.TypeA, 0, false), false)
 	if ret, _ := runFrame(t, c, in, 0); ret != tcxRedirect {
@@ -311,4 +311,3 @@ func mustStats(tb testing.TB, c *Cache) Stats {
 	}
 	return s
 }
-
