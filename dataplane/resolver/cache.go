@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"container/list"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -34,27 +35,77 @@ type cache struct {
 	bytes    int
 	ll       *list.List // front: most recently used
 	m        map[cacheKey]*list.Element
+	// kernel, when not nil, mirrors the answers it can serve (see
+	// kernelServes); it is called after mu is released.
+	kernel KernelCache
+	log    *slog.Logger
+}
+
+// kernelServes reports whether an entry goes to the kernel cache: a
+// pre-packed answer to a plain IN question without DO or CD, and not a
+// sinkhole (a blocked name must reach OnQuery, which reports it).
+func kernelServes(k cacheKey, packed *packedAnswer) bool {
+	return packed != nil && !packed.blocked && k.qclass == dns.ClassINET && !k.do && !k.cd
+}
+
+// kernelOps are the kernel cache calls a cache change needs, made once
+// the cache's lock is released.
+type kernelOps struct {
+	put     *cacheEntry
+	deletes []cacheKey
+}
+
+// forget notes that e left the cache.
+func (o *kernelOps) forget(e *cacheEntry) {
+	if kernelServes(e.key, e.packed) {
+		o.deletes = append(o.deletes, e.key)
+	}
+}
+
+// apply makes the calls on kc (which may be nil).
+func (o *kernelOps) apply(kc KernelCache, log *slog.Logger) {
+	if kc == nil {
+		return
+	}
+	for _, k := range o.deletes {
+		if o.put != nil && k == o.put.key {
+			continue // replaced: the put below overwrites it
+		}
+		if err := kc.Delete(k.name, k.qtype); err != nil {
+			log.Debug("delete kernel cache entry", "name", k.name, "err", err)
+		}
+	}
+	if e := o.put; e != nil {
+		if err := kc.Put(e.packed.wire, e.expires.Sub(e.stored)); err != nil {
+			log.Debug("put kernel cache entry", "name", e.key.name, "err", err)
+		}
+	}
 }
 
 func newCache(maxLen, maxBytes int) *cache {
-	return &cache{maxLen: maxLen, maxBytes: maxBytes, ll: list.New(), m: map[cacheKey]*list.Element{}}
+	return &cache{maxLen: maxLen, maxBytes: maxBytes, ll: list.New(), m: map[cacheKey]*list.Element{}, log: slog.Default()}
 }
 
 // get returns the answer for k and how long ago it was stored, or false
 // when there is none or it has expired at now.
 func (c *cache) get(k cacheKey, now time.Time) (*dns.Msg, time.Duration, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	el, ok := c.m[k]
 	if !ok {
+		c.mu.Unlock()
 		return nil, 0, false
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
 		c.remove(el)
+		c.mu.Unlock()
+		var ops kernelOps
+		ops.forget(e)
+		ops.apply(c.kernel, c.log)
 		return nil, 0, false
 	}
 	c.ll.MoveToFront(el)
+	c.mu.Unlock()
 	elapsed := now.Sub(e.stored)
 	if elapsed < 0 { // the clock went back: treat as fresh
 		elapsed = 0
@@ -96,23 +147,33 @@ func (c *cache) putPacked(k cacheKey, msg *dns.Msg, packed *packedAnswer, ttl ti
 	if ttl <= 0 || size > c.maxBytes || c.maxLen <= 0 {
 		return
 	}
+	var ops kernelOps
+	defer ops.apply(c.kernel, c.log) // after the deferred Unlock
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.m[k]; ok {
-		c.remove(el)
+		ops.forget(c.remove(el))
 	}
 	e := &cacheEntry{key: k, msg: msg, packed: packed, stored: now, expires: now.Add(ttl), size: size}
 	c.m[k] = c.ll.PushFront(e)
 	c.bytes += size
+	if kernelServes(k, packed) {
+		ops.put = e
+	}
 	for c.ll.Len() > c.maxLen || c.bytes > c.maxBytes {
-		c.remove(c.ll.Back())
+		gone := c.remove(c.ll.Back())
+		if gone == e {
+			ops.put = nil
+		}
+		ops.forget(gone)
 	}
 }
 
-func (c *cache) remove(el *list.Element) {
+func (c *cache) remove(el *list.Element) *cacheEntry {
 	e := c.ll.Remove(el).(*cacheEntry)
 	delete(c.m, e.key)
 	c.bytes -= e.size
+	return e
 }
 
 func (c *cache) len() int {

@@ -89,6 +89,8 @@ func zoneAnswer(q *dns.Msg) *dns.Msg {
 		addr(qq.Name, 300, "203.0.113.12", "2001:db8:113::12")
 	case strings.HasPrefix(name, "slow"):
 		addr(qq.Name, 300, "203.0.113.13", "2001:db8:113::13")
+	case name == "blocked.example.com.": // a cloud resolver's sinkhole
+		addr(qq.Name, 300, "0.0.0.0", "::")
 	case name == "fail.example.com.":
 		m.Rcode = dns.RcodeServerFailure
 	default:

@@ -71,10 +71,30 @@ type Config struct {
 	Snoop func(name string, addrs []netip.Addr, ttl time.Duration)
 	// OnQuery is called once per answered query. It may be nil.
 	OnQuery func(QueryInfo)
+	// KernelCache, when not nil, gets every cached answer that it can
+	// serve without the resolver (see KernelCache) and is told when one
+	// leaves the cache. Queries it answers never reach the resolver: they
+	// are not in Stats, and Snoop and OnQuery are not called for them.
+	KernelCache KernelCache
 	// Logger is the parent logger (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock of the cache (default time.Now).
 	Now func() time.Time
+}
+
+// KernelCache is a second cache of answers that serves clients before
+// their queries reach the resolver (dataplane/dnscache's eBPF map). The
+// resolver offers it the answers its fast path serves, except sinkholes
+// and answers to DO, CD or non-IN questions, and withdraws them when they
+// leave its own cache. Calls are made without the resolver's locks held,
+// from the goroutine that changed the cache; errors are only logged.
+type KernelCache interface {
+	// Put offers wire, the packed answer to a lowercase question with ID
+	// 0, RD clear and no OPT record, valid for ttl from now.
+	Put(wire []byte, ttl time.Duration) error
+	// Delete withdraws the answer to name (lowercase, fully qualified)
+	// and qtype.
+	Delete(name string, qtype uint16) error
 }
 
 // QueryInfo describes one answered client query.
@@ -169,6 +189,8 @@ func New(cfg Config) (*Resolver, error) {
 		cache: newCache(cfg.CacheSize, cfg.CacheBytes),
 		sem:   make(chan struct{}, cfg.MaxConcurrent),
 	}
+	r.cache.kernel = cfg.KernelCache
+	r.cache.log = r.log
 	for _, u := range cfg.Upstreams {
 		r.upstreams = append(r.upstreams, &upstream{addr: u})
 	}
