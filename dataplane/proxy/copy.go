@@ -95,6 +95,9 @@ type TunnelConfig struct {
 	// TrimMemory returns freed memory to the OS once a burst of tunnels
 	// has gone idle (see trim.go).
 	TrimMemory bool
+	// Logger gets the debug line of each idle close; nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Tunnels is a set of running tunnels (two-way copies between two
@@ -103,6 +106,7 @@ type Tunnels struct {
 	idle  time.Duration
 	trim  bool
 	every time.Duration // idle sweep period
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	head   *tunnel // list of running tunnels
@@ -116,7 +120,10 @@ func NewTunnels(cfg TunnelConfig) *Tunnels {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
-	ts := &Tunnels{idle: cfg.IdleTimeout, trim: cfg.TrimMemory}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default().With("component", "proxy")
+	}
+	ts := &Tunnels{idle: cfg.IdleTimeout, trim: cfg.TrimMemory, log: cfg.Logger}
 	ts.every = min(max(cfg.IdleTimeout/10, 10*time.Millisecond), 10*time.Second)
 	return ts
 }
@@ -225,7 +232,7 @@ func (ts *Tunnels) closeIdle() {
 	}
 	ts.mu.Unlock()
 	for _, t := range idle {
-		slog.Debug("closing idle tunnel", "component", "proxy", "src", t.dirs[0].src.RemoteAddr(), "dst", t.dirs[0].dst.RemoteAddr(), "idle", ts.idle)
+		ts.log.Debug("closing idle tunnel", "src", t.dirs[0].src.RemoteAddr(), "dst", t.dirs[0].dst.RemoteAddr(), "idle", ts.idle)
 		t.close()
 	}
 }

@@ -388,8 +388,10 @@ func BenchmarkIdleFlows(b *testing.B) {
 		}
 		px, addr := idleProxy(b, h.cloud)
 
+		t0 := time.Now()
 		open, failed := h.open(b, addr)
 		connects, hellos := waitSettled(b, h, px, open, 10*time.Second)
+		settle := time.Since(t0)
 		time.Sleep(time.Second) // every direction has parked
 		rss := vmRSS(b)         // no forced GC: what the daemon would show
 		if os.Getenv("CLOUDSTEER_IDLE_CLASSES") != "" {
@@ -415,8 +417,8 @@ func BenchmarkIdleFlows(b *testing.B) {
 		b.ReportMetric(per(after.stacks-before.stacks), "stack-B/flow")
 		b.ReportMetric(per(float64(g-gBefore)), "goroutines/flow")
 		b.ReportMetric(per(float64(fds-fdBefore)), "fds/flow")
-		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos; RSS %.1f→%.1f MiB, %.1f MiB 10 s later; live heap %.1f→%.1f MiB; proxy stats %+v",
-			open, failed, connects, hellos, float64(rssBefore)/(1<<20), float64(rss)/(1<<20), float64(rss10)/(1<<20),
+		b.Logf("%d flows open (%d failed), %d CONNECTs, %d hellos in %v; memory trims %d; RSS %.1f→%.1f MiB, %.1f MiB 10 s later; live heap %.1f→%.1f MiB; proxy stats %+v",
+			open, failed, connects, hellos, settle.Round(time.Millisecond), proxy.TrimCount(), float64(rssBefore)/(1<<20), float64(rss)/(1<<20), float64(rss10)/(1<<20),
 			before.live/(1<<20), after.live/(1<<20), st)
 	}
 }

@@ -70,7 +70,8 @@ type Config struct {
 	OnEvent func(Event)
 	// PeekTimeout bounds the wait for a ClientHello or a request head.
 	PeekTimeout time.Duration
-	// IdleTimeout closes a flow that moved no bytes for this long.
+	// IdleTimeout closes a flow that moved no bytes for this long (a
+	// tunnel within a tenth of it more, at most 10 s more).
 	IdleTimeout time.Duration
 	// DialTimeout bounds reaching the cloud proxy or an origin.
 	DialTimeout time.Duration
@@ -198,7 +199,7 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ts := NewTunnels(TunnelConfig{IdleTimeout: p.cfg.IdleTimeout, TrimMemory: !p.cfg.KeepFreedMemory})
+	ts := NewTunnels(TunnelConfig{IdleTimeout: p.cfg.IdleTimeout, TrimMemory: !p.cfg.KeepFreedMemory, Logger: p.log})
 	defer ts.Close()
 	// One end function for all of this listener's tunnels: nothing per flow.
 	tunnelDone := func(up, down int64) {
