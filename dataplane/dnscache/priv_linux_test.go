@@ -37,25 +37,7 @@ func newLab(t *testing.T, opts Options) *lab {
 	privtest.RequireRoot(t)
 	privtest.RequireCommand(t, "ip", "dig")
 	l := &lab{client: privtest.NewNetNS(t), gw: privtest.NewNetNS(t), gwIf: "lan0"}
-	host := privtest.Unique("dcv")
-	privtest.Run(t, "", "ip", "link", "add", host, "type", "veth", "peer", "name", host+"p")
-	t.Cleanup(func() { _ = privtest.Command("", "ip", "link", "del", host).Run() })
-	privtest.Run(t, "", "ip", "link", "set", host, "netns", l.gw, "name", l.gwIf)
-	privtest.Run(t, "", "ip", "link", "set", host+"p", "netns", l.client, "name", "eth0")
-	for _, c := range [][]string{
-		{l.gw, "ip", "addr", "add", "10.10.0.1/24", "dev", l.gwIf},
-		{l.gw, "ip", "addr", "add", "fd00:10::1/64", "dev", l.gwIf, "nodad"},
-		{l.gw, "ip", "addr", "add", labResolver4 + "/32", "dev", "lo"},
-		{l.gw, "ip", "addr", "add", labResolver6 + "/128", "dev", "lo"},
-		{l.gw, "ip", "link", "set", l.gwIf, "up"},
-		{l.client, "ip", "addr", "add", "10.10.0.10/24", "dev", "eth0"},
-		{l.client, "ip", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad"},
-		{l.client, "ip", "link", "set", "eth0", "up"},
-		{l.client, "ip", "route", "add", "default", "via", "10.10.0.1"},
-		{l.client, "ip", "-6", "route", "add", "default", "via", "fd00:10::1"},
-	} {
-		privtest.Run(t, c[0], c[1:]...)
-	}
+	l.link(t)
 	// Checksums in software on both sides: the client's stack then
 	// verifies the UDP checksum of every answer, instead of trusting a
 	// veth's CHECKSUM_PARTIAL/UNNECESSARY.
@@ -77,6 +59,33 @@ func newLab(t *testing.T, opts Options) *lab {
 		}
 	})
 	return l
+}
+
+// link joins the namespaces with a veth pair (lan0 in the gateway, eth0
+// in the client), addresses them as the lab does, routes the client's
+// default through the gateway and puts the resolver addresses on the
+// gateway's lo.
+func (l *lab) link(t testing.TB) {
+	t.Helper()
+	host := privtest.Unique("dcv")
+	privtest.Run(t, "", "ip", "link", "add", host, "type", "veth", "peer", "name", host+"p")
+	t.Cleanup(func() { _ = privtest.Command("", "ip", "link", "del", host).Run() })
+	privtest.Run(t, "", "ip", "link", "set", host, "netns", l.gw, "name", l.gwIf)
+	privtest.Run(t, "", "ip", "link", "set", host+"p", "netns", l.client, "name", "eth0")
+	for _, c := range [][]string{
+		{l.gw, "ip", "addr", "add", "10.10.0.1/24", "dev", l.gwIf},
+		{l.gw, "ip", "addr", "add", "fd00:10::1/64", "dev", l.gwIf, "nodad"},
+		{l.gw, "ip", "addr", "add", labResolver4 + "/32", "dev", "lo"},
+		{l.gw, "ip", "addr", "add", labResolver6 + "/128", "dev", "lo"},
+		{l.gw, "ip", "link", "set", l.gwIf, "up"},
+		{l.client, "ip", "addr", "add", "10.10.0.10/24", "dev", "eth0"},
+		{l.client, "ip", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad"},
+		{l.client, "ip", "link", "set", "eth0", "up"},
+		{l.client, "ip", "route", "add", "default", "via", "10.10.0.1"},
+		{l.client, "ip", "-6", "route", "add", "default", "via", "fd00:10::1"},
+	} {
+		privtest.Run(t, c[0], c[1:]...)
+	}
 }
 
 // serveGo starts the fall-through DNS server in the gateway namespace.
@@ -118,7 +127,7 @@ const (
 )
 
 // setOffload switches one checksum offload of iface in namespace ns.
-func setOffload(t *testing.T, ns, iface string, cmd uint32, on bool) {
+func setOffload(t testing.TB, ns, iface string, cmd uint32, on bool) {
 	t.Helper()
 	err := privtest.Do(ns, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -144,7 +153,7 @@ func setOffload(t *testing.T, ns, iface string, cmd uint32, on bool) {
 }
 
 // dig runs dig in the client namespace and returns its output.
-func (l *lab) dig(t *testing.T, args ...string) string {
+func (l *lab) dig(t testing.TB, args ...string) string {
 	t.Helper()
 	out, _ := privtest.Command(l.client, append([]string{"dig", "+tries=1", "+time=2"}, args...)...).CombinedOutput()
 	return string(out)
