@@ -27,6 +27,13 @@ var _ resolver.KernelCache = (*Cache)(nil)
 // everything else NXDOMAIN, and returns its address.
 func upstream(t testing.TB) netip.AddrPort {
 	t.Helper()
+	return upstreamIn(t, "")
+}
+
+// upstreamIn is upstream on the loopback of namespace ns ("" for the test
+// process's own).
+func upstreamIn(t testing.TB, ns string) netip.AddrPort {
+	t.Helper()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg).SetReply(r)
 		m.RecursionAvailable = true
@@ -43,7 +50,18 @@ func upstream(t testing.TB) netip.AddrPort {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	var pc net.PacketConn
+	listen := func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		return err
+	}
+	var err error
+	if ns == "" {
+		err = listen()
+	} else {
+		err = privtest.Do(ns, listen)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,16 +171,19 @@ func BenchmarkDnsperf(b *testing.B) {
 		b.Fatal(err)
 	}
 	qps := regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
-	for _, bench := range []struct {
-		name   string
-		kernel bool
-	}{{"go", false}, {"bpf", true}} {
-		b.Run(bench.name, func(b *testing.B) {
-			l, _ := resolverLab(b, bench.kernel)
-			// Warm both caches.
-			privtest.Run(b, l.client, "dnsperf", "-s", labResolver4, "-d", qfile, "-n", "1")
+	for _, bench := range []string{"go", "bpf", "unbound"} {
+		b.Run(bench, func(b *testing.B) {
+			var l *lab
+			if bench == "unbound" {
+				l = unboundLab(b)
+			} else {
+				l, _ = resolverLab(b, bench == "bpf")
+			}
+			// Warm the caches, then full load as bench/ measures it.
+			base := []string{"dnsperf", "-f", "inet", "-s", labResolver4, "-d", qfile, "-t", "2"}
+			privtest.Run(b, l.client, append(base, "-n", "2")...)
 			for range b.N {
-				out := privtest.Run(b, l.client, "dnsperf", "-s", labResolver4, "-d", qfile, "-l", secs)
+				out := privtest.Run(b, l.client, append(base, "-l", secs, "-c", "8", "-q", "200")...)
 				m := qps.FindStringSubmatch(out)
 				if m == nil {
 					b.Fatalf("no rate in dnsperf output:\n%s", out)
@@ -170,10 +191,65 @@ func BenchmarkDnsperf(b *testing.B) {
 				v, _ := strconv.ParseFloat(m[1], 64)
 				b.ReportMetric(v, "q/s")
 				if l.cache != nil {
-					s := mustStats(b, l.cache)
-					b.Logf("kernel: %+v", s)
+					b.Logf("kernel: %+v", mustStats(b, l.cache))
 				}
 			}
 		})
 	}
+}
+
+// unboundLab is the two-namespace lab with unbound (2 threads, forwarding
+// to a Go upstream on the gateway's loopback) on the resolver address.
+func unboundLab(b *testing.B) *lab {
+	b.Helper()
+	privtest.RequireCommand(b, "unbound")
+	l := &lab{client: privtest.NewNetNS(b), gw: privtest.NewNetNS(b), gwIf: "lan0"}
+	l.link(b)
+	up := upstreamIn(b, l.gw)
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "unbound.conf")
+	text := fmt.Sprintf(`server:
+	interface: %s
+	port: 53
+	access-control: 10.10.0.0/24 allow
+	do-ip6: no
+	username: ""
+	chroot: ""
+	directory: "%s"
+	pidfile: ""
+	use-syslog: no
+	logfile: ""
+	verbosity: 0
+	do-daemonize: no
+	num-threads: 2
+	so-reuseport: yes
+	module-config: "iterator"
+	qname-minimisation: no
+	do-not-query-localhost: no
+	msg-cache-size: 16m
+	rrset-cache-size: 32m
+forward-zone:
+	name: "."
+	forward-addr: %s@%d
+`, labResolver4, dir, up.Addr(), up.Port())
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := privtest.Command(l.gw, "unbound", "-d", "-c", conf)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for i := 0; ; i++ {
+		if strings.Contains(l.dig(b, "@"+labResolver4, "+noedns", "host0.example.com", "A"), "203.0.113.10") {
+			break
+		}
+		if i == 50 {
+			b.Fatal("unbound does not answer")
+		}
+	}
+	return l
 }
