@@ -69,13 +69,13 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}
 	}
 	// Each held flow costs the gateway two descriptors (client and
-	// upstream) and the cloud proxy two; the hard limit the children
-	// inherit caps the idle-flow figure.
+	// upstream); the hard limit the children inherit caps the idle-flow
+	// figure (the gateway needs a few dozen more of its own).
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return nil, fmt.Errorf("read open file limit: %w", err)
 	}
-	if maxFlows := int(lim.Max-256) / 2; opts.Idle > maxFlows {
+	if maxFlows := int(lim.Max-100) / 2; opts.Idle > maxFlows {
 		fmt.Fprintf(opts.Log, "==> open file limit %d: idle flows %d → %d (RSS at %d extrapolated from two points)\n", lim.Max, opts.Idle, maxFlows, opts.Idle)
 		opts.IdleTarget, opts.Idle = opts.Idle, maxFlows
 	} else {
@@ -176,39 +176,20 @@ func (r *runner) startServe(ctx context.Context) (func(), error) {
 		return nil, err
 	}
 	defer f.Close()
-	// The sink origin (idle flows) is its own process: the cloud proxy
-	// alone needs two descriptors per held flow.
-	sinkDir := filepath.Join(r.dir, "sink")
-	if err := os.Mkdir(sinkDir, 0o755); err != nil {
-		return nil, err
+	cmd := r.lab.Command(context.Background(), lab.RoleInet, r.opts.Self, "serve", "--dir", r.serveDir)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start bench servers: %w", err)
 	}
-	var stops []func()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	stop := func() {
-		for _, s := range stops {
-			s()
-		}
-	}
-	var done chan struct{}
-	for _, args := range [][]string{{"--dir", r.serveDir}, {"--dir", sinkDir, "--sink-only"}} {
-		cmd := r.lab.Command(context.Background(), lab.RoleInet, append([]string{r.opts.Self, "serve"}, args...)...)
-		cmd.Stdout, cmd.Stderr = f, f
-		if err := cmd.Start(); err != nil {
-			stop()
-			return nil, fmt.Errorf("start bench servers: %w", err)
-		}
-		d := make(chan struct{})
-		go func() { cmd.Wait(); close(d) }()
-		stops = append(stops, func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d:
-			case <-time.After(3 * time.Second):
-				cmd.Process.Kill()
-				<-d
-			}
-		})
-		if done == nil {
-			done = d
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			cmd.Process.Kill()
+			<-done
 		}
 	}
 	sock := filepath.Join(r.serveDir, serve.CtlSocket)
@@ -724,7 +705,9 @@ func (r *runner) memory(ctx context.Context) Memory {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(time.Second)
+		// The proxy returns freed memory to the OS once flows have gone
+		// idle (200 ms after the last one parks).
+		time.Sleep(2 * time.Second)
 		m.Points = append(m.Points, RSSPoint{Flows: held, Tunnels: tunnels, Bytes: r.gwRSS()})
 		if tunnels < int64(held) || got < n {
 			m.Problem = fmt.Sprintf("only %d of %d flows open, %d tunnels at the cloud proxy", held, r.opts.Idle, tunnels)
