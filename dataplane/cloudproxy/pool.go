@@ -73,12 +73,14 @@ type pool struct {
 
 	ctx    context.Context // canceled by close: ends refill dials
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // refill dials and expiry runs
+	wg     sync.WaitGroup // refill workers and expiry runs
+	jobs   chan struct{}  // one token per refill dial handed to a waiting worker
 
 	mu           sync.Mutex
 	closed       bool
 	idle         []idleConn // oldest first
-	dialing      int        // refill dials in flight
+	dialing      int        // refill dials in flight or handed to a worker
+	waiting      int        // refill workers waiting for a job
 	failures     int        // refill dials failed in a row
 	backoffUntil time.Time  // no refill dials before this
 	timer        *time.Timer
@@ -98,6 +100,7 @@ func newPool(dial func(context.Context) (net.Conn, error), max int, maxAge time.
 		log:    slog.With("component", "cloudproxy"),
 		ctx:    ctx,
 		cancel: cancel,
+		jobs:   make(chan struct{}, max),
 	}
 }
 
@@ -184,14 +187,55 @@ func (p *pool) fillLocked(now time.Time) {
 	}
 	for ; want > 0; want-- {
 		p.dialing++
+		if p.waiting > 0 {
+			p.waiting--
+			p.jobs <- struct{}{} // never blocks: one slot per waiting worker
+			continue
+		}
 		p.wg.Add(1)
-		go p.refill()
+		go p.worker()
+	}
+}
+
+// worker makes refill dials, starting with one, then waiting up to a
+// demand window for the next. (A worker that lives on keeps the stack
+// its first dial grew: a goroutine per dial would grow one each time.)
+func (p *pool) worker() {
+	defer p.wg.Done()
+	wait := time.NewTimer(demandWindow)
+	defer wait.Stop()
+	for {
+		p.refill()
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		p.waiting++
+		p.mu.Unlock()
+		wait.Reset(demandWindow)
+		select {
+		case <-p.jobs:
+			continue
+		case <-p.ctx.Done():
+			return
+		case <-wait.C:
+		}
+		p.mu.Lock()
+		select {
+		case <-p.jobs: // handed a job as the wait ended
+			p.mu.Unlock()
+			continue
+		default:
+		}
+		p.waiting--
+		p.mu.Unlock()
+		return
 	}
 }
 
 // refill dials one connection into the pool.
 func (p *pool) refill() {
-	defer p.wg.Done()
 	conn, err := p.dial(p.ctx)
 	now := time.Now()
 	p.mu.Lock()

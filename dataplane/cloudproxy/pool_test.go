@@ -275,8 +275,12 @@ func TestPoolSecondConnectIsWarm(t *testing.T) {
 			// The refill: a second connection, ready (handshake done) and idle.
 			waitUntil(t, "a warm connection in the pool", func() bool { return c.Stats().Idle == 1 })
 			warm := p.warmConn(t)
+			waitUntil(t, "the proxy's side of the warm connection ready", func() bool {
+				conns, _ := p.snapshot()
+				return !conns[warm].ready.IsZero()
+			})
 			conns, _ := p.snapshot()
-			if len(conns) != 2 || conns[warm].ready.IsZero() {
+			if len(conns) != 2 {
 				t.Fatalf("proxy saw %d connections (%+v), want the first and one ready warm one", len(conns), conns)
 			}
 
