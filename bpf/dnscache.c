@@ -159,54 +159,63 @@ static __always_inline __u16 at_parity(__u16 s, __u32 odd)
 	return odd ? (__u16)((s << 8) | (s >> 8)) : s;
 }
 
-// walk is the state of the name walk that bpf_loop drives.
-struct walk {
-	__u32 avail; // bytes of the name area actually loaded from the packet
-	__u32 next;  // offset of the next label length byte
-	__u32 end;   // offset just past the root label; 0 while not found
-	__u32 bad;
-};
-
-// walk_name lowercases one byte of the scratch key's name, checks label
-// structure, and zeroes everything after the root label. It returns 1 to
-// stop the loop.
-static long walk_name(__u64 idx, void *ctx)
+// name_end walks the labels of the name at the start of k->name, of which
+// avail bytes came from the packet, and returns the offset just past its
+// root label, or 0 when the name is longer than avail, compressed or uses
+// a reserved label type.
+static __always_inline __u32 name_end(struct qkey *k, __u32 avail)
 {
-	struct walk *w = ctx;
-	__u32 zero = 0;
-	struct qkey *k = bpf_map_lookup_elem(&scratch, &zero);
-	__u64 i = idx;
+	__u64 off = 0;
 
-	if (!k || idx >= NAME_MAX_WIRE) {
-		w->bad = 1;
-		return 1;
+	// Every label but the root takes at least two bytes.
+	for (int i = 0; i < NAME_MAX_WIRE / 2 + 1; i++) {
+		if (off >= avail)
+			return 0;
+		// off < avail <= NAME_MAX_WIRE already; the mask, in assembly so
+		// clang keeps it, lets the verifier see the bound too.
+		asm volatile("%0 &= %1" : "+r"(off) : "i"(NAME_MAX_WIRE - 1));
+		__u8 l = k->name[off];
+		if (l == 0)
+			return off + 1;
+		if (l > 63)
+			return 0;
+		off += l + 1;
 	}
-	// The check above is on idx; clang may index with a copy it did not
-	// check, so the mask is done in assembly where it cannot be dropped.
-	asm volatile("%0 &= %1" : "+r"(i) : "i"(NAME_MAX_WIRE - 1));
-	if (w->end) {
-		k->name[i] = 0;
-		return 0;
-	}
-	if (i >= w->avail) {
-		w->bad = 1; // the name runs past the packet
-		return 1;
-	}
-	__u8 c = k->name[i];
-	if (i == w->next) {
-		if (c == 0) {
-			w->end = i + 1;
-		} else if (c > 63) {
-			w->bad = 1; // compression pointer or reserved label type
-			return 1;
-		} else {
-			w->next = i + 1 + c;
-		}
-		return 0;
-	}
-	if (c >= 'A' && c <= 'Z')
-		k->name[i] = c + ('a' - 'A');
 	return 0;
+}
+
+#define BYTES8(b) (0x0101010101010101ULL * (b))
+
+// fold_name lowercases the ASCII letters of k->name before end, eight
+// bytes at a time, and zeroes the bytes from end on, so the key holds only
+// the name. Label length bytes (0-63) are below 'A' and stay as they are.
+static __always_inline void fold_name(struct qkey *k, __u32 end)
+{
+	__u64 *w = (__u64 *)k->name;
+
+#pragma unroll
+	for (int i = 0; i < NAME_MAX_WIRE / 8; i++) {
+		__u32 start = i * 8;
+		__u64 x = w[i];
+
+		if (start >= end) {
+			w[i] = 0;
+			continue;
+		}
+		if (end - start < 8) {
+			__u32 keep = (end - start) * 8;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			x &= (1ULL << keep) - 1;
+#else
+			x &= ~0ULL << (64 - keep);
+#endif
+		}
+		// Per byte, with the top bit cleared: +0x3f sets it from 'A' up,
+		// +0x25 from past 'Z' up; no carry crosses bytes.
+		__u64 low7 = x & BYTES8(0x7f);
+		__u64 upper = (low7 + BYTES8(0x80 - 'A')) & ~(low7 + BYTES8(0x7f - 'Z')) & ~x & BYTES8(0x80);
+		w[i] = x | (upper >> 2);
+	}
 }
 
 // hdrs4 is the start of an IPv4 query as the program reads and rewrites
@@ -282,12 +291,12 @@ static __always_inline enum reason parse_dns(struct __sk_buff *skb, const __u8 *
 	if (bpf_skb_load_bytes(skb, q->dns_off + DNS_HDR_LEN, k->name, avail) < 0)
 		return REASON_SHAPE;
 
-	struct walk w = {.avail = avail};
-	bpf_loop(NAME_MAX_WIRE, walk_name, &w, 0);
-	if (w.bad || w.end == 0 || w.end > NAME_MAX_WIRE)
+	__u32 end = name_end(k, avail);
+	if (end == 0)
 		return REASON_NAME;
+	fold_name(k, end);
 
-	__u32 qoff = DNS_HDR_LEN + w.end; // qtype and qclass
+	__u32 qoff = DNS_HDR_LEN + end; // qtype and qclass
 	__u8 tc[4];
 	if (qoff + 4 > q->dns_len || bpf_skb_load_bytes(skb, q->dns_off + qoff, tc, 4) < 0)
 		return REASON_SHAPE;
