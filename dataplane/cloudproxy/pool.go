@@ -200,19 +200,16 @@ func (p *pool) fillLocked(now time.Time) {
 // worker makes refill dials, starting with one, then waiting up to a
 // demand window for the next. (A worker that lives on keeps the stack
 // its first dial grew: a goroutine per dial would grow one each time.)
+// A worker is always counted either in dialing or in waiting, so there
+// are never more workers than max.
 func (p *pool) worker() {
 	defer p.wg.Done()
 	wait := time.NewTimer(demandWindow)
 	defer wait.Stop()
 	for {
-		p.refill()
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
+		if !p.refill() {
 			return
 		}
-		p.waiting++
-		p.mu.Unlock()
 		wait.Reset(demandWindow)
 		select {
 		case <-p.jobs:
@@ -234,17 +231,22 @@ func (p *pool) worker() {
 	}
 }
 
-// refill dials one connection into the pool.
-func (p *pool) refill() {
+// refill dials one connection into the pool and, unless the pool was
+// closed meanwhile, moves the worker from dialing to waiting.
+func (p *pool) refill() bool {
 	conn, err := p.dial(p.ctx)
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dialing--
-	if err != nil {
-		if p.closed {
-			return
+	if p.closed {
+		if conn != nil {
+			conn.Close()
 		}
+		return false
+	}
+	p.waiting++
+	if err != nil {
 		p.stats.refillErrors.Add(1)
 		p.failures++
 		backoff := refillBackoffMax
@@ -255,17 +257,14 @@ func (p *pool) refill() {
 		if p.failures == 1 {
 			p.log.Debug("refill dial to cloud proxy", "err", err, "backoff", backoff)
 		}
-		return
-	}
-	if p.closed {
-		conn.Close()
-		return
+		return true
 	}
 	p.stats.refillDials.Add(1)
 	p.failures = 0
 	p.backoffUntil = time.Time{}
 	p.idle = append(p.idle, idleConn{conn: conn, ready: now})
 	p.armLocked()
+	return true
 }
 
 // armLocked sets the expiry timer for the oldest idle connection.

@@ -167,6 +167,11 @@ func (p *countingProxy) snapshot() ([]proxyConn, []connectSeen) {
 	return append([]proxyConn(nil), p.conns...), append([]connectSeen(nil), p.connects...)
 }
 
+func (p *countingProxy) accepted() []proxyConn {
+	conns, _ := p.snapshot()
+	return conns
+}
+
 // warmConn waits until the proxy has exactly one connection that carried
 // no request besides those that did (a refill raced with the first dial,
 // so either may have been accepted first) and returns its index.
@@ -597,4 +602,49 @@ func startSilent(tb testing.TB) *url.URL {
 		}
 	})
 	return &url.URL{Scheme: "https", Host: ln.Addr().String()}
+}
+
+func TestPoolNeverAboveMax(t *testing.T) {
+	const poolMax = 3
+	p := startCounting(t, &countingProxy{})
+	c := newPooled(t, p.URL, nil, func(cfg *cloudproxy.Config) { cfg.PoolMax = poolMax })
+	var tunnels []net.Conn
+	defer func() { closeAll(tunnels) }()
+	for range 30 {
+		conn, err := c.Connect(context.Background(), "www.example.com:443", netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tunnels = append(tunnels, conn)
+		if st := c.Stats(); st.Idle > poolMax {
+			t.Fatalf("pool holds %d, above its max %d", st.Idle, poolMax)
+		}
+	}
+	waitUntil(t, "the refills to land", func() bool {
+		st := c.Stats()
+		return st.Idle >= 1 && int(st.RefillDials+st.RefillErrors) == len(p.accepted())-int(st.DialedCold)
+	})
+	unused := 0
+	conns, connects := p.snapshot()
+	used := map[int]bool{}
+	for _, r := range connects {
+		used[r.conn] = true
+	}
+	for i := range conns {
+		if !used[i] {
+			unused++
+		}
+	}
+	if unused < 1 || unused > poolMax {
+		t.Errorf("proxy holds %d connections without a request, want 1 to %d", unused, poolMax)
+	}
+	if st := c.Stats(); st.TakenWarm+st.DialedCold != 30 || st.Retries != 0 {
+		t.Errorf("stats %+v, want 30 connections taken or dialed", st)
+	}
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }
