@@ -60,7 +60,7 @@ enum reason {
 	REASON_SHAPE = 1,    // not a plain query this program handles
 	REASON_NAME = 2,     // name too long, compressed or malformed
 	REASON_MISS = 3,     // no map entry for the question
-	REASON_EXPIRED = 4,  // entry past its expiry
+	REASON_EXPIRED = 4,  // entry past its expiry (or its TTLs are stale)
 	REASON_TOO_BIG = 5,  // answer larger than the client accepts
 	REASON_ERROR = 6,    // a helper failed while rewriting: packet dropped
 	REASON_MARK = 7,     // packet lacks the mark the settings require
@@ -78,8 +78,9 @@ struct qkey {
 // header fields to set, in two variants: [0] for a query without EDNS0,
 // [1] for one with (data then ends with an OPT record).
 struct answer {
-	// expires is the CLOCK_MONOTONIC time (bpf_ktime_get_ns) after
-	// which the entry is not used.
+	// expires is the CLOCK_MONOTONIC time (bpf_ktime_get_ns) from which
+	// the entry is not used: the answer expired, or its TTLs would be
+	// above the Go resolver's and the refresher has not lowered them.
 	__u64 expires;
 	// len is how many bytes of data each variant appends.
 	__u16 len[2];

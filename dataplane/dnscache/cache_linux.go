@@ -34,6 +34,10 @@ type Cache struct {
 	done chan struct{}
 }
 
+// guardTime is how much earlier than computed a kernel value stops being
+// used.
+const guardTime = 10 * time.Millisecond
+
 // entry is one answer in the kernel map as Go remembers it.
 type entry struct {
 	ans     *answer
@@ -211,7 +215,17 @@ func (c *Cache) value(e *entry, now time.Time) (dnscacheAnswer, error) {
 	if err != nil {
 		return v, err
 	}
-	left := e.expires.Sub(now)
+	// The value is used until the answer expires or until the Go
+	// resolver's TTLs drop below the ones written here, whichever comes
+	// first: a late refresh then sends queries on to the resolver instead
+	// of serving TTLs above its own. guardTime covers the moment between
+	// the resolver storing the answer and calling Put.
+	until := e.stored.Add(time.Duration(e.dec+1) * time.Second)
+	if e.expires.Before(until) {
+		until = e.expires
+	}
+	until = until.Add(-guardTime)
+	left := until.Sub(now)
 	if left <= 0 {
 		return v, errors.New("expired")
 	}

@@ -43,8 +43,11 @@
 // lowered by the whole seconds elapsed two refresh periods ahead, so a
 // client never gets a TTL above what the Go resolver would give at the
 // same moment (it may get one a second lower), and deletes expired answers.
-// The kernel checks the expiry on every lookup too, so an answer past it
-// falls through even when the refresher is late.
+// Each value also carries the moment its TTLs would exceed the Go
+// resolver's (the next whole second since the answer was stored) or the
+// answer expires, whichever is first; the program checks it on every
+// lookup, so when the refresher is late the query falls through to the Go
+// resolver instead of getting a TTL that is too high or an expired answer.
 //
 // Every piece of kernel state is an unpinned bpf_link or map held by this
 // process's file descriptors: when the process exits the program is gone.

@@ -60,7 +60,7 @@ type Stats struct {
 	Shape    uint64 // port 53 packets that are not a plain query the program serves
 	Name     uint64 // question name too long, compressed or malformed
 	Misses   uint64 // no answer in the map
-	Expired  uint64 // answer in the map past its expiry
+	Expired  uint64 // answer in the map past its expiry, or its TTLs not yet lowered
 	TooBig   uint64 // answer larger than the client accepts
 	Errors   uint64 // rewrite failed half way: packet dropped (client retries)
 	Unmarked uint64 // packet without Options.Mark

@@ -200,11 +200,12 @@ func TestDigAgainstProgram(t *testing.T) {
 	put("www.example.com", dns.TypeA, 0, []string{"www.example.com. 300 IN CNAME edge.example.net.", "edge.example.net. 60 IN A 203.0.113.10"}, nil, time.Minute)
 	put("www.example.com", dns.TypeAAAA, 0, []string{"www.example.com. 300 IN AAAA 2001:db8:113::10"}, nil, time.Minute)
 	put("nope.example.com", dns.TypeA, dns.RcodeNameError, nil, []string{"example.com. 30 IN SOA ns.example.com. admin.example.com. 1 2 3 4 30"}, 30*time.Second)
+	beforeDecay := time.Now()
 	put("decay.example.com", dns.TypeA, 0, []string{"decay.example.com. 300 IN A 203.0.113.12"}, nil, 300*time.Second)
+	afterDecay := time.Now()
 	put("brief.example.com", dns.TypeA, 0, []string{"brief.example.com. 1 IN A 203.0.113.13"}, nil, time.Second)
-	stored := time.Now()
 
-	hits := 0
+	hits, fellThrough := 0, 0
 	for _, server := range []string{labResolver4, labResolver6} {
 		t.Run("A CNAME chain 0x20 via "+server, func(t *testing.T) {
 			out := l.dig(t, "@"+server, "+noedns", "+qid=4660", "wWw.ExAmPlE.cOm", "A")
@@ -258,15 +259,25 @@ func TestDigAgainstProgram(t *testing.T) {
 	}
 
 	t.Run("TTL decays", func(t *testing.T) {
-		time.Sleep(time.Until(stored.Add(2200 * time.Millisecond)))
-		out := l.dig(t, "@"+labResolver4, "+noedns", "decay.example.com", "A")
-		hits++
-		elapsed := int(time.Since(stored) / time.Second)
-		ttl := firstTTL(t, out)
-		// Never above what the Go resolver gives (300 - whole seconds
-		// elapsed), at most one refresh behind it.
-		if ttl > 300-elapsed || ttl < 300-elapsed-1 {
-			t.Fatalf("TTL %d after %ds", ttl, elapsed)
+		time.Sleep(time.Until(beforeDecay.Add(2200 * time.Millisecond)))
+		// A refresh that comes late sends the query on to the Go server
+		// rather than serve a TTL that is too high: ask again then.
+		for try := 0; ; try++ {
+			t0 := time.Now()
+			out := l.dig(t, "@"+labResolver4, "+noedns", "decay.example.com", "A")
+			t1 := time.Now()
+			if strings.Contains(out, goAnswerA) && try < 5 {
+				fellThrough++
+				continue
+			}
+			hits++
+			ttl := firstTTL(t, out)
+			// The Go resolver's TTL, or one less.
+			most, least := 300-int(t0.Sub(afterDecay)/time.Second), 300-int(t1.Sub(beforeDecay)/time.Second)-1
+			if ttl > most || ttl < least {
+				t.Fatalf("TTL %d, want %d to %d", ttl, least, most)
+			}
+			return
 		}
 	})
 	t.Run("expired falls through", func(t *testing.T) {
@@ -282,7 +293,7 @@ func TestDigAgainstProgram(t *testing.T) {
 	}
 	// MX twice, and the expired answer (removed by the refresher, or
 	// found expired by the program).
-	if s.Misses+s.Expired != 3 || s.Shape != 2 {
+	if s.Misses+s.Expired != uint64(3+fellThrough) || s.Shape != 2 {
 		t.Fatalf("stats %+v, want 3 misses or expired, 2 shape (cookie)", s)
 	}
 }
