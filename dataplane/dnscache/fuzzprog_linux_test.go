@@ -3,6 +3,7 @@ package dnscache
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -126,4 +127,88 @@ func sameButTTL(got []byte, want *answer) bool {
 		copy(w[o:o+4], []byte{0, 0, 0, 0})
 	}
 	return bytes.Equal(g, w)
+}
+
+// FuzzFrame runs whole mutated frames (IP header fields, lengths,
+// EtherType) through the program. Frames whose lengths agree get their UDP
+// checksum fixed first, so that answers can be checked for a valid one.
+// A frame that falls through must be unchanged; an answered one must pass
+// checkResponse.
+func FuzzFrame(f *testing.F) {
+	c := loadTestCache(f, Options{})
+	mustPut(f, c, cachedWire(f, "www.example.com", dns.TypeA, 0, []string{"www.example.com. 300 IN A 203.0.113.10"}, nil), time.Hour)
+	mustPut(f, c, cachedWire(f, "a", dns.TypeAAAA, 0, []string{"a. 300 IN AAAA 2001:db8::1"}, nil), time.Hour)
+	for _, q := range [][]byte{
+		query(f, 1, "www.example.com", dns.TypeA, 0, false),
+		query(f, 2, "WWW.example.com", dns.TypeA, 1232, false),
+		query(f, 3, "a", dns.TypeAAAA, 0, false),
+	} {
+		f.Add(frame(client4, server4, q, false))
+		f.Add(frame(client6, server6, q, false))
+		f.Add(frame(client4, server4, q, true))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 14 || len(in) > 1500 {
+			return
+		}
+		fixUDPChecksum(in)
+		ret, out, err := tryFrame(c, in)
+		if err != nil {
+			return // BPF_PROG_TEST_RUN refuses some frames (too short for their EtherType)
+		}
+		switch ret {
+		case tcxNext:
+			if !bytes.Equal(out[:len(in)], in) {
+				t.Fatal("packet changed although it fell through")
+			}
+		case tcxRedirect:
+			if _, err := checkResponse(in, trimmed(out)); err != nil {
+				t.Fatalf("%v\nframe %x", err, in)
+			}
+		default:
+			t.Fatalf("verdict %d", int32(ret))
+		}
+	})
+}
+
+// fixUDPChecksum recomputes the UDP checksum of an IPv4 (no options) or
+// IPv6 frame whose IP and UDP lengths agree (bytes after the IP packet are
+// Ethernet padding), leaving an IPv4 zero checksum at zero.
+func fixUDPChecksum(b []byte) {
+	var src, dst netip.Addr
+	var udp []byte
+	switch binary.BigEndian.Uint16(b[12:]) {
+	case 0x0800:
+		ip := b[14:]
+		if len(ip) < 28 || ip[0] != 0x45 || ip[9] != 17 || int(binary.BigEndian.Uint16(ip[2:])) > len(ip) {
+			return
+		}
+		ip = ip[:binary.BigEndian.Uint16(ip[2:])]
+		if len(ip) < 28 {
+			return
+		}
+		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+		udp = ip[20:]
+		if binary.BigEndian.Uint16(udp[6:]) == 0 {
+			return
+		}
+	case 0x86dd:
+		ip := b[14:]
+		if len(ip) < 48 || ip[6] != 17 || int(binary.BigEndian.Uint16(ip[4:])) > len(ip)-40 {
+			return
+		}
+		ip = ip[:40+int(binary.BigEndian.Uint16(ip[4:]))]
+		if len(ip) < 48 {
+			return
+		}
+		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+		udp = ip[40:]
+	default:
+		return
+	}
+	if int(binary.BigEndian.Uint16(udp[4:])) != len(udp) {
+		return
+	}
+	udp[6], udp[7] = 0, 0
+	binary.BigEndian.PutUint16(udp[6:], udpChecksum(src, dst, udp))
 }
