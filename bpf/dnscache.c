@@ -24,6 +24,7 @@
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -552,6 +553,10 @@ int dnscache_ingress(struct __sk_buff *skb)
 	// Untagged Ethernet only: the answer goes out without a tag, and a
 	// tag the stack did not strip leaves skb->protocol at the tag's type.
 	if (skb->vlan_present)
+		return DNSCACHE_TCX_NEXT;
+	// Only frames addressed to this host: a promiscuous interface also
+	// sees queries between other LAN hosts, which are not ours to answer.
+	if (skb->pkt_type != PACKET_HOST)
 		return DNSCACHE_TCX_NEXT;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
 		r = answer4(skb);

@@ -6,7 +6,8 @@
 //
 // # What the program answers
 //
-// Untagged Ethernet, IPv4 without options (not fragmented) or IPv6 without
+// A frame addressed to this host (not one a promiscuous interface merely
+// sees), untagged Ethernet, IPv4 without options (not fragmented) or IPv6 without
 // extension headers, UDP to port 53, a DNS query with QR, TC and CD clear,
 // opcode QUERY, one IN question whose name is at most NameMaxWire bytes in
 // wire form (uncompressed), no answer or authority records, and either no

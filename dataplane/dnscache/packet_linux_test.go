@@ -12,7 +12,10 @@ import (
 
 var (
 	clientMAC = []byte{0x02, 0, 0, 0, 0, 0x10}
-	gwMAC     = []byte{0x02, 0, 0, 0, 0, 0x01}
+	// gwMAC is the address of lo, the device BPF_PROG_TEST_RUN gives
+	// the skb, so that the frame is PACKET_HOST as the program requires.
+	gwMAC    = []byte{0, 0, 0, 0, 0, 0}
+	otherMAC = []byte{0x02, 0, 0, 0, 0, 0x99}
 )
 
 // frame wraps a DNS message in Ethernet, IP and UDP from client:40000 to

@@ -218,6 +218,19 @@ func TestProgramAnswers(t *testing.T) {
 	}
 }
 
+func TestProgramOtherHost(t *testing.T) {
+	c := loadTestCache(t, Options{})
+	mustPut(t, c, cachedWire(t, "www.example.com", dns.TypeA, 0, []string{"www.example.com. 60 IN A 203.0.113.10"}, nil), time.Minute)
+	in := frame(client4, server4, query(t, 1, "www.example.com", dns.TypeA, 0, false), false)
+	if ret, _ := runFrame(t, c, in, 0); ret != tcxRedirect {
+		t.Fatalf("frame to this host: verdict %d, want redirect", int32(ret))
+	}
+	copy(in[0:6], otherMAC) // seen only because the interface is promiscuous
+	if ret, _ := runFrame(t, c, in, 0); ret != tcxNext {
+		t.Fatalf("frame to another host: verdict %d, want TCX_NEXT", int32(ret))
+	}
+}
+
 func TestProgramMark(t *testing.T) {
 	const mark = 0x0c570004
 	c := loadTestCache(t, Options{Mark: mark})
