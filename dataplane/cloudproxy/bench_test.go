@@ -137,6 +137,7 @@ func BenchmarkConnect(b *testing.B) {
 					st := c.Stats()
 					if n := st.TakenWarm + st.DialedCold; n > 0 {
 						b.ReportMetric(100*float64(st.TakenWarm)/float64(n), "%warm")
+						b.ReportMetric(float64(st.RefillDials+st.DialedCold)/float64(len(lat)), "dials/op")
 					}
 				})
 			}
