@@ -369,12 +369,15 @@ func TestPoolRetry(t *testing.T) {
 		name     string
 		behave   string // for the second request (on the warm connection if pooled)
 		poolOff  bool   // the connection is a fresh dial: never retried
+		tls      bool   // an https proxy
 		wantErr  string
 		retries  uint64
 		connects int
 	}{
 		{name: "warm conn closed on request", behave: dropSilently, retries: 1, connects: 3},
 		{name: "warm conn reset on request", behave: resetIt, retries: 1, connects: 3},
+		{name: "warm tls conn closed on request", behave: dropSilently, tls: true, retries: 1, connects: 3},
+		{name: "tls answer byte then close", behave: halfAnswer, tls: true, wantErr: "read CONNECT answer", connects: 2},
 		{name: "answer byte then close", behave: halfAnswer, wantErr: "read CONNECT answer", connects: 2},
 		{name: "fresh dial closed on request", behave: dropSilently, poolOff: true, wantErr: "EOF", connects: 2},
 	}
@@ -386,8 +389,12 @@ func TestPoolRetry(t *testing.T) {
 				}
 				return answerOK
 			}}
+			var ca *cloudproxytest.CA
+			if tc.tls {
+				p.tlsConfig, ca = tlsProxyConfig(t)
+			}
 			startCounting(t, p)
-			c := newPooled(t, p.URL, nil, func(cfg *cloudproxy.Config) {
+			c := newPooled(t, p.URL, ca, func(cfg *cloudproxy.Config) {
 				if tc.poolOff {
 					cfg.PoolMax = -1
 				}
