@@ -68,6 +68,10 @@ enum reason {
 	REASON_MAX = 8,
 };
 
+// The stats map also counts answers by rcode, in slots from RCODE_SLOT.
+#define RCODE_SLOT REASON_MAX
+#define RCODE_SLOTS 16
+
 // qkey is the map key: the question name in wire form, ASCII-lowercased
 // and zero-padded, and the question type as the two bytes on the wire.
 struct qkey {
@@ -108,7 +112,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, REASON_MAX);
+	__uint(max_entries, REASON_MAX + RCODE_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
@@ -138,6 +142,16 @@ static __noinline int count(enum reason r)
 	if (c)
 		*c += 1; // per-CPU slot: no other writer
 	return 0;
+}
+
+// count_rcode adds one to the answers sent with rcode.
+static __always_inline void count_rcode(__u32 rcode)
+{
+	__u32 k = RCODE_SLOT + (rcode & (RCODE_SLOTS - 1));
+	__u64 *c = bpf_map_lookup_elem(&stats, &k);
+
+	if (c)
+		*c += 1; // per-CPU slot: no other writer
 }
 
 static __always_inline __u32 csum_add(__u32 a, __u32 b)
@@ -444,7 +458,7 @@ static __always_inline int mark_ok(struct __sk_buff *skb)
 	return !s || s->mark == 0 || skb->mark == s->mark;
 }
 
-static __always_inline enum reason answer4(struct __sk_buff *skb)
+static __always_inline enum reason answer4(struct __sk_buff *skb, __u32 *rcode)
 {
 	struct hdrs4 h;
 	struct query q = {.dns_off = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr)};
@@ -494,10 +508,11 @@ static __always_inline enum reason answer4(struct __sk_buff *skb)
 	__builtin_memcpy(h.dns, new_dns, DNS_HDR_LEN);
 	if (bpf_skb_store_bytes(skb, 0, &h.eth, PKT_LEN(hdrs4), 0) < 0)
 		return REASON_ERROR;
+	*rcode = new_dns[3] & 0x0f;
 	return REASON_HIT;
 }
 
-static __always_inline enum reason answer6(struct __sk_buff *skb)
+static __always_inline enum reason answer6(struct __sk_buff *skb, __u32 *rcode)
 {
 	struct hdrs6 h;
 	struct query q = {.dns_off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct udphdr)};
@@ -542,6 +557,7 @@ static __always_inline enum reason answer6(struct __sk_buff *skb)
 	__builtin_memcpy(h.dns, new_dns, DNS_HDR_LEN);
 	if (bpf_skb_store_bytes(skb, 0, &h.eth, PKT_LEN(hdrs6), 0) < 0)
 		return REASON_ERROR;
+	*rcode = new_dns[3] & 0x0f;
 	return REASON_HIT;
 }
 
@@ -549,6 +565,7 @@ SEC("tcx/ingress")
 int dnscache_ingress(struct __sk_buff *skb)
 {
 	enum reason r;
+	__u32 rcode = 0;
 
 	// Untagged Ethernet only: the answer goes out without a tag, and a
 	// tag the stack did not strip leaves skb->protocol at the tag's type.
@@ -559,17 +576,19 @@ int dnscache_ingress(struct __sk_buff *skb)
 	if (skb->pkt_type != PACKET_HOST)
 		return DNSCACHE_TCX_NEXT;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
-		r = answer4(skb);
+		r = answer4(skb, &rcode);
 	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		r = answer6(skb);
+		r = answer6(skb, &rcode);
 	else
 		return DNSCACHE_TCX_NEXT;
 
 	if (r == REASON_MAX)
 		return DNSCACHE_TCX_NEXT;
 	count(r);
-	if (r == REASON_HIT)
+	if (r == REASON_HIT) {
+		count_rcode(rcode);
 		return bpf_redirect(skb->ifindex, 0);
+	}
 	if (r == REASON_ERROR)
 		return DNSCACHE_TCX_DROP;
 	return DNSCACHE_TCX_NEXT;

@@ -374,6 +374,14 @@ func (c *Cache) Stats() (Stats, error) {
 		}
 		s.set(r, n)
 	}
+	for i := range uint32(len(s.HitRcodes)) {
+		if err := c.objs.Stats.Lookup(reasonCount+i, &perCPU); err != nil {
+			return s, fmt.Errorf("read dns cache rcode counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			s.HitRcodes[i] += v
+		}
+	}
 	s.Entries = c.Len()
 	return s, nil
 }

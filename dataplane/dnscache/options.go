@@ -64,7 +64,10 @@ type Stats struct {
 	TooBig   uint64 // answer larger than the client accepts
 	Errors   uint64 // rewrite failed half way: packet dropped (client retries)
 	Unmarked uint64 // packet without Options.Mark
-	Entries  int
+	// HitRcodes counts the answers sent by rcode (index: 0 NOERROR,
+	// 3 NXDOMAIN, ...); they add up to Hits.
+	HitRcodes [16]uint64
+	Entries   int
 }
 
 // reasonCount is the number of counters (enum reason's REASON_MAX).

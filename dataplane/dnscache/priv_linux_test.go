@@ -288,6 +288,10 @@ func TestDigAgainstProgram(t *testing.T) {
 	})
 
 	s := mustStats(t, l.cache)
+	// Two NXDOMAIN answers (v4, v6), the rest NOERROR.
+	if s.HitRcodes[dns.RcodeNameError] != 2 || s.HitRcodes[dns.RcodeSuccess] != uint64(hits-2) {
+		t.Errorf("hits by rcode %v", s.HitRcodes)
+	}
 	if s.Hits != uint64(hits) || s.Errors != 0 {
 		t.Fatalf("stats %+v, want %d hits", s, hits)
 	}

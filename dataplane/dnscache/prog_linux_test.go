@@ -264,7 +264,7 @@ func TestProgramExpiryAndStats(t *testing.T) {
 	long := frame(client4, server4, query(t, 9, strings.Repeat("a", 63)+"."+strings.Repeat("b", 63)+".example", dns.TypeA, 0, false), false)
 	runFrame(t, c, long, 0)
 	s := mustStats(t, c)
-	want := Stats{Hits: 1, Expired: 1, Misses: 1, Name: 1, Entries: 1}
+	want := Stats{Hits: 1, Expired: 1, Misses: 1, Name: 1, Entries: 1, HitRcodes: [16]uint64{dns.RcodeSuccess: 1}}
 	if s != want {
 		t.Fatalf("stats %+v, want %+v", s, want)
 	}
