@@ -7,8 +7,9 @@
 // # What the program answers
 //
 // A frame addressed to this host (not one a promiscuous interface merely
-// sees), untagged Ethernet, IPv4 without options (not fragmented) or IPv6 without
-// extension headers, UDP to port 53, a DNS query with QR, TC and CD clear,
+// sees), untagged Ethernet, IPv4 without options (not fragmented) or IPv6
+// without extension headers, UDP to port 53, a DNS query with QR, TC and
+// CD clear,
 // opcode QUERY, one IN question whose name is at most NameMaxWire bytes in
 // wire form (uncompressed), no answer or authority records, and either no
 // additional record or one OPT record with version 0, no flags (no DO bit),
@@ -49,6 +50,17 @@
 // answer expires, whichever is first; the program checks it on every
 // lookup, so when the refresher is late the query falls through to the Go
 // resolver instead of getting a TTL that is too high or an expired answer.
+//
+// # What the Go resolver no longer sees
+//
+// A query answered here never reaches the resolver: it is not in
+// resolver.Stats (Stats.Hits and Stats.HitRcodes are, for metrics), and
+// neither Snoop nor OnQuery is called for it. Sinkholed answers are never
+// put here, so blocked-name events are unchanged. Snoop ran when the
+// answer was stored, with its full TTL, so learned bypass addresses last
+// as long as the answer does; but a name added to the bypass list later
+// is only learned once its answer leaves this cache: Flush when the bypass
+// names change.
 //
 // Every piece of kernel state is an unpinned bpf_link or map held by this
 // process's file descriptors: when the process exits the program is gone.
