@@ -655,3 +655,27 @@ func closeAll(conns []net.Conn) {
 		c.Close()
 	}
 }
+
+// A Client nobody closes (one that only probed, say) lets go of its warm
+// connections and goroutines once demand has stopped for the max age.
+func TestPoolDrainsWithoutDemand(t *testing.T) {
+	p := startCounting(t, &countingProxy{})
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	fds, goroutines := openSockets(t), runtime.NumGoroutine()
+	c, err := cloudproxy.New(cloudproxy.Config{URL: p.URL, PoolMaxAge: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.Connect(context.Background(), "www.example.com:443", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	waitUntil(t, "a warm connection", func() bool { return c.Stats().Idle == 1 })
+	waitUntil(t, "descriptors and goroutines back to where they were without Close", func() bool {
+		return openSockets(t) <= fds && runtime.NumGoroutine() <= goroutines
+	})
+	if st := c.Stats(); st.Expired != 1 || st.Idle != 0 {
+		t.Errorf("stats %+v, want the warm connection expired", st)
+	}
+}
