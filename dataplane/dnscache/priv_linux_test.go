@@ -2,7 +2,9 @@ package dnscache
 
 import (
 	"context"
+	"errors"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/steer"
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 )
 
@@ -299,5 +302,47 @@ func TestDigAgainstProgram(t *testing.T) {
 	// found expired by the program).
 	if s.Misses+s.Expired != uint64(3+fellThrough) || s.Shape != 2 {
 		t.Fatalf("stats %+v, want 3 misses or expired, 2 shape (cookie)", s)
+	}
+}
+
+// TestAfterSteer attaches the program the way the daemon should: after
+// dataplane/steer's classifier, answering only what it marked for DNS. A
+// query to a bypassed resolver address gets no mark and must reach that
+// resolver (here the Go fall-through server).
+func TestAfterSteer(t *testing.T) {
+	privtest.RequireRoot(t)
+	privtest.RequireCommand(t, "ip", "dig")
+	l := &lab{client: privtest.NewNetNS(t), gw: privtest.NewNetNS(t), gwIf: "lan0"}
+	l.link(t)
+	l.serveGo(t)
+	var st *steer.Steer
+	privtest.InNetNS(t, l.gw, func() {
+		var err error
+		if st, err = steer.New(context.Background(), steer.Config{Interfaces: []string{l.gwIf}}); err != nil {
+			t.Fatal(err)
+		}
+		if l.cache, err = New(context.Background(), []string{l.gwIf}, Options{Mark: steer.MarkDNS, After: st.Program()}); err != nil {
+			st.Close()
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() {
+		if err := errors.Join(l.cache.Close(), st.Close()); err != nil {
+			t.Error(err)
+		}
+	})
+	mustPut(t, l.cache, cachedWire(t, "www.example.com", dns.TypeA, 0, []string{"www.example.com. 300 IN A 203.0.113.10"}, nil), time.Minute)
+
+	if out := l.dig(t, "@"+labResolver4, "+noedns", "www.example.com", "A"); !strings.Contains(out, "203.0.113.10") {
+		t.Fatalf("steered query not answered from the kernel:\n%s", out)
+	}
+	if err := st.AddBypass(netip.MustParsePrefix(labResolver4 + "/32")); err != nil {
+		t.Fatal(err)
+	}
+	if out := l.dig(t, "@"+labResolver4, "+noedns", "www.example.com", "A"); !strings.Contains(out, goAnswerA) {
+		t.Fatalf("query to a bypassed resolver not sent on to it:\n%s", out)
+	}
+	if s := mustStats(t, l.cache); s.Hits != 1 || s.Unmarked != 1 {
+		t.Fatalf("stats %+v, want 1 hit, 1 unmarked", s)
 	}
 }
