@@ -82,6 +82,7 @@ type pool struct {
 	dialing      int        // refill dials in flight or handed to a worker
 	waiting      int        // refill workers waiting for a job
 	failures     int        // refill dials failed in a row
+	proven       bool       // a refill dial has succeeded since the last failure
 	backoffUntil time.Time  // no refill dials before this
 	timer        *time.Timer
 	// Demand: calls in the current and the previous window.
@@ -174,15 +175,16 @@ func (p *pool) targetLocked(now time.Time) int {
 	return min(max(p.cur+p.prev, 1), p.max)
 }
 
-// fillLocked starts refill dials up to the target. After a failed refill
-// it waits out a growing backoff and then lets one dial at a time probe
-// the proxy until one succeeds.
+// fillLocked starts refill dials up to the target. Until a refill has
+// succeeded (at first, and after a failure) only one dials at a time, so
+// a proxy that is down or drops SYNs sees one probing dial, not max;
+// after a failure it also waits out a growing backoff.
 func (p *pool) fillLocked(now time.Time) {
 	if p.closed || now.Before(p.backoffUntil) {
 		return
 	}
 	want := p.targetLocked(now) - len(p.idle) - p.dialing
-	if p.failures > 0 {
+	if !p.proven {
 		want = min(want, 1-p.dialing)
 	}
 	for ; want > 0; want-- {
@@ -249,6 +251,7 @@ func (p *pool) refill() bool {
 	if err != nil {
 		p.stats.refillErrors.Add(1)
 		p.failures++
+		p.proven = false
 		backoff := refillBackoffMax
 		if p.failures < 8 {
 			backoff = min(refillBackoffMin<<(p.failures-1), refillBackoffMax)
@@ -261,6 +264,7 @@ func (p *pool) refill() bool {
 	}
 	p.stats.refillDials.Add(1)
 	p.failures = 0
+	p.proven = true
 	p.backoffUntil = time.Time{}
 	p.idle = append(p.idle, idleConn{conn: conn, ready: now})
 	p.armLocked()

@@ -121,3 +121,61 @@ func repeat(n int, d time.Duration) []time.Duration {
 	}
 	return out
 }
+
+// A proxy that drops SYNs leaves refill dials hanging: until one refill
+// has succeeded only one may be in flight, however high the demand.
+func TestPoolOneProbeUntilProven(t *testing.T) {
+	var inFlight, peak atomic.Int64
+	release := make(chan error)
+	dial := func(ctx context.Context) (net.Conn, error) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			if p := peak.Load(); n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		select {
+		case err := <-release:
+			if err != nil {
+				return nil, err
+			}
+			a, b := net.Pipe()
+			t.Cleanup(func() { b.Close() })
+			return a, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	p := newPool(dial, 8, time.Minute, &counters{})
+	defer p.close()
+	for range 50 {
+		if c := p.get(); c != nil {
+			t.Fatal("got a connection from a pool whose dials hang")
+		}
+	}
+	waitFor(t, func() bool { return inFlight.Load() == 1 })
+	if got := peak.Load(); got != 1 {
+		t.Fatalf("%d refill dials in flight before any succeeded, want 1", got)
+	}
+	release <- nil // the probe succeeds: the pool may now dial up to its target
+	waitFor(t, func() bool { return p.len() == 1 })
+	for range 20 {
+		if c := p.get(); c != nil {
+			c.Close()
+		}
+	}
+	waitFor(t, func() bool { return inFlight.Load() > 1 })
+	if got := inFlight.Load(); got > 8 {
+		t.Fatalf("%d refill dials in flight, above the max 8", got)
+	}
+}
+
+func waitFor(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatal("gave up waiting")
+		}
+	}
+}
