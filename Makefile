@@ -14,11 +14,11 @@ deps: ## install the Debian packages the build, tests and demo need (as root; sk
 	scripts/install-deps.sh
 
 generate: ## regenerate the eBPF objects and Go bindings (needs clang)
-	$(GO) generate ./dataplane/steer/
+	$(GO) generate ./dataplane/steer/ ./dataplane/dnscache/
 
 check-generated: generate ## fail when the committed generated code is stale
-	@git diff --exit-code -- dataplane/steer/ || { echo "generated eBPF code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- dataplane/steer/)" || { git status --porcelain -- dataplane/steer/; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- dataplane/steer/ dataplane/dnscache/ || { echo "generated eBPF code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- dataplane/steer/ dataplane/dnscache/)" || { git status --porcelain -- dataplane/steer/ dataplane/dnscache/; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
 
 build: ## build cloudsteer and the lab tool into bin/
 	@mkdir -p $(BIN)

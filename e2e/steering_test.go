@@ -280,6 +280,50 @@ func TestSteering(t *testing.T) {
 		}
 	})
 
+	t.Run("e/dns repeats answered in the kernel", func(t *testing.T) {
+		// dig's default EDNS cookie option sends a query to the resolver;
+		// without it the query is one the eBPF answerer serves.
+		kernelAnswers := func() float64 {
+			t.Helper()
+			out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
+			if err != nil {
+				t.Fatalf("metrics: %v", err)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if v, ok := strings.CutPrefix(line, "cloudsteer_dns_kernel_answers_total "); ok {
+					var f float64
+					fmt.Sscan(v, &f)
+					return f
+				}
+			}
+			t.Fatalf("metrics lack cloudsteer_dns_kernel_answers_total:\n%s", out)
+			return 0
+		}
+		for _, tc := range []struct{ server, qtype, want string }{
+			{lab.NobodyDNSV4.String(), "A", www.V4.String()},
+			{lab.NobodyDNSV6.String(), "AAAA", www.V6.String()},
+		} {
+			if ans, err := e.dig(tc.server, "www.example.com", tc.qtype, "+nocookie"); err != nil || strings.TrimSpace(ans) != tc.want {
+				t.Fatalf("first dig @%s = %q, %v", tc.server, ans, err)
+			}
+			before := kernelAnswers()
+			start := time.Now()
+			for i := range 3 {
+				if ans, err := e.dig(tc.server, "WwW.ExAmPlE.CoM", tc.qtype, "+nocookie"); err != nil || strings.TrimSpace(ans) != tc.want {
+					t.Fatalf("repeat %d @%s = %q, %v", i, tc.server, ans, err)
+				}
+			}
+			if got := kernelAnswers() - before; got != 3 {
+				t.Fatalf("kernel answered %v of 3 repeats @%s", got, tc.server)
+			}
+			for _, r := range e.dnsLog(start) {
+				if r.Server == "cloud" && strings.EqualFold(r.Name, "www.example.com.") {
+					t.Fatalf("cloud DNS saw a repeat answered from cache: %+v", r)
+				}
+			}
+		}
+	})
+
 	t.Run("f/quic rejected except bypass", func(t *testing.T) {
 		for _, tc := range []struct{ fam, addr string }{{"udp4", www.V4.String() + ":443"}, {"udp6", "[" + www.V6.String() + "]:443"}} {
 			t.Run(tc.fam, func(t *testing.T) {

@@ -99,6 +99,10 @@ type DNS struct {
 	Upstreams []string `yaml:"upstreams"`
 	Timeout   Duration `yaml:"timeout"`
 	CacheSize int      `yaml:"cache_size"`
+	// KernelCache answers cached queries in the eBPF program on the LAN
+	// interfaces (dataplane/dnscache) before they reach the resolver;
+	// left out, it is on.
+	KernelCache *bool `yaml:"kernel_cache"`
 
 	upstreams []netip.AddrPort
 }
@@ -262,6 +266,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.DNS.CacheSize == 0 {
 		c.DNS.CacheSize = DefaultCacheSize
+	}
+	if c.DNS.KernelCache == nil {
+		on := true
+		c.DNS.KernelCache = &on
 	}
 	if c.Listen.HTTPPort == 0 {
 		c.Listen.HTTPPort = DefaultHTTPPort

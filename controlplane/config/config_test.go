@@ -35,6 +35,9 @@ func TestParseGood(t *testing.T) {
 	if c.CloudProxy.WarmConnections == nil || *c.CloudProxy.WarmConnections != DefaultWarmConnections || c.CloudProxy.WarmMaxAge.D() != DefaultWarmMaxAge {
 		t.Errorf("default warm pool not set: %v %v", c.CloudProxy.WarmConnections, c.CloudProxy.WarmMaxAge)
 	}
+	if c.DNS.KernelCache == nil || !*c.DNS.KernelCache {
+		t.Errorf("dns.kernel_cache not on by default")
+	}
 	off, err := Parse([]byte(strings.Replace(good, "entitlement_code:", "warm_connections: 0\n  entitlement_code:", 1)))
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
@@ -124,6 +125,20 @@ func (d *Daemon) CloudPoolStats() cloudproxy.Stats {
 	s := addPoolStats(d.retiredCloud, cur)
 	s.Idle = cur.Idle
 	return s
+}
+
+// KernelDNSStats returns the eBPF DNS answerer's counters; ok is false
+// when it is not running or its counters cannot be read.
+func (d *Daemon) KernelDNSStats() (dnscache.Stats, bool) {
+	if d.dnsc == nil {
+		return dnscache.Stats{}, false
+	}
+	s, err := d.dnsc.Stats()
+	if err != nil {
+		d.log.Warn("read kernel DNS cache counters", "err", err)
+		return dnscache.Stats{}, false
+	}
+	return s, true
 }
 
 // ResolverStats returns the resolver's counters.

@@ -107,6 +107,9 @@ func (d *Daemon) applyBypass() error {
 		}
 	}
 	d.bypass.SetDomains(domains)
+	// Cached answers served by the kernel are never snooped: flush them so
+	// the resolver sees (and learns the addresses of) newly bypassed names.
+	d.kdns.flush()
 	return d.bypass.SetPrefixes(prefixes)
 }
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -28,6 +29,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/firewall"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
@@ -51,6 +53,8 @@ type Daemon struct {
 	bypass   *bypass.Set
 	fw       *firewall.Table
 	steer    *steer.Steer
+	dnsc     *dnscache.Cache // nil when dns.kernel_cache is off or it failed to load
+	kdns     kernelDNS
 	pauser   interface{ SetPaused(bool) error } // the steer's pause switch
 	prober   *health.Prober
 	metrics  *metrics.Metrics
@@ -164,14 +168,18 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.events = &events{d: d, ch: make(chan model.Event, 1024), macs: map[netip.Addr]macEntry{}}
 
-	d.resolver, err = resolver.New(resolver.Config{
+	rcfg := resolver.Config{
 		Upstreams: cfg.DNS.UpstreamAddrs(),
 		Timeout:   cfg.DNS.Timeout.D(),
 		CacheSize: cfg.DNS.CacheSize,
 		Snoop:     d.bypass.Snoop,
 		OnQuery:   d.dnsQuery,
 		Logger:    log,
-	})
+	}
+	if *cfg.DNS.KernelCache {
+		rcfg.KernelCache = &d.kdns
+	}
+	d.resolver, err = resolver.New(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("set up resolver: %w", err)
 	}
@@ -260,6 +268,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	if err := pending.attach(d.steer); err != nil {
 		return nil, fmt.Errorf("fill bypass map: %w", err)
+	}
+	// 4. The eBPF DNS answerer, after the classifier so that it answers
+	// only the queries the classifier marked for the resolver. Without it
+	// every query still reaches the resolver, so a failure only warns.
+	if *cfg.DNS.KernelCache {
+		d.dnsc, err = dnscache.New(ctx, cfg.LANInterfaces, dnscache.Options{Mark: steer.MarkDNS, After: d.steer.Program(), Logger: log})
+		if err != nil {
+			d.log.Warn("kernel DNS cache off: every query goes to the resolver", "err", err)
+		} else {
+			d.kdns.c.Store(d.dnsc)
+		}
 	}
 	d.goRun(func() { d.bypass.Run(ctx, time.Second) })
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
@@ -365,6 +384,36 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 	})
 }
 
+// kernelDNS hands the resolver's cached answers to the eBPF DNS answerer
+// once it is attached (it comes last in Start, after the resolver exists).
+type kernelDNS struct {
+	c atomic.Pointer[dnscache.Cache]
+}
+
+// Put offers a packed answer to the kernel cache.
+func (k *kernelDNS) Put(wire []byte, ttl time.Duration) error {
+	if c := k.c.Load(); c != nil {
+		return c.Put(wire, ttl)
+	}
+	return nil
+}
+
+// Delete withdraws an answer from the kernel cache.
+func (k *kernelDNS) Delete(name string, qtype uint16) error {
+	if c := k.c.Load(); c != nil {
+		return c.Delete(name, qtype)
+	}
+	return nil
+}
+
+// flush empties the kernel cache, so that answers are seen (and their
+// addresses learned) by the resolver again.
+func (k *kernelDNS) flush() {
+	if c := k.c.Load(); c != nil {
+		c.Flush()
+	}
+}
+
 // poolMax turns cloud_proxy.warm_connections (0 is off) into
 // cloudproxy.Config.PoolMax (negative is off).
 func poolMax(n int) int {
@@ -442,6 +491,10 @@ func (d *Daemon) Bypass() *bypass.Set { return d.bypass }
 // state.
 func (d *Daemon) Close() error {
 	var errs []error
+	if d.dnsc != nil {
+		d.kdns.c.Store(nil)
+		errs = append(errs, d.dnsc.Close())
+	}
 	if d.steer != nil {
 		errs = append(errs, d.steer.Close())
 	}

@@ -10,16 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
@@ -38,6 +41,9 @@ type Source interface {
 	// CloudPoolStats returns the counters of the warm connections to the
 	// cloud proxy (cloudproxy.Client.Stats, summed over clients).
 	CloudPoolStats() cloudproxy.Stats
+	// KernelDNSStats returns the eBPF DNS answerer's counters
+	// (dnscache.Cache.Stats); ok is false when it is not running.
+	KernelDNSStats() (s dnscache.Stats, ok bool)
 	// ResolverStats returns the resolver's counters (resolver.Resolver.Stats).
 	ResolverStats() resolver.Stats
 	// BypassMapSize returns the number of prefixes in the kernel bypass
@@ -188,6 +194,8 @@ type collector struct {
 	cloudConns, cloudWarmIdle         *prometheus.Desc
 	cloudDiscarded, cloudRetries      *prometheus.Desc
 	cloudRefills                      *prometheus.Desc
+	dnsKernelHits, dnsKernelPassed    *prometheus.Desc
+	dnsKernelEntries                  *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -195,30 +203,33 @@ func newCollector(src Source) *collector {
 		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
 	}
 	return &collector{
-		src:             src,
-		packets:         d("packets_total", "Packets the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
-		bytes:           d("bytes_total", "Bytes (whole frames) the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
-		flowsAccepted:   d("proxy_flows_accepted_total", "TCP flows the transparent proxy accepted."),
-		flowsActive:     d("proxy_flows_active", "TCP flows the transparent proxy is serving now."),
-		proxyRequests:   d("proxy_requests_total", "TLS tunnels and HTTP requests handled by the transparent proxy, by outcome.", "outcome"),
-		proxyBytes:      d("proxy_bytes_total", "Bytes the transparent proxy forwarded: up (client to upstream) and down.", "direction"),
-		dnsRequests:     d("dns_requests_total", "DNS requests received with a full header, before any answer."),
-		dnsQueries:      d("dns_queries_total", "DNS queries answered, by response code.", "rcode"),
-		dnsHits:         d("dns_cache_hits_total", "DNS queries answered from the cache."),
-		dnsMisses:       d("dns_cache_misses_total", "DNS queries sent to (or joined with a query in flight to) the cloud resolvers."),
-		dnsRatio:        d("dns_cache_hit_ratio", "Cache hits over hits plus misses since start; NaN before the first lookup."),
-		dnsEntries:      d("dns_cache_entries", "Answers in the DNS cache now."),
-		dnsCoalesced:    d("dns_coalesced_total", "DNS cache misses that shared one upstream exchange with another."),
-		dnsUpstreamErrs: d("dns_upstream_errors_total", "Failed attempts at a cloud resolver."),
-		dnsMalformed:    d("dns_malformed_total", "DNS requests answered FORMERR or dropped as garbage."),
-		dnsDropped:      d("dns_dropped_total", "DNS requests dropped unanswered."),
-		bypassEntries:   d("bypass_map_entries", "Prefixes in the kernel bypass map (configured and learned)."),
-		paused:          d("paused", "1 while protection is paused, else 0."),
-		cloudConns:      d("cloud_proxy_connections_total", "Connections to the cloud proxy a flow used: taken warm from the pool or dialed cold.", "how"),
-		cloudWarmIdle:   d("cloud_proxy_warm_idle", "Established, unused connections to the cloud proxy waiting in the pool."),
-		cloudDiscarded:  d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
-		cloudRetries:    d("cloud_proxy_connect_retries_total", "CONNECTs sent again on a fresh connection after a warm one failed before any answer."),
-		cloudRefills:    d("cloud_proxy_warm_refills_total", "Background dials that filled the warm pool, by outcome.", "outcome"),
+		src:              src,
+		packets:          d("packets_total", "Packets the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
+		bytes:            d("bytes_total", "Bytes (whole frames) the eBPF classifier saw on LAN ingress, by verdict.", "verdict"),
+		flowsAccepted:    d("proxy_flows_accepted_total", "TCP flows the transparent proxy accepted."),
+		flowsActive:      d("proxy_flows_active", "TCP flows the transparent proxy is serving now."),
+		proxyRequests:    d("proxy_requests_total", "TLS tunnels and HTTP requests handled by the transparent proxy, by outcome.", "outcome"),
+		proxyBytes:       d("proxy_bytes_total", "Bytes the transparent proxy forwarded: up (client to upstream) and down.", "direction"),
+		dnsRequests:      d("dns_requests_total", "DNS requests received with a full header, before any answer (kernel cache answers included)."),
+		dnsQueries:       d("dns_queries_total", "DNS queries answered, by response code (kernel cache answers included).", "rcode"),
+		dnsHits:          d("dns_cache_hits_total", "DNS queries answered from the cache, in the kernel or in the resolver."),
+		dnsMisses:        d("dns_cache_misses_total", "DNS queries sent to (or joined with a query in flight to) the cloud resolvers."),
+		dnsRatio:         d("dns_cache_hit_ratio", "Cache hits over hits plus misses since start; NaN before the first lookup."),
+		dnsEntries:       d("dns_cache_entries", "Answers in the DNS cache now."),
+		dnsCoalesced:     d("dns_coalesced_total", "DNS cache misses that shared one upstream exchange with another."),
+		dnsUpstreamErrs:  d("dns_upstream_errors_total", "Failed attempts at a cloud resolver."),
+		dnsMalformed:     d("dns_malformed_total", "DNS requests answered FORMERR or dropped as garbage."),
+		dnsDropped:       d("dns_dropped_total", "DNS requests dropped unanswered."),
+		bypassEntries:    d("bypass_map_entries", "Prefixes in the kernel bypass map (configured and learned)."),
+		paused:           d("paused", "1 while protection is paused, else 0."),
+		dnsKernelHits:    d("dns_kernel_answers_total", "DNS queries the eBPF answerer on the LAN interfaces answered from its cache."),
+		dnsKernelPassed:  d("dns_kernel_passed_total", "Port 53 packets the eBPF answerer passed on to the resolver, by reason.", "reason"),
+		dnsKernelEntries: d("dns_kernel_cache_entries", "Answers in the eBPF answerer's map now."),
+		cloudConns:       d("cloud_proxy_connections_total", "Connections to the cloud proxy a flow used: taken warm from the pool or dialed cold.", "how"),
+		cloudWarmIdle:    d("cloud_proxy_warm_idle", "Established, unused connections to the cloud proxy waiting in the pool."),
+		cloudDiscarded:   d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
+		cloudRetries:     d("cloud_proxy_connect_retries_total", "CONNECTs sent again on a fresh connection after a warm one failed before any answer."),
+		cloudRefills:     d("cloud_proxy_warm_refills_total", "Background dials that filled the warm pool, by outcome.", "outcome"),
 	}
 }
 
@@ -229,6 +240,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsRequests, c.dnsQueries, c.dnsHits, c.dnsMisses, c.dnsRatio, c.dnsEntries,
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
+		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
 	} {
 		ch <- d
 	}
@@ -282,8 +294,33 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cloudRefills, float64(cs.RefillErrors), "error")
 
 	rs := c.src.ResolverStats()
+	ks, kernel := c.src.KernelDNSStats()
+	rcodes := maps.Clone(rs.Rcodes)
+	if rcodes == nil {
+		rcodes = map[string]uint64{}
+	}
+	if kernel {
+		rs.Queries += ks.Hits
+		rs.CacheHits += ks.Hits
+		for i, n := range ks.HitRcodes {
+			if n > 0 {
+				rcodes[dns.RcodeToString[i]] += n
+			}
+		}
+		counter(c.dnsKernelHits, float64(ks.Hits))
+		for _, r := range []struct {
+			name string
+			n    uint64
+		}{
+			{"not_plain_query", ks.Shape}, {"name", ks.Name}, {"miss", ks.Misses}, {"expired", ks.Expired},
+			{"too_big", ks.TooBig}, {"error", ks.Errors}, {"not_steered", ks.Unmarked},
+		} {
+			counter(c.dnsKernelPassed, float64(r.n), r.name)
+		}
+		gauge(c.dnsKernelEntries, float64(ks.Entries))
+	}
 	counter(c.dnsRequests, float64(rs.Queries))
-	for rcode, n := range rs.Rcodes {
+	for rcode, n := range rcodes {
 		counter(c.dnsQueries, float64(n), rcode)
 	}
 	counter(c.dnsHits, float64(rs.CacheHits))

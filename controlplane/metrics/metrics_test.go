@@ -25,6 +25,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy/cloudproxytest"
+	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
@@ -38,6 +39,7 @@ type fakeSource struct {
 	proxy    proxy.Stats
 	resolver resolver.Stats
 	cloud    cloudproxy.Stats
+	kernel   *dnscache.Stats
 	bypass   int
 	paused   bool
 }
@@ -66,6 +68,15 @@ func (f *fakeSource) CloudPoolStats() cloudproxy.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.cloud
+}
+
+func (f *fakeSource) KernelDNSStats() (dnscache.Stats, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.kernel == nil {
+		return dnscache.Stats{}, false
+	}
+	return *f.kernel, true
 }
 
 func (f *fakeSource) BypassMapSize() int {
@@ -270,6 +281,41 @@ func TestScrapeReadsNow(t *testing.T) {
 		if v, _, ok := value(fams, w.name, w.labels); !ok || v != w.value {
 			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, v, ok, w.value)
 		}
+	}
+}
+
+// TestKernelDNSFoldedIn checks that queries the eBPF answerer served count
+// as requests, cache hits and answers by rcode, next to its own series.
+func TestKernelDNSFoldedIn(t *testing.T) {
+	src := busySource()
+	k := dnscache.Stats{Hits: 900, Misses: 70, Shape: 5, Unmarked: 2, Entries: 33}
+	k.HitRcodes[0], k.HitRcodes[3] = 880, 20
+	src.kernel = &k
+	fams := scrape(t, metrics.New(src).Handler())
+	C, G := dto.MetricType_COUNTER, dto.MetricType_GAUGE
+	for _, w := range []sample{
+		{"cloudsteer_dns_requests_total", l(), C, 1000},
+		{"cloudsteer_dns_cache_hits_total", l(), C, 930},
+		{"cloudsteer_dns_cache_hit_ratio", l(), G, 930.0 / 1000},
+		{"cloudsteer_dns_queries_total", l("rcode", "NOERROR"), C, 970},
+		{"cloudsteer_dns_queries_total", l("rcode", "NXDOMAIN"), C, 28},
+		{"cloudsteer_dns_queries_total", l("rcode", "SERVFAIL"), C, 2},
+		{"cloudsteer_dns_kernel_answers_total", l(), C, 900},
+		{"cloudsteer_dns_kernel_passed_total", l("reason", "miss"), C, 70},
+		{"cloudsteer_dns_kernel_passed_total", l("reason", "not_plain_query"), C, 5},
+		{"cloudsteer_dns_kernel_passed_total", l("reason", "not_steered"), C, 2},
+		{"cloudsteer_dns_kernel_cache_entries", l(), G, 33},
+	} {
+		v, typ, ok := value(fams, w.name, w.labels)
+		if !ok || typ != w.typ || math.Abs(v-w.value) > 1e-9 {
+			t.Errorf("%s%v = %v %v (present %v), want %v %v", w.name, w.labels, v, typ, ok, w.value, w.typ)
+		}
+	}
+	// Without the answerer its series are left out.
+	src.kernel = nil
+	fams = scrape(t, metrics.New(src).Handler())
+	if fams["cloudsteer_dns_kernel_answers_total"] != nil {
+		t.Error("kernel answer series present without the answerer")
 	}
 }
 
