@@ -58,6 +58,11 @@ bypass:
 log:
   level: info
 `, lab.GWLANIf, ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+		// CLOUDSTEER_BENCH_PPROF=127.0.0.1:6060 lets a profiler reach the
+		// gateway (from inside the gateway namespace) while it is measured.
+		if addr := os.Getenv("CLOUDSTEER_BENCH_PPROF"); addr != "" {
+			yaml += fmt.Sprintf("debug:\n  pprof_listen: %q\n", addr)
+		}
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, fmt.Errorf("write cloudsteer config: %w", err)
 		}
