@@ -53,7 +53,7 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 		return nil
 	}
 	for _, fam := range []string{"4", "6"} {
-		ln, err := listenTCP(ctx, fam, d.cfg.Admin.Port)
+		ln, err := listenTCP(ctx, fam, d.cfg.Admin.Port, false)
 		if err != nil {
 			return err
 		}

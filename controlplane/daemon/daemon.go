@@ -17,9 +17,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
@@ -208,17 +210,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 
 	// 1. Listeners.
 	for _, fam := range []string{"4", "6"} {
-		tlsLn, err := listenTCP(ctx, fam, cfg.Listen.TLSPort)
+		tlsLn, err := listenTCP(ctx, fam, cfg.Listen.TLSPort, true)
 		if err != nil {
 			return nil, err
 		}
 		d.closers = append(d.closers, tlsLn.Close)
-		httpLn, err := listenTCP(ctx, fam, cfg.Listen.HTTPPort)
+		httpLn, err := listenTCP(ctx, fam, cfg.Listen.HTTPPort, true)
 		if err != nil {
 			return nil, err
 		}
 		d.closers = append(d.closers, httpLn.Close)
-		dnsTCP, err := listenTCP(ctx, fam, cfg.Listen.DNSPort)
+		dnsTCP, err := listenTCP(ctx, fam, cfg.Listen.DNSPort, false)
 		if err != nil {
 			return nil, err
 		}
@@ -384,6 +386,11 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 	})
 }
 
+// deferAcceptSeconds is how long the kernel holds a connection that has
+// sent nothing before handing it over anyway (the proxy's peek timeout
+// then applies as before).
+const deferAcceptSeconds = 5
+
 // kernelDNS hands the resolver's cached answers to the eBPF DNS answerer
 // once it is attached (it comes last in Start, after the resolver exists).
 type kernelDNS struct {
@@ -533,9 +540,25 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	return nil
 }
 
-func listenTCP(ctx context.Context, fam string, port uint16) (net.Listener, error) {
+// listenTCP listens on port of every address of family fam ("4" or "6").
+// A clientFirst listener (TLS, HTTP: the client always speaks first) sets
+// TCP_DEFER_ACCEPT, so a connection is handed over with its first bytes
+// (the ClientHello) and accepting it and reading them is one wake-up.
+func listenTCP(ctx context.Context, fam string, port uint16, clientFirst bool) (net.Listener, error) {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
+	if clientFirst {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+			})
+			if err == nil && serr != nil {
+				err = fmt.Errorf("set TCP_DEFER_ACCEPT: %w", serr)
+			}
+			return err
+		}
+	}
 	addr := fmt.Sprintf("0.0.0.0:%d", port)
 	if fam == "6" {
 		addr = fmt.Sprintf("[::]:%d", port)
