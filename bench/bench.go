@@ -72,14 +72,17 @@ type Path struct {
 // Gateway kinds.
 const (
 	GWNone       = "none"
+	GWConntrack  = "conntrack" // nothing but a stateful forward rule, as on any NAT router
 	GWCloudsteer = "cloudsteer"
 	GWRedsocks   = "redsocks"
 	GWSquid      = "squid"
 )
 
-// Paths are the seven paths of issue 4, in table order.
+// Paths are the seven paths of issue 4, plus direct routing with connection
+// tracking on (what the bypass path pays), in table order.
 var Paths = []Path{
 	{Name: "direct", Gateway: GWNone, Role: lab.RoleLAN, Client: "10.10.0.10"},
+	{Name: "direct + conntrack", Gateway: GWConntrack, Role: lab.RoleLAN, Client: "10.10.0.10"},
 	{Name: "cloudsteer bypass", Gateway: GWCloudsteer, Role: lab.RoleLAN, Bypass: true, Client: "10.10.0.10"},
 	{Name: "cloudsteer steered", Gateway: GWCloudsteer, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
 	{Name: "redsocks", Gateway: GWRedsocks, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
@@ -91,6 +94,7 @@ var Paths = []Path{
 // Path names the verdicts refer to.
 const (
 	PDirect   = "direct"
+	PDirectCT = "direct + conntrack"
 	PBypass   = "cloudsteer bypass"
 	PSteered  = "cloudsteer steered"
 	PRedsocks = "redsocks"

@@ -44,6 +44,23 @@ func (r *runner) startGateway(ctx context.Context, kind string) (*gw, error) {
 	case GWNone:
 		g.stop = func() error { return nil }
 		return g, nil
+	case GWConntrack:
+		// What any office router has even with nothing steered: connection
+		// tracking on every forwarded packet (here one stateful rule in
+		// the forward hook, as a NAT or firewall rule would need).
+		const table = "csbench_conntrack"
+		rules := "add table inet " + table + "\n" +
+			"add chain inet " + table + " forward { type filter hook forward priority 10 ; }\n" +
+			"add rule inet " + table + " forward ct state established,related accept\n"
+		cmd := r.lab.Command(ctx, lab.RoleGW, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("add conntrack rule: %v: %s", err, out)
+		}
+		g.stop = func() error {
+			return r.lab.Command(context.Background(), lab.RoleGW, "nft", "delete", "table", "inet", table).Run()
+		}
+		return g, nil
 	case GWCloudsteer:
 		cfg := filepath.Join(r.dir, "cloudsteer.yaml")
 		yaml := fmt.Sprintf(`lan_interfaces: [%s]

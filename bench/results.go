@@ -240,7 +240,7 @@ func (r *Results) Summarize() *Summary {
 			}
 			return xs
 		}
-		if p.Gateway != GWNone {
+		if p.Gateway != GWNone && p.Gateway != GWConntrack {
 			ps.GWCPUPerGB = stat(perGB(func(s Sample) float64 { return s.GWCPU }))
 		} else {
 			ps.GWCPUPerGB = stat(nil)

@@ -489,6 +489,7 @@ type visit struct {
 // always favour the same side of a pair.
 func visitOrder(round int) []visit {
 	vs := []visit{
+		{GWConntrack, []string{PDirectCT}},
 		{GWNone, []string{PDirect}},
 		{GWCloudsteer, []string{PBypass, PSteered}},
 		{GWNone, []string{PCeiling, PAgent}},
@@ -524,7 +525,7 @@ func (r *runner) visit(ctx context.Context, round, fig int, v visit, res *Result
 	}
 	defer g.stop()
 	time.Sleep(300 * time.Millisecond)
-	if v.kind != GWNone && fig == 0 {
+	if v.kind != GWNone && v.kind != GWConntrack && fig == 0 {
 		res.IdleRSS = append(res.IdleRSS, RSSSample{Gateway: v.kind, Bytes: r.gwRSS()})
 	}
 	for _, p := range todo {
