@@ -165,6 +165,14 @@ func (r *runner) tune(ctx context.Context) error {
 			}
 		}
 	}
+	// The wide ephemeral range above covers the gateways' listener ports,
+	// and the ceiling's client runs in the gateway namespace: a TIME_WAIT
+	// socket of its on 15080, say, kept the next cloudsteer from binding
+	// it. (Linux's default range starts at 32768, above all of them.)
+	kv := fmt.Sprintf("net.ipv4.ip_local_reserved_ports=%d,%d,%d,%d,%d,%d,%d", 9080, 15053, 15080, 15443, redsocksPort, squidIcptPort, squidPlainPort)
+	if out, err := r.lab.Command(ctx, lab.RoleGW, "sysctl", "-qw", kv).CombinedOutput(); err != nil {
+		return fmt.Errorf("sysctl %s in %s: %w: %s", kv, lab.RoleGW, err, out)
+	}
 	return nil
 }
 
