@@ -48,7 +48,9 @@ func readHead(br *bufio.Reader, max int) (*responseHead, error) {
 
 // parseHead parses raw, a complete response head.
 func parseHead(raw []byte) (*responseHead, error) {
-	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	// A buffer the size of the head, not bufio's 4 KiB default: every
+	// CONNECT parses one, and the garbage added up in bursts of flows.
+	tp := textproto.NewReader(bufio.NewReaderSize(bytes.NewReader(raw), len(raw)))
 	status, err := tp.ReadLine()
 	if err != nil {
 		return nil, fmt.Errorf("read status line: %w", err)
