@@ -60,7 +60,7 @@ func runBench(ctx context.Context, args []string) error {
 	prefix := fs.String("prefix", "csbench", "lab namespace prefix")
 	repeats := fs.Int("repeats", 3, "rounds over every path")
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and connection-rate measurement")
-	samples := fs.Int("samples", 300, "time-to-first-byte samples per path and round")
+	samples := fs.Int("samples", 1000, "time-to-first-byte samples per path and round (p99 is the 10th slowest)")
 	flows := fs.Int("flows", 32, "parallel flows of the many-flows throughput figure")
 	idle := fs.Int("idle", 10000, "idle flows of the memory figure")
 	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory)")
