@@ -91,6 +91,7 @@ func runDemo(ctx context.Context, args []string) error {
 	var steps []demoStep
 	for _, step := range []func(context.Context) demoStep{
 		d.dnsQuery,
+		d.dnsRepeat,
 		d.web("https://www.example.com", "https://www.example.com/", "www.example.com", "SNI read, CONNECT to cloud", false),
 		d.web("http://news.example.com", "http://news.example.com/", "news.example.com", "absolute-form to cloud", false),
 		d.web("https://scores.sports.example", "https://scores.sports.example/", "scores.sports.example", "client closed, block event logged", false),
@@ -240,9 +241,61 @@ func firstLine(s string) string {
 	return s
 }
 
+// dig asks the address nobody runs for www.example.com, without the
+// EDNS cookie option dig adds by default (stub resolvers send none), so a
+// cached answer can come from the kernel.
+func (d *demo) dig(ctx context.Context) (string, error) {
+	return d.run(ctx, "dig", "+short", "+nocookie", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), "www.example.com", "A")
+}
+
+// kernelAnswers reads cloudsteer_dns_kernel_answers_total from the
+// gateway's /metrics (LAN side, no token needed).
+func (d *demo) kernelAnswers(ctx context.Context) (float64, error) {
+	out, err := d.run(ctx, "curl", "-sS", "--max-time", "3", "http://"+lab.GWLANV4.Addr().String()+":9080/metrics")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "cloudsteer_dns_kernel_answers_total "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			return f, err
+		}
+	}
+	return 0, errors.New("no cloudsteer_dns_kernel_answers_total in /metrics")
+}
+
+// dnsRepeat asks the same name again: the eBPF answerer on the LAN
+// interface answers from the resolver's cache, and nobody else sees it.
+func (d *demo) dnsRepeat(ctx context.Context) demoStep {
+	before, berr := d.kernelAnswers(ctx)
+	start := time.Now()
+	out, err := d.dig(ctx)
+	_, _, dnsRecs := d.since(start)
+	after, aerr := d.kernelAnswers(ctx)
+	gateway := "answered in the kernel (eBPF), no socket"
+	switch {
+	case berr != nil || aerr != nil:
+		gateway = "kernel answers unknown: " + firstLine(errors.Join(berr, aerr).Error())
+	case after-before != 1:
+		gateway = fmt.Sprintf("resolver answered (kernel answers +%v)", after-before)
+	}
+	cloud := "nothing"
+	for _, r := range dnsRecs {
+		if r.Server == "cloud" {
+			cloud = fmt.Sprintf("cloud DNS: %s %s from %s", r.Type, r.Name, r.Remote)
+		}
+	}
+	client := "answer " + strings.TrimSpace(out)
+	if err != nil {
+		client = "error: " + firstLine(err.Error())
+	}
+	return demoStep{what: "the same dig again", client: client, gateway: gateway, proxy: cloud, origin: "-"}
+}
+
 func (d *demo) dnsQuery(ctx context.Context) demoStep {
 	start := time.Now()
-	out, err := d.run(ctx, "dig", "+short", "+time=3", "+tries=1", "@"+lab.NobodyDNSV4.String(), "www.example.com", "A")
+	out, err := d.dig(ctx)
 	_, _, dnsRecs := d.since(start)
 	cloud := "nothing"
 	for _, r := range dnsRecs {
