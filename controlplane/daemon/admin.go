@@ -122,18 +122,17 @@ func (d *Daemon) CloudPoolStats() cloudproxy.Stats {
 	if c := d.proxy.Cloud(); c != nil {
 		cur = c.Stats()
 	}
-	s := addPoolStats(d.retiredCloud, cur)
-	s.Idle = cur.Idle
-	return s
+	return cur.Add(d.retiredCloud)
 }
 
 // KernelDNSStats returns the eBPF DNS answerer's counters; ok is false
 // when it is not running or its counters cannot be read.
 func (d *Daemon) KernelDNSStats() (dnscache.Stats, bool) {
-	if d.dnsc == nil {
+	dc := d.kdns.c.Load()
+	if dc == nil {
 		return dnscache.Stats{}, false
 	}
-	s, err := d.dnsc.Stats()
+	s, err := dc.Stats()
 	if err != nil {
 		d.log.Warn("read kernel DNS cache counters", "err", err)
 		return dnscache.Stats{}, false

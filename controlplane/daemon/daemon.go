@@ -55,8 +55,7 @@ type Daemon struct {
 	bypass   *bypass.Set
 	fw       *firewall.Table
 	steer    *steer.Steer
-	dnsc     *dnscache.Cache // nil when dns.kernel_cache is off or it failed to load
-	kdns     kernelDNS
+	kdns     kernelDNS                          // the eBPF DNS answerer, once attached
 	pauser   interface{ SetPaused(bool) error } // the steer's pause switch
 	prober   *health.Prober
 	metrics  *metrics.Metrics
@@ -275,11 +274,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	// only the queries the classifier marked for the resolver. Without it
 	// every query still reaches the resolver, so a failure only warns.
 	if *cfg.DNS.KernelCache {
-		d.dnsc, err = dnscache.New(ctx, cfg.LANInterfaces, dnscache.Options{Mark: steer.MarkDNS, After: d.steer.Program(), Logger: log})
+		dc, err := dnscache.New(ctx, cfg.LANInterfaces, dnscache.Options{Mark: steer.MarkDNS, After: d.steer.Program(), Logger: log})
 		if err != nil {
 			d.log.Warn("kernel DNS cache off: every query goes to the resolver", "err", err)
 		} else {
-			d.kdns.c.Store(d.dnsc)
+			d.kdns.c.Store(dc)
 		}
 	}
 	d.goRun(func() { d.bypass.Run(ctx, time.Second) })
@@ -439,20 +438,8 @@ func (d *Daemon) setCloud(client *cloudproxy.Client) {
 	d.proxy.SetCloud(client)
 	if old != nil && old != client {
 		old.Close()
-		d.retiredCloud = addPoolStats(d.retiredCloud, old.Stats())
+		d.retiredCloud = d.retiredCloud.Add(old.Stats())
 	}
-}
-
-// addPoolStats adds b's counters to a's (Idle is a gauge: b's is dropped).
-func addPoolStats(a, b cloudproxy.Stats) cloudproxy.Stats {
-	a.TakenWarm += b.TakenWarm
-	a.DialedCold += b.DialedCold
-	a.DiscardedStale += b.DiscardedStale
-	a.Retries += b.Retries
-	a.Expired += b.Expired
-	a.RefillDials += b.RefillDials
-	a.RefillErrors += b.RefillErrors
-	return a
 }
 
 func (d *Daemon) goServe(name string, serve func() error) {
@@ -498,9 +485,8 @@ func (d *Daemon) Bypass() *bypass.Set { return d.bypass }
 // state.
 func (d *Daemon) Close() error {
 	var errs []error
-	if d.dnsc != nil {
-		d.kdns.c.Store(nil)
-		errs = append(errs, d.dnsc.Close())
+	if dc := d.kdns.c.Swap(nil); dc != nil {
+		errs = append(errs, dc.Close())
 	}
 	if d.steer != nil {
 		errs = append(errs, d.steer.Close())

@@ -48,6 +48,19 @@ type Stats struct {
 	Idle           int    // connections in the pool now
 }
 
+// Add returns s with o's counters added, for totals over several Clients.
+// Idle is a gauge: s's is kept.
+func (s Stats) Add(o Stats) Stats {
+	s.TakenWarm += o.TakenWarm
+	s.DialedCold += o.DialedCold
+	s.DiscardedStale += o.DiscardedStale
+	s.Retries += o.Retries
+	s.Expired += o.Expired
+	s.RefillDials += o.RefillDials
+	s.RefillErrors += o.RefillErrors
+	return s
+}
+
 // counters are the atomic Stats fields Connect and the pool bump.
 type counters struct {
 	takenWarm, dialedCold, discardedStale, retries atomic.Uint64

@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 )
 
 // Cache is the loaded eBPF answerer, its answers map, the Go copy of what
@@ -27,8 +29,9 @@ type Cache struct {
 
 	mu      sync.Mutex
 	entries map[dnscacheQkey]*entry
-	links   []attachment
 	closed  bool
+
+	links tcx.Links
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -46,25 +49,16 @@ type entry struct {
 	dec     uint32 // seconds the TTLs in the kernel value were lowered by
 }
 
-type attachment struct {
-	iface string
-	link  link.Link
-}
-
 // New loads the program, attaches it at TCX ingress of every interface in
 // ifaces and starts the TTL refresher, which stops with Close (not with
 // ctx, which bounds only the set-up). On error nothing stays attached.
 func New(ctx context.Context, ifaces []string, opts Options) (*Cache, error) {
-	if err := validateIfaces(ifaces); err != nil {
+	if err := tcx.CheckInterfaces("dnscache", ifaces); err != nil {
 		return nil, err
 	}
-	nics := make([]*net.Interface, 0, len(ifaces))
-	for _, name := range ifaces {
-		ifc, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("find LAN interface %q: %w", name, err)
-		}
-		nics = append(nics, ifc)
+	nics, err := tcx.Lookup(ifaces)
+	if err != nil {
+		return nil, err
 	}
 	c, err := Load(ctx, opts)
 	if err != nil {
@@ -136,26 +130,7 @@ func (c *Cache) attach(ifc *net.Interface, after *ebpf.Program) error {
 	if after != nil {
 		anchor = link.AfterProgram(after)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifc.Index,
-		Program:   c.objs.DnscacheIngress,
-		Attach:    ebpf.AttachTCXIngress,
-		Anchor:    anchor,
-	})
-	if err != nil {
-		hint := ""
-		switch {
-		case errors.Is(err, ebpf.ErrNotSupported):
-			hint = " (TCX needs Linux >= 6.6)"
-		case errors.Is(err, unix.ENOENT) && after != nil:
-			hint = " (the anchor program is not attached there)"
-		}
-		return fmt.Errorf("attach TCX ingress on %s: %w%s", ifc.Name, err, hint)
-	}
-	c.mu.Lock()
-	c.links = append(c.links, attachment{iface: ifc.Name, link: l})
-	c.mu.Unlock()
-	return nil
+	return c.links.Attach(ifc, c.objs.DnscacheIngress, anchor)
 }
 
 // Program returns the loaded program, e.g. for ebpf.Program.Run in tests.
@@ -387,21 +362,7 @@ func (c *Cache) Stats() (Stats, error) {
 }
 
 // Attached returns the interfaces whose link is still attached.
-func (c *Cache) Attached() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var names []string
-	for _, a := range c.links {
-		info, err := a.link.Info()
-		if err != nil {
-			continue
-		}
-		if tcx := info.TCX(); tcx != nil && tcx.Ifindex != 0 {
-			names = append(names, a.iface)
-		}
-	}
-	return names
-}
+func (c *Cache) Attached() []string { return c.links.Attached() }
 
 // Close stops the refresher, detaches the program everywhere and releases
 // its maps. Calling it again does nothing.
@@ -418,13 +379,7 @@ func (c *Cache) Close() error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var errs []error
-	for _, a := range c.links {
-		if err := a.link.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach TCX ingress on %s: %w", a.iface, err))
-		}
-	}
-	c.links = nil
+	errs := []error{c.links.Close()}
 	c.entries = nil
 	if err := c.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))

@@ -1,8 +1,6 @@
 package dnscache
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -92,24 +90,4 @@ func (s *Stats) set(r uint32, n uint64) {
 	case 7:
 		s.Unmarked = n
 	}
-}
-
-func validateIfaces(ifaces []string) error {
-	var errs []error
-	if len(ifaces) == 0 {
-		errs = append(errs, errors.New("dnscache: no LAN interfaces given"))
-	}
-	seen := make(map[string]bool)
-	for _, name := range ifaces {
-		switch {
-		case name == "":
-			errs = append(errs, errors.New("dnscache: empty interface name"))
-		case len(name) > 15:
-			errs = append(errs, fmt.Errorf("dnscache: interface name %q longer than 15 bytes", name))
-		case seen[name]:
-			errs = append(errs, fmt.Errorf("dnscache: interface %q listed twice", name))
-		}
-		seen[name] = true
-	}
-	return errors.Join(errs...)
 }

@@ -6,14 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,37 +31,14 @@ type Steer struct {
 	log  *slog.Logger
 	objs steerObjects
 
+	links tcx.Links
+
 	mu     sync.Mutex
-	links  []attachment
 	closed bool
 }
 
-// attachment is one TCX ingress link and the interface it was made on.
-type attachment struct {
-	iface string
-	link  link.Link
-}
-
 // Validate reports every problem with the configuration, one per line.
-func (c Config) Validate() error {
-	var errs []error
-	if len(c.Interfaces) == 0 {
-		errs = append(errs, errors.New("steer: no LAN interfaces given"))
-	}
-	seen := make(map[string]bool)
-	for _, name := range c.Interfaces {
-		switch {
-		case name == "":
-			errs = append(errs, errors.New("steer: empty interface name"))
-		case len(name) >= unix.IFNAMSIZ:
-			errs = append(errs, fmt.Errorf("steer: interface name %q longer than %d bytes", name, unix.IFNAMSIZ-1))
-		case seen[name]:
-			errs = append(errs, fmt.Errorf("steer: interface %q listed twice", name))
-		}
-		seen[name] = true
-	}
-	return errors.Join(errs...)
-}
+func (c Config) Validate() error { return tcx.CheckInterfaces("steer", c.Interfaces) }
 
 // New validates cfg, loads the classifier and attaches it at TCX ingress of
 // every interface in cfg. On error nothing stays attached or loaded.
@@ -69,13 +46,9 @@ func New(ctx context.Context, cfg Config) (*Steer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ifaces := make([]*net.Interface, 0, len(cfg.Interfaces))
-	for _, name := range cfg.Interfaces {
-		ifc, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("find LAN interface %q: %w", name, err)
-		}
-		ifaces = append(ifaces, ifc)
+	ifaces, err := tcx.Lookup(cfg.Interfaces)
+	if err != nil {
+		return nil, err
 	}
 
 	s, err := Load(ctx)
@@ -89,7 +62,9 @@ func New(ctx context.Context, cfg Config) (*Steer, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, errors.Join(err, s.Close())
 		}
-		if err := s.attach(ifc); err != nil {
+		// After any programs already there, so those keep precedence and
+		// we never hide traffic from them.
+		if err := s.links.Attach(ifc, s.objs.SteerIngress, nil); err != nil {
 			return nil, errors.Join(err, s.Close())
 		}
 	}
@@ -131,46 +106,6 @@ func explainLoad(err error) error {
 	}
 }
 
-// attach links the classifier at TCX ingress of ifc, after any programs
-// already there, so those keep precedence and we never hide traffic from
-// them.
-func (s *Steer) attach(ifc *net.Interface) error {
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifc.Index,
-		Program:   s.objs.SteerIngress,
-		Attach:    ebpf.AttachTCXIngress,
-	})
-	if err != nil {
-		return explainAttach(ifc.Name, err)
-	}
-	s.mu.Lock()
-	s.links = append(s.links, attachment{iface: ifc.Name, link: l})
-	s.mu.Unlock()
-	return nil
-}
-
-// explainAttach adds what the user can do to an error from AttachTCX.
-func explainAttach(iface string, err error) error {
-	hint := ""
-	switch {
-	case errors.Is(err, ebpf.ErrNotSupported):
-		hint = " (TCX needs Linux >= 6.6; running " + kernelRelease() + ")"
-	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		hint = " (needs root, or CAP_BPF and CAP_NET_ADMIN)"
-	case errors.Is(err, unix.ENODEV):
-		hint = " (interface is gone)"
-	}
-	return fmt.Errorf("attach TCX ingress on %s: %w%s", iface, err, hint)
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown kernel"
-	}
-	return "Linux " + unix.ByteSliceToString(u.Release[:])
-}
-
 // Program returns the loaded classifier, e.g. for ebpf.Program.Run in tests.
 // It stays owned by s.
 func (s *Steer) Program() *ebpf.Program { return s.objs.SteerIngress }
@@ -178,21 +113,7 @@ func (s *Steer) Program() *ebpf.Program { return s.objs.SteerIngress }
 // Attached returns the interfaces on which the classifier's link is still
 // attached. A link whose interface was deleted is detached by the kernel and
 // is not listed.
-func (s *Steer) Attached() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var names []string
-	for _, a := range s.links {
-		info, err := a.link.Info()
-		if err != nil {
-			continue
-		}
-		if tcx := info.TCX(); tcx != nil && tcx.Ifindex != 0 {
-			names = append(names, a.iface)
-		}
-	}
-	return names
-}
+func (s *Steer) Attached() []string { return s.links.Attached() }
 
 // Close detaches the classifier from every interface and releases its maps.
 // Calling it again does nothing.
@@ -204,15 +125,10 @@ func (s *Steer) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	if len(s.links) > 0 {
-		s.log.Info("detaching classifier", "interfaces", len(s.links))
+	if n := s.links.Len(); n > 0 {
+		s.log.Info("detaching classifier", "interfaces", n)
 	}
-	for _, a := range s.links {
-		if err := a.link.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach TCX ingress on %s: %w", a.iface, err))
-		}
-	}
-	s.links = nil
+	errs = append(errs, s.links.Close())
 	if err := s.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 	}
