@@ -2,7 +2,7 @@
 // internet namespace: a lean cloud proxy (CONNECT with Basic auth, then
 // splice between the two TCP sockets), TLS-shaped stream origins (read the
 // ClientHello, then sendfile from memory until the client goes), real
-// HTTPS origins for short exchanges, and sink origins that hold idle flows.
+// HTTPS origins for short exchanges; idle flows end at the proxy itself.
 // Each counts what it carried; a control socket (HTTP over a Unix socket)
 // returns and resets the counters, so every figure can be checked against
 // what the proxy and the origins saw.
@@ -14,8 +14,8 @@
 // bytes move, no goroutine while idle. And a CONNECT to a target in
 // Config.Hold (the idle-flow sink) is not dialed at all: the proxy
 // answers 200 and holds the tunnel itself, reading and dropping what the
-// client sends until it goes, as the sink origin would. That is one
-// descriptor per idle flow instead of two here and one in the sink. The
+// client sends until it goes, as a sink origin would. That is one
+// descriptor per idle flow instead of two here and one in a sink. The
 // tunnel is counted like a dialed one (Tunnels, TunnelActive, the client
 // address in ProxyClients, its bytes in ProxyUp) but no origin connection
 // is, as there is none.
@@ -60,7 +60,6 @@ type Config struct {
 	Code        string                // the Basic user the proxy accepts
 	Stream      []netip.AddrPort      // stream origins
 	HTTPS       []netip.AddrPort      // HTTPS origins
-	Sink        []netip.AddrPort      // idle-flow origins
 	Hold        []netip.AddrPort      // CONNECT targets the proxy holds itself (see the package doc)
 	Names       map[string]netip.Addr // what the proxy resolves
 	StreamBytes int                   // size of the in-memory file streamed; default 32 MiB
@@ -162,13 +161,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 		go s.acceptLoop(ln, s.streamConn)
-	}
-	for _, a := range cfg.Sink {
-		ln, err := listen(a)
-		if err != nil {
-			return nil, err
-		}
-		go s.acceptLoop(ln, s.sinkConn)
 	}
 	for _, a := range cfg.HTTPS {
 		ln, err := listen(a)
@@ -357,15 +349,6 @@ func (s *Server) streamConn(c *net.TCPConn) {
 			return
 		}
 	}
-}
-
-// sinkConn reads and drops whatever the client sends until it goes.
-func (s *Server) sinkConn(c *net.TCPConn) {
-	defer c.Close()
-	s.countPeer(c)
-	s.oActive.Add(1)
-	defer s.oActive.Add(-1)
-	io.Copy(io.Discard, c)
 }
 
 func (s *Server) serveHTTPS(w http.ResponseWriter, r *http.Request) {
