@@ -1,6 +1,8 @@
 // Package firewall owns cloudsteer's nftables table: the redirect of marked
-// DNS, HTTP and TLS flows to the local listeners, the QUIC reject, and the
-// guard that keeps the listeners unreachable from the WAN side.
+// DNS, HTTP and TLS flows to the local listeners, the QUIC reject, the
+// guard that keeps the listeners unreachable from the WAN side, and the
+// raw chains that keep unsteered TCP out of connection tracking while no
+// other ruleset needs it.
 //
 // The table carries the owner flag and is created over one lasting netlink
 // socket that the Table keeps open, so the kernel deletes it when that socket
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/google/nftables"
@@ -43,6 +46,12 @@ type Config struct {
 	GuardTCPPorts []uint16
 	// TableName is the inet table's name; empty means DefaultTableName.
 	TableName string
+	// UntrackUnsteered lets TCP flows the classifier does not steer
+	// (bypassed, paused, other ports) skip connection tracking while this
+	// table is the only netfilter ruleset in the namespace (see
+	// untrack.go). Nothing else in the namespace then needs conntrack, so
+	// those flows are plain routing, as if cloudsteer were not there.
+	UntrackUnsteered bool
 }
 
 // Table is cloudsteer's owner-flagged nftables table, alive as long as the
@@ -52,10 +61,17 @@ type Table struct {
 	name     string
 	replaced bool
 
-	mu     sync.Mutex
-	conn   *nftables.Conn // lasting; nil after Close
-	owner  uint32         // netlink port id the kernel records as owner
-	closed bool
+	cfg     Config
+	procNet *os.File // the namespace's /proc/net, for legacy iptables tables; may be nil
+
+	stopWatch chan struct{} // closed by Close; nil without UntrackUnsteered
+	watchDone chan struct{}
+
+	mu         sync.Mutex
+	untracking bool           // the untrack chains are installed
+	conn       *nftables.Conn // lasting; nil after Close
+	owner      uint32         // netlink port id the kernel records as owner
+	closed     bool
 }
 
 // New validates cfg and installs the table in the network namespace of the
@@ -79,9 +95,24 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
 	}
-	t := &Table{log: log, name: cfg.TableName, conn: conn}
+	t := &Table{log: log, name: cfg.TableName, conn: conn, cfg: cfg}
+	if cfg.UntrackUnsteered {
+		// Opened from this thread, so it is this namespace's /proc/net.
+		if d, err := os.Open("/proc/thread-self/net"); err == nil {
+			t.procNet = d
+		} else {
+			log.Warn("cannot see legacy iptables tables", "err", err)
+		}
+	}
 	if err := t.install(ctx, cfg); err != nil {
+		if t.procNet != nil {
+			t.procNet.Close()
+		}
 		return nil, errors.Join(err, closeConn(conn))
+	}
+	if cfg.UntrackUnsteered {
+		t.stopWatch, t.watchDone = make(chan struct{}), make(chan struct{})
+		go t.watchUntrack(t.stopWatch, t.watchDone)
 	}
 	return t, nil
 }
@@ -100,6 +131,18 @@ func (t *Table) install(ctx context.Context, cfg Config) error {
 	}
 	if err := build(t.conn, cfg); err != nil {
 		return err
+	}
+	var other string
+	if cfg.UntrackUnsteered {
+		if other, err = t.otherRuleset(); err != nil {
+			return err
+		}
+		if other == "" {
+			tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+			if err := addUntrack(t.conn, tab, cfg); err != nil {
+				return err
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -121,8 +164,13 @@ func (t *Table) install(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("table inet %s: kernel did not keep the owner flag; need kernel >= 5.12", t.name)
 	}
 	t.owner = cur.Owner
+	t.untracking = cfg.UntrackUnsteered && other == ""
 	t.log.Info("table installed", "lan", cfg.LANInterfaces, "http_port", cfg.HTTPPort,
-		"tls_port", cfg.TLSPort, "dns_port", cfg.DNSPort, "guard_tcp_ports", cfg.GuardTCPPorts)
+		"tls_port", cfg.TLSPort, "dns_port", cfg.DNSPort, "guard_tcp_ports", cfg.GuardTCPPorts,
+		"untrack_unsteered", t.untracking)
+	if cfg.UntrackUnsteered && other != "" {
+		t.log.Info("another netfilter ruleset is present: tracking every flow", "ruleset", other)
+	}
 	return nil
 }
 
@@ -153,11 +201,21 @@ func (t *Table) Present() (bool, error) {
 // delete makes the outcome visible as an error. Close is safe to call twice.
 func (t *Table) Close() error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
+		t.mu.Unlock()
 		return nil
 	}
 	t.closed = true
+	t.mu.Unlock()
+	if t.stopWatch != nil {
+		close(t.stopWatch)
+		<-t.watchDone
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.procNet != nil {
+		t.procNet.Close()
+	}
 	var errs []error
 	t.conn.DelTable(&nftables.Table{Name: t.name, Family: nftables.TableFamilyINet})
 	if err := t.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {

@@ -211,9 +211,9 @@ func TestRulesPresentThenGone(t *testing.T) {
 			"meta mark == 0x0c570004 meta l4proto == udp counter redirect :53",
 			"meta mark == 0x0c570004 meta l4proto == tcp counter redirect :53",
 			"meta mark == 0x0c570002 fib [daddr] type == local counter return",
-			"meta mark == 0x0c570002 meta l4proto == tcp counter redirect :15080",
+			"meta mark == 0x0c570002 tcp flags & [syn ack] == syn counter redirect :15080",
 			"meta mark == 0x0c570003 fib [daddr] type == local counter return",
-			"meta mark == 0x0c570003 meta l4proto == tcp counter redirect :15443",
+			"meta mark == 0x0c570003 tcp flags & [syn ack] == syn counter redirect :15443",
 		},
 		"forward": {
 			"meta mark == 0x0c570005 meta l4proto == udp ct state in new counter reject icmpx port-unreachable",

@@ -105,7 +105,7 @@ func renderRule(tb testing.TB, exprs []map[string]json.RawMessage) ruleInfo {
 			case "match":
 				var m struct {
 					Op    string
-					Left  map[string]map[string]any
+					Left  map[string]any
 					Right any
 				}
 				mustUnmarshal(tb, raw, &m)
@@ -124,7 +124,7 @@ func renderRule(tb testing.TB, exprs []map[string]json.RawMessage) ruleInfo {
 				var r struct{ Type, Expr string }
 				mustUnmarshal(tb, raw, &r)
 				words = append(words, "reject "+r.Type+" "+r.Expr)
-			case "accept", "drop", "return":
+			case "accept", "drop", "return", "notrack":
 				words = append(words, kind)
 			default:
 				words = append(words, kind+":"+string(raw))
@@ -135,8 +135,22 @@ func renderRule(tb testing.TB, exprs []map[string]json.RawMessage) ruleInfo {
 	return info
 }
 
-func renderLeft(left map[string]map[string]any) (s string, isMark bool) {
-	for kind, v := range left {
+func renderLeft(left map[string]any) (s string, isMark bool) {
+	for kind, raw := range left {
+		if kind == "&" {
+			// {"&": [LEFT, MASK]}: a bitwise and, e.g. tcp flags & (syn|ack).
+			if pair, ok := raw.([]any); ok && len(pair) == 2 {
+				if inner, ok := pair[0].(map[string]any); ok {
+					l, _ := renderLeft(inner)
+					return fmt.Sprintf("%s & %v", l, pair[1]), false
+				}
+			}
+			continue
+		}
+		v, ok := raw.(map[string]any)
+		if !ok {
+			continue
+		}
 		switch kind {
 		case "meta", "ct":
 			return kind + " " + fmt.Sprint(v["key"]), kind == "meta" && v["key"] == "mark"

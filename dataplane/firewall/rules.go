@@ -29,9 +29,9 @@ const (
 //	  meta mark M_DNS meta l4proto udp counter redirect to :P_DNS
 //	  meta mark M_DNS meta l4proto tcp counter redirect to :P_DNS
 //	  meta mark M_HTTP fib daddr type local counter return
-//	  meta mark M_HTTP meta l4proto tcp counter redirect to :P_HTTP
+//	  meta mark M_HTTP meta l4proto tcp tcp flags & (syn|ack) == syn counter redirect to :P_HTTP
 //	  meta mark M_TLS fib daddr type local counter return
-//	  meta mark M_TLS meta l4proto tcp counter redirect to :P_TLS }
+//	  meta mark M_TLS meta l4proto tcp tcp flags & (syn|ack) == syn counter redirect to :P_TLS }
 //	 chain forward { type filter hook forward priority filter; policy accept;
 //	  meta mark M_QUIC meta l4proto udp ct state new counter reject with icmpx port-unreachable }
 //	 set listener_ifaces { type ifname; elements = { LAN..., "lo" } }
@@ -44,6 +44,11 @@ const (
 //	  meta l4proto udp th dport P_DNS meta mark M_DNS counter accept
 //	  meta l4proto tcp th dport { P_HTTP, P_TLS, P_DNS } counter drop
 //	  meta l4proto udp th dport P_DNS counter drop } }
+//
+// The nat chain sees the first packet conntrack tracks of each flow. The
+// HTTP and TLS redirects take only a SYN, so a flow conntrack picks up
+// mid-stream (it was untracked, see untrack.go, or started before the
+// table) keeps going where it went instead of being cut by a redirect.
 //
 // The DNAT check accepts rather than drops, so a packet without conntrack
 // (untracked, invalid) falls through to the drop. The DNS mark accepts
@@ -82,9 +87,9 @@ func build(conn *nftables.Conn, cfg Config) error {
 	add(pre, markIs(m.DNS), l4protoIs(unix.IPPROTO_UDP), counter(), redirectTo(cfg.DNSPort))
 	add(pre, markIs(m.DNS), l4protoIs(unix.IPPROTO_TCP), counter(), redirectTo(cfg.DNSPort))
 	add(pre, markIs(m.HTTP), fibDaddrLocal(), counter(), verdict(expr.VerdictReturn))
-	add(pre, markIs(m.HTTP), l4protoIs(unix.IPPROTO_TCP), counter(), redirectTo(cfg.HTTPPort))
+	add(pre, markIs(m.HTTP), l4protoIs(unix.IPPROTO_TCP), tcpSYNOnly(), counter(), redirectTo(cfg.HTTPPort))
 	add(pre, markIs(m.TLS), fibDaddrLocal(), counter(), verdict(expr.VerdictReturn))
-	add(pre, markIs(m.TLS), l4protoIs(unix.IPPROTO_TCP), counter(), redirectTo(cfg.TLSPort))
+	add(pre, markIs(m.TLS), l4protoIs(unix.IPPROTO_TCP), tcpSYNOnly(), counter(), redirectTo(cfg.TLSPort))
 
 	// forward: QUIC gets port unreachable (ICMP or ICMPv6) so browsers fall
 	// back to TCP 443 at once.
@@ -104,6 +109,11 @@ func build(conn *nftables.Conn, cfg Config) error {
 			setErr = err
 		}
 		return dportIn(s)
+	}
+	if cfg.UntrackUnsteered {
+		if _, err := addMarkSet(conn, tab, m); err != nil && setErr == nil {
+			setErr = err
+		}
 	}
 	steered := []uint16{cfg.HTTPPort, cfg.TLSPort, cfg.DNSPort}
 	guarded := append(append([]uint16{}, steered...), cfg.GuardTCPPorts...)
@@ -188,6 +198,16 @@ func redirectTo(port uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
 		&expr.Redir{RegisterProtoMin: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+	}
+}
+
+// tcpSYNOnly matches a TCP segment with SYN set and ACK clear, the first
+// of a connection ("tcp flags & (syn|ack) == syn").
+func tcpSYNOnly() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
 	}
 }
 

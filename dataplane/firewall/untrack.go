@@ -1,0 +1,243 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Untracking unsteered TCP.
+//
+// The redirect rules need connection tracking, and a nat chain turns it on
+// for every packet in the namespace: without more, cloudsteer would make
+// the office's bypassed and unsteered traffic pay for conntrack even on a
+// router that tracks nothing. While this table is the only netfilter
+// ruleset in the namespace (no other nft table of any family, no legacy
+// iptables table), two raw-priority chains keep TCP that cloudsteer does
+// not steer out of conntrack:
+//
+//	chain untrack_prerouting { type filter hook prerouting priority raw; policy accept;
+//	 meta l4proto tcp meta mark != @steered_marks counter notrack }
+//	chain untrack_output { type filter hook output priority raw; policy accept;
+//	 meta l4proto tcp th sport != { P_HTTP, P_TLS, P_DNS } counter notrack }
+//
+// Tracked stay: LAN TCP the classifier marked HTTP, TLS or DNS (every
+// packet of such a flow carries the mark) and the gateway's replies from
+// its listeners, which conntrack un-NATs. UDP is always tracked, so DNS
+// redirects and the QUIC reject keep their meaning. Untracked are the
+// LAN's bypassed, paused and other-port TCP, everything arriving from the
+// WAN side, and the gateway's own outgoing connections.
+//
+// A flow can move from untracked to tracked mid-stream (a name leaves the
+// bypass list, a pause ends): conntrack then picks it up on a non-SYN
+// packet, and because the HTTP and TLS redirects only take a SYN, the flow
+// keeps going where it went, as live toggling promises.
+//
+// The watcher rechecks every untrackPoll: when another ruleset appears
+// (a NAT or a stateful firewall needs every flow tracked) the chains are
+// deleted; when it goes away they come back. Flows started untracked in
+// the poll window before a NAT appeared are not NATed.
+
+// untrackPoll is how often the watcher looks for other rulesets.
+const untrackPoll = time.Second
+
+const (
+	untrackPreName = "untrack_prerouting"
+	untrackOutName = "untrack_output"
+	markSetName    = "steered_marks"
+)
+
+// Untracking reports whether unsteered TCP is kept out of conntrack now.
+func (t *Table) Untracking() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.untracking
+}
+
+// addMarkSet adds the named set of the marks whose TCP stays tracked.
+func addMarkSet(conn *nftables.Conn, tab *nftables.Table, m Marks) (*nftables.Set, error) {
+	var elems []nftables.SetElement
+	for _, v := range []uint32{m.HTTP, m.TLS, m.DNS} {
+		elems = append(elems, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(v)})
+	}
+	s := &nftables.Set{Table: tab, Name: markSetName, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian}
+	if err := conn.AddSet(s, elems); err != nil {
+		return s, fmt.Errorf("add mark set: %w", err)
+	}
+	return s, nil
+}
+
+// untrackChains returns the two chains (for adding or deleting).
+func untrackChains(tab *nftables.Table) (pre, out *nftables.Chain) {
+	accept := nftables.ChainPolicyAccept
+	pre = &nftables.Chain{
+		Name: untrackPreName, Table: tab, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+	}
+	out = &nftables.Chain{
+		Name: untrackOutName, Table: tab, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+	}
+	return pre, out
+}
+
+// addUntrack queues the two chains and their rules into conn's batch.
+func addUntrack(conn *nftables.Conn, tab *nftables.Table, cfg Config) error {
+	pre, out := untrackChains(tab)
+	conn.AddChain(pre)
+	conn.AddChain(out)
+	marks := &nftables.Set{Table: tab, Name: markSetName}
+	notrack := []expr.Any{&expr.Counter{}, &expr.Notrack{}}
+	tcp := l4protoIs(unix.IPPROTO_TCP)
+
+	preExprs := append(append(tcp,
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: marks.Name, Invert: true}), notrack...)
+	conn.AddRule(&nftables.Rule{Table: tab, Chain: pre, Exprs: preExprs})
+
+	ports, err := addPortSet(conn, tab, []uint16{cfg.HTTPPort, cfg.TLSPort, cfg.DNSPort})
+	if err != nil {
+		return err
+	}
+	outExprs := append(append(l4protoIs(unix.IPPROTO_TCP),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: ports.Name, SetID: ports.ID, Invert: true}), notrack...)
+	conn.AddRule(&nftables.Rule{Table: tab, Chain: out, Exprs: outExprs})
+	return nil
+}
+
+// otherRuleset names a netfilter ruleset in the namespace besides this
+// table, or returns "" when there is none.
+func (t *Table) otherRuleset() (string, error) {
+	tabs, err := t.conn.ListTables()
+	if err != nil {
+		return "", fmt.Errorf("list nft tables: %w", err)
+	}
+	for _, tab := range tabs {
+		if tab.Family == nftables.TableFamilyINet && tab.Name == t.name {
+			continue
+		}
+		return fmt.Sprintf("nft table %s %s", familyName(tab.Family), tab.Name), nil
+	}
+	if t.procNet == nil {
+		return "", nil
+	}
+	for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
+		names, err := readAt(t.procNet, f)
+		if err != nil {
+			return "", err
+		}
+		if names = strings.TrimSpace(names); names != "" {
+			return fmt.Sprintf("iptables-legacy tables (%s: %s)", f, strings.ReplaceAll(names, "\n", " ")), nil
+		}
+	}
+	return "", nil
+}
+
+// readAt reads the file name under the directory dir; a missing file
+// (the module was never loaded) reads as empty.
+func readAt(dir *os.File, name string) (string, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("open /proc/net/%s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("read /proc/net/%s: %w", name, err)
+	}
+	return string(b), nil
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return fmt.Sprintf("family-%d", f)
+}
+
+// syncUntrack adds or deletes the untrack chains to match whether another
+// ruleset is present. It is a no-op after Close.
+func (t *Table) syncUntrack() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	other, err := t.otherRuleset()
+	if err != nil {
+		return err
+	}
+	want := other == ""
+	if want == t.untracking {
+		return nil
+	}
+	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+	if want {
+		if err := addUntrack(t.conn, tab, t.cfg); err != nil {
+			return err
+		}
+	} else {
+		pre, out := untrackChains(tab)
+		t.conn.FlushChain(pre)
+		t.conn.FlushChain(out)
+		t.conn.DelChain(pre)
+		t.conn.DelChain(out)
+	}
+	if err := t.conn.Flush(); err != nil {
+		return fmt.Errorf("update untrack chains: %w", err)
+	}
+	t.untracking = want
+	if want {
+		t.log.Info("no other netfilter ruleset: unsteered TCP is not tracked")
+	} else {
+		t.log.Info("another netfilter ruleset appeared: tracking every flow", "ruleset", other)
+	}
+	return nil
+}
+
+// watchUntrack runs syncUntrack every untrackPoll until stop closes.
+func (t *Table) watchUntrack(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(untrackPoll)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		if err := t.syncUntrack(); err != nil {
+			if !failing {
+				t.log.Warn("check for other netfilter rulesets", "err", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+	}
+}

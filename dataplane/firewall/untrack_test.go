@@ -1,0 +1,345 @@
+package firewall
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/steer"
+	"github.com/cloudsteer/cloudsteer/internal/privtest"
+)
+
+// attachClassifier attaches the real eBPF classifier to lan0 in ns (the
+// nft stand-in of TestTraffic would be another ruleset and turn
+// untracking off).
+func attachClassifier(tb testing.TB, ns string) *steer.Steer {
+	tb.Helper()
+	var s *steer.Steer
+	privtest.InNetNS(tb, ns, func() {
+		var err error
+		if s, err = steer.New(context.Background(), steer.Config{Interfaces: []string{"lan0"}}); err != nil {
+			tb.Fatalf("attach classifier: %v", err)
+		}
+	})
+	tb.Cleanup(func() { s.Close() })
+	got := Marks{HTTP: uint32(steer.MarkHTTP), TLS: uint32(steer.MarkTLS), DNS: uint32(steer.MarkDNS), QUIC: uint32(steer.MarkQUIC)}
+	if got != testMarks {
+		tb.Fatalf("classifier marks %+v, the tests assume %+v", got, testMarks)
+	}
+	return s
+}
+
+// serveLineEcho echoes lines on addr inside ns, connection by connection.
+func serveLineEcho(tb testing.TB, ns, addr string) {
+	tb.Helper()
+	var ln net.Listener
+	privtest.InNetNS(tb, ns, func() {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		var err error
+		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
+			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
+		}
+	})
+	done := make(chan struct{})
+	tb.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(3 * hangGuard))
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// conntrackHas reports whether ns's conntrack table holds an entry whose
+// original direction starts at from (source address and port).
+func conntrackHas(tb testing.TB, ns string, from netip.AddrPort) bool {
+	tb.Helper()
+	out, err := privtest.Command(ns, "cat", "/proc/net/nf_conntrack").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("read /proc/net/nf_conntrack in %s: %v\n%s", ns, err, out)
+	}
+	src := "src=" + ctAddr(from.Addr()) + " "
+	sport := fmt.Sprintf(" sport=%d ", from.Port())
+	for _, line := range strings.Split(string(out), "\n") {
+		// The first src= and sport= are the original direction's.
+		i, j := strings.Index(line, "src="), strings.Index(line, " sport=")
+		if i < 0 || j < 0 {
+			continue
+		}
+		if strings.HasPrefix(line[i:], src) && strings.HasPrefix(line[j:], sport) {
+			return true
+		}
+	}
+	return false
+}
+
+// roundTrip writes line to c and wants it echoed.
+func roundTrip(tb testing.TB, c net.Conn, r *bufio.Reader, line string) {
+	tb.Helper()
+	_ = c.SetDeadline(time.Now().Add(hangGuard))
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		tb.Fatalf("write %q: %v", line, err)
+	}
+	got, err := r.ReadString('\n')
+	if err != nil || strings.TrimSpace(got) != line {
+		tb.Fatalf("echo of %q: %q, %v", line, got, err)
+	}
+}
+
+// waitUntracking polls until tab.Untracking() is want.
+func waitUntracking(tb testing.TB, tab *Table, want bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * untrackPoll)
+	for tab.Untracking() != want {
+		if time.Now().After(deadline) {
+			tb.Fatalf("Untracking() stayed %v for %v", !want, 5*untrackPoll)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestUntrackUnsteered(t *testing.T) {
+	l := newLab(t)
+	cls := attachClassifier(t, l.gw)
+	cfg := testConfig()
+	cfg.UntrackUnsteered = true
+	tab := newTable(t, l.gw, cfg)
+	if !tab.Untracking() {
+		t.Fatal("Untracking() = false with no other ruleset in the namespace")
+	}
+
+	lst, _ := listTable(t, l.gw, "cloudsteer")
+	wantChains := map[string]chainInfo{
+		"prerouting":         {Type: "nat", Hook: "prerouting", Prio: -100, Policy: "accept"},
+		"forward":            {Type: "filter", Hook: "forward", Prio: 0, Policy: "accept"},
+		"input":              {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+		"untrack_prerouting": {Type: "filter", Hook: "prerouting", Prio: -300, Policy: "accept"},
+		"untrack_output":     {Type: "filter", Hook: "output", Prio: -300, Policy: "accept"},
+	}
+	if diff := cmp.Diff(wantChains, lst.chains); diff != "" {
+		t.Errorf("chains (-want +got):\n%s", diff)
+	}
+	wantRules := map[string][]string{
+		"untrack_prerouting": {"meta l4proto == tcp meta mark != @steered_marks counter notrack"},
+		"untrack_output":     {"tcp sport != {15080,15443,53} counter notrack"},
+	}
+	for chain, want := range wantRules {
+		if diff := cmp.Diff(want, lst.ruleTexts(chain)); diff != "" {
+			t.Errorf("chain %s rules (-want +got):\n%s", chain, diff)
+		}
+	}
+	var marks []string
+	for _, e := range lst.sets["steered_marks"].Elems {
+		v, err := strconv.ParseFloat(e, 64)
+		if err != nil {
+			t.Fatalf("steered_marks element %q: %v", e, err)
+		}
+		marks = append(marks, fmt.Sprintf("%#08x", uint32(v)))
+	}
+	if diff := cmp.Diff([]string{"0x0c570002", "0x0c570003", "0x0c570004"}, marks); diff != "" {
+		t.Errorf("steered_marks (-want +got):\n%s", diff)
+	}
+
+	const size = 4 << 20
+	serveStream(t, l.server, ":9000", size)
+	serveLineEcho(t, l.server, ":443")
+	tlsProxy := serveTCP(t, l.gw, ":15443", "tls-proxy")
+
+	// download fetches the stream from the server's port 9000 and returns
+	// the client's address and the bytes received.
+	download := func(t *testing.T, server netip.Addr) (netip.AddrPort, int) {
+		c, err := dialTCP(t, l.client, netip.AddrPortFrom(server, 9000), hangGuard)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		_ = c.SetDeadline(time.Now().Add(hangGuard))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		return c.LocalAddr().(*net.TCPAddr).AddrPort(), int(n)
+	}
+
+	for _, fam := range []struct {
+		name   string
+		server netip.Addr
+		bypass netip.Prefix
+	}{
+		{"v4", netip.MustParseAddr("10.20.0.2"), netip.MustParsePrefix("10.20.0.2/32")},
+		{"v6", netip.MustParseAddr("fd00:20::2"), netip.MustParsePrefix("fd00:20::2/128")},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			t.Run("unsteered tcp is forwarded whole and not tracked", func(t *testing.T) {
+				before := packets(t, l.gw, "untrack_prerouting", 0)
+				from, n := download(t, fam.server)
+				if n != size {
+					t.Fatalf("received %d bytes, want %d", n, size)
+				}
+				if conntrackHas(t, l.gw, from) {
+					t.Errorf("conntrack tracks the unsteered flow from %v", from)
+				}
+				// Both directions cross prerouting: at least one packet
+				// per 64 KiB of data, plus the handshake.
+				if got := packets(t, l.gw, "untrack_prerouting", 0) - before; got < size/(64<<10) {
+					t.Errorf("untrack rule counted %d packets for a %d-byte flow", got, size)
+				}
+			})
+			t.Run("steered tls is tracked and redirected", func(t *testing.T) {
+				c, err := dialTCP(t, l.client, netip.AddrPortFrom(fam.server, 443), hangGuard)
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				_ = c.SetDeadline(time.Now().Add(hangGuard))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil || strings.TrimSpace(line) != "tls-proxy" {
+					t.Fatalf("greeting %q, %v; want tls-proxy", line, err)
+				}
+				a := next(t, tlsProxy)
+				if a.origErr != nil || a.orig != netip.AddrPortFrom(fam.server, 443) {
+					t.Errorf("OriginalDst = %v, %v; want %v", a.orig, a.origErr, netip.AddrPortFrom(fam.server, 443))
+				}
+				if !conntrackHas(t, l.gw, c.LocalAddr().(*net.TCPAddr).AddrPort()) {
+					t.Error("the steered flow has no conntrack entry")
+				}
+			})
+			t.Run("a bypassed flow stays up when its name leaves the bypass list", func(t *testing.T) {
+				if err := cls.AddBypass(fam.bypass); err != nil {
+					t.Fatal(err)
+				}
+				c, err := dialTCP(t, l.client, netip.AddrPortFrom(fam.server, 443), hangGuard)
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				r := bufio.NewReader(c)
+				from := c.LocalAddr().(*net.TCPAddr).AddrPort()
+				roundTrip(t, c, r, "while bypassed")
+				if conntrackHas(t, l.gw, from) {
+					t.Errorf("the bypassed flow from %v is tracked", from)
+				}
+				// Now marked TLS mid-stream: conntrack picks it up on a
+				// non-SYN packet, and the SYN-only redirect leaves it alone.
+				if err := cls.DeleteBypass(fam.bypass); err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, c, r, "after the bypass ended")
+				roundTrip(t, c, r, "and once more")
+				if !conntrackHas(t, l.gw, from) {
+					t.Errorf("the flow from %v was not picked up by conntrack once steered-marked", from)
+				}
+				select {
+				case a := <-tlsProxy:
+					t.Errorf("the proxy got a connection from %v mid-stream", a.remote)
+				default:
+				}
+			})
+		})
+	}
+
+	t.Run("another ruleset turns untracking off, and its removal back on", func(t *testing.T) {
+		privtest.Run(t, l.gw, "nft", "add", "table", "ip", "somebody_else")
+		waitUntracking(t, tab, false)
+		lst, _ := listTable(t, l.gw, "cloudsteer")
+		for _, c := range []string{"untrack_prerouting", "untrack_output"} {
+			if _, ok := lst.chains[c]; ok {
+				t.Errorf("chain %s still there with another ruleset present", c)
+			}
+		}
+		from, n := download(t, netip.MustParseAddr("10.20.0.2"))
+		if n != size {
+			t.Fatalf("received %d bytes, want %d", n, size)
+		}
+		if !conntrackHas(t, l.gw, from) {
+			t.Errorf("flow from %v untracked although another ruleset may need conntrack", from)
+		}
+
+		privtest.Run(t, l.gw, "nft", "delete", "table", "ip", "somebody_else")
+		waitUntracking(t, tab, true)
+		from, _ = download(t, netip.MustParseAddr("10.20.0.2"))
+		if conntrackHas(t, l.gw, from) {
+			t.Errorf("flow from %v tracked after the other ruleset left", from)
+		}
+	})
+
+	t.Run("a table that finds another ruleset starts tracking everything", func(t *testing.T) {
+		ns := privtest.NewNetNS(t)
+		privtest.Run(t, ns, "nft", "add", "table", "netdev", "somebody_else")
+		cfg := testConfig()
+		cfg.UntrackUnsteered = true
+		tab := newTable(t, ns, cfg)
+		if tab.Untracking() {
+			t.Error("Untracking() = true next to another table")
+		}
+		lst, _ := listTable(t, ns, "cloudsteer")
+		if _, ok := lst.chains["untrack_prerouting"]; ok {
+			t.Error("untrack chain installed next to another table")
+		}
+	})
+}
+
+// ctAddr writes a as /proc/net/nf_conntrack does: IPv6 in all eight
+// groups of four hex digits (%pI6).
+func ctAddr(a netip.Addr) string {
+	if a.Is4() {
+		return a.String()
+	}
+	b := a.As16()
+	groups := make([]string, 8)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("%02x%02x", b[2*i], b[2*i+1])
+	}
+	return strings.Join(groups, ":")
+}
+
+// serveStream listens on addr inside ns and writes size bytes to each
+// connection, then closes it.
+func serveStream(tb testing.TB, ns, addr string, size int) {
+	tb.Helper()
+	var ln net.Listener
+	privtest.InNetNS(tb, ns, func() {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		var err error
+		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
+			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
+		}
+	})
+	done := make(chan struct{})
+	tb.Cleanup(func() { ln.Close(); <-done })
+	block := make([]byte, 64<<10)
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(hangGuard))
+				for left := size; left > 0; left -= len(block) {
+					if _, err := c.Write(block[:min(left, len(block))]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
