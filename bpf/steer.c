@@ -6,7 +6,15 @@
 // steers (TCP 80, TCP 443, TCP+UDP 53, UDP 443), looks the destination up in
 // the bypass LPM tries, checks the pause switch, and writes a mark that the
 // nftables table "cloudsteer" acts on. It counts packets and bytes per
-// verdict. It never drops and never redirects: it always returns TCX_NEXT so
+// verdict.
+//
+// Web TCP flows (80, 443) that start bypassed or paused are remembered from
+// their SYN in an LRU map; every packet of such a flow gets MARK_UNTRACK,
+// whatever the bypass list or the pause switch say later, so nftables can
+// keep the whole flow out of connection tracking (dataplane/firewall,
+// untrack.go). A flow that started steered is never remembered: it stays
+// tracked, and conntrack keeps its redirect, even if its destination is
+// bypassed later. It never drops and never redirects: it always returns TCX_NEXT so
 // the next TCX program (or the stack) decides, which keeps the gateway
 // fail-open when cloudsteer is gone.
 //
@@ -50,6 +58,7 @@ enum mark {
 	MARK_TLS = 0x0c570003,
 	MARK_DNS = 0x0c570004,
 	MARK_QUIC = 0x0c570005,
+	MARK_UNTRACK = 0x0c570006, // web TCP flow that started bypassed or paused
 };
 
 // counter is one CPU's packet and byte count for one verdict.
@@ -106,6 +115,27 @@ struct {
 	__type(value, __u8);
 } bypass_v6 SEC(".maps");
 
+// flow_key names a TCP flow as the LAN client sends it.
+struct flow_key {
+	__u8 saddr[16]; // IPv4 in the first 4 bytes
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 is_v6;
+	__u8 pad[3];
+};
+
+// untracked_flows holds the web TCP flows that started bypassed or paused,
+// with the verdict they started with. LRU: when full, the oldest flow is
+// forgotten, its next packets are tracked from mid-stream (conntrack picks
+// them up and the SYN-only redirects leave them alone).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow_key);
+	__type(value, __u32);
+} untracked_flows SEC(".maps");
+
 // Upper bound of IPv6 extension headers walked before giving up; the
 // verifier needs a constant bound on the loop.
 #define IPV6_MAX_EXT_HDRS 6
@@ -115,12 +145,17 @@ struct {
 
 #define VLAN_HLEN 4
 
+#define TCP_FLAGS_OFF 13 // byte of the TCP header holding the flags
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
 // packet is what the parser found: where the L4 header starts, which L4
-// protocol it is, and the destination address (4 or 16 bytes used).
+// protocol it is, and the addresses (4 or 16 bytes used).
 struct packet {
 	__u32 l4_off;
 	__u8 l4_proto;
 	__u8 is_v6;
+	__u8 saddr[16];
 	__u8 daddr[16];
 };
 
@@ -144,6 +179,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct p
 	p->l4_off = off + ip.ihl * 4;
 	p->l4_proto = ip.protocol;
 	p->is_v6 = 0;
+	__builtin_memcpy(p->saddr, &ip.saddr, 4);
 	__builtin_memcpy(p->daddr, &ip.daddr, 4);
 	return 0;
 }
@@ -168,6 +204,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 	if (ip6.version != 6)
 		return -1;
 
+	__builtin_memcpy(p->saddr, &ip6.saddr, 16);
 	__builtin_memcpy(p->daddr, &ip6.daddr, 16);
 	p->is_v6 = 1;
 
@@ -285,7 +322,41 @@ static __always_inline void count(struct __sk_buff *skb, enum verdict v)
 	}
 }
 
-static __always_inline enum verdict decide(struct __sk_buff *skb)
+// remember_flow applies the untracked-flow memory to a web TCP packet whose
+// verdict is v. A SYN (without ACK) starts a flow: remembered when v is
+// bypass or paused, forgotten otherwise (the 4-tuple may be reused). Any
+// other packet of a remembered flow gets the verdict the flow started
+// with. *untrack is set for packets of remembered flows.
+static __always_inline enum verdict remember_flow(struct __sk_buff *skb, struct packet *p,
+						  __be16 ports[2], enum verdict v, int *untrack)
+{
+	__u8 flags;
+
+	if (bpf_skb_load_bytes(skb, p->l4_off + TCP_FLAGS_OFF, &flags, 1) < 0)
+		return v;
+
+	struct flow_key k = {.sport = ports[0], .dport = ports[1], .is_v6 = p->is_v6};
+	__builtin_memcpy(k.saddr, p->saddr, 16);
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+
+	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+		if (v == VERDICT_BYPASS || v == VERDICT_PAUSED) {
+			__u32 started = v;
+			bpf_map_update_elem(&untracked_flows, &k, &started, BPF_ANY);
+			*untrack = 1;
+		} else {
+			bpf_map_delete_elem(&untracked_flows, &k);
+		}
+		return v;
+	}
+	__u32 *started = bpf_map_lookup_elem(&untracked_flows, &k);
+	if (!started)
+		return v;
+	*untrack = 1;
+	return *started == VERDICT_PAUSED ? VERDICT_PAUSED : VERDICT_BYPASS;
+}
+
+static __always_inline enum verdict decide(struct __sk_buff *skb, int *untrack)
 {
 	struct packet p = {};
 	__u32 off = 0;
@@ -323,25 +394,29 @@ static __always_inline enum verdict decide(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, p.l4_off, ports, sizeof(ports)) < 0)
 		return VERDICT_OTHER;
 
-	enum verdict v = classify(p.l4_proto, bpf_ntohs(ports[1]));
-	if (v == VERDICT_OTHER)
-		return v;
+	enum verdict class = classify(p.l4_proto, bpf_ntohs(ports[1]));
+	enum verdict v = class;
+	if (class == VERDICT_OTHER)
+		return class;
 	if (bypassed(&p))
-		return VERDICT_BYPASS;
+		v = VERDICT_BYPASS;
 	// Pausing protection lets web traffic (HTTP, HTTPS, QUIC) flow
 	// directly; DNS stays with the gateway's resolver, because LAN clients
 	// that use the gateway as their DNS server would otherwise get no
 	// answer at all.
-	if (v != VERDICT_DNS && paused())
-		return VERDICT_PAUSED;
+	else if (class != VERDICT_DNS && paused())
+		v = VERDICT_PAUSED;
+	if (class == VERDICT_HTTP || class == VERDICT_TLS)
+		v = remember_flow(skb, &p, ports, v, untrack);
 	return v;
 }
 
 SEC("tcx/ingress")
 int steer_ingress(struct __sk_buff *skb)
 {
-	enum verdict v = decide(skb);
-	enum mark mark = mark_of(v);
+	int untrack = 0;
+	enum verdict v = decide(skb, &untrack);
+	enum mark mark = untrack ? MARK_UNTRACK : mark_of(v);
 
 	if (mark)
 		skb->mark = mark;

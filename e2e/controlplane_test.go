@@ -159,6 +159,50 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("bypassed flow untracked, and kept when the name leaves the list", func(t *testing.T) {
+		// Nothing else in the lab's gateway namespace uses netfilter, so
+		// unsteered TCP skips conntrack there.
+		out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
+		if err != nil || !strings.Contains(out, "\ncloudsteer_untracking_unsteered 1\n") {
+			t.Fatalf("metrics do not say untracking is on (%v):\n%s", err, out)
+		}
+		if _, errOut, code := e.cli(sock, "bypass", "add", "www.example.com"); code != 0 {
+			t.Fatalf("bypass add: %d %s", code, errOut)
+		}
+		time.Sleep(time.Second)
+		// Resolving the name through cloudsteer puts its address on the
+		// kernel's bypass list (else the proxy would splice it by SNI).
+		if ans, err := e.dig(lab.NobodyDNSV4.String(), "www.example.com", "A"); err != nil || strings.TrimSpace(ans) != www.V4.String() {
+			t.Fatalf("dig = %q, %v", ans, err)
+		}
+		const size = 32 << 20
+		var wg sync.WaitGroup
+		var longOut string
+		var longErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			longOut, longErr = e.curl(fmt.Sprintf("https://www.example.com/bytes?n=%d", size), "www.example.com", www.V4.String(),
+				"--limit-rate", "8M", "-o", "/dev/null", "-w", "%{size_download}", "--local-port", "45123")
+		}()
+		time.Sleep(time.Second) // the long flow is established, bypassed
+		ct, _ := e.run(lab.RoleGW, 5*time.Second, "cat", "/proc/net/nf_conntrack")
+		if strings.Contains(ct, "sport=45123 dport=443 ") {
+			t.Errorf("the bypassed flow has a conntrack entry:\n%s", ct)
+		}
+		if _, errOut, code := e.cli(sock, "bypass", "rm", "www.example.com"); code != 0 {
+			t.Fatalf("bypass rm: %d %s", code, errOut)
+		}
+		time.Sleep(time.Second)
+		if got := e.pathOf(t, "www.example.com", www.V4.String(), "unbypassed"); got != "proxy" {
+			t.Errorf("a new flow after bypass rm went %s, want proxy", got)
+		}
+		wg.Wait()
+		if longErr != nil || strings.TrimSpace(longOut) != fmt.Sprint(size) {
+			t.Fatalf("bypassed long flow after its name left the list: %q, %v", longOut, longErr)
+		}
+	})
+
 	t.Run("pause and resume", func(t *testing.T) {
 		var p model.PauseState
 		e.cliJSON(sock, &p, "pause", "--for", "15m")

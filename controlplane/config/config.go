@@ -35,10 +35,21 @@ type Config struct {
 	Log           Log        `yaml:"log"`
 	// StateDir holds the state store (bypass entries, pause, the activated
 	// code, events) and the admin token.
-	StateDir string `yaml:"state_dir"`
-	Admin    Admin  `yaml:"admin"`
-	Health   Health `yaml:"health"`
-	Debug    Debug  `yaml:"debug"`
+	StateDir string   `yaml:"state_dir"`
+	Admin    Admin    `yaml:"admin"`
+	Health   Health   `yaml:"health"`
+	Debug    Debug    `yaml:"debug"`
+	Firewall Firewall `yaml:"firewall"`
+}
+
+// Firewall tunes cloudsteer's nftables table.
+type Firewall struct {
+	// UntrackUnsteered keeps TCP that cloudsteer does not steer (bypassed,
+	// paused, other ports) out of connection tracking while cloudsteer's
+	// table is the only netfilter ruleset in the namespace; left out, it
+	// is on. Any other nft or legacy iptables table (a NAT, a stateful
+	// firewall) turns it off within a second.
+	UntrackUnsteered *bool `yaml:"untrack_unsteered"`
 }
 
 // Debug holds developer switches, off by default.
@@ -270,6 +281,10 @@ func (c *Config) setDefaults() {
 	if c.DNS.KernelCache == nil {
 		on := true
 		c.DNS.KernelCache = &on
+	}
+	if c.Firewall.UntrackUnsteered == nil {
+		on := true
+		c.Firewall.UntrackUnsteered = &on
 	}
 	if c.Listen.HTTPPort == 0 {
 		c.Listen.HTTPPort = DefaultHTTPPort

@@ -38,6 +38,16 @@ func TestParseGood(t *testing.T) {
 	if c.DNS.KernelCache == nil || !*c.DNS.KernelCache {
 		t.Errorf("dns.kernel_cache not on by default")
 	}
+	if c.Firewall.UntrackUnsteered == nil || !*c.Firewall.UntrackUnsteered {
+		t.Errorf("firewall.untrack_unsteered not on by default")
+	}
+	tracked, err := Parse([]byte(good + "firewall:\n  untrack_unsteered: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *tracked.Firewall.UntrackUnsteered {
+		t.Errorf("firewall.untrack_unsteered: false parsed as on")
+	}
 	off, err := Parse([]byte(strings.Replace(good, "entitlement_code:", "warm_connections: 0\n  entitlement_code:", 1)))
 	if err != nil {
 		t.Fatal(err)

@@ -160,6 +160,9 @@ func (d *Daemon) BypassMapSize() int {
 	return len(ps)
 }
 
+// Untracking reports whether unsteered TCP skips connection tracking now.
+func (d *Daemon) Untracking() bool { return d.fw != nil && d.fw.Untracking() }
+
 // Paused reports whether protection is paused now.
 func (d *Daemon) Paused() bool {
 	if d.store == nil {

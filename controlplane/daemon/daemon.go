@@ -247,11 +247,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.fw, err = firewall.New(ctx, firewall.Config{
 		LANInterfaces: cfg.LANInterfaces,
-		Marks:         firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC},
+		Marks: firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC,
+			Untrack: steer.MarkUntrack},
 		HTTPPort:      cfg.Listen.HTTPPort,
 		TLSPort:       cfg.Listen.TLSPort,
 		DNSPort:       cfg.Listen.DNSPort,
 		GuardTCPPorts: guard,
+		// Only while nothing else in the namespace needs conntrack.
+		UntrackUnsteered: *cfg.Firewall.UntrackUnsteered,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install nftables table: %w", err)

@@ -52,6 +52,9 @@ type Source interface {
 	BypassMapSize() int
 	// Paused reports whether protection is paused now.
 	Paused() bool
+	// Untracking reports whether unsteered TCP skips connection tracking
+	// now (firewall.Table.Untracking).
+	Untracking() bool
 }
 
 // ConnectBuckets are the upper bounds, in seconds, of the connect latency
@@ -183,19 +186,19 @@ func (l errorLog) Println(v ...any) {
 type collector struct {
 	src Source
 
-	packets, bytes                    *prometheus.Desc
-	flowsAccepted, flowsActive        *prometheus.Desc
-	proxyRequests, proxyBytes         *prometheus.Desc
-	dnsRequests, dnsQueries           *prometheus.Desc
-	dnsHits, dnsMisses, dnsRatio      *prometheus.Desc
-	dnsEntries, dnsCoalesced          *prometheus.Desc
-	dnsUpstreamErrs, dnsMalformed     *prometheus.Desc
-	dnsDropped, bypassEntries, paused *prometheus.Desc
-	cloudConns, cloudWarmIdle         *prometheus.Desc
-	cloudDiscarded, cloudRetries      *prometheus.Desc
-	cloudRefills                      *prometheus.Desc
-	dnsKernelHits, dnsKernelPassed    *prometheus.Desc
-	dnsKernelEntries                  *prometheus.Desc
+	packets, bytes                                *prometheus.Desc
+	flowsAccepted, flowsActive                    *prometheus.Desc
+	proxyRequests, proxyBytes                     *prometheus.Desc
+	dnsRequests, dnsQueries                       *prometheus.Desc
+	dnsHits, dnsMisses, dnsRatio                  *prometheus.Desc
+	dnsEntries, dnsCoalesced                      *prometheus.Desc
+	dnsUpstreamErrs, dnsMalformed                 *prometheus.Desc
+	dnsDropped, bypassEntries, paused, untracking *prometheus.Desc
+	cloudConns, cloudWarmIdle                     *prometheus.Desc
+	cloudDiscarded, cloudRetries                  *prometheus.Desc
+	cloudRefills                                  *prometheus.Desc
+	dnsKernelHits, dnsKernelPassed                *prometheus.Desc
+	dnsKernelEntries                              *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -222,6 +225,7 @@ func newCollector(src Source) *collector {
 		dnsDropped:       d("dns_dropped_total", "DNS requests dropped unanswered."),
 		bypassEntries:    d("bypass_map_entries", "Prefixes in the kernel bypass map (configured and learned)."),
 		paused:           d("paused", "1 while protection is paused, else 0."),
+		untracking:       d("untracking_unsteered", "1 while TCP that is not steered skips connection tracking (no other netfilter ruleset), else 0."),
 		dnsKernelHits:    d("dns_kernel_answers_total", "DNS queries the eBPF answerer on the LAN interfaces answered from its cache."),
 		dnsKernelPassed:  d("dns_kernel_passed_total", "Port 53 packets the eBPF answerer passed on to the resolver, by reason.", "reason"),
 		dnsKernelEntries: d("dns_kernel_cache_entries", "Answers in the eBPF answerer's map now."),
@@ -238,7 +242,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.packets, c.bytes, c.flowsAccepted, c.flowsActive, c.proxyRequests, c.proxyBytes,
 		c.dnsRequests, c.dnsQueries, c.dnsHits, c.dnsMisses, c.dnsRatio, c.dnsEntries,
-		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused,
+		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
 	} {
@@ -347,4 +351,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		paused = 1
 	}
 	gauge(c.paused, paused)
+
+	untracking := 0.0
+	if c.src.Untracking() {
+		untracking = 1
+	}
+	gauge(c.untracking, untracking)
 }

@@ -42,6 +42,7 @@ type fakeSource struct {
 	kernel   *dnscache.Stats
 	bypass   int
 	paused   bool
+	untrack  bool
 }
 
 func (f *fakeSource) SteerCounters() (map[steer.Verdict]steer.Counter, error) {
@@ -91,6 +92,12 @@ func (f *fakeSource) Paused() bool {
 	return f.paused
 }
 
+func (f *fakeSource) Untracking() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.untrack
+}
+
 var _ metrics.Source = (*fakeSource)(nil)
 
 func busySource() *fakeSource {
@@ -107,8 +114,9 @@ func busySource() *fakeSource {
 			Malformed: 9, Dropped: 10, Rcodes: map[string]uint64{"NOERROR": 90, "NXDOMAIN": 8, "SERVFAIL": 2}, CacheEntries: 42},
 		cloud: cloudproxy.Stats{TakenWarm: 40, DialedCold: 12, DiscardedStale: 3, Retries: 2, Expired: 5,
 			RefillDials: 48, RefillErrors: 1, Idle: 4},
-		bypass: 11,
-		paused: true,
+		bypass:  11,
+		paused:  true,
+		untrack: true,
 	}
 }
 
@@ -218,6 +226,7 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_dns_dropped_total", l(), C, 10},
 		{"cloudsteer_bypass_map_entries", l(), G, 11},
 		{"cloudsteer_paused", l(), G, 1},
+		{"cloudsteer_untracking_unsteered", l(), G, 1},
 		{"cloudsteer_cloud_proxy_connections_total", l("how", "warm"), C, 40},
 		{"cloudsteer_cloud_proxy_connections_total", l("how", "cold"), C, 12},
 		{"cloudsteer_cloud_proxy_warm_idle", l(), G, 4},
@@ -263,6 +272,7 @@ func TestScrapeReadsNow(t *testing.T) {
 	scrape(t, h)
 	src.mu.Lock()
 	src.paused = false
+	src.untrack = false
 	src.bypass = 12
 	src.proxy.Accepted = 58
 	src.counters[steer.VerdictHTTP] = steer.Counter{Packets: 5, Bytes: 500}
@@ -272,6 +282,7 @@ func TestScrapeReadsNow(t *testing.T) {
 	fams := scrape(t, h)
 	for _, w := range []sample{
 		{"cloudsteer_paused", l(), 0, 0},
+		{"cloudsteer_untracking_unsteered", l(), 0, 0},
 		{"cloudsteer_bypass_map_entries", l(), 0, 12},
 		{"cloudsteer_proxy_flows_accepted_total", l(), 0, 58},
 		{"cloudsteer_packets_total", l("verdict", "http"), 0, 5},

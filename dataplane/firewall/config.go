@@ -42,6 +42,12 @@ func (c Config) validate() error {
 		name string
 		v    uint32
 	}{{"HTTP", c.Marks.HTTP}, {"TLS", c.Marks.TLS}, {"DNS", c.Marks.DNS}, {"QUIC", c.Marks.QUIC}}
+	if c.UntrackUnsteered {
+		marks = append(marks, struct {
+			name string
+			v    uint32
+		}{"Untrack", c.Marks.Untrack})
+	}
 	seenMark := map[uint32]string{}
 	for _, m := range marks {
 		if m.v == 0 {

@@ -25,9 +25,12 @@ import (
 const DefaultTableName = "cloudsteer"
 
 // Marks are the packet marks the classifier (dataplane/steer) sets; each is
-// compared as a full 32-bit value.
+// compared as a full 32-bit value. Untrack (the web TCP flows that started
+// bypassed or paused) is only used, and must only be set, with
+// UntrackUnsteered.
 type Marks struct {
 	HTTP, TLS, DNS, QUIC uint32
+	Untrack              uint32
 }
 
 // Config is what the table is built from.

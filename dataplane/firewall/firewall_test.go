@@ -18,7 +18,7 @@ import (
 )
 
 // Marks as docs/design.md lists them (bpf/steer.c is their source).
-var testMarks = Marks{HTTP: 0x0c570002, TLS: 0x0c570003, DNS: 0x0c570004, QUIC: 0x0c570005}
+var testMarks = Marks{HTTP: 0x0c570002, TLS: 0x0c570003, DNS: 0x0c570004, QUIC: 0x0c570005, Untrack: 0x0c570006}
 
 // childEnv makes the test binary act as a process that installs the table
 // and then waits to be killed (TestOwnerTableDiesWithProcess).

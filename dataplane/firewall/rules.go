@@ -110,11 +110,6 @@ func build(conn *nftables.Conn, cfg Config) error {
 		}
 		return dportIn(s)
 	}
-	if cfg.UntrackUnsteered {
-		if _, err := addMarkSet(conn, tab, m); err != nil && setErr == nil {
-			setErr = err
-		}
-	}
 	steered := []uint16{cfg.HTTPPort, cfg.TLSPort, cfg.DNSPort}
 	guarded := append(append([]uint16{}, steered...), cfg.GuardTCPPorts...)
 	tcp, udp := l4protoIs(unix.IPPROTO_TCP), l4protoIs(unix.IPPROTO_UDP)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -22,29 +21,34 @@ import (
 // router that tracks nothing. While this table is the only netfilter
 // ruleset in the namespace (no other nft table of any family, no legacy
 // iptables table), two raw-priority chains keep TCP that cloudsteer does
-// not steer out of conntrack:
+// not steer out of conntrack (LAN is cfg.LANInterfaces plus lo, the
+// listener_ifaces set):
 //
 //	chain untrack_prerouting { type filter hook prerouting priority raw; policy accept;
-//	 meta l4proto tcp meta mark != @steered_marks counter notrack }
+//	 meta mark M_UNTRACK counter notrack
+//	 iifname != @listener_ifaces meta l4proto tcp counter notrack
+//	 iifname @listener_ifaces meta l4proto tcp th dport != { 80, 443, 53 } counter notrack }
 //	chain untrack_output { type filter hook output priority raw; policy accept;
 //	 meta l4proto tcp th sport != { P_HTTP, P_TLS, P_DNS } counter notrack }
 //
-// Tracked stay: LAN TCP the classifier marked HTTP, TLS or DNS (every
-// packet of such a flow carries the mark) and the gateway's replies from
-// its listeners, which conntrack un-NATs. UDP is always tracked, so DNS
-// redirects and the QUIC reject keep their meaning. Untracked are the
-// LAN's bypassed, paused and other-port TCP, everything arriving from the
-// WAN side, and the gateway's own outgoing connections.
+// Untracked are: every packet of a web TCP flow that started bypassed or
+// paused (the classifier remembers the flow from its SYN and marks all of
+// it M_UNTRACK, see bpf/steer.c), TCP from the LAN to other ports, all TCP
+// from the WAN side, and the gateway's TCP not sent from a listener.
+// Tracked stay: web TCP flows that started steered, whatever their marks
+// say later (conntrack keeps their redirect), DNS over TCP, the gateway's
+// replies from its listeners (conntrack un-NATs them), and all UDP, so DNS
+// redirects and the QUIC reject keep their meaning.
 //
-// A flow can move from untracked to tracked mid-stream (a name leaves the
-// bypass list, a pause ends): conntrack then picks it up on a non-SYN
-// packet, and because the HTTP and TLS redirects only take a SYN, the flow
-// keeps going where it went, as live toggling promises.
+// A flow can still be picked up by conntrack mid-stream (the classifier's
+// flow memory is full, or untracking was off when it started); the HTTP
+// and TLS redirects only take a SYN, so such a flow keeps going where it
+// went.
 //
 // The watcher rechecks every untrackPoll: when another ruleset appears
 // (a NAT or a stateful firewall needs every flow tracked) the chains are
-// deleted; when it goes away they come back. Flows started untracked in
-// the poll window before a NAT appeared are not NATed.
+// deleted; when it goes away they come back. Flows started untracked
+// before a NAT appeared are not NATed.
 
 // untrackPoll is how often the watcher looks for other rulesets.
 const untrackPoll = time.Second
@@ -52,7 +56,6 @@ const untrackPoll = time.Second
 const (
 	untrackPreName = "untrack_prerouting"
 	untrackOutName = "untrack_output"
-	markSetName    = "steered_marks"
 )
 
 // Untracking reports whether unsteered TCP is kept out of conntrack now.
@@ -60,19 +63,6 @@ func (t *Table) Untracking() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.untracking
-}
-
-// addMarkSet adds the named set of the marks whose TCP stays tracked.
-func addMarkSet(conn *nftables.Conn, tab *nftables.Table, m Marks) (*nftables.Set, error) {
-	var elems []nftables.SetElement
-	for _, v := range []uint32{m.HTTP, m.TLS, m.DNS} {
-		elems = append(elems, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(v)})
-	}
-	s := &nftables.Set{Table: tab, Name: markSetName, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian}
-	if err := conn.AddSet(s, elems); err != nil {
-		return s, fmt.Errorf("add mark set: %w", err)
-	}
-	return s, nil
 }
 
 // untrackChains returns the two chains (for adding or deleting).
@@ -94,23 +84,45 @@ func addUntrack(conn *nftables.Conn, tab *nftables.Table, cfg Config) error {
 	pre, out := untrackChains(tab)
 	conn.AddChain(pre)
 	conn.AddChain(out)
-	marks := &nftables.Set{Table: tab, Name: markSetName}
-	notrack := []expr.Any{&expr.Counter{}, &expr.Notrack{}}
+	lan := &nftables.Set{Table: tab, Name: ifaceSetName}
+	rule := func(c *nftables.Chain, parts ...[]expr.Any) {
+		exprs := []expr.Any{}
+		for _, p := range parts {
+			exprs = append(exprs, p...)
+		}
+		exprs = append(exprs, &expr.Counter{}, &expr.Notrack{})
+		conn.AddRule(&nftables.Rule{Table: tab, Chain: c, Exprs: exprs})
+	}
+	iifLAN := func(invert bool) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: lan.Name, Invert: invert},
+		}
+	}
+	portNotIn := func(offset uint32, ports []uint16) ([]expr.Any, error) {
+		s, err := addPortSet(conn, tab, ports)
+		if err != nil {
+			return nil, err
+		}
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true},
+		}, nil
+	}
 	tcp := l4protoIs(unix.IPPROTO_TCP)
 
-	preExprs := append(append(tcp,
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Lookup{SourceRegister: 1, SetName: marks.Name, Invert: true}), notrack...)
-	conn.AddRule(&nftables.Rule{Table: tab, Chain: pre, Exprs: preExprs})
-
-	ports, err := addPortSet(conn, tab, []uint16{cfg.HTTPPort, cfg.TLSPort, cfg.DNSPort})
+	rule(pre, markIs(cfg.Marks.Untrack))
+	rule(pre, iifLAN(true), tcp)
+	notWeb, err := portNotIn(2, []uint16{80, 443, 53})
 	if err != nil {
 		return err
 	}
-	outExprs := append(append(l4protoIs(unix.IPPROTO_TCP),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: ports.Name, SetID: ports.ID, Invert: true}), notrack...)
-	conn.AddRule(&nftables.Rule{Table: tab, Chain: out, Exprs: outExprs})
+	rule(pre, iifLAN(false), tcp, notWeb)
+	notListener, err := portNotIn(0, []uint16{cfg.HTTPPort, cfg.TLSPort, cfg.DNSPort})
+	if err != nil {
+		return err
+	}
+	rule(out, tcp, notListener)
 	return nil
 }
 

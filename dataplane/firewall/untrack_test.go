@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,15 +30,16 @@ func attachClassifier(tb testing.TB, ns string) *steer.Steer {
 		}
 	})
 	tb.Cleanup(func() { s.Close() })
-	got := Marks{HTTP: uint32(steer.MarkHTTP), TLS: uint32(steer.MarkTLS), DNS: uint32(steer.MarkDNS), QUIC: uint32(steer.MarkQUIC)}
+	got := Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC, Untrack: steer.MarkUntrack}
 	if got != testMarks {
 		tb.Fatalf("classifier marks %+v, the tests assume %+v", got, testMarks)
 	}
 	return s
 }
 
-// serveLineEcho echoes lines on addr inside ns, connection by connection.
-func serveLineEcho(tb testing.TB, ns, addr string) {
+// serveLineEcho echoes lines on addr inside ns, each prefixed with
+// prefix, connection by connection.
+func serveLineEcho(tb testing.TB, ns, addr, prefix string) {
 	tb.Helper()
 	var ln net.Listener
 	privtest.InNetNS(tb, ns, func() {
@@ -62,7 +62,16 @@ func serveLineEcho(tb testing.TB, ns, addr string) {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(3 * hangGuard))
-				_, _ = io.Copy(c, c)
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, prefix+line); err != nil {
+						return
+					}
+				}
 			}()
 		}
 	}()
@@ -91,16 +100,16 @@ func conntrackHas(tb testing.TB, ns string, from netip.AddrPort) bool {
 	return false
 }
 
-// roundTrip writes line to c and wants it echoed.
-func roundTrip(tb testing.TB, c net.Conn, r *bufio.Reader, line string) {
+// roundTrip writes line to c and wants it echoed with prefix.
+func roundTrip(tb testing.TB, c net.Conn, r *bufio.Reader, prefix, line string) {
 	tb.Helper()
 	_ = c.SetDeadline(time.Now().Add(hangGuard))
 	if _, err := fmt.Fprintln(c, line); err != nil {
 		tb.Fatalf("write %q: %v", line, err)
 	}
 	got, err := r.ReadString('\n')
-	if err != nil || strings.TrimSpace(got) != line {
-		tb.Fatalf("echo of %q: %q, %v", line, got, err)
+	if err != nil || strings.TrimSpace(got) != prefix+line {
+		tb.Fatalf("echo of %q: %q, %v; want %q", line, got, err, prefix+line)
 	}
 }
 
@@ -115,6 +124,13 @@ func waitUntracking(tb testing.TB, tab *Table, want bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Rule positions in the untrack_prerouting chain.
+const (
+	preMark     = 0
+	preWAN      = 1
+	preOtherLAN = 2
+)
 
 func TestUntrackUnsteered(t *testing.T) {
 	l := newLab(t)
@@ -138,29 +154,24 @@ func TestUntrackUnsteered(t *testing.T) {
 		t.Errorf("chains (-want +got):\n%s", diff)
 	}
 	wantRules := map[string][]string{
-		"untrack_prerouting": {"meta l4proto == tcp meta mark != @steered_marks counter notrack"},
-		"untrack_output":     {"tcp sport != {15080,15443,53} counter notrack"},
+		"untrack_prerouting": {
+			"meta mark == 0x0c570006 counter notrack",
+			"meta iifname != @listener_ifaces meta l4proto == tcp counter notrack",
+			"meta iifname == @listener_ifaces tcp dport != {443,53,80} counter notrack",
+		},
+		"untrack_output": {"tcp sport != {15080,15443,53} counter notrack"},
 	}
 	for chain, want := range wantRules {
 		if diff := cmp.Diff(want, lst.ruleTexts(chain)); diff != "" {
 			t.Errorf("chain %s rules (-want +got):\n%s", chain, diff)
 		}
 	}
-	var marks []string
-	for _, e := range lst.sets["steered_marks"].Elems {
-		v, err := strconv.ParseFloat(e, 64)
-		if err != nil {
-			t.Fatalf("steered_marks element %q: %v", e, err)
-		}
-		marks = append(marks, fmt.Sprintf("%#08x", uint32(v)))
-	}
-	if diff := cmp.Diff([]string{"0x0c570002", "0x0c570003", "0x0c570004"}, marks); diff != "" {
-		t.Errorf("steered_marks (-want +got):\n%s", diff)
-	}
 
 	const size = 4 << 20
 	serveStream(t, l.server, ":9000", size)
-	serveLineEcho(t, l.server, ":443")
+	serveLineEcho(t, l.server, ":443", "server ")
+	serveLineEcho(t, l.server, ":80", "server ")
+	serveLineEcho(t, l.gw, ":15080", "proxy ")
 	tlsProxy := serveTCP(t, l.gw, ":15443", "tls-proxy")
 
 	// download fetches the stream from the server's port 9000 and returns
@@ -187,8 +198,31 @@ func TestUntrackUnsteered(t *testing.T) {
 		{"v6", netip.MustParseAddr("fd00:20::2"), netip.MustParsePrefix("fd00:20::2/128")},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
+			t.Run("a steered flow stays on the proxy when its destination is bypassed", func(t *testing.T) {
+				c, err := dialTCP(t, l.client, netip.AddrPortFrom(fam.server, 80), hangGuard)
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				r := bufio.NewReader(c)
+				roundTrip(t, c, r, "proxy ", "while steered")
+				if err := cls.AddBypass(fam.bypass); err != nil {
+					t.Fatal(err)
+				}
+				defer cls.DeleteBypass(fam.bypass)
+				roundTrip(t, c, r, "proxy ", "after its destination was bypassed")
+				if !conntrackHas(t, l.gw, c.LocalAddr().(*net.TCPAddr).AddrPort()) {
+					t.Error("the steered flow has no conntrack entry")
+				}
+				// A new flow to it now goes straight to the server.
+				c2, err := dialTCP(t, l.client, netip.AddrPortFrom(fam.server, 80), hangGuard)
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				roundTrip(t, c2, bufio.NewReader(c2), "server ", "a new flow")
+			})
 			t.Run("unsteered tcp is forwarded whole and not tracked", func(t *testing.T) {
-				before := packets(t, l.gw, "untrack_prerouting", 0)
+				fromLAN := packets(t, l.gw, "untrack_prerouting", preOtherLAN)
+				fromWAN := packets(t, l.gw, "untrack_prerouting", preWAN)
 				from, n := download(t, fam.server)
 				if n != size {
 					t.Fatalf("received %d bytes, want %d", n, size)
@@ -196,10 +230,13 @@ func TestUntrackUnsteered(t *testing.T) {
 				if conntrackHas(t, l.gw, from) {
 					t.Errorf("conntrack tracks the unsteered flow from %v", from)
 				}
-				// Both directions cross prerouting: at least one packet
-				// per 64 KiB of data, plus the handshake.
-				if got := packets(t, l.gw, "untrack_prerouting", 0) - before; got < size/(64<<10) {
-					t.Errorf("untrack rule counted %d packets for a %d-byte flow", got, size)
+				// The data comes in from the WAN side: at least one packet
+				// per 64 KiB; the client's SYN and ACKs from the LAN.
+				if got := packets(t, l.gw, "untrack_prerouting", preWAN) - fromWAN; got < size/(64<<10) {
+					t.Errorf("wan-side untrack rule counted %d packets for a %d-byte flow", got, size)
+				}
+				if got := packets(t, l.gw, "untrack_prerouting", preOtherLAN) - fromLAN; got < 3 {
+					t.Errorf("lan-side untrack rule counted %d packets", got)
 				}
 			})
 			t.Run("steered tls is tracked and redirected", func(t *testing.T) {
@@ -230,19 +267,22 @@ func TestUntrackUnsteered(t *testing.T) {
 				}
 				r := bufio.NewReader(c)
 				from := c.LocalAddr().(*net.TCPAddr).AddrPort()
-				roundTrip(t, c, r, "while bypassed")
+				before := packets(t, l.gw, "untrack_prerouting", preMark)
+				roundTrip(t, c, r, "server ", "while bypassed")
 				if conntrackHas(t, l.gw, from) {
 					t.Errorf("the bypassed flow from %v is tracked", from)
 				}
-				// Now marked TLS mid-stream: conntrack picks it up on a
-				// non-SYN packet, and the SYN-only redirect leaves it alone.
+				if packets(t, l.gw, "untrack_prerouting", preMark) == before {
+					t.Error("the untrack-mark rule counted nothing")
+				}
+				// The classifier remembers the flow started bypassed.
 				if err := cls.DeleteBypass(fam.bypass); err != nil {
 					t.Fatal(err)
 				}
-				roundTrip(t, c, r, "after the bypass ended")
-				roundTrip(t, c, r, "and once more")
-				if !conntrackHas(t, l.gw, from) {
-					t.Errorf("the flow from %v was not picked up by conntrack once steered-marked", from)
+				roundTrip(t, c, r, "server ", "after the bypass ended")
+				roundTrip(t, c, r, "server ", "and once more")
+				if conntrackHas(t, l.gw, from) {
+					t.Errorf("the flow from %v is tracked after its bypass ended", from)
 				}
 				select {
 				case a := <-tlsProxy:
@@ -342,4 +382,41 @@ func serveStream(tb testing.TB, ns, addr string, size int) {
 			}()
 		}
 	}()
+}
+
+// TestRedirectTakesOnlySYN: a web flow that started while no table was
+// installed (cloudsteer stopped or restarting) is picked up by conntrack
+// mid-stream once the table exists; it must keep going to its server, not
+// be redirected to a listener that knows nothing of it.
+func TestRedirectTakesOnlySYN(t *testing.T) {
+	l := newLab(t)
+	attachClassifier(t, l.gw)
+	serveLineEcho(t, l.server, ":443", "server ")
+	for _, fam := range []struct{ name, server string }{{"v4", "10.20.0.2"}, {"v6", "fd00:20::2"}} {
+		t.Run(fam.name, func(t *testing.T) {
+			to := netip.AddrPortFrom(netip.MustParseAddr(fam.server), 443)
+			c, err := dialTCP(t, l.client, to, hangGuard)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			r := bufio.NewReader(c)
+			roundTrip(t, c, r, "server ", "before the table")
+
+			tab := newTable(t, l.gw, testConfig())
+			proxy := serveTCP(t, l.gw, ":15443", "tls-proxy")
+			roundTrip(t, c, r, "server ", "after the table came")
+			roundTrip(t, c, r, "server ", "and once more")
+			if !conntrackHas(t, l.gw, c.LocalAddr().(*net.TCPAddr).AddrPort()) {
+				t.Error("conntrack did not pick the flow up")
+			}
+			// New flows are redirected.
+			if got := greeting(t, l.client, to); got != "tls-proxy" {
+				t.Errorf("new flow: greeting %q, want tls-proxy", got)
+			}
+			next(t, proxy)
+			if err := tab.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -32,6 +32,7 @@ type pkt struct {
 	moreFr  bool    // more-fragments flag (IPv4), or add a fragment header (IPv6)
 	ext     []uint8 // IPv6 extension headers in order (hop-by-hop, routing, dest-opts, fragment)
 	cut     int     // bytes cut off the end of the frame
+	flags   uint8   // TCP flags; 0 means SYN
 }
 
 // bytes returns the frame.
@@ -46,6 +47,9 @@ func (p pkt) bytes() []byte {
 		binary.BigEndian.PutUint32(l4[4:], 1)
 		l4[12] = 5 << 4
 		l4[13] = 0x02 // SYN
+		if p.flags != 0 {
+			l4[13] = p.flags
+		}
 		binary.BigEndian.PutUint16(l4[14:], 64240)
 	case protoUDP:
 		l4 = make([]byte, 8+4)
@@ -164,7 +168,7 @@ type model struct {
 
 // verdict returns the verdict the classifier should give frame.
 func (m model) verdict(frame []byte) Verdict {
-	class, dst, ok := modelParse(frame)
+	class, dst, _, ok := modelParse(frame)
 	if !ok || class == VerdictOther {
 		return VerdictOther
 	}
@@ -179,17 +183,34 @@ func (m model) verdict(frame []byte) Verdict {
 	return class
 }
 
-// modelParse returns the steering class and destination of frame, or false
-// when the frame has no readable TCP/UDP ports.
-func modelParse(b []byte) (Verdict, netip.Addr, bool) {
+// mark returns the skb mark the classifier should leave on frame, which
+// came in with skbMarkSentinel, given that no flow is remembered yet: a
+// web TCP SYN (no ACK) with verdict bypass or paused starts an untracked
+// flow and gets MarkUntrack; other frames get their verdict's mark.
+func (m model) mark(frame []byte) uint32 {
+	v := m.verdict(frame)
+	class, _, l4, ok := modelParse(frame)
+	if ok && (class == VerdictHTTP || class == VerdictTLS) && (v == VerdictBypass || v == VerdictPaused) &&
+		len(frame) > l4+13 && frame[l4+13]&0x12 == 0x02 {
+		return MarkUntrack
+	}
+	if mk, ok := v.Mark(); ok {
+		return mk
+	}
+	return skbMarkSentinel
+}
+
+// modelParse returns the steering class, destination and L4 offset of
+// frame, or false when the frame has no readable TCP/UDP ports.
+func modelParse(b []byte) (Verdict, netip.Addr, int, bool) {
 	if len(b) < 14 {
-		return 0, netip.Addr{}, false
+		return 0, netip.Addr{}, 0, false
 	}
 	off := 14
 	ether := binary.BigEndian.Uint16(b[12:])
 	if ether == etherVLAN || ether == 0x88a8 {
 		if len(b) < 18 {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 		ether = binary.BigEndian.Uint16(b[16:])
 		off = 18
@@ -199,23 +220,23 @@ func modelParse(b []byte) (Verdict, netip.Addr, bool) {
 	switch ether {
 	case etherIPv4:
 		if len(b) < off+20 {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 		h := b[off:]
 		ihl := int(h[0] & 0x0f)
 		if h[0]>>4 != 4 || ihl < 5 || binary.BigEndian.Uint16(h[6:])&0x1fff != 0 {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 		proto = h[9]
 		dst = netip.AddrFrom4([4]byte(h[16:20]))
 		off += ihl * 4
 	case etherIPv6:
 		if len(b) < off+40 {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 		h := b[off:]
 		if h[0]>>4 != 6 {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 		dst = netip.AddrFrom16([16]byte(h[24:40]))
 		proto = h[6]
@@ -229,39 +250,39 @@ func modelParse(b []byte) (Verdict, netip.Addr, bool) {
 			}
 			if proto == protoFragment {
 				if len(b) < off+4 || binary.BigEndian.Uint16(b[off+2:])&0xfff8 != 0 {
-					return 0, netip.Addr{}, false
+					return 0, netip.Addr{}, 0, false
 				}
 				proto = b[off]
 				off += 8
 				continue
 			}
 			if len(b) < off+2 {
-				return 0, netip.Addr{}, false
+				return 0, netip.Addr{}, 0, false
 			}
 			proto, off = b[off], off+(int(b[off+1])+1)*8
 		}
 		if isExt(proto) {
-			return 0, netip.Addr{}, false
+			return 0, netip.Addr{}, 0, false
 		}
 	default:
-		return 0, netip.Addr{}, false
+		return 0, netip.Addr{}, 0, false
 	}
 	if proto != protoTCP && proto != protoUDP {
-		return VerdictOther, dst, true
+		return VerdictOther, dst, off, true
 	}
 	if len(b) < off+4 {
-		return 0, netip.Addr{}, false
+		return 0, netip.Addr{}, 0, false
 	}
 	dport := binary.BigEndian.Uint16(b[off+2:])
 	switch {
 	case proto == protoTCP && dport == 80:
-		return VerdictHTTP, dst, true
+		return VerdictHTTP, dst, off, true
 	case proto == protoTCP && dport == 443:
-		return VerdictTLS, dst, true
+		return VerdictTLS, dst, off, true
 	case dport == 53:
-		return VerdictDNS, dst, true
+		return VerdictDNS, dst, off, true
 	case proto == protoUDP && dport == 443:
-		return VerdictQUICReject, dst, true
+		return VerdictQUICReject, dst, off, true
 	}
-	return VerdictOther, dst, true
+	return VerdictOther, dst, off, true
 }

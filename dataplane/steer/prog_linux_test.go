@@ -67,6 +67,27 @@ func tryFrame(s *Steer, frame []byte) (ret, mark uint32, err error) {
 	return ret, out.Mark, err
 }
 
+// forgetFlows empties the untracked-flow memory, so a frame's mark does
+// not depend on the frames before it.
+func forgetFlows(tb testing.TB, s *Steer) {
+	tb.Helper()
+	var k steerFlowKey
+	var keys []steerFlowKey
+	var v uint32
+	it := s.objs.UntrackedFlows.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := s.objs.UntrackedFlows.Delete(k); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 func counters(tb testing.TB, s *Steer) map[Verdict]Counter {
 	tb.Helper()
 	c, err := s.Counters()
@@ -161,9 +182,11 @@ func TestClassifier(t *testing.T) {
 			if err := s.SetPaused(tc.paused); err != nil {
 				t.Fatal(err)
 			}
-			if got := (model{bypass: testBypass, paused: tc.paused}).verdict(tc.frame); got != tc.want {
+			m := model{bypass: testBypass, paused: tc.paused}
+			if got := m.verdict(tc.frame); got != tc.want {
 				t.Fatalf("test model says %s, case wants %s", got, tc.want)
 			}
+			forgetFlows(t, s)
 			before := counters(t, s)
 			ret, mark := runFrame(t, s, tc.frame)
 			after := counters(t, s)
@@ -171,11 +194,7 @@ func TestClassifier(t *testing.T) {
 			if ret != tcxNext {
 				t.Errorf("return %#x, want TCX_NEXT %#x", ret, tcxNext)
 			}
-			wantMark := uint32(skbMarkSentinel)
-			if m, ok := tc.want.Mark(); ok {
-				wantMark = m
-			}
-			if mark != wantMark {
+			if wantMark := m.mark(tc.frame); mark != wantMark {
 				t.Errorf("skb mark %#08x, want %#08x (%s)", mark, wantMark, tc.want)
 			}
 			for _, v := range Verdicts() {
@@ -186,6 +205,79 @@ func TestClassifier(t *testing.T) {
 				}
 				if after[v] != want {
 					t.Errorf("counter %s: %+v, want %+v", v, after[v], want)
+				}
+			}
+		})
+	}
+}
+
+// TestFlowMemory checks that a web TCP flow keeps the treatment it started
+// with: untracked when its SYN was bypassed or paused, tracked (its
+// verdict's mark) when its SYN was steered, whatever happens later.
+func TestFlowMemory(t *testing.T) {
+	s := loadTestSteer(t)
+	const tcpACK, tcpSYNACK = 0x10, 0x12
+	bypass := func(p string) {
+		t.Helper()
+		if err := s.AddBypass(netip.MustParsePrefix(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unbypass := func(p string) {
+		t.Helper()
+		if err := s.DeleteBypass(netip.MustParsePrefix(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause := func(on bool) {
+		t.Helper()
+		if err := s.SetPaused(on); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type step struct {
+		what    string
+		do      func()
+		frame   []byte
+		mark    uint32
+		counted Verdict
+	}
+	for _, fam := range []struct{ name, dst, prefix string }{
+		{"v4", "203.0.113.40", "203.0.113.40/32"},
+		{"v6", "2001:db8:113::40", "2001:db8:113::40/128"},
+	} {
+		syn := pkt{dst: fam.dst, proto: protoTCP, dport: 443}.bytes()
+		ack := pkt{dst: fam.dst, proto: protoTCP, dport: 443, flags: tcpACK}.bytes()
+		synack := pkt{dst: fam.dst, proto: protoTCP, dport: 443, flags: tcpSYNACK}.bytes()
+		http := pkt{dst: fam.dst, proto: protoTCP, dport: 80, flags: tcpACK}.bytes()
+		quic := pkt{dst: fam.dst, proto: protoUDP, dport: 443}.bytes()
+		steps := []step{
+			{"unknown flow, not bypassed", nil, ack, MarkTLS, VerdictTLS},
+			{"bypassed SYN starts an untracked flow", func() { bypass(fam.prefix) }, syn, MarkUntrack, VerdictBypass},
+			{"its next packet", nil, ack, MarkUntrack, VerdictBypass},
+			{"a SYN-ACK is not a start", nil, synack, MarkUntrack, VerdictBypass},
+			{"other port, same hosts: not that flow", nil, http, MarkBypass, VerdictBypass},
+			{"udp is never untracked", nil, quic, MarkBypass, VerdictBypass},
+			{"still untracked once the bypass ends", func() { unbypass(fam.prefix) }, ack, MarkUntrack, VerdictBypass},
+			{"the tuple reused by a steered SYN", nil, syn, MarkTLS, VerdictTLS},
+			{"that flow is tracked", nil, ack, MarkTLS, VerdictTLS},
+			{"and stays tracked when bypassed later", func() { bypass(fam.prefix) }, ack, MarkBypass, VerdictBypass},
+			{"paused SYN starts an untracked flow", func() { unbypass(fam.prefix); pause(true) }, syn, MarkUntrack, VerdictPaused},
+			{"still untracked after resume", func() { pause(false) }, ack, MarkUntrack, VerdictPaused},
+		}
+		t.Run(fam.name, func(t *testing.T) {
+			forgetFlows(t, s)
+			for _, st := range steps {
+				if st.do != nil {
+					st.do()
+				}
+				before := counters(t, s)[st.counted]
+				_, mark := runFrame(t, s, st.frame)
+				if mark != st.mark {
+					t.Errorf("%s: mark %#08x, want %#08x", st.what, mark, st.mark)
+				}
+				if got := counters(t, s)[st.counted].Packets - before.Packets; got != 1 {
+					t.Errorf("%s: counter %s moved by %d, want 1", st.what, st.counted, got)
 				}
 			}
 		})
@@ -211,6 +303,9 @@ func TestMarksMatchDesign(t *testing.T) {
 	}
 	if len(tests) != len(Verdicts()) {
 		t.Fatalf("%d verdicts, design has %d", len(Verdicts()), len(tests))
+	}
+	if MarkUntrack != 0x0c570006 {
+		t.Errorf("MarkUntrack = %#08x, design has 0x0c570006", MarkUntrack)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,7 +352,9 @@ func FuzzClassifier(f *testing.F) {
 		if err := s.SetPaused(paused); err != nil {
 			t.Fatal(err)
 		}
-		want := model{bypass: testBypass, paused: paused}.verdict(frame)
+		m := model{bypass: testBypass, paused: paused}
+		want := m.verdict(frame)
+		forgetFlows(t, s)
 		before := counters(t, s)
 		ret, mark, err := tryFrame(s, frame)
 		if errors.Is(err, unix.EINVAL) {
@@ -270,11 +367,7 @@ func FuzzClassifier(f *testing.F) {
 		if ret != tcxNext {
 			t.Errorf("return %#x, want TCX_NEXT", ret)
 		}
-		wantMark := uint32(skbMarkSentinel)
-		if m, ok := want.Mark(); ok {
-			wantMark = m
-		}
-		if mark != wantMark {
+		if wantMark := m.mark(frame); mark != wantMark {
 			t.Errorf("mark %#x, want %#x (model: %s)", mark, wantMark, want)
 		}
 		if d := after[want].Packets - before[want].Packets; d != 1 {

@@ -31,15 +31,26 @@ type steerCounter struct {
 	Bytes   uint64
 }
 
+type steerFlowKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	IsV6  uint8
+	Pad   [3]uint8
+}
+
 type steerMark uint32
 
 const (
-	steerMarkMARK_NONE   steerMark = 0
-	steerMarkMARK_BYPASS steerMark = 207028225
-	steerMarkMARK_HTTP   steerMark = 207028226
-	steerMarkMARK_TLS    steerMark = 207028227
-	steerMarkMARK_DNS    steerMark = 207028228
-	steerMarkMARK_QUIC   steerMark = 207028229
+	steerMarkMARK_NONE    steerMark = 0
+	steerMarkMARK_BYPASS  steerMark = 207028225
+	steerMarkMARK_HTTP    steerMark = 207028226
+	steerMarkMARK_TLS     steerMark = 207028227
+	steerMarkMARK_DNS     steerMark = 207028228
+	steerMarkMARK_QUIC    steerMark = 207028229
+	steerMarkMARK_UNTRACK steerMark = 207028230
 )
 
 type steerSettings struct {
@@ -64,11 +75,12 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapBypassV4      = "bypass_v4"
-	steerMapBypassV6      = "bypass_v6"
-	steerMapCounters      = "counters"
-	steerMapSettings      = "settings"
-	steerProgSteerIngress = "steer_ingress"
+	steerMapBypassV4       = "bypass_v4"
+	steerMapBypassV6       = "bypass_v6"
+	steerMapCounters       = "counters"
+	steerMapSettings       = "settings"
+	steerMapUntrackedFlows = "untracked_flows"
+	steerProgSteerIngress  = "steer_ingress"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -120,10 +132,11 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	BypassV4 *ebpf.MapSpec `ebpf:"bypass_v4"`
-	BypassV6 *ebpf.MapSpec `ebpf:"bypass_v6"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Settings *ebpf.MapSpec `ebpf:"settings"`
+	BypassV4       *ebpf.MapSpec `ebpf:"bypass_v4"`
+	BypassV6       *ebpf.MapSpec `ebpf:"bypass_v6"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Settings       *ebpf.MapSpec `ebpf:"settings"`
+	UntrackedFlows *ebpf.MapSpec `ebpf:"untracked_flows"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -152,10 +165,11 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	BypassV4 *ebpf.Map `ebpf:"bypass_v4"`
-	BypassV6 *ebpf.Map `ebpf:"bypass_v6"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Settings *ebpf.Map `ebpf:"settings"`
+	BypassV4       *ebpf.Map `ebpf:"bypass_v4"`
+	BypassV6       *ebpf.Map `ebpf:"bypass_v6"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Settings       *ebpf.Map `ebpf:"settings"`
+	UntrackedFlows *ebpf.Map `ebpf:"untracked_flows"`
 }
 
 func (m *steerMaps) Close() error {
@@ -164,6 +178,7 @@ func (m *steerMaps) Close() error {
 		m.BypassV6,
 		m.Counters,
 		m.Settings,
+		m.UntrackedFlows,
 	)
 }
 

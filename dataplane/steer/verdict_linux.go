@@ -21,13 +21,16 @@ const (
 const numVerdicts = int(steerVerdictVERDICT_MAX)
 
 // The skb marks the classifier writes; their values come from enum mark in
-// bpf/steer.c. Verdicts other and paused write no mark.
+// bpf/steer.c. Verdicts other and paused write no mark, except that every
+// packet of a web TCP flow that started bypassed or paused gets MarkUntrack
+// instead of its verdict's mark (see bpf/steer.c).
 const (
-	MarkBypass uint32 = uint32(steerMarkMARK_BYPASS)
-	MarkHTTP   uint32 = uint32(steerMarkMARK_HTTP)
-	MarkTLS    uint32 = uint32(steerMarkMARK_TLS)
-	MarkDNS    uint32 = uint32(steerMarkMARK_DNS)
-	MarkQUIC   uint32 = uint32(steerMarkMARK_QUIC)
+	MarkUntrack uint32 = uint32(steerMarkMARK_UNTRACK)
+	MarkBypass  uint32 = uint32(steerMarkMARK_BYPASS)
+	MarkHTTP    uint32 = uint32(steerMarkMARK_HTTP)
+	MarkTLS     uint32 = uint32(steerMarkMARK_TLS)
+	MarkDNS     uint32 = uint32(steerMarkMARK_DNS)
+	MarkQUIC    uint32 = uint32(steerMarkMARK_QUIC)
 )
 
 // Verdicts returns every verdict in counter-index order.
