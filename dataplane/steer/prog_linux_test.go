@@ -391,11 +391,14 @@ func BenchmarkClassifier(b *testing.B) {
 		frame []byte
 	}{
 		{"v4 tcp 443", pkt{dst: "203.0.113.10", proto: protoTCP, dport: 443}.bytes()},
+		{"v4 tcp 443 ack, flow started bypassed", pkt{dst: "198.51.1.7", proto: protoTCP, dport: 443, flags: 0x10}.bytes()},
 		{"v4 tcp 22", pkt{dst: "203.0.113.10", proto: protoTCP, dport: 22}.bytes()},
 		{"v4 bypass", pkt{dst: "198.51.1.7", proto: protoUDP, dport: 53}.bytes()},
 		{"v6 3 ext headers", pkt{dst: "2001:db8::1", proto: protoTCP, dport: 80, ext: []uint8{0, 43, 60}}.bytes()},
 		{"arp", arpRequest()},
 	}
+	// The bypassed SYN that puts the flow above in the flow memory.
+	runFrame(b, s, pkt{dst: "198.51.1.7", proto: protoTCP, dport: 443}.bytes())
 	for _, f := range frames {
 		b.Run(f.name, func(b *testing.B) {
 			const repeat = 10000
