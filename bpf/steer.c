@@ -18,6 +18,15 @@
 // the next TCX program (or the stack) decides, which keeps the gateway
 // fail-open when cloudsteer is gone.
 //
+// The second program, forward_ingress, goes on the WAN interfaces. While the
+// fast path is on (Go turns it on only while nothing but cloudsteer uses
+// netfilter or IPsec in the namespace, when the stack would do no more
+// than route the packet), both programs forward the TCP that cloudsteer
+// does not steer themselves: FIB lookup, TTL or hop limit down by one,
+// new MAC header, redirect to the egress interface, skipping the IP stack.
+// Anything the FIB cannot fully resolve (no neighbour entry yet, MTU
+// exceeded, not forwarded, TTL about to expire) goes to the stack as before.
+//
 // The verdicts and marks below are the single source for Go: bpf2go exports
 // enum verdict and enum mark with -type (see dataplane/steer/gen.go).
 
@@ -69,7 +78,15 @@ struct counter {
 
 // settings is the single entry of the settings map, written by Go.
 struct settings {
-	__u32 paused; // non-zero: web classes (not DNS) get VERDICT_PAUSED and no mark
+	__u32 paused;   // non-zero: web classes (not DNS) get VERDICT_PAUSED and no mark
+	__u32 fastpath; // non-zero: unsteered TCP is forwarded around the stack
+};
+
+// Indexes of the forwarded map: which side the fast path took a packet from.
+enum fastpath_dir {
+	FASTPATH_FROM_LAN = 0,
+	FASTPATH_FROM_WAN = 1,
+	FASTPATH_DIRS = 2,
 };
 
 // LPM trie keys: prefixlen first (the kernel's struct bpf_lpm_trie_key
@@ -97,6 +114,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct settings);
 } settings SEC(".maps");
+
+// forwarded counts the packets the fast path forwarded, per side.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FASTPATH_DIRS);
+	__type(key, __u32);
+	__type(value, struct counter);
+} forwarded SEC(".maps");
 
 // LPM tries must be created with BPF_F_NO_PREALLOC.
 struct {
@@ -145,13 +170,19 @@ struct {
 
 #define VLAN_HLEN 4
 
+#define AF_INET 2
+#define AF_INET6 10
+#define PACKET_HOST 0
+#define IP_MF 0x2000
+
 #define TCP_FLAGS_OFF 13 // byte of the TCP header holding the flags
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_ACK 0x10
 
-// packet is what the parser found: where the L4 header starts, which L4
-// protocol it is, and the addresses (4 or 16 bytes used).
+// packet is what the parser found: where the IP and L4 headers start,
+// which L4 protocol it is, and the addresses (4 or 16 bytes used).
 struct packet {
+	__u32 l3_off;
 	__u32 l4_off;
 	__u8 l4_proto;
 	__u8 is_v6;
@@ -310,6 +341,100 @@ static __always_inline int paused(void)
 	return s && s->paused;
 }
 
+static __always_inline int fastpath_on(void)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
+
+	return s && s->fastpath;
+}
+
+// fast_forward forwards the TCP packet p (Ethernet, no VLAN tag) as the
+// stack would and returns TC_ACT_REDIRECT, or returns STEER_TCX_NEXT when
+// the stack has to handle it: options, fragments, TTL or hop limit of 1 or
+// less, link-local or multicast IPv6, not a packet for this host, no FIB
+// result with a known neighbour, the MTU of the egress interface exceeded
+// (the FIB lookup checks the skb, GSO included, against it), or egress on
+// the interface it came in on (the stack may owe the sender a redirect).
+static __always_inline int fast_forward(struct __sk_buff *skb, struct packet *p, enum fastpath_dir dir)
+{
+	struct bpf_fib_lookup fib = {};
+	__be16 ports[2];
+
+	if (p->l3_off != sizeof(struct ethhdr) || p->l4_proto != IPPROTO_TCP || skb->pkt_type != PACKET_HOST)
+		return STEER_TCX_NEXT;
+	if (p->is_v6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, p->l3_off, &ip6, sizeof(ip6)) < 0)
+			return STEER_TCX_NEXT;
+		if (ip6.nexthdr != IPPROTO_TCP || ip6.hop_limit <= 1)
+			return STEER_TCX_NEXT;
+		// fe80::/10 and ff00::/8 are never forwarded this way.
+		if ((ip6.saddr.in6_u.u6_addr8[0] == 0xfe && (ip6.saddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
+		    (ip6.daddr.in6_u.u6_addr8[0] == 0xfe && (ip6.daddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
+		    ip6.daddr.in6_u.u6_addr8[0] == 0xff)
+			return STEER_TCX_NEXT;
+		fib.family = AF_INET6;
+		fib.flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff);
+		__builtin_memcpy(fib.ipv6_src, &ip6.saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6.daddr, 16);
+	} else {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, p->l3_off, &ip, sizeof(ip)) < 0)
+			return STEER_TCX_NEXT;
+		if (ip.ihl != 5 || ip.ttl <= 1 || (bpf_ntohs(ip.frag_off) & (IP_MF | IP_OFFSET_MASK)))
+			return STEER_TCX_NEXT;
+		fib.family = AF_INET;
+		fib.tos = ip.tos;
+		fib.ipv4_src = ip.saddr;
+		fib.ipv4_dst = ip.daddr;
+	}
+	if (bpf_skb_load_bytes(skb, p->l4_off, ports, sizeof(ports)) < 0)
+		return STEER_TCX_NEXT;
+	fib.l4_protocol = IPPROTO_TCP;
+	fib.sport = ports[0];
+	fib.dport = ports[1];
+	fib.ifindex = skb->ingress_ifindex;
+
+	// tot_len 0: the lookup checks the skb itself against the egress MTU.
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return STEER_TCX_NEXT;
+	if (fib.ifindex == skb->ingress_ifindex)
+		return STEER_TCX_NEXT;
+
+	if (p->is_v6) {
+		__u8 hops;
+		if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &hops, 1) < 0)
+			return STEER_TCX_NEXT;
+		hops--;
+		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &hops, 1, 0) < 0)
+			return STEER_TCX_NEXT;
+	} else {
+		// TTL and protocol share one 16-bit word of the checksum.
+		__be16 old, new;
+		if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &old, 2) < 0)
+			return STEER_TCX_NEXT;
+		new = bpf_htons(bpf_ntohs(old) - 0x0100);
+		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old, new, 2) < 0)
+			return STEER_TCX_NEXT;
+		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &new, 2, 0) < 0)
+			return STEER_TCX_NEXT;
+	}
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0) < 0)
+		return STEER_TCX_NEXT;
+
+	__u32 key = dir;
+	struct counter *c = bpf_map_lookup_elem(&forwarded, &key);
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+	return bpf_redirect(fib.ifindex, 0);
+}
+
 static __always_inline void count(struct __sk_buff *skb, enum verdict v)
 {
 	__u32 key = v;
@@ -356,7 +481,10 @@ static __always_inline enum verdict remember_flow(struct __sk_buff *skb, struct 
 	return *started == VERDICT_PAUSED ? VERDICT_PAUSED : VERDICT_BYPASS;
 }
 
-static __always_inline enum verdict decide(struct __sk_buff *skb, int *untrack)
+// decide classifies the packet and fills p; *untrack is set for packets of
+// flows that started bypassed or paused (and, as they are unsteered too,
+// *fast for those and for TCP to other ports).
+static __always_inline enum verdict decide(struct __sk_buff *skb, struct packet *pp, int *untrack, int *fast)
 {
 	struct packet p = {};
 	__u32 off = 0;
@@ -374,6 +502,7 @@ static __always_inline enum verdict decide(struct __sk_buff *skb, int *untrack)
 			return VERDICT_OTHER;
 		off += VLAN_HLEN;
 	}
+	p.l3_off = off;
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		if (parse_ipv4(skb, off, &p) < 0)
@@ -396,8 +525,11 @@ static __always_inline enum verdict decide(struct __sk_buff *skb, int *untrack)
 
 	enum verdict class = classify(p.l4_proto, bpf_ntohs(ports[1]));
 	enum verdict v = class;
-	if (class == VERDICT_OTHER)
+	*pp = p;
+	if (class == VERDICT_OTHER) {
+		*fast = p.l4_proto == IPPROTO_TCP;
 		return class;
+	}
 	if (bypassed(&p))
 		v = VERDICT_BYPASS;
 	// Pausing protection lets web traffic (HTTP, HTTPS, QUIC) flow
@@ -408,18 +540,48 @@ static __always_inline enum verdict decide(struct __sk_buff *skb, int *untrack)
 		v = VERDICT_PAUSED;
 	if (class == VERDICT_HTTP || class == VERDICT_TLS)
 		v = remember_flow(skb, &p, ports, v, untrack);
+	*fast = *untrack;
 	return v;
 }
 
 SEC("tcx/ingress")
 int steer_ingress(struct __sk_buff *skb)
 {
-	int untrack = 0;
-	enum verdict v = decide(skb, &untrack);
+	struct packet p = {};
+	int untrack = 0, fast = 0;
+	enum verdict v = decide(skb, &p, &untrack, &fast);
 	enum mark mark = untrack ? MARK_UNTRACK : mark_of(v);
 
 	if (mark)
 		skb->mark = mark;
 	count(skb, v);
+	if (fast && fastpath_on())
+		return fast_forward(skb, &p, FASTPATH_FROM_LAN);
 	return STEER_TCX_NEXT;
+}
+
+// forward_ingress runs at TCX ingress of the WAN interfaces: while the fast
+// path is on, it forwards TCP (all of it is unsteered: cloudsteer's own
+// connections end on the gateway, where the FIB sends them to the stack).
+SEC("tcx/ingress")
+int forward_ingress(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	__be16 proto;
+
+	if (!fastpath_on())
+		return STEER_TCX_NEXT;
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
+		return STEER_TCX_NEXT;
+	p.l3_off = sizeof(struct ethhdr);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (parse_ipv4(skb, p.l3_off, &p) < 0)
+			return STEER_TCX_NEXT;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (parse_ipv6(skb, p.l3_off, &p) < 0)
+			return STEER_TCX_NEXT;
+	} else {
+		return STEER_TCX_NEXT;
+	}
+	return fast_forward(skb, &p, FASTPATH_FROM_WAN);
 }

@@ -54,8 +54,9 @@ const (
 )
 
 type steerSettings struct {
-	_      structs.HostLayout
-	Paused uint32
+	_        structs.HostLayout
+	Paused   uint32
+	Fastpath uint32
 }
 
 type steerVerdict uint32
@@ -75,12 +76,14 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapBypassV4       = "bypass_v4"
-	steerMapBypassV6       = "bypass_v6"
-	steerMapCounters       = "counters"
-	steerMapSettings       = "settings"
-	steerMapUntrackedFlows = "untracked_flows"
-	steerProgSteerIngress  = "steer_ingress"
+	steerMapBypassV4        = "bypass_v4"
+	steerMapBypassV6        = "bypass_v6"
+	steerMapCounters        = "counters"
+	steerMapForwarded       = "forwarded"
+	steerMapSettings        = "settings"
+	steerMapUntrackedFlows  = "untracked_flows"
+	steerProgForwardIngress = "forward_ingress"
+	steerProgSteerIngress   = "steer_ingress"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -125,7 +128,8 @@ type steerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerProgramSpecs struct {
-	SteerIngress *ebpf.ProgramSpec `ebpf:"steer_ingress"`
+	ForwardIngress *ebpf.ProgramSpec `ebpf:"forward_ingress"`
+	SteerIngress   *ebpf.ProgramSpec `ebpf:"steer_ingress"`
 }
 
 // steerMapSpecs contains maps before they are loaded into the kernel.
@@ -135,6 +139,7 @@ type steerMapSpecs struct {
 	BypassV4       *ebpf.MapSpec `ebpf:"bypass_v4"`
 	BypassV6       *ebpf.MapSpec `ebpf:"bypass_v6"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Forwarded      *ebpf.MapSpec `ebpf:"forwarded"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	UntrackedFlows *ebpf.MapSpec `ebpf:"untracked_flows"`
 }
@@ -168,6 +173,7 @@ type steerMaps struct {
 	BypassV4       *ebpf.Map `ebpf:"bypass_v4"`
 	BypassV6       *ebpf.Map `ebpf:"bypass_v6"`
 	Counters       *ebpf.Map `ebpf:"counters"`
+	Forwarded      *ebpf.Map `ebpf:"forwarded"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	UntrackedFlows *ebpf.Map `ebpf:"untracked_flows"`
 }
@@ -177,6 +183,7 @@ func (m *steerMaps) Close() error {
 		m.BypassV4,
 		m.BypassV6,
 		m.Counters,
+		m.Forwarded,
 		m.Settings,
 		m.UntrackedFlows,
 	)
@@ -192,11 +199,13 @@ type steerVariables struct {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerPrograms struct {
-	SteerIngress *ebpf.Program `ebpf:"steer_ingress"`
+	ForwardIngress *ebpf.Program `ebpf:"forward_ingress"`
+	SteerIngress   *ebpf.Program `ebpf:"steer_ingress"`
 }
 
 func (p *steerPrograms) Close() error {
 	return _SteerClose(
+		p.ForwardIngress,
 		p.SteerIngress,
 	)
 }

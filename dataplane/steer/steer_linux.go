@@ -31,9 +31,10 @@ type Steer struct {
 	log  *slog.Logger
 	objs steerObjects
 
-	links tcx.Links
+	links tcx.Links // the classifier on the LAN interfaces
+	wan   tcx.Links // the forwarder on the WAN interfaces
 
-	mu     sync.Mutex
+	mu     sync.Mutex // also serializes read-modify-writes of the settings
 	closed bool
 }
 
@@ -115,6 +116,95 @@ func (s *Steer) Program() *ebpf.Program { return s.objs.SteerIngress }
 // is not listed.
 func (s *Steer) Attached() []string { return s.links.Attached() }
 
+// AttachWAN attaches the fast path's forwarder at TCX ingress of the WAN
+// interfaces named, after any programs already there. It forwards nothing
+// until SetFastPath(true). An interface already holding it is skipped.
+func (s *Steer) AttachWAN(names []string) error {
+	have := map[string]bool{}
+	for _, n := range s.wan.Attached() {
+		have[n] = true
+	}
+	var todo []string
+	for _, n := range names {
+		if !have[n] {
+			todo = append(todo, n)
+		}
+	}
+	ifaces, err := tcx.Lookup(todo)
+	if err != nil {
+		return err
+	}
+	for _, ifc := range ifaces {
+		if err := s.wan.Attach(ifc, s.objs.ForwardIngress, nil); err != nil {
+			return err
+		}
+	}
+	if len(ifaces) > 0 {
+		s.log.Info("fast path forwarder attached", "interfaces", s.wan.Attached())
+	}
+	return nil
+}
+
+// WANAttached returns the WAN interfaces the forwarder is attached to.
+func (s *Steer) WANAttached() []string { return s.wan.Attached() }
+
+// ForwarderProgram returns the loaded WAN forwarder, for tests.
+func (s *Steer) ForwarderProgram() *ebpf.Program { return s.objs.ForwardIngress }
+
+// updateSettings applies change to the settings map's entry.
+func (s *Steer) updateSettings(what string, change func(*steerSettings)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var v steerSettings
+	if err := s.objs.Settings.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("set %s: read settings: %w", what, err)
+	}
+	change(&v)
+	if err := s.objs.Settings.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set %s: %w", what, err)
+	}
+	return nil
+}
+
+// SetFastPath turns the fast path on or off: while on, the classifier and
+// the WAN forwarder forward the TCP cloudsteer does not steer themselves
+// (see bpf/steer.c). Turn it on only while the stack would do no more than
+// route that traffic: no netfilter ruleset but cloudsteer's, no IPsec.
+func (s *Steer) SetFastPath(on bool) error {
+	return s.updateSettings("fast path", func(v *steerSettings) {
+		v.Fastpath = 0
+		if on {
+			v.Fastpath = 1
+		}
+	})
+}
+
+// FastPath reports whether the fast path is on.
+func (s *Steer) FastPath() (bool, error) {
+	var v steerSettings
+	if err := s.objs.Settings.Lookup(uint32(0), &v); err != nil {
+		return false, fmt.Errorf("read fast path switch: %w", err)
+	}
+	return v.Fastpath != 0, nil
+}
+
+// Forwarded returns what the fast path forwarded, taken from the LAN side
+// and from the WAN side, summed over CPUs.
+func (s *Steer) Forwarded() (fromLAN, fromWAN Counter, err error) {
+	var out [2]Counter
+	var perCPU []steerCounter
+	for i := range out {
+		if err := s.objs.Forwarded.Lookup(uint32(i), &perCPU); err != nil {
+			return Counter{}, Counter{}, fmt.Errorf("read fast path counter: %w", err)
+		}
+		for _, pc := range perCPU {
+			out[i].Packets += pc.Packets
+			out[i].Bytes += pc.Bytes
+		}
+	}
+	return out[0], out[1], nil
+}
+
 // Close detaches the classifier from every interface and releases its maps.
 // Calling it again does nothing.
 func (s *Steer) Close() error {
@@ -128,7 +218,7 @@ func (s *Steer) Close() error {
 	if n := s.links.Len(); n > 0 {
 		s.log.Info("detaching classifier", "interfaces", n)
 	}
-	errs = append(errs, s.links.Close())
+	errs = append(errs, s.links.Close(), s.wan.Close())
 	if err := s.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 	}
@@ -228,14 +318,12 @@ func v6Key(p netip.Prefix) steerBypassV6Key {
 // SetPaused turns the pause switch on or off. While paused, traffic that
 // would be steered gets verdict paused and no mark; bypass still applies.
 func (s *Steer) SetPaused(paused bool) error {
-	var v steerSettings
-	if paused {
-		v.Paused = 1
-	}
-	if err := s.objs.Settings.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set pause switch: %w", err)
-	}
-	return nil
+	return s.updateSettings("pause switch", func(v *steerSettings) {
+		v.Paused = 0
+		if paused {
+			v.Paused = 1
+		}
+	})
 }
 
 // Paused reports whether the pause switch is on.
