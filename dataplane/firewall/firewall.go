@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,8 +52,8 @@ type Config struct {
 	TableName string
 	// UntrackUnsteered lets TCP flows the classifier does not steer
 	// (bypassed, paused, other ports) skip connection tracking while this
-	// table is the only netfilter ruleset in the namespace (see
-	// untrack.go). Nothing else in the namespace then needs conntrack, so
+	// table is the only netfilter ruleset in the namespace and there is
+	// no IPsec policy (see untrack.go). Nothing else in the namespace then needs conntrack, so
 	// those flows are plain routing, as if cloudsteer were not there.
 	UntrackUnsteered bool
 }
@@ -65,7 +66,11 @@ type Table struct {
 	replaced bool
 
 	cfg     Config
-	procNet *os.File // the namespace's /proc/net, for legacy iptables tables; may be nil
+	procNet *os.File        // the namespace's /proc/net, for legacy iptables tables; may be nil
+	xfrm    *netlink.Handle // the namespace's IPsec policies; may be nil
+
+	cbMu     sync.Mutex // serializes onChange calls
+	onChange func(untracking bool)
 
 	stopWatch chan struct{} // closed by Close; nil without UntrackUnsteered
 	watchDone chan struct{}
@@ -106,11 +111,14 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 		} else {
 			log.Warn("cannot see legacy iptables tables", "err", err)
 		}
+		if h, err := netlink.NewHandle(unix.NETLINK_XFRM); err == nil {
+			t.xfrm = h
+		} else {
+			log.Warn("cannot see IPsec policies", "err", err)
+		}
 	}
 	if err := t.install(ctx, cfg); err != nil {
-		if t.procNet != nil {
-			t.procNet.Close()
-		}
+		t.closeHandles()
 		return nil, errors.Join(err, closeConn(conn))
 	}
 	if cfg.UntrackUnsteered {
@@ -216,9 +224,7 @@ func (t *Table) Close() error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.procNet != nil {
-		t.procNet.Close()
-	}
+	t.closeHandles()
 	var errs []error
 	t.conn.DelTable(&nftables.Table{Name: t.name, Family: nftables.TableFamilyINet})
 	if err := t.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -228,6 +234,16 @@ func (t *Table) Close() error {
 	t.conn = nil
 	t.log.Info("table deleted")
 	return errors.Join(errs...)
+}
+
+// closeHandles closes what otherRuleset reads the namespace through.
+func (t *Table) closeHandles() {
+	if t.procNet != nil {
+		t.procNet.Close()
+	}
+	if t.xfrm != nil {
+		t.xfrm.Close()
+	}
 }
 
 // lookupTable returns the inet table name, or nil when there is none.

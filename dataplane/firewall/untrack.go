@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +21,7 @@ import (
 // the office's bypassed and unsteered traffic pay for conntrack even on a
 // router that tracks nothing. While this table is the only netfilter
 // ruleset in the namespace (no other nft table of any family, no legacy
-// iptables table), two raw-priority chains keep TCP that cloudsteer does
+// iptables table) and no IPsec policy exists, two raw-priority chains keep TCP that cloudsteer does
 // not steer out of conntrack (LAN is cfg.LANInterfaces plus lo, the
 // listener_ifaces set):
 //
@@ -46,8 +47,10 @@ import (
 // went.
 //
 // The watcher rechecks every untrackPoll: when another ruleset appears
-// (a NAT or a stateful firewall needs every flow tracked) the chains are
-// deleted; when it goes away they come back. Flows started untracked
+// (a NAT or a stateful firewall needs every flow tracked) or an IPsec
+// policy (the dataplane's fast path, which follows this state, would
+// route around it) the chains are deleted; when it goes away they come
+// back. Flows started untracked
 // before a NAT appeared are not NATed.
 
 // untrackPoll is how often the watcher looks for other rulesets.
@@ -57,6 +60,29 @@ const (
 	untrackPreName = "untrack_prerouting"
 	untrackOutName = "untrack_output"
 )
+
+// OnUntrackChange makes fn hear every change of Untracking, starting with
+// a call with the current state before it returns; nil stops the calls.
+// Calls never overlap. The dataplane's fast path (dataplane/steer) follows
+// it: when nothing but cloudsteer needs netfilter, the stack has nothing
+// to do for unsteered TCP but route it.
+func (t *Table) OnUntrackChange(fn func(untracking bool)) {
+	t.cbMu.Lock()
+	defer t.cbMu.Unlock()
+	t.onChange = fn
+	if fn != nil {
+		fn(t.Untracking())
+	}
+}
+
+// tellUntrack passes the current state to the OnUntrackChange function.
+func (t *Table) tellUntrack() {
+	t.cbMu.Lock()
+	defer t.cbMu.Unlock()
+	if t.onChange != nil {
+		t.onChange(t.Untracking())
+	}
+}
 
 // Untracking reports whether unsteered TCP is kept out of conntrack now.
 func (t *Table) Untracking() bool {
@@ -139,6 +165,15 @@ func (t *Table) otherRuleset() (string, error) {
 		}
 		return fmt.Sprintf("nft table %s %s", familyName(tab.Family), tab.Name), nil
 	}
+	if t.xfrm != nil {
+		pols, err := t.xfrm.XfrmPolicyList(netlink.FAMILY_ALL)
+		if err != nil && !errors.Is(err, unix.EPROTONOSUPPORT) {
+			return "", fmt.Errorf("list IPsec policies: %w", err)
+		}
+		if len(pols) > 0 {
+			return fmt.Sprintf("IPsec policies (%d)", len(pols)), nil
+		}
+	}
 	if t.procNet == nil {
 		return "", nil
 	}
@@ -192,25 +227,26 @@ func familyName(f nftables.TableFamily) string {
 }
 
 // syncUntrack adds or deletes the untrack chains to match whether another
-// ruleset is present. It is a no-op after Close.
-func (t *Table) syncUntrack() error {
+// ruleset is present, and reports whether it changed anything. It is a
+// no-op after Close.
+func (t *Table) syncUntrack() (changed bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return nil
+		return false, nil
 	}
 	other, err := t.otherRuleset()
 	if err != nil {
-		return err
+		return false, err
 	}
 	want := other == ""
 	if want == t.untracking {
-		return nil
+		return false, nil
 	}
 	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
 	if want {
 		if err := addUntrack(t.conn, tab, t.cfg); err != nil {
-			return err
+			return false, err
 		}
 	} else {
 		pre, out := untrackChains(tab)
@@ -220,7 +256,7 @@ func (t *Table) syncUntrack() error {
 		t.conn.DelChain(out)
 	}
 	if err := t.conn.Flush(); err != nil {
-		return fmt.Errorf("update untrack chains: %w", err)
+		return false, fmt.Errorf("update untrack chains: %w", err)
 	}
 	t.untracking = want
 	if want {
@@ -228,7 +264,7 @@ func (t *Table) syncUntrack() error {
 	} else {
 		t.log.Info("another netfilter ruleset appeared: tracking every flow", "ruleset", other)
 	}
-	return nil
+	return true, nil
 }
 
 // watchUntrack runs syncUntrack every untrackPoll until stop closes.
@@ -243,7 +279,8 @@ func (t *Table) watchUntrack(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-tick.C:
 		}
-		if err := t.syncUntrack(); err != nil {
+		changed, err := t.syncUntrack()
+		if err != nil {
 			if !failing {
 				t.log.Warn("check for other netfilter rulesets", "err", err)
 			}
@@ -251,5 +288,8 @@ func (t *Table) watchUntrack(stop <-chan struct{}, done chan<- struct{}) {
 			continue
 		}
 		failing = false
+		if changed {
+			t.tellUntrack()
+		}
 	}
 }

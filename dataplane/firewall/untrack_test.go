@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,6 +296,10 @@ func TestUntrackUnsteered(t *testing.T) {
 	}
 
 	t.Run("another ruleset turns untracking off, and its removal back on", func(t *testing.T) {
+		var mu sync.Mutex
+		var heard []bool
+		tab.OnUntrackChange(func(on bool) { mu.Lock(); heard = append(heard, on); mu.Unlock() })
+		defer tab.OnUntrackChange(nil)
 		privtest.Run(t, l.gw, "nft", "add", "table", "ip", "somebody_else")
 		waitUntracking(t, tab, false)
 		lst, _ := listTable(t, l.gw, "cloudsteer")
@@ -315,6 +321,28 @@ func TestUntrackUnsteered(t *testing.T) {
 		from, _ = download(t, netip.MustParseAddr("10.20.0.2"))
 		if conntrackHas(t, l.gw, from) {
 			t.Errorf("flow from %v tracked after the other ruleset left", from)
+		}
+
+		// An IPsec policy counts as another ruleset.
+		privtest.Run(t, l.gw, "ip", "xfrm", "policy", "add", "src", "10.10.0.0/24", "dst", "192.0.2.0/24", "dir", "out")
+		waitUntracking(t, tab, false)
+		privtest.Run(t, l.gw, "ip", "xfrm", "policy", "flush")
+		waitUntracking(t, tab, true)
+
+		// The state flips before the callback hears of it.
+		want := []bool{true, false, true, false, true}
+		for deadline := time.Now().Add(2 * untrackPoll); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(heard)
+			mu.Unlock()
+			if n >= len(want) {
+				break
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(heard, want) {
+			t.Errorf("OnUntrackChange heard %v, want %v", heard, want)
 		}
 	})
 
