@@ -226,7 +226,7 @@ func hostOf(addrPort string) string {
 }
 
 // kernelState is what cloudsteer may leave in the gateway namespace: TCX
-// programs on the LAN interface, nftables tables, policy rules and routes.
+// programs on the LAN and WAN interfaces, nftables tables, policy rules and routes.
 type kernelState struct {
 	tcx    int
 	tables string
@@ -238,16 +238,18 @@ func (e *env) kernelState() kernelState {
 	e.t.Helper()
 	var ks kernelState
 	err := privtest.Do(e.lab.NS(lab.RoleGW), func() error {
-		l, err := netlink.LinkByName(lab.GWLANIf)
-		if err != nil {
-			return err
-		}
-		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-			res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+		for _, name := range []string{lab.GWLANIf, lab.GWWANIf} {
+			l, err := netlink.LinkByName(name)
 			if err != nil {
-				return fmt.Errorf("query tcx programs: %w", err)
+				return err
 			}
-			ks.tcx += len(res.Programs)
+			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+				if err != nil {
+					return fmt.Errorf("query tcx programs on %s: %w", name, err)
+				}
+				ks.tcx += len(res.Programs)
+			}
 		}
 		return nil
 	})

@@ -50,6 +50,13 @@ type Firewall struct {
 	// is on. Any other nft or legacy iptables table (a NAT, a stateful
 	// firewall) turns it off within a second.
 	UntrackUnsteered *bool `yaml:"untrack_unsteered"`
+	// FastPath forwards the TCP cloudsteer does not steer in eBPF, around
+	// the IP stack, whenever untracking is on (the stack would then only
+	// route it); left out, it is on.
+	FastPath *bool `yaml:"fast_path"`
+	// WANInterfaces get the fast path's forwarder for traffic towards the
+	// LAN; empty means the interfaces of the default routes at start.
+	WANInterfaces []string `yaml:"wan_interfaces"`
 }
 
 // Debug holds developer switches, off by default.
@@ -286,6 +293,10 @@ func (c *Config) setDefaults() {
 		on := true
 		c.Firewall.UntrackUnsteered = &on
 	}
+	if c.Firewall.FastPath == nil {
+		on := true
+		c.Firewall.FastPath = &on
+	}
 	if c.Listen.HTTPPort == 0 {
 		c.Listen.HTTPPort = DefaultHTTPPort
 	}
@@ -347,6 +358,19 @@ func (c *Config) Validate() error {
 			return bad(fmt.Sprintf("lan_interfaces[%d]", i), "%q listed twice", n)
 		}
 		seen[n] = true
+	}
+	wan := map[string]bool{}
+	for i, n := range c.Firewall.WANInterfaces {
+		key := fmt.Sprintf("firewall.wan_interfaces[%d]", i)
+		switch {
+		case !ifNameRE.MatchString(n) || n == "lo":
+			return bad(key, "%q is not a WAN interface name", n)
+		case seen[n]:
+			return bad(key, "%q is also a LAN interface", n)
+		case wan[n]:
+			return bad(key, "%q listed twice", n)
+		}
+		wan[n] = true
 	}
 	if err := c.CloudProxy.validate(); err != nil {
 		return err

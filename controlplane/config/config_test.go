@@ -41,6 +41,9 @@ func TestParseGood(t *testing.T) {
 	if c.Firewall.UntrackUnsteered == nil || !*c.Firewall.UntrackUnsteered {
 		t.Errorf("firewall.untrack_unsteered not on by default")
 	}
+	if c.Firewall.FastPath == nil || !*c.Firewall.FastPath || len(c.Firewall.WANInterfaces) != 0 {
+		t.Errorf("firewall.fast_path not on by default, or WAN interfaces set: %+v", c.Firewall)
+	}
 	tracked, err := Parse([]byte(good + "firewall:\n  untrack_unsteered: false\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +104,9 @@ func TestParseBad(t *testing.T) {
 		{"duplicate ports", good + "listen:\n  http_port: 15443\n", "listen.tls_port"},
 		{"tiny header cap", good + "proxy:\n  max_header_bytes: 10\n", "proxy.max_header_bytes"},
 		{"log level", good + "log:\n  level: loud\n", "log.level"},
+		{"wan is lan", good + "firewall:\n  wan_interfaces: [lan0]\n", "firewall.wan_interfaces[0]"},
+		{"wan is lo", good + "firewall:\n  wan_interfaces: [wan0, lo]\n", "firewall.wan_interfaces[1]"},
+		{"wan twice", good + "firewall:\n  wan_interfaces: [wan0, wan0]\n", "firewall.wan_interfaces[1]"},
 		{"pprof off loopback", good + "debug:\n  pprof_listen: 0.0.0.0:6060\n", "debug.pprof_listen"},
 	}
 	for _, tt := range tests {

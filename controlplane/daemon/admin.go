@@ -160,6 +160,19 @@ func (d *Daemon) BypassMapSize() int {
 	return len(ps)
 }
 
+// FastPath reports whether the eBPF fast path is on and what it forwarded.
+func (d *Daemon) FastPath() (on bool, fromLAN, fromWAN steer.Counter, ok bool) {
+	if d.steer == nil {
+		return false, steer.Counter{}, steer.Counter{}, false
+	}
+	on, err := d.steer.FastPath()
+	if err != nil {
+		return false, steer.Counter{}, steer.Counter{}, false
+	}
+	fromLAN, fromWAN, err = d.steer.Forwarded()
+	return on, fromLAN, fromWAN, err == nil
+}
+
 // Untracking reports whether unsteered TCP skips connection tracking now.
 func (d *Daemon) Untracking() bool { return d.fw != nil && d.fw.Untracking() }
 

@@ -273,6 +273,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := pending.attach(d.steer); err != nil {
 		return nil, fmt.Errorf("fill bypass map: %w", err)
 	}
+	if *cfg.Firewall.UntrackUnsteered && *cfg.Firewall.FastPath {
+		d.startFastPath()
+	}
 	// 4. The eBPF DNS answerer, after the classifier so that it answers
 	// only the queries the classifier marked for the resolver. Without it
 	// every query still reaches the resolver, so a failure only warns.
@@ -490,6 +493,9 @@ func (d *Daemon) Close() error {
 	var errs []error
 	if dc := d.kdns.c.Swap(nil); dc != nil {
 		errs = append(errs, dc.Close())
+	}
+	if d.fw != nil {
+		d.fw.OnUntrackChange(nil) // the steer below goes first
 	}
 	if d.steer != nil {
 		errs = append(errs, d.steer.Close())

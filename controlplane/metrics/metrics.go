@@ -55,6 +55,10 @@ type Source interface {
 	// Untracking reports whether unsteered TCP skips connection tracking
 	// now (firewall.Table.Untracking).
 	Untracking() bool
+	// FastPath returns whether the eBPF fast path is on and what it
+	// forwarded from each side (steer.Steer.Forwarded); ok is false when
+	// it cannot be read, and the series are left out.
+	FastPath() (on bool, fromLAN, fromWAN steer.Counter, ok bool)
 }
 
 // ConnectBuckets are the upper bounds, in seconds, of the connect latency
@@ -199,6 +203,7 @@ type collector struct {
 	cloudRefills                                  *prometheus.Desc
 	dnsKernelHits, dnsKernelPassed                *prometheus.Desc
 	dnsKernelEntries                              *prometheus.Desc
+	fastPath, fastPackets, fastBytes              *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -229,6 +234,9 @@ func newCollector(src Source) *collector {
 		dnsKernelHits:    d("dns_kernel_answers_total", "DNS queries the eBPF answerer on the LAN interfaces answered from its cache."),
 		dnsKernelPassed:  d("dns_kernel_passed_total", "Port 53 packets the eBPF answerer passed on to the resolver, by reason.", "reason"),
 		dnsKernelEntries: d("dns_kernel_cache_entries", "Answers in the eBPF answerer's map now."),
+		fastPath:         d("fast_path", "1 while unsteered TCP is forwarded in eBPF around the IP stack, else 0."),
+		fastPackets:      d("fast_path_packets_total", "Packets the eBPF fast path forwarded, by the side they came from (lan, wan).", "from"),
+		fastBytes:        d("fast_path_bytes_total", "Bytes (whole frames) the eBPF fast path forwarded, by the side they came from.", "from"),
 		cloudConns:       d("cloud_proxy_connections_total", "Connections to the cloud proxy a flow used: taken warm from the pool or dialed cold.", "how"),
 		cloudWarmIdle:    d("cloud_proxy_warm_idle", "Established, unused connections to the cloud proxy waiting in the pool."),
 		cloudDiscarded:   d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
@@ -245,6 +253,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
+		c.fastPath, c.fastPackets, c.fastBytes,
 	} {
 		ch <- d
 	}
@@ -357,4 +366,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		untracking = 1
 	}
 	gauge(c.untracking, untracking)
+
+	if on, lan, wan, ok := c.src.FastPath(); ok {
+		v := 0.0
+		if on {
+			v = 1
+		}
+		gauge(c.fastPath, v)
+		counter(c.fastPackets, float64(lan.Packets), "lan")
+		counter(c.fastPackets, float64(wan.Packets), "wan")
+		counter(c.fastBytes, float64(lan.Bytes), "lan")
+		counter(c.fastBytes, float64(wan.Bytes), "wan")
+	}
 }

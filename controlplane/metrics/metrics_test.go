@@ -43,6 +43,7 @@ type fakeSource struct {
 	bypass   int
 	paused   bool
 	untrack  bool
+	noFast   bool
 }
 
 func (f *fakeSource) SteerCounters() (map[steer.Verdict]steer.Counter, error) {
@@ -90,6 +91,12 @@ func (f *fakeSource) Paused() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.paused
+}
+
+func (f *fakeSource) FastPath() (bool, steer.Counter, steer.Counter, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.untrack, steer.Counter{Packets: 70, Bytes: 7000}, steer.Counter{Packets: 71, Bytes: 7100}, !f.noFast
 }
 
 func (f *fakeSource) Untracking() bool {
@@ -227,6 +234,11 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_bypass_map_entries", l(), G, 11},
 		{"cloudsteer_paused", l(), G, 1},
 		{"cloudsteer_untracking_unsteered", l(), G, 1},
+		{"cloudsteer_fast_path", l(), G, 1},
+		{"cloudsteer_fast_path_packets_total", l("from", "lan"), C, 70},
+		{"cloudsteer_fast_path_packets_total", l("from", "wan"), C, 71},
+		{"cloudsteer_fast_path_bytes_total", l("from", "lan"), C, 7000},
+		{"cloudsteer_fast_path_bytes_total", l("from", "wan"), C, 7100},
 		{"cloudsteer_cloud_proxy_connections_total", l("how", "warm"), C, 40},
 		{"cloudsteer_cloud_proxy_connections_total", l("how", "cold"), C, 12},
 		{"cloudsteer_cloud_proxy_warm_idle", l(), G, 4},
@@ -292,6 +304,15 @@ func TestScrapeReadsNow(t *testing.T) {
 		if v, _, ok := value(fams, w.name, w.labels); !ok || v != w.value {
 			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, v, ok, w.value)
 		}
+	}
+
+	// An unreadable fast path leaves its series out.
+	src.mu.Lock()
+	src.noFast = true
+	src.mu.Unlock()
+	fams = scrape(t, h)
+	if _, _, ok := value(fams, "cloudsteer_fast_path", l()); ok {
+		t.Error("cloudsteer_fast_path served although the source could not read it")
 	}
 }
 
