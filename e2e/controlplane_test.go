@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +75,27 @@ func (e *env) pathOf(t *testing.T, name, addr, tag string) string {
 	return "origin saw " + remote
 }
 
+// longDownload starts a download of size bytes from site over HTTPS at
+// 8 MB/s (extra: more curl flags) and returns a function that waits for it
+// and fails the test, naming what, unless every byte arrived.
+func (e *env) longDownload(t *testing.T, site lab.Site, size int, extra ...string) func(what string) {
+	var out string
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		args := append([]string{"--limit-rate", "8M", "-o", "/dev/null", "-w", "%{size_download}"}, extra...)
+		out, err = e.curl(fmt.Sprintf("https://%s/bytes?n=%d", site.Name, size), site.Name, site.V4.String(), args...)
+	}()
+	return func(what string) {
+		t.Helper()
+		<-done
+		if err != nil || strings.TrimSpace(out) != fmt.Sprint(size) {
+			t.Fatalf("%s: %q, %v", what, out, err)
+		}
+	}
+}
+
 // TestControlPlane drives the admin CLI and API against a running gateway
 // in the lab: live bypass toggling under load, pause and resume, events,
 // activation, the quick test, the network API and metrics.
@@ -120,15 +140,7 @@ func TestControlPlane(t *testing.T) {
 		// A long flow through the proxy to the very destination being
 		// toggled keeps running while the list changes.
 		const size = 64 << 20
-		var wg sync.WaitGroup
-		var longOut string
-		var longErr error
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			longOut, longErr = e.curl(fmt.Sprintf("https://www.example.com/bytes?n=%d", size), "www.example.com", www.V4.String(),
-				"--limit-rate", "8M", "-o", "/dev/null", "-w", "%{size_download}")
-		}()
+		longDone := e.longDownload(t, www, size)
 		time.Sleep(500 * time.Millisecond) // the long flow is established
 		if got := e.pathOf(t, "www.example.com", www.V4.String(), "tog0"); got != "proxy" {
 			t.Fatalf("before: %s", got)
@@ -153,10 +165,7 @@ func TestControlPlane(t *testing.T) {
 				t.Fatalf("after %v: flow went %s, want %s", step.args, got, step.want)
 			}
 		}
-		wg.Wait()
-		if longErr != nil || strings.TrimSpace(longOut) != fmt.Sprint(size) {
-			t.Fatalf("long flow during toggles: %q, %v", longOut, longErr)
-		}
+		longDone("long flow during toggles")
 	})
 
 	t.Run("bypassed flow untracked, and kept when the name leaves the list", func(t *testing.T) {
@@ -192,15 +201,7 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("dig = %q, %v", ans, err)
 		}
 		const size = 32 << 20
-		var wg sync.WaitGroup
-		var longOut string
-		var longErr error
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			longOut, longErr = e.curl(fmt.Sprintf("https://www.example.com/bytes?n=%d", size), "www.example.com", www.V4.String(),
-				"--limit-rate", "8M", "-o", "/dev/null", "-w", "%{size_download}", "--local-port", "45123")
-		}()
+		longDone := e.longDownload(t, www, size, "--local-port", "45123")
 		time.Sleep(time.Second) // the long flow is established, bypassed
 		ct, _ := e.run(lab.RoleGW, 5*time.Second, "cat", "/proc/net/nf_conntrack")
 		if strings.Contains(ct, "sport=45123 dport=443 ") {
@@ -213,10 +214,7 @@ func TestControlPlane(t *testing.T) {
 		if got := e.pathOf(t, "www.example.com", www.V4.String(), "unbypassed"); got != "proxy" {
 			t.Errorf("a new flow after bypass rm went %s, want proxy", got)
 		}
-		wg.Wait()
-		if longErr != nil || strings.TrimSpace(longOut) != fmt.Sprint(size) {
-			t.Fatalf("bypassed long flow after its name left the list: %q, %v", longOut, longErr)
-		}
+		longDone("bypassed long flow after its name left the list")
 		// Its bytes from the origin came in on the WAN side and were
 		// forwarded in eBPF.
 		if got := metric(`cloudsteer_fast_path_bytes_total{from="wan"}`) - fromWAN; got < size {

@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -87,39 +86,21 @@ type accepted struct {
 // connection with greeting and a newline, and reports it on the channel.
 func serveTCP(tb testing.TB, ns, addr, greeting string) <-chan accepted {
 	tb.Helper()
-	var ln net.Listener
-	privtest.InNetNS(tb, ns, func() {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
-			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
+	ch := make(chan accepted, 16)
+	privtest.ServeTCP(tb, ns, addr, func(c net.Conn) {
+		tc := c.(*net.TCPConn)
+		a := accepted{
+			remote: tc.RemoteAddr().(*net.TCPAddr).AddrPort(),
+			local:  tc.LocalAddr().(*net.TCPAddr).AddrPort(),
+		}
+		a.orig, a.origErr = OriginalDst(tc)
+		_, _ = fmt.Fprintln(c, greeting)
+		c.Close()
+		select {
+		case ch <- a:
+		default:
 		}
 	})
-	ch := make(chan accepted, 16)
-	done := make(chan struct{})
-	tb.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc := c.(*net.TCPConn)
-			a := accepted{
-				remote: tc.RemoteAddr().(*net.TCPAddr).AddrPort(),
-				local:  tc.LocalAddr().(*net.TCPAddr).AddrPort(),
-			}
-			a.orig, a.origErr = OriginalDst(tc)
-			_, _ = fmt.Fprintln(c, greeting)
-			c.Close()
-			select {
-			case ch <- a:
-			default:
-			}
-		}
-	}()
 	return ch
 }
 

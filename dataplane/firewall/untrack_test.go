@@ -43,40 +43,19 @@ func attachClassifier(tb testing.TB, ns string) *steer.Steer {
 // prefix, connection by connection.
 func serveLineEcho(tb testing.TB, ns, addr, prefix string) {
 	tb.Helper()
-	var ln net.Listener
-	privtest.InNetNS(tb, ns, func() {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
-			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
-		}
-	})
-	done := make(chan struct{})
-	tb.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
+	privtest.ServeTCP(tb, ns, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(3 * hangGuard))
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(3 * hangGuard))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, prefix+line); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, prefix+line); err != nil {
+				return
+			}
 		}
-	}()
+	})
 }
 
 // conntrackHas reports whether ns's conntrack table holds an entry whose
@@ -380,71 +359,13 @@ func ctAddr(a netip.Addr) string {
 // connection, then closes it.
 func serveStream(tb testing.TB, ns, addr string, size int) {
 	tb.Helper()
-	var ln net.Listener
-	privtest.InNetNS(tb, ns, func() {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
-			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
-		}
-	})
-	done := make(chan struct{})
-	tb.Cleanup(func() { ln.Close(); <-done })
 	block := make([]byte, 64<<10)
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	privtest.ServeTCP(tb, ns, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(hangGuard))
+		for left := size; left > 0; left -= len(block) {
+			if _, err := c.Write(block[:min(left, len(block))]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(hangGuard))
-				for left := size; left > 0; left -= len(block) {
-					if _, err := c.Write(block[:min(left, len(block))]); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-}
-
-// TestRedirectTakesOnlySYN: a web flow that started while no table was
-// installed (cloudsteer stopped or restarting) is picked up by conntrack
-// mid-stream once the table exists; it must keep going to its server, not
-// be redirected to a listener that knows nothing of it.
-func TestRedirectTakesOnlySYN(t *testing.T) {
-	l := newLab(t)
-	attachClassifier(t, l.gw)
-	serveLineEcho(t, l.server, ":443", "server ")
-	for _, fam := range []struct{ name, server string }{{"v4", "10.20.0.2"}, {"v6", "fd00:20::2"}} {
-		t.Run(fam.name, func(t *testing.T) {
-			to := netip.AddrPortFrom(netip.MustParseAddr(fam.server), 443)
-			c, err := dialTCP(t, l.client, to, hangGuard)
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
-			r := bufio.NewReader(c)
-			roundTrip(t, c, r, "server ", "before the table")
-
-			tab := newTable(t, l.gw, testConfig())
-			proxy := serveTCP(t, l.gw, ":15443", "tls-proxy")
-			roundTrip(t, c, r, "server ", "after the table came")
-			roundTrip(t, c, r, "server ", "and once more")
-			if !conntrackHas(t, l.gw, c.LocalAddr().(*net.TCPAddr).AddrPort()) {
-				t.Error("conntrack did not pick the flow up")
-			}
-			// New flows are redirected.
-			if got := greeting(t, l.client, to); got != "tls-proxy" {
-				t.Errorf("new flow: greeting %q, want tls-proxy", got)
-			}
-			next(t, proxy)
-			if err := tab.Close(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	})
 }

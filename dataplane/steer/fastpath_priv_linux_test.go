@@ -1,7 +1,6 @@
 package steer
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -51,43 +50,22 @@ func pattern(i int) byte { return byte(i*7 + i>>16) }
 // written back as 8 bytes when the client half-closes.
 func serveBoth(tb testing.TB, ns string, port, size int) {
 	tb.Helper()
-	var ln net.Listener
-	privtest.InNetNS(tb, ns, func() {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp", fmt.Sprintf(":%d", port)); err != nil {
-			tb.Fatal(err)
-		}
-	})
-	done := make(chan struct{})
-	tb.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	privtest.ServeTCP(tb, ns, fmt.Sprintf(":%d", port), func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 64<<10)
+		for off := 0; off < size; {
+			n := min(len(buf), size-off)
+			for i := range n {
+				buf[i] = pattern(off + i)
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(20 * time.Second))
-				buf := make([]byte, 64<<10)
-				for off := 0; off < size; {
-					n := min(len(buf), size-off)
-					for i := range n {
-						buf[i] = pattern(off + i)
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-					off += n
-				}
-				got, _ := io.Copy(io.Discard, c)
-				binary.Write(c, binary.BigEndian, got)
-			}()
+			off += n
 		}
-	}()
+		got, _ := io.Copy(io.Discard, c)
+		binary.Write(c, binary.BigEndian, got)
+	})
 }
 
 // exchange dials to from ns, reads and checks the server's size bytes,

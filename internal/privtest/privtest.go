@@ -1,14 +1,18 @@
 // Package privtest holds the helpers every privileged test uses: a root
-// check that fails (never skips) under CI=true, and throwaway network
-// namespaces that are removed when the test ends, even when it fails.
+// check that fails (never skips) under CI=true, throwaway network
+// namespaces that are removed when the test ends, even when it fails, and
+// TCP servers inside them.
 package privtest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cloudsteer/cloudsteer/internal/nsexec"
@@ -103,3 +107,40 @@ func InNetNS(tb testing.TB, ns string, fn func()) {
 // Do runs fn on an OS thread that has joined namespace ns and returns its
 // error (see nsexec.Do).
 func Do(ns string, fn func() error) error { return nsexec.Do(ns, fn) }
+
+// ServeTCP listens on addr (":port" is dual-stack) inside namespace ns,
+// with MPTCP off, and runs handle for each connection on a goroutine of
+// its own; handle need not close the connection. When the test ends the
+// listener closes and ServeTCP waits for the accept loop and every handler
+// to return, so handlers must end on their own (a deadline, the peer
+// closing).
+func ServeTCP(tb testing.TB, ns, addr string, handle func(net.Conn)) {
+	tb.Helper()
+	var ln net.Listener
+	InNetNS(tb, ns, func() {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		var err error
+		if ln, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
+			tb.Fatalf("listen %s in %s: %v", addr, ns, err)
+		}
+	})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+}
