@@ -349,26 +349,32 @@ static __always_inline int fastpath_on(void)
 	return s && s->fastpath;
 }
 
-// fast_forward forwards the TCP packet p (Ethernet, no VLAN tag) as the
-// stack would and returns TC_ACT_REDIRECT, or returns STEER_TCX_NEXT when
-// the stack has to handle it: options, fragments, TTL or hop limit of 1 or
-// less, link-local or multicast IPv6, not a packet for this host, no FIB
-// result with a known neighbour, the MTU of the egress interface exceeded
-// (the FIB lookup checks the skb, GSO included, against it), or egress on
-// the interface it came in on (the stack may owe the sender a redirect).
-static __always_inline int fast_forward(struct __sk_buff *skb, struct packet *p, enum fastpath_dir dir)
+// fast_forward forwards the TCP packet whose IP header (v6 when is_v6) is
+// at l3_off, right behind an Ethernet header, as the stack would, and
+// returns TC_ACT_REDIRECT; it returns STEER_TCX_NEXT when the stack has to
+// handle it: not TCP right behind the IP header (IPv4 options, IPv6
+// extension headers), fragments, TTL or hop limit of 1 or less, link-local
+// or multicast IPv6, not a packet for this host, no FIB result with a
+// known neighbour, the MTU of the egress interface exceeded (the FIB lookup
+// checks the skb, GSO included, against it), or egress on the interface it
+// came in on (the stack may owe the sender a redirect). It reads the IP
+// header once; callers need not have parsed it.
+static __always_inline int fast_forward(struct __sk_buff *skb, __u32 l3_off, __u8 is_v6, enum fastpath_dir dir)
 {
 	struct bpf_fib_lookup fib = {};
 	__be16 ports[2];
+	__u32 l4_off;
+	__u8 hops;      // TTL or hop limit as it came in
+	__be16 ttl_old; // IPv4: the TTL and protocol word of the checksum
 
-	if (p->l3_off != sizeof(struct ethhdr) || p->l4_proto != IPPROTO_TCP || skb->pkt_type != PACKET_HOST)
+	if (l3_off != sizeof(struct ethhdr) || skb->pkt_type != PACKET_HOST)
 		return STEER_TCX_NEXT;
-	if (p->is_v6) {
+	if (is_v6) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, p->l3_off, &ip6, sizeof(ip6)) < 0)
+		if (bpf_skb_load_bytes(skb, l3_off, &ip6, sizeof(ip6)) < 0)
 			return STEER_TCX_NEXT;
-		if (ip6.nexthdr != IPPROTO_TCP || ip6.hop_limit <= 1)
+		if (ip6.version != 6 || ip6.nexthdr != IPPROTO_TCP || ip6.hop_limit <= 1)
 			return STEER_TCX_NEXT;
 		// fe80::/10 and ff00::/8 are never forwarded this way.
 		if ((ip6.saddr.in6_u.u6_addr8[0] == 0xfe && (ip6.saddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
@@ -379,19 +385,25 @@ static __always_inline int fast_forward(struct __sk_buff *skb, struct packet *p,
 		fib.flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff);
 		__builtin_memcpy(fib.ipv6_src, &ip6.saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, &ip6.daddr, 16);
+		hops = ip6.hop_limit;
+		l4_off = l3_off + sizeof(ip6);
 	} else {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, p->l3_off, &ip, sizeof(ip)) < 0)
+		if (bpf_skb_load_bytes(skb, l3_off, &ip, sizeof(ip)) < 0)
 			return STEER_TCX_NEXT;
-		if (ip.ihl != 5 || ip.ttl <= 1 || (bpf_ntohs(ip.frag_off) & (IP_MF | IP_OFFSET_MASK)))
+		if (ip.version != 4 || ip.ihl != 5 || ip.protocol != IPPROTO_TCP || ip.ttl <= 1 ||
+		    (bpf_ntohs(ip.frag_off) & (IP_MF | IP_OFFSET_MASK)))
 			return STEER_TCX_NEXT;
 		fib.family = AF_INET;
 		fib.tos = ip.tos;
 		fib.ipv4_src = ip.saddr;
 		fib.ipv4_dst = ip.daddr;
+		hops = ip.ttl;
+		ttl_old = bpf_htons((__u16)ip.ttl << 8 | ip.protocol);
+		l4_off = l3_off + sizeof(ip);
 	}
-	if (bpf_skb_load_bytes(skb, p->l4_off, ports, sizeof(ports)) < 0)
+	if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
 		return STEER_TCX_NEXT;
 	fib.l4_protocol = IPPROTO_TCP;
 	fib.sport = ports[0];
@@ -404,22 +416,16 @@ static __always_inline int fast_forward(struct __sk_buff *skb, struct packet *p,
 	if (fib.ifindex == skb->ingress_ifindex)
 		return STEER_TCX_NEXT;
 
-	if (p->is_v6) {
-		__u8 hops;
-		if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &hops, 1) < 0)
-			return STEER_TCX_NEXT;
-		hops--;
-		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &hops, 1, 0) < 0)
+	hops--;
+	if (is_v6) {
+		if (bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &hops, 1, 0) < 0)
 			return STEER_TCX_NEXT;
 	} else {
 		// TTL and protocol share one 16-bit word of the checksum.
-		__be16 old, new;
-		if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &old, 2) < 0)
+		__be16 ttl_new = bpf_htons(bpf_ntohs(ttl_old) - 0x0100);
+		if (bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), ttl_old, ttl_new, 2) < 0)
 			return STEER_TCX_NEXT;
-		new = bpf_htons(bpf_ntohs(old) - 0x0100);
-		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old, new, 2) < 0)
-			return STEER_TCX_NEXT;
-		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &new, 2, 0) < 0)
+		if (bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &hops, 1, 0) < 0)
 			return STEER_TCX_NEXT;
 	}
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) < 0 ||
@@ -556,7 +562,7 @@ int steer_ingress(struct __sk_buff *skb)
 		skb->mark = mark;
 	count(skb, v);
 	if (fast && fastpath_on())
-		return fast_forward(skb, &p, FASTPATH_FROM_LAN);
+		return fast_forward(skb, p.l3_off, p.is_v6, FASTPATH_FROM_LAN);
 	return STEER_TCX_NEXT;
 }
 
@@ -566,22 +572,15 @@ int steer_ingress(struct __sk_buff *skb)
 SEC("tcx/ingress")
 int forward_ingress(struct __sk_buff *skb)
 {
-	struct packet p = {};
 	__be16 proto;
 
 	if (!fastpath_on())
 		return STEER_TCX_NEXT;
 	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
 		return STEER_TCX_NEXT;
-	p.l3_off = sizeof(struct ethhdr);
-	if (proto == bpf_htons(ETH_P_IP)) {
-		if (parse_ipv4(skb, p.l3_off, &p) < 0)
-			return STEER_TCX_NEXT;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (parse_ipv6(skb, p.l3_off, &p) < 0)
-			return STEER_TCX_NEXT;
-	} else {
-		return STEER_TCX_NEXT;
-	}
-	return fast_forward(skb, &p, FASTPATH_FROM_WAN);
+	if (proto == bpf_htons(ETH_P_IP))
+		return fast_forward(skb, sizeof(struct ethhdr), 0, FASTPATH_FROM_WAN);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return fast_forward(skb, sizeof(struct ethhdr), 1, FASTPATH_FROM_WAN);
+	return STEER_TCX_NEXT;
 }

@@ -171,26 +171,10 @@ func TestControlPlane(t *testing.T) {
 	t.Run("bypassed flow untracked, and kept when the name leaves the list", func(t *testing.T) {
 		// Nothing else in the lab's gateway namespace uses netfilter, so
 		// unsteered TCP skips conntrack there.
-		metric := func(name string) float64 {
-			t.Helper()
-			out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
-			if err != nil {
-				t.Fatalf("metrics: %v", err)
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if v, ok := strings.CutPrefix(line, name+" "); ok {
-					var f float64
-					fmt.Sscan(v, &f)
-					return f
-				}
-			}
-			t.Fatalf("metrics lack %s:\n%s", name, out)
-			return 0
-		}
-		if metric("cloudsteer_untracking_unsteered") != 1 || metric("cloudsteer_fast_path") != 1 {
+		if e.metric(t, "cloudsteer_untracking_unsteered") != 1 || e.metric(t, "cloudsteer_fast_path") != 1 {
 			t.Fatal("metrics do not say untracking and the fast path are on")
 		}
-		fromWAN := metric(`cloudsteer_fast_path_bytes_total{from="wan"}`)
+		fromWAN := e.metric(t, `cloudsteer_fast_path_bytes_total{from="wan"}`)
 		if _, errOut, code := e.cli(sock, "bypass", "add", "www.example.com"); code != 0 {
 			t.Fatalf("bypass add: %d %s", code, errOut)
 		}
@@ -217,7 +201,7 @@ func TestControlPlane(t *testing.T) {
 		longDone("bypassed long flow after its name left the list")
 		// Its bytes from the origin came in on the WAN side and were
 		// forwarded in eBPF.
-		if got := metric(`cloudsteer_fast_path_bytes_total{from="wan"}`) - fromWAN; got < size {
+		if got := e.metric(t, `cloudsteer_fast_path_bytes_total{from="wan"}`) - fromWAN; got < size {
 			t.Errorf("the fast path forwarded %.0f bytes from the WAN side, want at least %d", got, size)
 		}
 	})

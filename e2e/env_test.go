@@ -138,6 +138,26 @@ func (e *env) curl(url, name string, addr string, extra ...string) (string, erro
 	return e.run(lab.RoleLAN, 15*time.Second, args...)
 }
 
+// metric reads one sample of the gateway's /metrics from the LAN client;
+// name is the series as exposed, labels included. A missing series fails
+// the test.
+func (e *env) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s:\n%s", name, out)
+	return 0
+}
+
 // dig queries server from the LAN client and returns the short answer.
 func (e *env) dig(server, name, qtype string, extra ...string) (string, error) {
 	args := append([]string{"dig", "+short", "+time=3", "+tries=1", "@" + server, name, qtype}, extra...)

@@ -283,22 +283,7 @@ func TestSteering(t *testing.T) {
 	t.Run("e/dns repeats answered in the kernel", func(t *testing.T) {
 		// dig's default EDNS cookie option sends a query to the resolver;
 		// without it the query is one the eBPF answerer serves.
-		kernelAnswers := func() float64 {
-			t.Helper()
-			out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
-			if err != nil {
-				t.Fatalf("metrics: %v", err)
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if v, ok := strings.CutPrefix(line, "cloudsteer_dns_kernel_answers_total "); ok {
-					var f float64
-					fmt.Sscan(v, &f)
-					return f
-				}
-			}
-			t.Fatalf("metrics lack cloudsteer_dns_kernel_answers_total:\n%s", out)
-			return 0
-		}
+		kernelAnswers := func() float64 { return e.metric(t, "cloudsteer_dns_kernel_answers_total") }
 		for _, tc := range []struct{ server, qtype, want string }{
 			{lab.NobodyDNSV4.String(), "A", www.V4.String()},
 			{lab.NobodyDNSV6.String(), "AAAA", www.V6.String()},
