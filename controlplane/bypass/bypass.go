@@ -1,7 +1,9 @@
 // Package bypass decides what passes the gateway untouched: the system
 // domains of the cloud service's own agent, the admin's domains and CIDRs,
-// and the addresses learned for bypass names (from DNS answers and from TLS
-// SNI), which it keeps in the kernel's bypass map for as long as they live.
+// and the addresses cloudsteer's own resolver answered for bypass names,
+// which it keeps in the kernel's bypass map for as long as they live. A
+// name a client asserts (TLS SNI, HTTP Host) never adds an address: a flow
+// naming a bypass name goes direct only to an address DNS gave for it.
 package bypass
 
 import (

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
@@ -158,6 +159,14 @@ func (d *Daemon) BypassMapSize() int {
 		return -1
 	}
 	return len(ps)
+}
+
+// BypassStats returns the bypass set's counters.
+func (d *Daemon) BypassStats() bypass.Stats {
+	if d.bypass == nil {
+		return bypass.Stats{}
+	}
+	return d.bypass.Stats()
 }
 
 // FastPath reports whether the eBPF fast path is on and what it forwarded.

@@ -479,6 +479,11 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 		reason = "blocked"
 	case proxy.KindAuthFailed:
 		reason = "auth_failed"
+	case proxy.KindNoAddress:
+		// A flow named a bypass name that has no address from DNS. The
+		// event has no address field: the destination goes as category.
+		reason = "bypass_no_address"
+		ev.Category = "dst " + ev.Target.String()
 	default:
 		return
 	}

@@ -184,6 +184,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("set up resolver: %w", err)
 	}
+	// A flow naming a bypass name at an address cloudsteer's resolver
+	// did not give asks the resolver now (its answer is snooped too).
+	d.bypass.SetLookup(d.resolver.LookupAddrs)
 	d.proxy, err = proxy.New(proxy.Config{
 		Cloud:          cloud,
 		Policy:         d.bypass,

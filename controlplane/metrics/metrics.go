@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
@@ -50,6 +51,8 @@ type Source interface {
 	// map (len of steer.Steer.BypassPrefixes), or a negative number when
 	// the map cannot be read; the gauge is then left out of the scrape.
 	BypassMapSize() int
+	// BypassStats returns the bypass set's counters (bypass.Set.Stats).
+	BypassStats() bypass.Stats
 	// Paused reports whether protection is paused now.
 	Paused() bool
 	// Untracking reports whether unsteered TCP skips connection tracking
@@ -74,7 +77,7 @@ const (
 )
 
 // EventReasons are the event reasons counted from zero (model.Event.Reason).
-var EventReasons = []string{"blocked", "auth_failed", "dns_blocked"}
+var EventReasons = []string{"blocked", "auth_failed", "dns_blocked", "bypass_no_address"}
 
 // Metrics is the gateway's Prometheus registry and the metrics fed by
 // calls rather than read from the Source.
@@ -204,6 +207,7 @@ type collector struct {
 	dnsKernelHits, dnsKernelPassed                *prometheus.Desc
 	dnsKernelEntries                              *prometheus.Desc
 	fastPath, fastPackets, fastBytes              *prometheus.Desc
+	bypassRefused, bypassEvicted                  *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -242,6 +246,9 @@ func newCollector(src Source) *collector {
 		cloudDiscarded:   d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
 		cloudRetries:     d("cloud_proxy_connect_retries_total", "CONNECTs sent again on a fresh connection after a warm one failed before any answer."),
 		cloudRefills:     d("cloud_proxy_warm_refills_total", "Background dials that filled the warm pool, by outcome.", "outcome"),
+		bypassRefused: d("bypass_learn_refused_total", "Addresses from DNS answers for bypass names not put in the kernel bypass map, by reason: "+
+			"per_name (the name holds the maximum), map_full (no room, nothing evictable), address (not global unicast, or the gateway's own).", "reason"),
+		bypassEvicted: d("bypass_learn_evicted_total", "Learned addresses of admin bypass names evicted to make room for a system name's."),
 	}
 }
 
@@ -253,7 +260,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
-		c.fastPath, c.fastPackets, c.fastBytes,
+		c.fastPath, c.fastPackets, c.fastBytes, c.bypassRefused, c.bypassEvicted,
 	} {
 		ch <- d
 	}
@@ -354,6 +361,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		gauge(c.bypassEntries, float64(n))
 	}
+
+	bs := c.src.BypassStats()
+	counter(c.bypassRefused, float64(bs.LearnRefusedPerName), "per_name")
+	counter(c.bypassRefused, float64(bs.LearnRefusedFull), "map_full")
+	counter(c.bypassRefused, float64(bs.LearnRefusedAddr), "address")
+	counter(c.bypassEvicted, float64(bs.Evicted))
 
 	paused := 0.0
 	if c.src.Paused() {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy/cloudproxytest"
@@ -41,6 +42,7 @@ type fakeSource struct {
 	cloud    cloudproxy.Stats
 	kernel   *dnscache.Stats
 	bypass   int
+	bstats   bypass.Stats
 	paused   bool
 	untrack  bool
 	noFast   bool
@@ -87,6 +89,12 @@ func (f *fakeSource) BypassMapSize() int {
 	return f.bypass
 }
 
+func (f *fakeSource) BypassStats() bypass.Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bstats
+}
+
 func (f *fakeSource) Paused() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -122,6 +130,7 @@ func busySource() *fakeSource {
 		cloud: cloudproxy.Stats{TakenWarm: 40, DialedCold: 12, DiscardedStale: 3, Retries: 2, Expired: 5,
 			RefillDials: 48, RefillErrors: 1, Idle: 4},
 		bypass:  11,
+		bstats:  bypass.Stats{LearnRefusedPerName: 13, LearnRefusedFull: 14, LearnRefusedAddr: 15, Evicted: 16},
 		paused:  true,
 		untrack: true,
 	}
@@ -232,6 +241,10 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_dns_malformed_total", l(), C, 9},
 		{"cloudsteer_dns_dropped_total", l(), C, 10},
 		{"cloudsteer_bypass_map_entries", l(), G, 11},
+		{"cloudsteer_bypass_learn_refused_total", l("reason", "per_name"), C, 13},
+		{"cloudsteer_bypass_learn_refused_total", l("reason", "map_full"), C, 14},
+		{"cloudsteer_bypass_learn_refused_total", l("reason", "address"), C, 15},
+		{"cloudsteer_bypass_learn_evicted_total", l(), C, 16},
 		{"cloudsteer_paused", l(), G, 1},
 		{"cloudsteer_untracking_unsteered", l(), G, 1},
 		{"cloudsteer_fast_path", l(), G, 1},

@@ -62,6 +62,8 @@ type httpFlow struct {
 	br     *bufio.Reader     // over lr
 	cloud  *upstream
 	direct *upstream
+	// directTo is where direct goes: the bypass target of the request.
+	directTo netip.AddrPort
 }
 
 // handleHTTP serves one redirected plain-HTTP connection: a loop over
@@ -170,7 +172,21 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 
 	bypass := isName && p.cfg.Policy.BypassName(name)
 	if bypass {
-		p.cfg.Policy.LearnBypass(name, h.dst.Addr())
+		target, err := p.cfg.Policy.BypassTarget(ctx, name, h.dst)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			ev.Status = http.StatusBadGateway
+			p.noAddress(h.f, ev, err)
+			h.discardBody(req)
+			h.reply(http.StatusBadGateway, "cloudsteer: no address known for this bypass name\n")
+			return false
+		}
+		if h.direct != nil && h.directTo != target {
+			h.dropUpstream(h.direct)
+		}
+		h.directTo = target
 	} else {
 		authority := host
 		if strings.Contains(host, ":") {
@@ -323,7 +339,7 @@ func (h *httpFlow) getUpstream(ctx context.Context, bypass bool) (*upstream, err
 	var c net.Conn
 	var err error
 	if bypass {
-		c, err = h.p.dialer.DialContext(dctx, "tcp", h.dst.String())
+		c, err = h.p.dialer.DialContext(dctx, "tcp", h.directTo.String())
 	} else {
 		c, err = h.p.Cloud().DialProxy(dctx)
 	}

@@ -28,10 +28,11 @@ const (
 
 // Event kinds.
 const (
-	KindBlocked       = "blocked"        // the cloud proxy refused by policy (403)
-	KindAuthFailed    = "auth_failed"    // the cloud proxy rejected our credentials (407)
-	KindUpstreamError = "upstream_error" // the cloud proxy or origin could not be reached or refused otherwise
-	KindBadClient     = "bad_client"     // the client sent no usable ClientHello or request
+	KindBlocked       = "blocked"           // the cloud proxy refused by policy (403)
+	KindAuthFailed    = "auth_failed"       // the cloud proxy rejected our credentials (407)
+	KindUpstreamError = "upstream_error"    // the cloud proxy or origin could not be reached or refused otherwise
+	KindBadClient     = "bad_client"        // the client sent no usable ClientHello or request
+	KindNoAddress     = "bypass_no_address" // a bypass name without an address from cloudsteer's resolver: refused
 )
 
 // Policy is the part of the bypass state the proxy consults.
@@ -39,9 +40,12 @@ type Policy interface {
 	// BypassName reports whether name (lowercase, no trailing dot) is on
 	// the bypass list.
 	BypassName(name string) bool
-	// LearnBypass is told that a flow to addr was bypassed by name, so
-	// the kernel can bypass later flows to addr itself.
-	LearnBypass(name string, addr netip.Addr)
+	// BypassTarget says where a flow that names the bypass name name, sent by the
+	// client to dst, goes direct: dst itself when dst's address is one that
+	// cloudsteer's resolver holds (or now obtains) for name, otherwise one of
+	// those addresses with dst's port. An error means no address is known for
+	// name: the flow is refused.
+	BypassTarget(ctx context.Context, name string, dst netip.AddrPort) (netip.AddrPort, error)
 }
 
 // Event is a flow the proxy could not carry as asked, for the status page.
@@ -348,6 +352,14 @@ func (p *Proxy) refused(f *flow, ev Event, err error) Event {
 	p.logEvent(ev)
 	p.event(f, ev)
 	return ev
+}
+
+// noAddress refuses a flow that names a bypass name for which cloudsteer's
+// resolver has no address: it logs and reports client, name and address.
+func (p *Proxy) noAddress(f *flow, ev Event, err error) {
+	ev.Kind, ev.Detail = KindNoAddress, err.Error()
+	p.log.Debug("refused a bypass name without an address from DNS", "proto", f.proto, "client", f.ip, "name", ev.Name, "dst", ev.Target, "err", err)
+	p.event(f, ev)
 }
 
 func (p *Proxy) logEvent(ev Event) {

@@ -35,10 +35,11 @@ type policy struct {
 }
 
 func (p *policy) BypassName(name string) bool { return slices.Contains(p.names, name) }
-func (p *policy) LearnBypass(_ string, a netip.Addr) {
+func (p *policy) BypassTarget(_ context.Context, _ string, dst netip.AddrPort) (netip.AddrPort, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.learned = append(p.learned, a)
+	p.learned = append(p.learned, dst.Addr())
+	return dst, nil
 }
 func (p *policy) Learned() []netip.Addr {
 	p.mu.Lock()

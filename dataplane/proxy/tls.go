@@ -40,8 +40,16 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 
 	var up net.Conn
 	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
-		p.cfg.Policy.LearnBypass(ev.Name, dst.Addr())
-		up, err = p.dialer.DialContext(ctx, "tcp", dst.String())
+		target, err := p.cfg.Policy.BypassTarget(ctx, ev.Name, dst)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.noAddress(f, ev, err)
+			sendAlert(f.client, alertAccessDenied)
+			return
+		}
+		up, err = p.dialer.DialContext(ctx, "tcp", target.String())
 		if err != nil {
 			p.refused(f, ev, err)
 			sendAlert(f.client, alertInternalError)

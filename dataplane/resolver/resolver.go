@@ -60,9 +60,21 @@ type Config struct {
 	// MaxConcurrent bounds the queries handled at once; UDP queries beyond
 	// it are dropped (the client retries), TCP queries wait (default 512).
 	MaxConcurrent int
-	// MaxTCPConns bounds open client TCP connections; more are closed at
-	// once (default 256).
+	// MaxTCPConns bounds open client TCP connections overall; more are
+	// closed at once (default 256).
 	MaxTCPConns int
+	// MaxTCPPerClient bounds the open TCP connections of one client (an
+	// IPv4 address or an IPv6 /64); more are closed at once. Zero is no
+	// per-client bound (DefaultMaxTCPPerClient is the suggested value).
+	MaxTCPPerClient int
+	// QueriesPerSecondPerClient is the rate of queries one client (an
+	// IPv4 address or an IPv6 /64) may send, with bursts of QueryBurst
+	// (default twice the rate): a token bucket per client. A UDP query
+	// over it is dropped unanswered (no reflection), a TCP query over it
+	// is answered REFUSED; neither is queued. Zero is no limit
+	// (DefaultQueriesPerSecondPerClient, DefaultQueryBurst suggested).
+	QueriesPerSecondPerClient float64
+	QueryBurst                int
 	// Snoop is called for every A/AAAA answer forwarded to a client (from
 	// cache or upstream), before the answer is sent: name (lowercase, no
 	// trailing dot), its addresses and the TTL. For a CNAME chain it is
@@ -119,7 +131,9 @@ type Stats struct {
 	Coalesced      uint64            // misses that shared one upstream exchange with another
 	UpstreamErrors uint64            // failed upstream attempts (each upstream tried counts)
 	Malformed      uint64            // requests answered FORMERR or dropped as garbage
-	Dropped        uint64            // requests dropped unanswered (garbage, responses, overload)
+	Dropped        uint64            // requests dropped unanswered (garbage, responses, overload, rate)
+	RefusedTCP     uint64            // client TCP connections closed at once: over MaxTCPConns or MaxTCPPerClient
+	RateLimited    uint64            // queries over their client's rate: UDP dropped (also in Dropped), TCP answered REFUSED
 	Rcodes         map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
 	CacheEntries   int               // answers in the cache now
 }
@@ -133,11 +147,14 @@ type Resolver struct {
 	upstreams []*upstream
 	sem       chan struct{}
 	flights   flightGroup
+	rate      *rateLimiter
+	tcpConns  connCounter
 	// exchange sends one packed query to one upstream and returns the raw
 	// reply; tests and the fuzzer replace it.
 	exchange func(ctx context.Context, addr netip.AddrPort, query []byte, tcp bool) ([]byte, error)
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
+	refusedTCP, rateLimited                                        atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 }
 
@@ -152,7 +169,7 @@ func New(cfg Config) (*Resolver, error) {
 		}
 	}
 	if cfg.Timeout < 0 || cfg.CacheSize < 0 || cfg.CacheBytes < 0 || cfg.MinTTL < 0 || cfg.MaxTTL < 0 ||
-		cfg.MaxConcurrent < 0 || cfg.MaxTCPConns < 0 {
+		cfg.MaxConcurrent < 0 || cfg.MaxTCPConns < 0 || cfg.MaxTCPPerClient < 0 || cfg.QueriesPerSecondPerClient < 0 || cfg.QueryBurst < 0 {
 		return nil, errors.New("new resolver: negative limit")
 	}
 	if cfg.Timeout == 0 {
@@ -189,6 +206,10 @@ func New(cfg Config) (*Resolver, error) {
 		cache: newCache(cfg.CacheSize, cfg.CacheBytes),
 		sem:   make(chan struct{}, cfg.MaxConcurrent),
 	}
+	if cfg.QueriesPerSecondPerClient > 0 {
+		r.rate = newRateLimiter(cfg.QueriesPerSecondPerClient, cfg.QueryBurst, maxRateClients, time.Now)
+	}
+	r.tcpConns.max = cfg.MaxTCPPerClient
 	r.cache.kernel = cfg.KernelCache
 	r.cache.log = r.log
 	for _, u := range cfg.Upstreams {
@@ -307,6 +328,11 @@ func (r *Resolver) readUDP(ctx context.Context, pc net.PacketConn, wg *sync.Wait
 		if apc == nil {
 			client = toAddrPort(from)
 		}
+		if !r.rate.allow(client.Addr()) {
+			r.rateLimited.Add(1)
+			r.dropped.Add(1)
+			continue
+		}
 		if resp, ok := r.fastAnswer(buf[:n], client, "udp", out[:0]); ok {
 			out = resp
 			r.writeUDP(ctx, pc, apc, resp, ap, from)
@@ -371,11 +397,19 @@ func (r *Resolver) serveTCP(ctx context.Context, ln net.Listener, wg *sync.WaitG
 		case conns <- struct{}{}:
 		default:
 			r.dropped.Add(1)
+			r.refusedTCP.Add(1)
+			c.Close()
+			continue
+		}
+		client := toAddrPort(c.RemoteAddr()).Addr()
+		if !r.tcpConns.acquire(client) {
+			<-conns
+			r.refusedTCP.Add(1)
 			c.Close()
 			continue
 		}
 		wg.Go(func() {
-			defer func() { <-conns }()
+			defer func() { <-conns; r.tcpConns.release(client) }()
 			r.serveTCPConn(ctx, c)
 		})
 	}
@@ -423,9 +457,18 @@ func (r *Resolver) serveTCPConn(ctx context.Context, c net.Conn) {
 		case <-ctx.Done():
 			return
 		}
+		limited := !r.rate.allow(client.Addr())
+		if limited {
+			r.rateLimited.Add(1)
+		}
 		inflight.Go(func() {
 			defer func() { <-r.sem; <-perConn }()
-			resp := r.handle(ctx, req, client, "tcp")
+			var resp []byte
+			if limited {
+				resp = refusedReply(req)
+			} else {
+				resp = r.handle(ctx, req, client, "tcp")
+			}
 			if resp == nil {
 				return
 			}
@@ -453,6 +496,8 @@ func (r *Resolver) Stats() Stats {
 		UpstreamErrors: r.upErrors.Load(),
 		Malformed:      r.malformed.Load(),
 		Dropped:        r.dropped.Load(),
+		RefusedTCP:     r.refusedTCP.Load(),
+		RateLimited:    r.rateLimited.Load(),
 		Rcodes:         map[string]uint64{},
 		CacheEntries:   r.cache.len(),
 	}
