@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/api"
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+)
+
+// TestTrustBypassNeedsDNS checks, with Squid as the cloud proxy, that a
+// name a client asserts (TLS SNI, HTTP Host) cannot choose an uninspected
+// destination: a bypass flow goes direct only to an address cloudsteer's
+// resolver gave for the name, and only those addresses enter the kernel
+// bypass map.
+func TestTrustBypassNeedsDNS(t *testing.T) {
+	e := newEnv(t, true)
+	e.startGateway(gateway.Options{
+		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
+		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
+		BypassDomains: []string{"bank.example"},
+	})
+	sock := gateway.SocketPath(e.lab, "")
+	www, aka, bank := site(t, "www.example.com"), site(t, "gw1.akaetp.net"), site(t, "bank.example")
+
+	squidSaw := func(t *testing.T, since time.Time, method, url string) bool {
+		t.Helper()
+		// Squid writes its access log line when a transaction ends.
+		return eventually(5*time.Second, func() bool {
+			recs, err := e.lab.SquidLog()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if !r.Time.Before(since.Truncate(time.Second)) && r.Method == method && r.URL == url && r.XFF == clientV4 {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	// originSaw waits for the origin's record of path and returns the site
+	// whose address was hit and the remote it saw ("" when none came).
+	originSaw := func(start time.Time, path string) (site, remote string) {
+		eventually(2*time.Second, func() bool {
+			for _, r := range e.originLog(start) {
+				if r.Path == path {
+					site, remote = r.Site, hostOf(r.Remote)
+					return true
+				}
+			}
+			return false
+		})
+		return site, remote
+	}
+
+	t.Run("agent with its own DNS goes direct", func(t *testing.T) {
+		// The client never asks the gateway for bank.example: cloudsteer
+		// asks its resolver now, finds the client's address among the
+		// answers and splices to it; the answer is evidence, so the next
+		// flow stays in the kernel (plain routing).
+		start := time.Now()
+		body, err := e.curl("https://bank.example/?case=trust-dot1", "bank.example", bank.V4.String())
+		if err != nil || !strings.Contains(body, "hello from bank.example") {
+			t.Fatalf("client got %q, %v", body, err)
+		}
+		if s, r := originSaw(start, "/?case=trust-dot1"); s != "bank.example" || r != lab.GWWANV4.Addr().String() {
+			t.Fatalf("origin saw site %q from %q, want bank.example spliced by the gateway", s, r)
+		}
+		if _, err := e.curl("https://bank.example/?case=trust-dot2", "bank.example", bank.V4.String()); err != nil {
+			t.Fatal(err)
+		}
+		if s, r := originSaw(start, "/?case=trust-dot2"); s != "bank.example" || r != clientV4 {
+			t.Fatalf("second flow: origin saw site %q from %q, want the client itself", s, r)
+		}
+		if squidSaw(t, start, "CONNECT", "bank.example:443") {
+			t.Fatal("Squid saw a bypass flow")
+		}
+	})
+
+	// forged makes one flow that names gw1.akaetp.net (a system bypass
+	// name) but is sent to www.example.com's address, and checks that it
+	// reached gw1.akaetp.net's real address, not the client's pick.
+	forged := func(t *testing.T, scheme, tag string) {
+		t.Helper()
+		start := time.Now()
+		path := "/?case=" + tag
+		body, err := e.curl(scheme+"://gw1.akaetp.net"+path, "gw1.akaetp.net", www.V4.String(), "-k")
+		if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
+			t.Fatalf("client got %q, %v; want gw1.akaetp.net's own answer", body, err)
+		}
+		s, r := originSaw(start, path)
+		if s != "gw1.akaetp.net" {
+			t.Fatalf("the forged flow reached site %q (from %q), want gw1.akaetp.net's address", s, r)
+		}
+		if r != lab.GWWANV4.Addr().String() {
+			t.Fatalf("gw1.akaetp.net saw %q, want the gateway (spliced to the name's address)", r)
+		}
+	}
+	// inspected checks that www.example.com at its own address still goes
+	// through Squid: the forged flows did not put it into the bypass map.
+	inspected := func(t *testing.T, tag string) {
+		t.Helper()
+		start := time.Now()
+		body, err := e.curl("https://www.example.com/?case="+tag, "www.example.com", www.V4.String())
+		if err != nil || !strings.Contains(body, "hello from www.example.com via https") {
+			t.Fatalf("client got %q, %v", body, err)
+		}
+		if !squidSaw(t, start, "CONNECT", "www.example.com:443") {
+			recs, _ := e.lab.SquidLog()
+			t.Fatalf("www.example.com was not CONNECTed through Squid after a forged bypass name: %+v", recs)
+		}
+		if s, r := originSaw(start, "/?case="+tag); s != "www.example.com" || r == clientV4 {
+			t.Fatalf("origin saw site %q from %q, want www.example.com through Squid", s, r)
+		}
+		start = time.Now()
+		body, err = e.curl("http://www.example.com/?case="+tag+"-http", "www.example.com", www.V4.String())
+		if err != nil || !strings.Contains(body, "hello from www.example.com via http") {
+			t.Fatalf("client got %q, %v", body, err)
+		}
+		if !squidSaw(t, start, "GET", "http://www.example.com/?case="+tag+"-http") {
+			t.Fatal("plain HTTP to www.example.com was not sent through Squid after a forged bypass name")
+		}
+	}
+
+	t.Run("forged SNI", func(t *testing.T) {
+		forged(t, "https", "trust-sni")
+		inspected(t, "trust-after-sni")
+	})
+	t.Run("forged Host", func(t *testing.T) {
+		forged(t, "http", "trust-host")
+		inspected(t, "trust-after-host")
+	})
+
+	t.Run("real address of a system name without gateway DNS", func(t *testing.T) {
+		start := time.Now()
+		body, err := e.curl("https://gw1.akaetp.net/?case=trust-aka", "gw1.akaetp.net", aka.V4.String())
+		if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
+			t.Fatalf("client got %q, %v", body, err)
+		}
+		if s, _ := originSaw(start, "/?case=trust-aka"); s != "gw1.akaetp.net" {
+			t.Fatalf("origin saw site %q, want gw1.akaetp.net", s)
+		}
+	})
+
+	t.Run("bypass name without an address is refused", func(t *testing.T) {
+		start := time.Now()
+		if body, err := e.curl("https://nosuch.akamai.com/?case=trust-nx", "nosuch.akamai.com", www.V4.String(), "-k"); err == nil {
+			t.Fatalf("a bypass name without DNS address was served: %q", body)
+		}
+		if s, r := originSaw(start, "/?case=trust-nx"); s != "" {
+			t.Fatalf("origin %q saw the refused flow from %q", s, r)
+		}
+		var list api.EventList
+		ok := eventually(3*time.Second, func() bool {
+			e.cliJSON(sock, &list, "events", "--name", "nosuch")
+			for _, ev := range list.Events {
+				if ev.Client == clientV4 && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_no_address" &&
+					strings.Contains(ev.Category, www.V4.String()+":443") {
+					return true
+				}
+			}
+			return false
+		})
+		if !ok {
+			t.Fatalf("no event naming client, name and address: %+v", list.Events)
+		}
+		inspected(t, "trust-after-nx")
+	})
+
+	t.Run("forged SNIs do not grow the kernel map", func(t *testing.T) {
+		before := e.metric(t, "cloudsteer_bypass_map_entries")
+		// one name, many addresses: each flow goes to the name's address
+		for i := range 20 {
+			addr := fmt.Sprintf("203.0.113.%d", 100+i)
+			body, err := e.curl("https://gw1.akaetp.net/?case=trust-flood", "gw1.akaetp.net", addr, "-k")
+			if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
+				t.Fatalf("flow to %s: %q, %v", addr, body, err)
+			}
+		}
+		// many names without addresses, each pinned to another address
+		args := []string{"curl", "-sk", "--max-time", "3"}
+		for i := range 20 {
+			args = append(args, "--resolve", fmt.Sprintf("n%d.akaetp.net:443:203.0.113.%d", i, 150+i), fmt.Sprintf("https://n%d.akaetp.net/", i))
+		}
+		e.run(lab.RoleLAN, 90*time.Second, args...) // every one is refused
+		if after := e.metric(t, "cloudsteer_bypass_map_entries"); after > before {
+			t.Fatalf("kernel bypass map grew from %v to %v entries with forged names", before, after)
+		}
+		inspected(t, "trust-after-flood")
+	})
+}
