@@ -164,8 +164,10 @@ func TestSteering(t *testing.T) {
 	})
 
 	t.Run("d/bypass by SNI without DNS", func(t *testing.T) {
-		// No DNS first: the proxy reads the SNI, splices to the origin itself
-		// and teaches the kernel the address; the next flow is plain routing.
+		// No DNS first: the proxy reads the SNI, asks cloudsteer's resolver
+		// for the name, finds the client's destination among its addresses
+		// and splices to it; that answer puts the address in the kernel map,
+		// so the next flow is plain routing.
 		bank := site(t, "bank.example")
 		start := time.Now()
 		if _, err := e.curl("https://bank.example/?case=sni1", "bank.example", bank.V4.String()); err != nil {

@@ -1,7 +1,8 @@
 // Package proxy is the transparent proxy behind the kernel redirect: it
 // takes LAN TCP 443 and 80 flows, reads the name the client wants (TLS SNI,
 // HTTP Host) and chains each flow to the cloud proxy, or, for names on the
-// bypass list, straight to the original destination.
+// bypass list, direct to the target the Policy gives (the original
+// destination only when DNS gave that address for the name).
 package proxy
 
 import (

@@ -275,3 +275,39 @@ func TestLookupAddrs(t *testing.T) {
 		t.Fatalf("failed lookups snooped %+v", calls)
 	}
 }
+
+// FuzzRefusedReply: whatever a rate-limited TCP client sends, the answer
+// is nothing (too short, or a response) or a well-formed REFUSED/FORMERR
+// answer with the request's ID.
+func FuzzRefusedReply(f *testing.F) {
+	for _, q := range []*dns.Msg{query("www.example.com.", dns.TypeA), query(".", dns.TypeNS)} {
+		b, _ := q.Pack()
+		f.Add(b)
+	}
+	f.Add([]byte{0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{0, 1, 2})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out := refusedReply(raw)
+		if out == nil {
+			if len(raw) >= headerLen && raw[2]&0x80 == 0 {
+				t.Fatalf("no answer to a query %x", raw)
+			}
+			return
+		}
+		if len(raw) < headerLen {
+			t.Fatalf("answer to %d bytes", len(raw))
+		}
+		if out[0] != raw[0] || out[1] != raw[1] || out[2]&0x80 == 0 {
+			t.Fatalf("answer %x: not a response with the request's ID", out)
+		}
+		rcode := int(out[3] & 0x0f)
+		if rcode != dns.RcodeRefused && rcode != dns.RcodeFormatError {
+			t.Fatalf("rcode %d", rcode)
+		}
+		if rcode == dns.RcodeRefused {
+			if err := new(dns.Msg).Unpack(out); err != nil {
+				t.Fatalf("REFUSED answer does not unpack: %v", err)
+			}
+		}
+	})
+}
