@@ -84,11 +84,11 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 	// forged makes one flow that names gw1.akaetp.net (a system bypass
 	// name) but is sent to www.example.com's address, and checks that it
 	// reached gw1.akaetp.net's real address, not the client's pick.
-	forged := func(t *testing.T, scheme, tag string) {
+	forged := func(t *testing.T, scheme, tag, addr, gwAddr string) {
 		t.Helper()
 		start := time.Now()
 		path := "/?case=" + tag
-		body, err := e.curl(scheme+"://gw1.akaetp.net"+path, "gw1.akaetp.net", www.V4.String(), "-k")
+		body, err := e.curl(scheme+"://gw1.akaetp.net"+path, "gw1.akaetp.net", addr, "-k")
 		if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
 			t.Fatalf("client got %q, %v; want gw1.akaetp.net's own answer", body, err)
 		}
@@ -96,8 +96,8 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 		if s != "gw1.akaetp.net" {
 			t.Fatalf("the forged flow reached site %q (from %q), want gw1.akaetp.net's address", s, r)
 		}
-		if r != lab.GWWANV4.Addr().String() {
-			t.Fatalf("gw1.akaetp.net saw %q, want the gateway (spliced to the name's address)", r)
+		if r != gwAddr {
+			t.Fatalf("gw1.akaetp.net saw %q, want the gateway %s (spliced to the name's address of the same family)", r, gwAddr)
 		}
 	}
 	// inspected checks that www.example.com at its own address still goes
@@ -127,11 +127,12 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 	}
 
 	t.Run("forged SNI", func(t *testing.T) {
-		forged(t, "https", "trust-sni")
+		forged(t, "https", "trust-sni", www.V4.String(), lab.GWWANV4.Addr().String())
+		forged(t, "https", "trust-sni6", www.V6.String(), lab.GWWANV6.Addr().String())
 		inspected(t, "trust-after-sni")
 	})
 	t.Run("forged Host", func(t *testing.T) {
-		forged(t, "http", "trust-host")
+		forged(t, "http", "trust-host", www.V4.String(), lab.GWWANV4.Addr().String())
 		inspected(t, "trust-after-host")
 	})
 
