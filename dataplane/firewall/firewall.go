@@ -56,6 +56,9 @@ type Config struct {
 	// no IPsec policy (see untrack.go). Nothing else in the namespace then needs conntrack, so
 	// those flows are plain routing, as if cloudsteer were not there.
 	UntrackUnsteered bool
+	// Limits are the per-client limits on steered flows (see limits.go);
+	// the zero value sets none.
+	Limits Limits
 }
 
 // Table is cloudsteer's owner-flagged nftables table, alive as long as the
@@ -178,7 +181,7 @@ func (t *Table) install(ctx context.Context, cfg Config) error {
 	t.untracking = cfg.UntrackUnsteered && other == ""
 	t.log.Info("table installed", "lan", cfg.LANInterfaces, "http_port", cfg.HTTPPort,
 		"tls_port", cfg.TLSPort, "dns_port", cfg.DNSPort, "guard_tcp_ports", cfg.GuardTCPPorts,
-		"untrack_unsteered", t.untracking)
+		"untrack_unsteered", t.untracking, "limits", fmt.Sprintf("%+v", cfg.Limits))
 	if cfg.UntrackUnsteered && other != "" {
 		t.log.Info("another netfilter ruleset is present: tracking every flow", "ruleset", other)
 	}
