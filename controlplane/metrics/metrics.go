@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,7 +60,19 @@ type Source interface {
 	// forwarded from each side (steer.Steer.Forwarded); ok is false when
 	// it cannot be read, and the series are left out.
 	FastPath() (on bool, fromLAN, fromWAN steer.Counter, ok bool)
+	// LimitRefusals returns, per limit (LimitNames and any other name),
+	// how many flows, connections or queries were refused or dropped
+	// for it: the kernel's (firewall.Table.LimitRefusals), the proxy's
+	// and the resolver's counts added up by the daemon.
+	LimitRefusals() map[string]uint64
 }
+
+// LimitNames are the limit label values of limit_refused_total, always
+// exported (from zero): flows (overall, the proxy), flows_per_client
+// (kernel and proxy), new_flows_per_client (kernel), dns_tcp_per_client
+// (kernel and resolver), dns_tcp (overall, the resolver) and
+// dns_queries_per_client (kernel and resolver).
+var LimitNames = []string{"flows", "flows_per_client", "new_flows_per_client", "dns_tcp_per_client", "dns_tcp", "dns_queries_per_client"}
 
 // ConnectBuckets are the upper bounds, in seconds, of the connect latency
 // histogram: from a nearby proxy's few milliseconds up to the cloud proxy
@@ -204,6 +217,7 @@ type collector struct {
 	dnsKernelHits, dnsKernelPassed                *prometheus.Desc
 	dnsKernelEntries                              *prometheus.Desc
 	fastPath, fastPackets, fastBytes              *prometheus.Desc
+	limitRefused                                  *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -242,6 +256,7 @@ func newCollector(src Source) *collector {
 		cloudDiscarded:   d("cloud_proxy_warm_discarded_total", "Warm connections closed unused: found dead when taken (stale) or past their max age (expired).", "reason"),
 		cloudRetries:     d("cloud_proxy_connect_retries_total", "CONNECTs sent again on a fresh connection after a warm one failed before any answer."),
 		cloudRefills:     d("cloud_proxy_warm_refills_total", "Background dials that filled the warm pool, by outcome.", "outcome"),
+		limitRefused:     d("limit_refused_total", "Flows, connections and DNS queries refused or dropped because a client or the gateway was at a limit, by limit.", "limit"),
 	}
 }
 
@@ -253,7 +268,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
-		c.fastPath, c.fastPackets, c.fastBytes,
+		c.fastPath, c.fastPackets, c.fastBytes, c.limitRefused,
 	} {
 		ch <- d
 	}
@@ -366,6 +381,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		untracking = 1
 	}
 	gauge(c.untracking, untracking)
+
+	refused := c.src.LimitRefusals()
+	for _, name := range LimitNames {
+		counter(c.limitRefused, float64(refused[name]), name)
+	}
+	for name, n := range refused {
+		if !slices.Contains(LimitNames, name) {
+			counter(c.limitRefused, float64(n), name)
+		}
+	}
 
 	if on, lan, wan, ok := c.src.FastPath(); ok {
 		v := 0.0
