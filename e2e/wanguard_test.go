@@ -148,6 +148,10 @@ func TestWANGuard(t *testing.T) {
 	for i := range restarts {
 		g := e.startGateway(gateway.Options{})
 		listenersOnLANOnly(t, e)
+		if i == 0 {
+			// The kernel's refusal counters are exported (from zero).
+			e.metric(t, `cloudsteer_limit_refused_total{limit="flows_per_client"}`)
+		}
 		// The LAN client is served: HTTPS through the cloud proxy, DNS.
 		if _, err := e.curl(fmt.Sprintf("https://www.example.com/?case=wanguard-%d", i), "www.example.com", www.V4.String()); err != nil {
 			t.Fatalf("run %d: LAN client's HTTPS: %v\n%s", i, err, g.Log())
