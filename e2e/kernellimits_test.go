@@ -22,11 +22,11 @@ import (
 const secondClientV4 = "10.10.0.11"
 
 // TestKernelLimits runs the daemon (Squid as the cloud proxy) with small
-// limits and checks that the
-// kernel enforces them per client from the config: the first LAN host
-// holding its count of HTTPS flows gets a reset for the next one, its DNS
-// queries beyond the rate go unanswered, while a second LAN host's HTTPS
-// and DNS work; and the refusals are in /metrics.
+// limits and checks that the kernel enforces them per client from the
+// config: the first LAN host holding its count of HTTPS flows gets a
+// reset for the next one, its DNS queries beyond the rate go unanswered,
+// while a second LAN host's HTTPS and DNS work; and the refusals are in
+// /metrics.
 func TestKernelLimits(t *testing.T) {
 	const flows, qps = 5, 5
 	e := newEnv(t, true)
