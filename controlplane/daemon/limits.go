@@ -80,7 +80,11 @@ func raiseNoFile() (soft, hard uint64, err error) {
 func (d *Daemon) planLimits() error {
 	soft, hard, err := raiseNoFile()
 	if err != nil {
-		return err
+		if soft == 0 {
+			return err
+		}
+		// Not fatal: plan with the soft limit there is.
+		d.log.Warn("cannot raise the descriptor limit", "nofile_soft", soft, "nofile_hard", hard, "err", err)
 	}
 	l := d.cfg.Limits
 	// The resolver bounds client TCP connections per DNS listener.
