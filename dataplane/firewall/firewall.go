@@ -1,7 +1,8 @@
 // Package firewall owns cloudsteer's nftables table: the redirect of marked
 // DNS, HTTP and TLS flows to the local listeners, the QUIC reject, the
-// guard that keeps the listeners unreachable from the WAN side, and the
-// raw chains that keep unsteered TCP out of connection tracking while no
+// guard that keeps the listeners unreachable from the WAN side, the
+// per-client limits on steered flows and DNS (limits.go), and the raw
+// chains that keep unsteered TCP out of connection tracking while no
 // other ruleset needs it.
 //
 // The table carries the owner flag and is created over one lasting netlink
