@@ -15,9 +15,9 @@ import (
 // One LAN host must not be able to use up the daemon's descriptors or its
 // resolver. The limits the kernel can enforce before any socket exists are
 // checked in a filter chain on the input hook, after the nat chain's
-// redirect and before the socket lookup (P_* are the
-// Limits fields, CLIENT is "ip saddr" or "ip6 saddr & ffff:ffff:ffff:ffff::",
-// one rule per family):
+// redirect and before the socket lookup (P_* are the Limits fields, CLIENT
+// is "ip saddr" or "ip6 saddr & ffff:ffff:ffff:ffff::", one rule per
+// family):
 //
 //	chain client_limits { type filter hook input priority filter - 10; policy accept;
 //	 meta l4proto tcp meta mark M_HTTP tcp flags & (syn|ack) == syn ct status dnat
@@ -40,9 +40,8 @@ import (
 // The client is the IPv4 address or the IPv6 /64, since privacy addresses
 // rotate within a /64. The web rules take only redirected SYNs (ct status
 // dnat): flows to the gateway's own addresses are not redirected and not
-// limited. The input hook rather than prerouting: an IPv6 reset sent from
-// prerouting was as good, but input is where the redirected SYN is known
-// to go to a listener.
+// limited. Bypassed and paused flows carry no steering mark, hold no
+// socket of the gateway and are not limited either.
 //
 // The DNS query rate is counted on every datagram that reaches netfilter,
 // not only the first of a conntrack entry (a client's queries from one
@@ -54,7 +53,8 @@ import (
 // before that queue to keep one client from filling it.
 //
 // A set element that cannot be added (the set is full: at most
-// limitSetSize clients) lets the packet through: a full set fails open for
+// limitSetSize clients per family) makes the dynset expression not match
+// (nft_dynset_eval), so the packet goes through: a full set fails open for
 // clients not yet in it, never shut for the ones already in it.
 
 // Counter names, one per refusal reason; LimitRefusals reports them.
