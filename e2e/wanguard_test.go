@@ -103,6 +103,7 @@ func (p *wanProbe) run(ctx context.Context, ns string, query []byte) error {
 // again; and that the LAN client is served between restarts.
 func TestWANGuard(t *testing.T) {
 	e := newEnv(t, false)
+	privtest.RequireCommand(t, "ss")
 	www := site(t, "www.example.com")
 	inet := e.lab.NS(lab.RoleInet)
 	query := dnsQuery(t)
