@@ -74,6 +74,14 @@ bypass:
   cidrs: [%q]
 log:
   level: info
+# One bench client stands for a whole office: no per-client limits, and
+# as many flows as the descriptors allow.
+limits:
+  flows: 0
+  flows_per_client: 0
+  new_flows_per_second_per_client: 0
+  dns_tcp_per_client: 0
+  dns_queries_per_second_per_client: 0
 `, lab.GWLANIf, ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
 		// CLOUDSTEER_BENCH_PPROF=127.0.0.1:6060 lets a profiler reach the
 		// gateway (from inside the gateway namespace) while it is measured.

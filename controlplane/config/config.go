@@ -40,6 +40,7 @@ type Config struct {
 	Health   Health   `yaml:"health"`
 	Debug    Debug    `yaml:"debug"`
 	Firewall Firewall `yaml:"firewall"`
+	Limits   Limits   `yaml:"limits"`
 }
 
 // Firewall tunes cloudsteer's nftables table.
@@ -336,6 +337,7 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	c.Limits.setDefaults()
 }
 
 var (
@@ -401,6 +403,9 @@ func (c *Config) Validate() error {
 		return bad("proxy.idle_timeout", "must be positive")
 	case c.Proxy.MaxHeaderBytes < 1024 || c.Proxy.MaxHeaderBytes > 1<<20:
 		return bad("proxy.max_header_bytes", "%d is outside 1024..1048576", c.Proxy.MaxHeaderBytes)
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		return bad("state_dir", "%q is not an absolute path", c.StateDir)

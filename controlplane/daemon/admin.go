@@ -26,8 +26,8 @@ import (
 const TokenFile = api.TokenFileName
 
 // startAPI serves the admin API on the root-only unix socket and, with a
-// token, on the admin port (which the nftables table opens to LAN
-// interfaces only).
+// token, on the admin port of the LAN interfaces and lo (its sockets are
+// bound to those devices, and the nftables table guards the port too).
 func (d *Daemon) startAPI(ctx context.Context) error {
 	token, err := api.LoadOrCreateToken(filepath.Join(d.cfg.StateDir, TokenFile))
 	if err != nil {
@@ -53,13 +53,15 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 	if d.cfg.Admin.Port == 0 {
 		return nil
 	}
-	for _, fam := range []string{"4", "6"} {
-		ln, err := listenTCP(ctx, fam, d.cfg.Admin.Port, false)
-		if err != nil {
-			return err
+	for _, dev := range append(append([]string{}, d.cfg.LANInterfaces...), "lo") {
+		for _, fam := range []string{"4", "6"} {
+			ln, err := listenTCP(ctx, fam, dev, d.cfg.Admin.Port, false)
+			if err != nil {
+				return err
+			}
+			d.closers = append(d.closers, ln.Close)
+			d.goServe("admin"+fam+"@"+dev, func() error { return d.api.ServeNetwork(ctx, ln) })
 		}
-		d.closers = append(d.closers, ln.Close)
-		d.goServe("admin"+fam, func() error { return d.api.ServeNetwork(ctx, ln) })
 	}
 	return nil
 }
@@ -220,8 +222,8 @@ func (d *Daemon) diagnoseInputs() health.DiagnoseInputs {
 		Prober:         d.prober,
 		BypassPrefixes: d.steer.BypassPrefixes,
 		Components: map[string]func(context.Context) error{
-			"proxy":    d.serving("tls4", "tls6", "http4", "http6"),
-			"resolver": d.serving("dns4", "dns6"),
+			"proxy":    d.serving(d.listenerNames("tls", "http")...),
+			"resolver": d.serving(d.listenerNames("dns")...),
 			"bypass map": func(ctx context.Context) error {
 				_, err := d.steer.BypassPrefixes()
 				return err

@@ -1,7 +1,10 @@
 // Package daemon wires cloudsteer's gateway together for `cloudsteer run`:
-// listeners first, then the nftables table, then the eBPF classifier, so no
-// flow is ever steered to a socket that is not there yet; and the reverse on
-// the way out.
+// the nftables table first (its guard before any socket exists; its
+// redirects match nothing until the classifier marks packets), then the
+// listeners, each bound to a LAN interface (or lo) so that no packet from
+// the WAN side can ever reach one (see limits.go), then the eBPF
+// classifier, so no flow is ever steered to a socket that is not there
+// yet. On the way out: classifier, listeners, table.
 package daemon
 
 import (
@@ -17,11 +20,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
@@ -68,6 +69,8 @@ type Daemon struct {
 
 	cloudMu      sync.Mutex
 	retiredCloud cloudproxy.Stats // warm-pool counters of cloud clients swapped out
+
+	fds fdPlan // descriptor limit, reserve and the effective flows limit
 
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
@@ -147,6 +150,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 			return nil, fmt.Errorf("load cloud proxy CA: %w", err)
 		}
 	}
+	if err := d.planLimits(); err != nil {
+		return nil, err
+	}
 	d.metrics = metrics.New(d)
 	code, err := d.store.Code()
 	if err != nil {
@@ -210,40 +216,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		Logger:      log,
 	})
 
-	// 1. Listeners.
-	for _, fam := range []string{"4", "6"} {
-		tlsLn, err := listenTCP(ctx, fam, cfg.Listen.TLSPort, true)
-		if err != nil {
-			return nil, err
-		}
-		d.closers = append(d.closers, tlsLn.Close)
-		httpLn, err := listenTCP(ctx, fam, cfg.Listen.HTTPPort, true)
-		if err != nil {
-			return nil, err
-		}
-		d.closers = append(d.closers, httpLn.Close)
-		dnsTCP, err := listenTCP(ctx, fam, cfg.Listen.DNSPort, false)
-		if err != nil {
-			return nil, err
-		}
-		d.closers = append(d.closers, dnsTCP.Close)
-		dnsUDP, err := listenUDP(ctx, fam, cfg.Listen.DNSPort)
-		if err != nil {
-			return nil, err
-		}
-		d.closers = append(d.closers, dnsUDP.Close)
-		d.goServe("tls"+fam, func() error { return d.proxy.ServeTLS(ctx, tlsLn) })
-		d.goServe("http"+fam, func() error { return d.proxy.ServePlainHTTP(ctx, httpLn) })
-		d.goServe("dns"+fam, func() error { return d.resolver.Serve(ctx, dnsUDP, dnsTCP) })
-	}
-	if err := d.startAPI(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.startPprof(ctx); err != nil {
-		return nil, err
-	}
-
-	// 2. nftables.
+	// 1. nftables: the guard before any socket. No packet carries a mark
+	// before the classifier is attached (3.), so the redirects and limits
+	// see nothing until then.
 	var guard []uint16
 	if cfg.Admin.Port != 0 {
 		guard = append(guard, cfg.Admin.Port)
@@ -258,9 +233,46 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		GuardTCPPorts: guard,
 		// Only while nothing else in the namespace needs conntrack.
 		UntrackUnsteered: *cfg.Firewall.UntrackUnsteered,
+		Limits:           firewallLimits(cfg.Limits),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install nftables table: %w", err)
+	}
+
+	// 2. Listeners, each bound to one LAN interface.
+	for _, dev := range cfg.LANInterfaces {
+		for _, fam := range []string{"4", "6"} {
+			tlsLn, err := listenTCP(ctx, fam, dev, cfg.Listen.TLSPort, true)
+			if err != nil {
+				return nil, err
+			}
+			d.closers = append(d.closers, tlsLn.Close)
+			httpLn, err := listenTCP(ctx, fam, dev, cfg.Listen.HTTPPort, true)
+			if err != nil {
+				return nil, err
+			}
+			d.closers = append(d.closers, httpLn.Close)
+			dnsTCP, err := listenTCP(ctx, fam, dev, cfg.Listen.DNSPort, false)
+			if err != nil {
+				return nil, err
+			}
+			d.closers = append(d.closers, dnsTCP.Close)
+			dnsUDP, err := listenUDP(ctx, fam, dev, cfg.Listen.DNSPort)
+			if err != nil {
+				return nil, err
+			}
+			d.closers = append(d.closers, dnsUDP.Close)
+			at := fam + "@" + dev
+			d.goServe("tls"+at, func() error { return d.proxy.ServeTLS(ctx, tlsLn) })
+			d.goServe("http"+at, func() error { return d.proxy.ServePlainHTTP(ctx, httpLn) })
+			d.goServe("dns"+at, func() error { return d.resolver.Serve(ctx, dnsUDP, dnsTCP) })
+		}
+	}
+	if err := d.startAPI(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startPprof(ctx); err != nil {
+		return nil, err
 	}
 
 	// 3. eBPF classifier, paused first when protection is paused or there
@@ -490,8 +502,8 @@ func (d *Daemon) Steer() *steer.Steer { return d.steer }
 // Bypass returns the live bypass set.
 func (d *Daemon) Bypass() *bypass.Set { return d.bypass }
 
-// Close undoes Start in reverse: classifier, nftables table, listeners,
-// state.
+// Close undoes Start in reverse: classifier, listeners and state, then
+// the nftables table (the listeners never take WAN packets anyway).
 func (d *Daemon) Close() error {
 	var errs []error
 	if dc := d.kdns.c.Swap(nil); dc != nil {
@@ -508,9 +520,6 @@ func (d *Daemon) Close() error {
 			c.Close()
 		}
 	}
-	if d.fw != nil {
-		errs = append(errs, d.fw.Close())
-	}
 	if d.cancel != nil {
 		d.cancel()
 	}
@@ -518,6 +527,9 @@ func (d *Daemon) Close() error {
 		if err := d.closers[i](); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if d.fw != nil {
+		errs = append(errs, d.fw.Close())
 	}
 	d.wg.Wait()
 	return errors.Join(errs...)
@@ -536,49 +548,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	d.log.Info("stopped; kernel state removed")
 	return nil
-}
-
-// listenTCP listens on port of every address of family fam ("4" or "6").
-// A clientFirst listener (TLS, HTTP: the client always speaks first) sets
-// TCP_DEFER_ACCEPT, so a connection is handed over with its first bytes
-// (the ClientHello) and accepting it and reading them is one wake-up.
-func listenTCP(ctx context.Context, fam string, port uint16, clientFirst bool) (net.Listener, error) {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	if clientFirst {
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
-			})
-			if err == nil && serr != nil {
-				err = fmt.Errorf("set TCP_DEFER_ACCEPT: %w", serr)
-			}
-			return err
-		}
-	}
-	addr := fmt.Sprintf("0.0.0.0:%d", port)
-	if fam == "6" {
-		addr = fmt.Sprintf("[::]:%d", port)
-	}
-	ln, err := lc.Listen(ctx, "tcp"+fam, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on tcp%s %s: %w", fam, addr, err)
-	}
-	return ln, nil
-}
-
-func listenUDP(ctx context.Context, fam string, port uint16) (net.PacketConn, error) {
-	var lc net.ListenConfig
-	addr := fmt.Sprintf("0.0.0.0:%d", port)
-	if fam == "6" {
-		addr = fmt.Sprintf("[::]:%d", port)
-	}
-	pc, err := lc.ListenPacket(ctx, "udp"+fam, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on udp%s %s: %w", fam, addr, err)
-	}
-	return pc, nil
 }
 
 // pendingMap buffers bypass map writes until the kernel map exists.

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,7 +63,19 @@ type Source interface {
 	// forwarded from each side (steer.Steer.Forwarded); ok is false when
 	// it cannot be read, and the series are left out.
 	FastPath() (on bool, fromLAN, fromWAN steer.Counter, ok bool)
+	// LimitRefusals returns, per limit (LimitNames and any other name),
+	// how many flows, connections or queries were refused or dropped
+	// for it: the kernel's (firewall.Table.LimitRefusals), the proxy's
+	// and the resolver's counts added up by the daemon.
+	LimitRefusals() map[string]uint64
 }
+
+// LimitNames are the limit label values of limit_refused_total, always
+// exported (from zero): flows (overall, the proxy), flows_per_client
+// (kernel and proxy), new_flows_per_client (kernel), dns_tcp_per_client
+// (kernel and resolver), dns_tcp (overall, the resolver) and
+// dns_queries_per_client (kernel and resolver).
+var LimitNames = []string{"flows", "flows_per_client", "new_flows_per_client", "dns_tcp_per_client", "dns_tcp", "dns_queries_per_client"}
 
 // ConnectBuckets are the upper bounds, in seconds, of the connect latency
 // histogram: from a nearby proxy's few milliseconds up to the cloud proxy
@@ -208,6 +221,7 @@ type collector struct {
 	dnsKernelEntries                              *prometheus.Desc
 	fastPath, fastPackets, fastBytes              *prometheus.Desc
 	bypassRefused, bypassEvicted                  *prometheus.Desc
+	limitRefused                                  *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -249,6 +263,7 @@ func newCollector(src Source) *collector {
 		bypassRefused: d("bypass_learn_refused_total", "Addresses from DNS answers for bypass names not put in the kernel bypass map, by reason: "+
 			"per_name (the name holds the maximum), map_full (no room, nothing evictable), address (not global unicast, or the gateway's own).", "reason"),
 		bypassEvicted: d("bypass_learn_evicted_total", "Learned addresses of admin bypass names evicted to make room for a system name's."),
+		limitRefused:  d("limit_refused_total", "Flows, connections and DNS queries refused or dropped because a client or the gateway was at a limit, by limit.", "limit"),
 	}
 }
 
@@ -260,7 +275,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
-		c.fastPath, c.fastPackets, c.fastBytes, c.bypassRefused, c.bypassEvicted,
+		c.fastPath, c.fastPackets, c.fastBytes, c.bypassRefused, c.bypassEvicted, c.limitRefused,
 	} {
 		ch <- d
 	}
@@ -379,6 +394,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		untracking = 1
 	}
 	gauge(c.untracking, untracking)
+
+	refused := c.src.LimitRefusals()
+	for _, name := range LimitNames {
+		counter(c.limitRefused, float64(refused[name]), name)
+	}
+	for name, n := range refused {
+		if !slices.Contains(LimitNames, name) {
+			counter(c.limitRefused, float64(n), name)
+		}
+	}
 
 	if on, lan, wan, ok := c.src.FastPath(); ok {
 		v := 0.0

@@ -46,6 +46,7 @@ type fakeSource struct {
 	paused   bool
 	untrack  bool
 	noFast   bool
+	refused  map[string]uint64
 }
 
 func (f *fakeSource) SteerCounters() (map[steer.Verdict]steer.Counter, error) {
@@ -113,6 +114,12 @@ func (f *fakeSource) Untracking() bool {
 	return f.untrack
 }
 
+func (f *fakeSource) LimitRefusals() map[string]uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.refused)
+}
+
 var _ metrics.Source = (*fakeSource)(nil)
 
 func busySource() *fakeSource {
@@ -133,6 +140,7 @@ func busySource() *fakeSource {
 		bstats:  bypass.Stats{LearnRefusedPerName: 13, LearnRefusedFull: 14, LearnRefusedAddr: 15, Evicted: 16},
 		paused:  true,
 		untrack: true,
+		refused: map[string]uint64{"flows_per_client": 7, "dns_queries_per_client": 300, "some_new_limit": 2},
 	}
 }
 
@@ -263,6 +271,13 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_events_total", l("reason", "blocked"), C, 0},
 		{"cloudsteer_events_total", l("reason", "auth_failed"), C, 0},
 		{"cloudsteer_events_total", l("reason", "dns_blocked"), C, 0},
+		{"cloudsteer_limit_refused_total", l("limit", "flows_per_client"), C, 7},
+		{"cloudsteer_limit_refused_total", l("limit", "dns_queries_per_client"), C, 300},
+		{"cloudsteer_limit_refused_total", l("limit", "flows"), C, 0},
+		{"cloudsteer_limit_refused_total", l("limit", "new_flows_per_client"), C, 0},
+		{"cloudsteer_limit_refused_total", l("limit", "dns_tcp_per_client"), C, 0},
+		{"cloudsteer_limit_refused_total", l("limit", "dns_tcp"), C, 0},
+		{"cloudsteer_limit_refused_total", l("limit", "some_new_limit"), C, 2},
 	}
 	for _, w := range want {
 		v, typ, ok := value(fams, w.name, w.labels)

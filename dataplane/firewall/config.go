@@ -86,6 +86,8 @@ func (c Config) validate() error {
 		seenPort[p.v] = p.name
 	}
 
+	c.Limits.validate(bad)
+
 	if len(c.TableName) > maxTableName {
 		bad("table name longer than %d bytes", maxTableName)
 	}

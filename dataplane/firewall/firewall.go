@@ -1,7 +1,8 @@
 // Package firewall owns cloudsteer's nftables table: the redirect of marked
 // DNS, HTTP and TLS flows to the local listeners, the QUIC reject, the
-// guard that keeps the listeners unreachable from the WAN side, and the
-// raw chains that keep unsteered TCP out of connection tracking while no
+// guard that keeps the listeners unreachable from the WAN side, the
+// per-client limits on steered flows and DNS (limits.go), and the raw
+// chains that keep unsteered TCP out of connection tracking while no
 // other ruleset needs it.
 //
 // The table carries the owner flag and is created over one lasting netlink
@@ -56,6 +57,9 @@ type Config struct {
 	// no IPsec policy (see untrack.go). Nothing else in the namespace then needs conntrack, so
 	// those flows are plain routing, as if cloudsteer were not there.
 	UntrackUnsteered bool
+	// Limits are the per-client limits on steered flows (see limits.go);
+	// the zero value sets none.
+	Limits Limits
 }
 
 // Table is cloudsteer's owner-flagged nftables table, alive as long as the
@@ -178,7 +182,7 @@ func (t *Table) install(ctx context.Context, cfg Config) error {
 	t.untracking = cfg.UntrackUnsteered && other == ""
 	t.log.Info("table installed", "lan", cfg.LANInterfaces, "http_port", cfg.HTTPPort,
 		"tls_port", cfg.TLSPort, "dns_port", cfg.DNSPort, "guard_tcp_ports", cfg.GuardTCPPorts,
-		"untrack_unsteered", t.untracking)
+		"untrack_unsteered", t.untracking, "limits", fmt.Sprintf("%+v", cfg.Limits))
 	if cfg.UntrackUnsteered && other != "" {
 		t.log.Info("another netfilter ruleset is present: tracking every flow", "ruleset", other)
 	}

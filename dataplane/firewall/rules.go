@@ -122,6 +122,9 @@ func build(conn *nftables.Conn, cfg Config) error {
 	add(in, udp, dportIs(cfg.DNSPort), markIs(m.DNS), counter(), acc)
 	add(in, tcp, dportAmong(steered...), counter(), drop)
 	add(in, udp, dportIs(cfg.DNSPort), counter(), drop)
+	if err := addLimits(conn, tab, cfg); err != nil && setErr == nil {
+		setErr = err
+	}
 	return setErr
 }
 
