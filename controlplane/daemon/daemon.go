@@ -182,6 +182,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		Snoop:     d.bypass.Snoop,
 		OnQuery:   d.dnsQuery,
 		Logger:    log,
+		// Per-client limits (0 is off); the kernel enforces the same
+		// numbers in front of the listeners.
+		MaxTCPPerClient:           config.Value(cfg.Limits.DNSTCPPerClient),
+		QueriesPerSecondPerClient: float64(config.Value(cfg.Limits.DNSQueriesPerSecondPerClient)),
+		QueryBurst:                config.Burst(config.Value(cfg.Limits.DNSQueriesPerSecondPerClient)),
 	}
 	if *cfg.DNS.KernelCache {
 		rcfg.KernelCache = &d.kdns

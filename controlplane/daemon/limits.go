@@ -137,6 +137,12 @@ func (d *Daemon) LimitRefusals() map[string]uint64 {
 			out[name] += n
 		}
 	}
+	if d.resolver != nil {
+		st := d.resolver.Stats()
+		out["dns_tcp_per_client"] += st.RefusedTCPClient
+		out["dns_tcp"] += st.RefusedTCP - st.RefusedTCPClient
+		out["dns_queries_per_client"] += st.RateLimited
+	}
 	return out
 }
 

@@ -125,17 +125,18 @@ type QueryInfo struct {
 
 // Stats are the resolver's counters since New.
 type Stats struct {
-	Queries        uint64            // requests received with a full DNS header
-	CacheHits      uint64            // answered from the cache
-	CacheMisses    uint64            // sent upstream (or joined an identical in-flight query)
-	Coalesced      uint64            // misses that shared one upstream exchange with another
-	UpstreamErrors uint64            // failed upstream attempts (each upstream tried counts)
-	Malformed      uint64            // requests answered FORMERR or dropped as garbage
-	Dropped        uint64            // requests dropped unanswered (garbage, responses, overload, rate)
-	RefusedTCP     uint64            // client TCP connections closed at once: over MaxTCPConns or MaxTCPPerClient
-	RateLimited    uint64            // queries over their client's rate: UDP dropped (also in Dropped), TCP answered REFUSED
-	Rcodes         map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
-	CacheEntries   int               // answers in the cache now
+	Queries          uint64            // requests received with a full DNS header
+	CacheHits        uint64            // answered from the cache
+	CacheMisses      uint64            // sent upstream (or joined an identical in-flight query)
+	Coalesced        uint64            // misses that shared one upstream exchange with another
+	UpstreamErrors   uint64            // failed upstream attempts (each upstream tried counts)
+	Malformed        uint64            // requests answered FORMERR or dropped as garbage
+	Dropped          uint64            // requests dropped unanswered (garbage, responses, overload, rate)
+	RefusedTCP       uint64            // client TCP connections closed at once: over MaxTCPConns or MaxTCPPerClient
+	RefusedTCPClient uint64            // of RefusedTCP, those over MaxTCPPerClient
+	RateLimited      uint64            // queries over their client's rate: UDP dropped (also in Dropped), TCP answered REFUSED
+	Rcodes           map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
+	CacheEntries     int               // answers in the cache now
 }
 
 // Resolver is a caching DNS forwarder for the LAN.
@@ -154,7 +155,7 @@ type Resolver struct {
 	exchange func(ctx context.Context, addr netip.AddrPort, query []byte, tcp bool) ([]byte, error)
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
-	refusedTCP, rateLimited                                        atomic.Uint64
+	refusedTCP, refusedTCPClient, rateLimited                      atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 }
 
@@ -404,7 +405,7 @@ func (r *Resolver) serveTCP(ctx context.Context, ln net.Listener, wg *sync.WaitG
 		client := toAddrPort(c.RemoteAddr()).Addr()
 		if !r.tcpConns.acquire(client) {
 			<-conns
-			r.refusedTCP.Add(1)
+			r.refusedTCPClient.Add(1)
 			c.Close()
 			continue
 		}
@@ -489,17 +490,18 @@ func (r *Resolver) serveTCPConn(ctx context.Context, c net.Conn) {
 // Stats returns a snapshot of the counters.
 func (r *Resolver) Stats() Stats {
 	s := Stats{
-		Queries:        r.queries.Load(),
-		CacheHits:      r.hits.Load(),
-		CacheMisses:    r.misses.Load(),
-		Coalesced:      r.coalesced.Load(),
-		UpstreamErrors: r.upErrors.Load(),
-		Malformed:      r.malformed.Load(),
-		Dropped:        r.dropped.Load(),
-		RefusedTCP:     r.refusedTCP.Load(),
-		RateLimited:    r.rateLimited.Load(),
-		Rcodes:         map[string]uint64{},
-		CacheEntries:   r.cache.len(),
+		Queries:          r.queries.Load(),
+		CacheHits:        r.hits.Load(),
+		CacheMisses:      r.misses.Load(),
+		Coalesced:        r.coalesced.Load(),
+		UpstreamErrors:   r.upErrors.Load(),
+		Malformed:        r.malformed.Load(),
+		Dropped:          r.dropped.Load(),
+		RefusedTCP:       r.refusedTCP.Load() + r.refusedTCPClient.Load(),
+		RefusedTCPClient: r.refusedTCPClient.Load(),
+		RateLimited:      r.rateLimited.Load(),
+		Rcodes:           map[string]uint64{},
+		CacheEntries:     r.cache.len(),
 	}
 	for i := range r.rcodes {
 		v := r.rcodes[i].Load()
