@@ -250,6 +250,7 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_events_total", l("reason", "blocked"), C, 0},
 		{"cloudsteer_events_total", l("reason", "auth_failed"), C, 0},
 		{"cloudsteer_events_total", l("reason", "dns_blocked"), C, 0},
+		{"cloudsteer_events_dropped_total", l(), C, 0},
 	}
 	for _, w := range want {
 		v, typ, ok := value(fams, w.name, w.labels)
