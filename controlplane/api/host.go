@@ -51,6 +51,12 @@ func HostOf(h string) (addr netip.Addr, name string, ok bool) {
 	if n == "" || len(n) > 253 {
 		return netip.Addr{}, "", false
 	}
+	if a, err := netip.ParseAddr(n); err == nil { // "10.10.0.1."
+		if a.Zone() != "" || a.Is6() && !a.Is4In6() {
+			return netip.Addr{}, "", false
+		}
+		return a.Unmap(), "", true
+	}
 	for _, label := range strings.Split(n, ".") {
 		if label == "" || len(label) > 63 {
 			return netip.Addr{}, "", false

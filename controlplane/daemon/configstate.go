@@ -74,15 +74,26 @@ func (d *Daemon) syncConfig(cfg *config.Config) (store.BypassSync, store.CodeSyn
 // needs a restart.
 var reloadable = []string{"bypass.domains", "bypass.cidrs", "bypass.allow_broad_cidrs", "cloud_proxy.entitlement_code", "admin.hostnames"}
 
+// reloadFrom is the SIGHUP handler: it loads the config with load and
+// applies it, or logs one line saying why not (nothing changes then).
+func (d *Daemon) reloadFrom(ctx context.Context, load func() (*config.Config, error)) error {
+	d.log.Info("SIGHUP: reloading the config file")
+	next, err := load()
+	if err == nil {
+		err = d.Reload(ctx, next)
+	}
+	if err != nil {
+		d.log.Error("config reload refused, nothing changed: " + oneLine(err.Error()))
+	}
+	return err
+}
+
 // Reload applies a new, already loaded and validated config (SIGHUP): the
 // config-owned state (bypass entries, entitlement code) and
 // admin.hostnames. It logs each other key that changed as needing a
-// restart, and returns an error (changing nothing) when cfg does not fit
-// this machine.
+// restart (the interfaces and the CA file among them, so they are not
+// checked against the machine here).
 func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
-	if err := CheckEnvironment(cfg); err != nil {
-		return err
-	}
 	c := d.ctrl
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -492,14 +492,7 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case <-hup:
-			d.log.Info("SIGHUP: reloading the config file")
-			next, err := load()
-			if err == nil {
-				err = d.Reload(ctx, next)
-			}
-			if err != nil {
-				d.log.Error("config reload refused, nothing changed: " + oneLine(err.Error()))
-			}
+			_ = d.reloadFrom(ctx, load) // logged
 		}
 	}
 	d.log.Info("stopping")
