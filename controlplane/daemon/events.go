@@ -20,7 +20,7 @@ import (
 // memory; the rest are dropped and counted.
 const (
 	eventCommitEvery = 100 * time.Millisecond
-	eventQueue       = 1024
+	eventQueue       = 4096
 	eventMaxBatch    = 4096
 )
 
