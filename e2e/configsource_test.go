@@ -363,3 +363,48 @@ func (c *configSourceGW) statusLine() (string, int) {
 	out, _, code := c.e.cli(c.sock, "status")
 	return out, code
 }
+
+// TestConfigSourceAuthFailures: with credentials Squid refuses, a burst
+// of client flows gives one log line for the cause, not one per flow,
+// while every refusal is still stored as an event.
+func TestConfigSourceAuthFailures(t *testing.T) {
+	e := newEnv(t, true)
+	g := e.startGateway(gateway.Options{
+		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
+		Username: lab.EntitlementCode, Password: "not-the-squid-password",
+	})
+	sock := gateway.SocketPath(e.lab, "gw")
+	www := site(t, "www.example.com")
+	const flows = 15
+	for i := range flows {
+		if _, err := e.curl(fmt.Sprintf("https://www.example.com/?case=auth%d", i), "www.example.com", www.V4.String(), "--max-time", "3"); err == nil {
+			t.Fatal("HTTPS worked with credentials Squid refuses")
+		}
+	}
+	var list api.EventList
+	ok := eventually(3*time.Second, func() bool {
+		e.cliJSON(sock, &list, "events", "--client", clientV4, "--limit", "100")
+		n := 0
+		for _, ev := range list.Events {
+			if ev.Reason == "auth_failed" && ev.Name == "www.example.com" {
+				n++
+			}
+		}
+		return n >= flows
+	})
+	if !ok {
+		t.Fatalf("stored events: %+v", list.Events)
+	}
+	var lines int
+	for _, l := range strings.Split(g.Log(), "\n") {
+		if strings.Contains(l, "rejected the tenant credentials") && strings.Contains(l, "client=10.10.0.10") {
+			lines++
+		}
+	}
+	if lines != 1 {
+		t.Fatalf("%d log lines for %d refused flows, want 1 per cause per minute:\n%s", lines, flows, g.Log())
+	}
+	if got := e.metric(t, `cloudsteer_events_total{reason="auth_failed"}`); got < flows {
+		t.Fatalf("events_total{auth_failed} = %v, want at least %d", got, flows)
+	}
+}
