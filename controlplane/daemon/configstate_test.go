@@ -379,3 +379,25 @@ func TestEventsBatched(t *testing.T) {
 	}
 	t.Logf("%d events: %d stored in %d commits, %d dropped, in %v", senders*each, stored, commits, dropped, elapsed)
 }
+
+// TestEventsQueueBounded: with the writer stuck (not running), offers
+// never wait: what the queue cannot take is dropped and counted.
+func TestEventsQueueBounded(t *testing.T) {
+	d := &Daemon{log: slog.New(slog.DiscardHandler)}
+	e := &events{d: d, ch: make(chan model.Event, eventQueue)}
+	done := make(chan struct{})
+	go func() {
+		for range 10000 {
+			e.offer(model.Event{Reason: "blocked"})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("offer blocked on a full queue")
+	}
+	if got := e.dropped.Load(); got != 10000-eventQueue {
+		t.Fatalf("dropped %d, want %d", got, 10000-eventQueue)
+	}
+}
