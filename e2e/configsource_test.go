@@ -326,6 +326,29 @@ func TestConfigSource(t *testing.T) {
 		}
 	})
 
+	t.Run("require_code_to_pause off needs the code", func(t *testing.T) {
+		put := func(body string) (int, string) {
+			out, _ := e.run(lab.RoleGW, 10*time.Second, "curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", c.sock,
+				"-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", body, "http://cloudsteer/api/v1/settings")
+			i := strings.LastIndex(out, "\n")
+			var status int
+			fmt.Sscan(out[i+1:], &status)
+			return status, out[:max(i, 0)]
+		}
+		if s, body := put(`{"require_code_to_pause":true}`); s != 200 {
+			t.Fatalf("switch on: %d %s", s, body)
+		}
+		if s, body := put(`{"require_code_to_pause":false}`); s != 403 || !strings.Contains(body, "requires the entitlement code") {
+			t.Fatalf("switch off without the code: %d %s", s, body)
+		}
+		if s, body := put(`{"require_code_to_pause":false,"code":"` + codeB + `"}`); s != 403 {
+			t.Fatalf("switch off with a wrong code: %d %s", s, body)
+		}
+		if s, body := put(`{"require_code_to_pause":false,"code":"` + lab.EntitlementCode + `"}`); s != 200 || !strings.Contains(body, `"require_code_to_pause":false`) {
+			t.Fatalf("switch off with the code: %d %s", s, body)
+		}
+	})
+
 	t.Run("network API answers only its own Host", func(t *testing.T) {
 		get := func(url string, extra ...string) int {
 			args := append([]string{"curl", "-s", "--max-time", "3", "-o", "/dev/null", "-w", "%{http_code}"}, extra...)
