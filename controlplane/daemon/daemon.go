@@ -477,14 +477,16 @@ func (d *Daemon) Close() error {
 // (Reload); a config that does not load is logged as one line and changes
 // nothing.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, load func() (*config.Config, error)) error {
-	d, err := Start(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
+	// Caught from before Start, so that a SIGHUP during start-up is applied
+	// once it is done instead of killing the daemon.
 	hup := make(chan os.Signal, 1)
 	if load != nil {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
+	}
+	d, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
 wait:
 	for {
