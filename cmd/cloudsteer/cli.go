@@ -33,17 +33,21 @@ const requestTimeout = 30 * time.Second
 
 const cliUsage = `admin commands (talk to the running daemon over its unix socket):
   status                         protected, paused or not protected, with reasons
-  bypass list                    list the bypass entries
-  bypass add VALUE [--comment C] add a domain ("bank.example", "*.example.com"), IP or CIDR
-  bypass rm VALUE                remove an entry (system entries cannot be removed)
-  bypass enable VALUE            enable an entry
-  bypass disable VALUE           disable an entry (system entries cannot be disabled)
+  bypass list                    list the bypass entries (SOURCE config: from the config file)
+  bypass add VALUE [--comment C] [--force]
+                                 add a domain ("bank.example", "*.example.com"), IP or CIDR
+                                 (--force: accept CIDRs covering more than a /8 or v6 /16)
+  bypass rm VALUE                remove an entry (not system ones; config file ones: edit the file)
+  bypass enable VALUE [--force]  enable an entry
+  bypass disable VALUE           disable an entry (system entries cannot be disabled; a config
+                                 file entry stays disabled across restarts while the file lists it)
   pause --for 15m|1h|1d|forever [--code CODE]
                                  pause protection (CODE when the setting requires it)
   resume                         resume protection now
   events [--client IP] [--name N] [--since 1h|RFC3339] [--until RFC3339] [--limit N]
                                  blocked requests, newest first
-  activate CODE                  set the entitlement code ("-" reads it from stdin)
+  activate CODE                  set the entitlement code ("-" reads it from stdin); it stands
+                                 until the config file's cloud_proxy.entitlement_code changes
   diagnose                       run the quick test
   token                          print the network API token (root only) [--state-dir DIR]
 

@@ -267,7 +267,7 @@ func TestPauseResume(t *testing.T) {
 	}
 	t.Run("code required", func(t *testing.T) {
 		d := startDaemon(t)
-		if _, err := d.fake.SetSettings(context.Background(), api.Settings{RequireCodeToPause: true}); err != nil {
+		if _, err := d.fake.SetSettings(context.Background(), api.Settings{RequireCodeToPause: true}, ""); err != nil {
 			t.Fatal(err)
 		}
 		r := d.run(t, "pause", "--for", "1h")
@@ -344,8 +344,21 @@ func TestActivate(t *testing.T) {
 		t.Error("code echoed")
 	}
 	want(t, d.run(t, "activate", apitest.UnreachableCode), exitFail, "", "unreachable")
-	want(t, d.run(t, "activate", "--json", apitest.GoodCode), exitOK, `{"entitlement_code":"3315…a8e3"}`+"\n", "")
+	want(t, d.run(t, "activate", "--json", apitest.GoodCode), exitOK,
+		`{"entitlement_code":"3315…a8e3","verified":true,"in_use":true,"message":"accepted by the cloud proxy and in use"}`+"\n", "")
 	want(t, runCLIWith(t, d.sock, "\n", 0, "activate", "-"), exitConfig, "", "empty")
+}
+
+// TestActivateWithChainingCredentials: the CLI says the code is only
+// stored, not that the cloud proxy accepted it.
+func TestActivateWithChainingCredentials(t *testing.T) {
+	d := startDaemon(t)
+	d.fake.Chaining = true
+	r := d.run(t, "activate", apitest.GoodCode)
+	want(t, r, exitOK, "entitlement code 3315…a8e3 stored; not used for authentication: cloud_proxy.username is set, the cloud proxy checks those credentials\n", "")
+	if strings.Contains(r.stdout, "accepted") {
+		t.Error("claims the cloud proxy accepted the code")
+	}
 }
 
 func TestDiagnose(t *testing.T) {

@@ -108,7 +108,14 @@ func (c *cli) printStatus(st model.Status) {
 		}
 	}
 	fmt.Fprintf(w, "State:\t%s\n", state)
-	fmt.Fprintf(w, "Entitlement code:\t%s\n", orDash(st.Code))
+	code := orDash(st.Code)
+	switch st.CodeSource {
+	case "config":
+		code += " (from the config file)"
+	case "activate":
+		code += " (from cloudsteer activate)"
+	}
+	fmt.Fprintf(w, "Entitlement code:\t%s\n", code)
 	fmt.Fprintf(w, "Cloud proxy:\t%s\n", orDash(st.CloudProxy))
 	var lan []string
 	for _, i := range st.Interfaces {
@@ -145,7 +152,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-const bypassUse = "bypass list | add VALUE [--comment C] | rm VALUE | enable VALUE | disable VALUE"
+const bypassUse = "bypass list | add VALUE [--comment C] [--force] | rm VALUE | enable VALUE [--force] | disable VALUE"
 
 func cmdBypass(ctx context.Context, c *cli, args []string) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" && args[0] != "-help" {
@@ -179,18 +186,23 @@ func cmdBypass(ctx context.Context, c *cli, args []string) int {
 		w := c.table()
 		fmt.Fprintln(w, "VALUE\tKIND\tENABLED\tSOURCE\tADDED\tCOMMENT")
 		for _, e := range l.Entries {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Value, e.Kind, yesNo(e.Enabled), e.Source, c.when(e.Added), oneLine(e.Comment))
+			src := e.Source
+			if e.Override != "" {
+				src += " (" + e.Override + " at run time)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Value, e.Kind, yesNo(e.Enabled), src, c.when(e.Added), oneLine(e.Comment))
 		}
 		w.Flush()
 		return exitOK
 	case "add":
 		fs := c.flags("bypass add")
 		comment := fs.String("comment", "", "a note kept with the entry")
-		pos, code := c.parse(fs, args, 1, "bypass add VALUE [--comment C]")
+		force := fs.Bool("force", false, "accept a CIDR that makes the bypass CIDRs cover more than a /8 (IPv4) or /16 (IPv6)")
+		pos, code := c.parse(fs, args, 1, "bypass add VALUE [--comment C] [--force]")
 		if code != exitOK {
 			return code
 		}
-		e, raw, err := get[model.BypassEntry](ctx, c, "POST", "/bypass", api.AddBypassRequest{Value: pos[0], Comment: *comment})
+		e, raw, err := get[model.BypassEntry](ctx, c, "POST", "/bypass", api.AddBypassRequest{Value: pos[0], Comment: *comment, Force: *force})
 		if err != nil {
 			return c.fail(err)
 		}
@@ -216,11 +228,22 @@ func cmdBypass(ctx context.Context, c *cli, args []string) int {
 		}
 		return exitOK
 	case "enable", "disable":
-		pos, code := c.parse(c.flags("bypass "+sub), args, 1, "bypass "+sub+" VALUE")
+		fs := c.flags("bypass " + sub)
+		use := "bypass " + sub + " VALUE"
+		var force *bool
+		if sub == "enable" {
+			force = fs.Bool("force", false, "accept a CIDR that makes the bypass CIDRs cover more than a /8 (IPv4) or /16 (IPv6)")
+			use += " [--force]"
+		}
+		pos, code := c.parse(fs, args, 1, use)
 		if code != exitOK {
 			return code
 		}
-		e, raw, err := get[model.BypassEntry](ctx, c, "POST", "/bypass/"+url.PathEscape(pos[0])+"/"+sub, nil)
+		var body any
+		if force != nil && *force {
+			body = api.ForceRequest{Force: true}
+		}
+		e, raw, err := get[model.BypassEntry](ctx, c, "POST", "/bypass/"+url.PathEscape(pos[0])+"/"+sub, body)
 		if err != nil {
 			return c.fail(err)
 		}
@@ -391,7 +414,11 @@ func cmdActivate(ctx context.Context, c *cli, args []string) int {
 	if c.json {
 		c.printJSON(raw)
 	} else {
-		fmt.Fprintf(c.stdout, "entitlement code %s accepted by the cloud proxy and in use\n", a.Code)
+		msg := a.Message
+		if msg == "" {
+			msg = "stored"
+		}
+		fmt.Fprintf(c.stdout, "entitlement code %s %s\n", a.Code, msg)
 	}
 	return exitOK
 }

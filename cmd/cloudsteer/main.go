@@ -32,7 +32,7 @@ const (
 const usage = `usage: cloudsteer <command> [flags]
 
 commands:
-  run --config FILE          run the gateway until SIGTERM/SIGINT
+  run --config FILE          run the gateway until SIGTERM/SIGINT; SIGHUP re-reads FILE
   check-config --config FILE validate a configuration file and exit
   version                    print the version
   help                       this text, with the admin commands
@@ -68,22 +68,28 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 }
 
 func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, int) {
+	cfg, _, code := loadConfigPath(name, args, stderr)
+	return cfg, code
+}
+
+// loadConfigPath is loadConfig that also returns the file's path.
+func loadConfigPath(name string, args []string, stderr io.Writer) (*config.Config, string, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/cloudsteer/cloudsteer.yaml", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return nil, exitConfig
+		return nil, "", exitConfig
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "cloudsteer %s: unexpected argument %q\n", name, fs.Arg(0))
-		return nil, exitConfig
+		return nil, "", exitConfig
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return nil, exitConfig
+		return nil, "", exitConfig
 	}
-	return cfg, exitOK
+	return cfg, *path, exitOK
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
@@ -100,7 +106,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	cfg, code := loadConfig("run", args, stderr)
+	cfg, path, code := loadConfigPath("run", args, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -108,7 +114,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	daemon.Version = version
-	if err := daemon.Run(ctx, cfg, log); err != nil {
+	// SIGHUP re-reads and validates the file; the daemon applies what can
+	// change at run time.
+	reload := func() (*config.Config, error) { return config.Load(path) }
+	if err := daemon.Run(ctx, cfg, log, reload); err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
 			fmt.Fprintln(stderr, ce)

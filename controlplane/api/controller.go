@@ -17,12 +17,17 @@ type Controller interface {
 	// Bypass lists every entry, system entries first.
 	Bypass(ctx context.Context) []model.BypassEntry
 	// AddBypass validates value (domain pattern, IDN allowed, or IP/CIDR),
-	// stores it enabled and applies it to new flows.
-	AddBypass(ctx context.Context, value, comment string) (model.BypassEntry, error)
-	// RemoveBypass deletes an entry (ErrForbidden for system entries).
+	// stores it enabled and applies it to new flows. ErrConflict when it
+	// is listed already (the config file's entries included); ErrInvalid
+	// for a CIDR that would make the enabled CIDRs too broad, unless force.
+	AddBypass(ctx context.Context, value, comment string, force bool) (model.BypassEntry, error)
+	// RemoveBypass deletes an entry (ErrForbidden for system entries,
+	// ErrConflict for the config file's: remove them there).
 	RemoveBypass(ctx context.Context, value string) error
-	// SetBypassEnabled enables or disables an entry (ErrForbidden for system entries).
-	SetBypassEnabled(ctx context.Context, value string, enabled bool) (model.BypassEntry, error)
+	// SetBypassEnabled enables or disables an entry (ErrForbidden for
+	// system entries); a config entry's run-time state is kept as its
+	// override. Enabling a CIDR checks breadth as AddBypass does.
+	SetBypassEnabled(ctx context.Context, value string, enabled, force bool) (model.BypassEntry, error)
 
 	// Pause stops steering for d (0 = until resumed). code is checked when
 	// the require-code setting is on (ErrForbidden when wrong).
@@ -35,15 +40,18 @@ type Controller interface {
 
 	// Activate verifies code against the cloud proxy (ErrRejected on 407,
 	// ErrUnavailable when unreachable), stores it and uses it from then on.
-	// It returns the masked code.
-	Activate(ctx context.Context, code string) (string, error)
+	// With chaining credentials configured it only stores it, unverified,
+	// and says so. The answer carries the masked code.
+	Activate(ctx context.Context, code string) (Activated, error)
 
 	// Diagnose runs the quick test (install, network, components, settings).
 	Diagnose(ctx context.Context) model.Report
 
 	// Settings and SetSettings read and change the runtime settings.
+	// Switching RequireCodeToPause off needs the entitlement code in code
+	// (ErrForbidden otherwise).
 	Settings(ctx context.Context) Settings
-	SetSettings(ctx context.Context, s Settings) (Settings, error)
+	SetSettings(ctx context.Context, s Settings, code string) (Settings, error)
 }
 
 // Settings are the runtime settings the API can change.

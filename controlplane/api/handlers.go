@@ -24,10 +24,18 @@ type (
 	AddBypassRequest struct {
 		Value   string `json:"value"`
 		Comment string `json:"comment,omitempty"`
+		// Force accepts a CIDR that makes the enabled bypass CIDRs cover
+		// more than a /8 of IPv4 or a /16 of IPv6.
+		Force bool `json:"force,omitempty"`
 	}
 	// SetEnabledRequest is the body of PATCH /bypass/{value}.
 	SetEnabledRequest struct {
 		Enabled *bool `json:"enabled"`
+		Force   bool  `json:"force,omitempty"` // as in AddBypassRequest
+	}
+	// ForceRequest is the optional body of POST /bypass/{value}/enable.
+	ForceRequest struct {
+		Force bool `json:"force,omitempty"` // as in AddBypassRequest
 	}
 	// Removed is the answer to DELETE /bypass/{value}.
 	Removed struct {
@@ -54,6 +62,13 @@ type (
 	// Activated is the answer to POST /activate.
 	Activated struct {
 		Code string `json:"entitlement_code"` // masked
+		// Verified says the cloud proxy accepted the code; InUse that it is
+		// what the gateway now authenticates with. Both are false when
+		// chaining credentials (cloud_proxy.username) are configured: the
+		// code is then only stored.
+		Verified bool   `json:"verified"`
+		InUse    bool   `json:"in_use"`
+		Message  string `json:"message"`
 	}
 )
 
@@ -134,7 +149,7 @@ func (s *Server) addBypass(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadRequest, CodeInvalid, msg)
 		return
 	}
-	e, err := s.ctrl.AddBypass(r.Context(), value, req.Comment)
+	e, err := s.ctrl.AddBypass(r.Context(), value, req.Comment, req.Force)
 	if err != nil {
 		s.writeCtrlError(w, r, "add bypass", err)
 		return
@@ -169,10 +184,14 @@ func (s *Server) removeBypass(w http.ResponseWriter, r *http.Request) {
 func (s *Server) enableBypass(enabled bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, ok := pathValue(w, r)
-		if !ok || !noBody(w, r) {
+		if !ok || !noQuery(w, r) {
 			return
 		}
-		s.setEnabled(w, r, v, enabled)
+		var req ForceRequest
+		if !readJSON(w, r, &req, false) {
+			return
+		}
+		s.setEnabled(w, r, v, enabled, req.Force)
 	}
 }
 
@@ -189,11 +208,11 @@ func (s *Server) patchBypass(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadRequest, CodeInvalid, `field "enabled" is required (true or false)`)
 		return
 	}
-	s.setEnabled(w, r, v, *req.Enabled)
+	s.setEnabled(w, r, v, *req.Enabled, req.Force)
 }
 
-func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, v string, enabled bool) {
-	e, err := s.ctrl.SetBypassEnabled(r.Context(), v, enabled)
+func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, v string, enabled, force bool) {
+	e, err := s.ctrl.SetBypassEnabled(r.Context(), v, enabled, force)
 	if err != nil {
 		s.writeCtrlError(w, r, "set bypass enabled", err)
 		return
@@ -332,13 +351,13 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadRequest, CodeInvalid, msg)
 		return
 	}
-	masked, err := s.ctrl.Activate(r.Context(), code)
+	a, err := s.ctrl.Activate(r.Context(), code)
 	if err != nil {
 		s.writeCtrlError(w, r, "activate", err)
 		return
 	}
-	s.log.Info("entitlement code set", "code", masked, "by", by(r))
-	writeJSON(w, http.StatusOK, Activated{Code: masked})
+	s.log.Info("entitlement code set", "code", a.Code, "verified", a.Verified, "by", by(r))
+	writeJSON(w, http.StatusOK, a)
 }
 
 func (s *Server) diagnose(w http.ResponseWriter, r *http.Request) {
@@ -359,14 +378,18 @@ func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.ctrl.Settings(r.Context()))
 }
 
-// settingsRequest is the body of PUT /settings: every field is required,
-// so a client that does not know a setting cannot reset it by accident.
-type settingsRequest struct {
+// SettingsRequest is the body of PUT /settings: every setting is
+// required, so a client that does not know a setting cannot reset it by
+// accident.
+type SettingsRequest struct {
 	RequireCodeToPause *bool `json:"require_code_to_pause"`
+	// Code is the entitlement code, needed to switch require_code_to_pause
+	// off.
+	Code string `json:"code,omitempty"`
 }
 
 func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
-	var req settingsRequest
+	var req SettingsRequest
 	if !noQuery(w, r) || !readJSON(w, r, &req, true) {
 		return
 	}
@@ -374,7 +397,11 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadRequest, CodeInvalid, `field "require_code_to_pause" is required (true or false)`)
 		return
 	}
-	got, err := s.ctrl.SetSettings(r.Context(), Settings{RequireCodeToPause: *req.RequireCodeToPause})
+	if msg := checkText("code", req.Code, maxCodeLen); msg != "" {
+		writeError(w, r, http.StatusBadRequest, CodeInvalid, msg)
+		return
+	}
+	got, err := s.ctrl.SetSettings(r.Context(), Settings{RequireCodeToPause: *req.RequireCodeToPause}, req.Code)
 	if err != nil {
 		s.writeCtrlError(w, r, "set settings", err)
 		return

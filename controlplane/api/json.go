@@ -33,6 +33,9 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeTooLarge         = "too_large"
+	// CodeMisdirected (421) answers a network request whose Host is not
+	// the gateway's (DNS rebinding).
+	CodeMisdirected = "misdirected"
 )
 
 // sentinels maps the controller's errors to HTTP statuses and codes.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +63,11 @@ func (s *Server) ServeNetwork(ctx context.Context, ln net.Listener) error {
 func (s *Server) networkHandler() http.Handler {
 	api := s.apiHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hostAllowed(r) {
+			writeError(w, r, http.StatusMisdirectedRequest, CodeMisdirected,
+				"Host "+strconv.Quote(clip(r.Host))+" is not this gateway: use its LAN address or a name in admin.hostnames")
+			return
+		}
 		if r.URL.Path == "/metrics" && s.opts.Metrics != nil {
 			if r.Method != http.MethodGet {
 				w.Header().Set("Allow", "GET")

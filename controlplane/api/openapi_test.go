@@ -173,6 +173,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		"Check":             model.Check{},
 		"Report":            model.Report{},
 		"Settings":          api.Settings{},
+		"SettingsRequest":   api.SettingsRequest{},
+		"ForceRequest":      api.ForceRequest{},
 	}
 	for name := range schemas {
 		if _, ok := types[name]; !ok {
@@ -237,7 +239,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		documented = append(documented, e.(string))
 	}
 	codes := []string{api.CodeInvalid, api.CodeUnauthorized, api.CodeForbidden, api.CodeNotFound, api.CodeConflict,
-		api.CodeRejected, api.CodeUnavailable, api.CodeInternal, api.CodeMethodNotAllowed, api.CodeUnsupportedMedia, api.CodeTooLarge}
+		api.CodeRejected, api.CodeUnavailable, api.CodeInternal, api.CodeMethodNotAllowed, api.CodeUnsupportedMedia, api.CodeTooLarge, api.CodeMisdirected}
 	slices.Sort(codes)
 	slices.Sort(documented)
 	if !slices.Equal(codes, documented) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
@@ -32,6 +33,13 @@ type Options struct {
 	// Metrics, when set, is served at GET /metrics on the network listener
 	// without a token.
 	Metrics http.Handler
+	// AllowHost, when set, decides which Host headers the network listener
+	// answers (everything, /metrics included): the gateway's own addresses
+	// and names, so that a DNS-rebinding page in a LAN browser, whose
+	// requests name the attacker's domain, gets 421 and nothing else. It
+	// gets either the address or the name from HostOf. The unix socket is
+	// not checked.
+	AllowHost func(addr netip.Addr, name string) bool
 	// Version is reported in the Cloudsteer-Version header and fills
 	// Status.Version when the controller leaves it empty.
 	Version string

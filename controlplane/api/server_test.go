@@ -211,7 +211,7 @@ func TestEndpoints(t *testing.T) {
 
 		// activate
 		{name: "activate", req: request{method: "POST", path: "/api/v1/activate", ct: jsonCT, body: `{"code":"` + apitest.GoodCode + `"}`}, status: 200,
-			contains: `{"entitlement_code":"3315…a8e3"}`,
+			contains: `{"entitlement_code":"3315…a8e3","verified":true,"in_use":true,`,
 			check: func(t *testing.T, h *harness, r response) {
 				if strings.Contains(h.logs.String(), apitest.GoodCode) {
 					t.Errorf("code logged: %s", h.logs.String())

@@ -76,6 +76,10 @@ type Admin struct {
 	Port uint16 `yaml:"port"`
 	// Disabled turns the network API off (the unix socket stays).
 	Disabled bool `yaml:"disabled"`
+	// Hostnames are names, besides the gateway's LAN addresses, that the
+	// network API answers to in the Host header ("gw.office.lan"); a
+	// request naming anything else (a DNS-rebinding page) is refused.
+	Hostnames []string `yaml:"hostnames"`
 }
 
 // Health configures the background probes behind status and diagnose.
@@ -133,6 +137,10 @@ type Bypass struct {
 	Domains []string `yaml:"domains"`
 	// CIDRs are destination addresses or prefixes, v4 or v6.
 	CIDRs []string `yaml:"cidrs"`
+	// AllowBroadCIDRs accepts CIDRs that together cover more than a /8 of
+	// IPv4 or a /16 of IPv6 (see BroadBypass); without it such a config
+	// is refused.
+	AllowBroadCIDRs bool `yaml:"allow_broad_cidrs"`
 
 	domains []string
 	cidrs   []netip.Prefix
@@ -342,6 +350,8 @@ func (c *Config) setDefaults() {
 
 var (
 	ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,15}$`)
+	// hostnameRE is a DNS name of letters, digits and hyphens.
+	hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	// EntitlementCodeRE is the shape of a tenant entitlement code.
 	EntitlementCodeRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
@@ -409,6 +419,11 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		return bad("state_dir", "%q is not an absolute path", c.StateDir)
+	}
+	for i, h := range c.Admin.Hostnames {
+		if n := strings.TrimSuffix(strings.ToLower(h), "."); n == "" || !hostnameRE.MatchString(n) {
+			return bad(fmt.Sprintf("admin.hostnames[%d]", i), "%q is not a host name", h)
+		}
 	}
 	if !filepath.IsAbs(c.Admin.Socket) {
 		return bad("admin.socket", "%q is not an absolute path", c.Admin.Socket)
@@ -573,6 +588,9 @@ func (b *Bypass) validate() error {
 			return bad(fmt.Sprintf("bypass.cidrs[%d]", i), "%v", err)
 		}
 		b.cidrs = append(b.cidrs, p)
+	}
+	if why := BroadBypass(b.cidrs); why != "" && !b.AllowBroadCIDRs {
+		return bad("bypass.cidrs", "%s; set bypass.allow_broad_cidrs: true if that is meant", why)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +109,11 @@ func TestParseBad(t *testing.T) {
 		{"wan is lan", good + "firewall:\n  wan_interfaces: [lan0]\n", "firewall.wan_interfaces[0]"},
 		{"wan is lo", good + "firewall:\n  wan_interfaces: [wan0, lo]\n", "firewall.wan_interfaces[1]"},
 		{"wan twice", good + "firewall:\n  wan_interfaces: [wan0, wan0]\n", "firewall.wan_interfaces[1]"},
+		{"two halves of IPv4", strings.Replace(good, "192.0.2.0/24", "0.0.0.0/1, 128.0.0.0/1", 1), "bypass.cidrs"},
+		{"a /7", strings.Replace(good, "192.0.2.0/24", "10.0.0.0/7", 1), "bypass.cidrs"},
+		{"two /8s", strings.Replace(good, "192.0.2.0/24", "10.0.0.0/8, 11.0.0.0/8", 1), "bypass.cidrs"},
+		{"a v6 /16 and more", strings.Replace(good, "192.0.2.0/24", "\"2a00::/16\"", 1), "bypass.cidrs"},
+		{"bad admin hostname", good + "admin:\n  hostnames: [\"gw lan\"]\n", "admin.hostnames[0]"},
 		{"pprof off loopback", good + "debug:\n  pprof_listen: 0.0.0.0:6060\n", "debug.pprof_listen"},
 	}
 	for _, tt := range tests {
@@ -167,5 +174,40 @@ func TestLoadRefusesReadableSecrets(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Fatal("Load of a missing file succeeded")
+	}
+}
+
+func TestBroadBypass(t *testing.T) {
+	for _, tc := range []struct {
+		cidrs string
+		broad bool
+	}{
+		{"10.0.0.0/8", false},
+		{"10.0.0.0/8 10.1.0.0/16 10.2.3.4/32", false}, // nested: still one /8
+		{"10.0.0.0/8 11.0.0.0/9", true},
+		{"10.0.0.0/9 10.128.0.0/9", false},
+		{"10.0.0.0/9 10.128.0.0/9 11.0.0.1/32", true},
+		{"0.0.0.0/1 128.0.0.0/1", true},
+		{"2a00::/16", false},
+		{"2a00::/16 2a01::1/128", true},
+		{"2a00::/17 2a00:8000::/17", false},
+		{"::ffff:10.0.0.0/104", false},
+		{"::ffff:10.0.0.0/104 11.0.0.0/32", true},
+		{"10.0.0.0/8 2a00::/16", false}, // counted per family
+	} {
+		var ps []netip.Prefix
+		for _, f := range strings.Fields(tc.cidrs) {
+			ps = append(ps, netip.MustParsePrefix(f))
+		}
+		if got := BroadBypass(ps) != ""; got != tc.broad {
+			t.Errorf("%s: broad = %v (%q), want %v", tc.cidrs, got, BroadBypass(ps), tc.broad)
+		}
+	}
+	doc := strings.Replace(good, "192.0.2.0/24", "10.0.0.0/8, 11.0.0.0/8", 1)
+	if _, err := Parse([]byte(doc)); !strings.Contains(fmt.Sprint(err), "bypass.allow_broad_cidrs") {
+		t.Errorf("two /8s: error does not name the key: %v", err)
+	}
+	if _, err := Parse([]byte(strings.Replace(doc, "bypass:", "bypass:\n  allow_broad_cidrs: true", 1))); err != nil {
+		t.Errorf("two /8s with allow_broad_cidrs: %v", err)
 	}
 }

@@ -33,7 +33,10 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	d.api, err = api.NewServer(d.ctrl, api.Options{Token: token, Logger: d.log, Metrics: d.metrics.Handler(), Version: Version})
+	d.hosts.lan = d.cfg.LANInterfaces
+	d.setHostnames(d.cfg.Admin.Hostnames)
+	d.api, err = api.NewServer(d.ctrl, api.Options{Token: token, Logger: d.log, Metrics: d.metrics.Handler(), Version: Version,
+		AllowHost: d.allowHost})
 	if err != nil {
 		return fmt.Errorf("set up admin API: %w", err)
 	}

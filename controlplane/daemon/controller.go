@@ -10,13 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/controlplane/store"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
@@ -25,7 +24,7 @@ import (
 // Setting keys in the store.
 const (
 	settingRequireCode = "require_code_to_pause"
-	settingSeeded      = "seeded_bypass" // config entries already seeded once
+	settingSeeded      = "seeded_bypass" // the old seed-once record, deleted at start
 )
 
 // controller is the admin API's view of the running daemon.
@@ -119,7 +118,39 @@ func (c *controller) Bypass(ctx context.Context) []model.BypassEntry {
 	if err != nil {
 		c.d.log.Error("read bypass entries", "err", err)
 	}
+	for i, e := range entries {
+		if e.Source == store.SourceConfig && !e.Enabled {
+			entries[i].Override = "disabled"
+		}
+	}
 	return append(out, entries...)
+}
+
+// checkBroad refuses a change that would make the enabled bypass CIDRs
+// (config and run time) together take more than a /8 of IPv4 or a /16 of
+// IPv6 out of inspection, unless forced. extra is the prefix being added
+// or enabled. Called with c.mu held.
+func (c *controller) checkBroad(extra netip.Prefix, force bool) error {
+	if force {
+		return nil
+	}
+	entries, err := c.d.store.Bypass()
+	if err != nil {
+		return err
+	}
+	ps := []netip.Prefix{extra}
+	for _, e := range entries {
+		if e.Kind != model.BypassCIDR || !e.Enabled {
+			continue
+		}
+		if p, err := netip.ParsePrefix(e.Value); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	if why := config.BroadBypass(ps); why != "" {
+		return model.Plain(model.ErrInvalid, fmt.Sprintf("refused: with %s %s; force it (CLI --force, API \"force\": true) if that is meant", extra, why))
+	}
+	return nil
 }
 
 func (c *controller) find(value string) (model.BypassEntry, bool, error) {
@@ -135,7 +166,7 @@ func (c *controller) find(value string) (model.BypassEntry, bool, error) {
 	return model.BypassEntry{}, false, nil
 }
 
-func (c *controller) AddBypass(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+func (c *controller) AddBypass(ctx context.Context, value, comment string, force bool) (model.BypassEntry, error) {
 	v, kind, err := canonicalBypass(value)
 	if err != nil {
 		return model.BypassEntry{}, err
@@ -148,12 +179,19 @@ func (c *controller) AddBypass(ctx context.Context, value, comment string) (mode
 	if isSystem(v) {
 		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and always on", model.ErrConflict, v)
 	}
-	if _, ok, err := c.find(v); err != nil {
+	if have, ok, err := c.find(v); err != nil {
 		return model.BypassEntry{}, err
+	} else if ok && have.Source == store.SourceConfig {
+		return model.BypassEntry{}, model.Plain(model.ErrConflict, v+" comes from the config file: it is on the bypass list already")
 	} else if ok {
 		return model.BypassEntry{}, fmt.Errorf("%w: %s is already on the bypass list", model.ErrConflict, v)
 	}
-	e := model.BypassEntry{Value: v, Kind: kind, Enabled: true, Source: "api", Comment: comment, Added: c.d.now()}
+	if kind == model.BypassCIDR {
+		if err := c.checkBroad(netip.MustParsePrefix(v), force); err != nil {
+			return model.BypassEntry{}, err
+		}
+	}
+	e := model.BypassEntry{Value: v, Kind: kind, Enabled: true, Source: store.SourceAPI, Comment: comment, Added: c.d.now()}
 	if err := c.d.store.PutBypass(e); err != nil {
 		return model.BypassEntry{}, err
 	}
@@ -174,6 +212,11 @@ func (c *controller) RemoveBypass(ctx context.Context, value string) error {
 	if isSystem(v) {
 		return fmt.Errorf("%w: %s is a system entry and cannot be removed", model.ErrForbidden, v)
 	}
+	if have, ok, err := c.find(v); err != nil {
+		return err
+	} else if ok && have.Source == store.SourceConfig {
+		return model.Plain(model.ErrConflict, v+" comes from the config file: remove it there (or disable it here)")
+	}
 	ok, err := c.d.store.DeleteBypass(v)
 	if err != nil {
 		return err
@@ -185,7 +228,7 @@ func (c *controller) RemoveBypass(ctx context.Context, value string) error {
 	return c.d.applyBypass()
 }
 
-func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled bool) (model.BypassEntry, error) {
+func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled, force bool) (model.BypassEntry, error) {
 	v, _, err := canonicalBypass(value)
 	if err != nil {
 		return model.BypassEntry{}, err
@@ -202,11 +245,19 @@ func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled
 	if !ok {
 		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
 	}
+	if enabled && !e.Enabled && e.Kind == model.BypassCIDR {
+		if err := c.checkBroad(netip.MustParsePrefix(v), force); err != nil {
+			return model.BypassEntry{}, err
+		}
+	}
 	e.Enabled = enabled
 	if err := c.d.store.PutBypass(e); err != nil {
 		return model.BypassEntry{}, err
 	}
-	c.d.log.Info("bypass entry changed", "value", v, "enabled", enabled)
+	c.d.log.Info("bypass entry changed", "value", v, "enabled", enabled, "source", e.Source)
+	if e.Source == store.SourceConfig && !e.Enabled {
+		e.Override = "disabled"
+	}
 	return e, c.d.applyBypass()
 }
 
@@ -307,14 +358,26 @@ func (c *controller) Events(ctx context.Context, f model.EventFilter) ([]model.E
 	return c.d.store.Events(f)
 }
 
-func (c *controller) Activate(ctx context.Context, code string) (string, error) {
+func (c *controller) Activate(ctx context.Context, code string) (api.Activated, error) {
 	code = strings.ToLower(strings.TrimSpace(code))
 	if !config.EntitlementCodeRE.MatchString(code) {
-		return "", invalid("an entitlement code is UUID-shaped: 8-4-4-4-12 hex digits")
+		return api.Activated{}, invalid("an entitlement code is UUID-shaped: 8-4-4-4-12 hex digits")
+	}
+	if c.d.cfg.CloudProxy.Username != "" {
+		// The cloud proxy checks the chaining credentials, not the code:
+		// nothing can verify it, and it is not sent.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.d.store.PutCodeFrom(code, store.SourceActivate); err != nil {
+			return api.Activated{}, err
+		}
+		c.d.log.Info("entitlement code stored, not used for authentication: cloud_proxy.username is set", "code", model.MaskCode(code))
+		return api.Activated{Code: model.MaskCode(code), Verified: false, InUse: false,
+			Message: "stored; not used for authentication: cloud_proxy.username is set, the cloud proxy checks those credentials (the code is not verified)"}, nil
 	}
 	client, err := c.d.newCloudClient(code)
 	if err != nil {
-		return "", err
+		return api.Activated{}, err
 	}
 	installed := false
 	defer func() {
@@ -330,25 +393,24 @@ func (c *controller) Activate(ctx context.Context, code string) (string, error) 
 	case err == nil:
 		conn.Close()
 	case errors.As(err, &refused) && refused.StatusCode == 407:
-		return "", fmt.Errorf("%w (407)", model.ErrRejected)
+		return api.Activated{}, fmt.Errorf("%w (407)", model.ErrRejected)
 	case errors.As(err, &refused):
 		// Any other answer (a 403 for the probe target, say) proves the
 		// proxy took the credentials.
 	default:
-		return "", fmt.Errorf("%w: %v", model.ErrUnavailable, err)
+		return api.Activated{}, fmt.Errorf("%w: %v", model.ErrUnavailable, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.d.store.PutCode(code); err != nil {
-		return "", err
+	if err := c.d.store.PutCodeFrom(code, store.SourceActivate); err != nil {
+		return api.Activated{}, err
 	}
-	if c.d.cfg.CloudProxy.Username == "" {
-		c.d.setCloud(client)
-		installed = true
-	}
+	c.d.setCloud(client)
+	installed = true
 	c.d.log.Info("entitlement code activated", "code", model.MaskCode(code))
 	go c.d.prober.ProbeNow(context.WithoutCancel(ctx))
-	return model.MaskCode(code), c.d.applyPause()
+	return api.Activated{Code: model.MaskCode(code), Verified: true, InUse: true,
+		Message: "accepted by the cloud proxy and in use"}, c.d.applyPause()
 }
 
 func (c *controller) Status(ctx context.Context) model.Status {
@@ -365,11 +427,12 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		TablePresent: present,
 		Probe:        d.prober.Last(),
 	}
-	code, _ := d.store.Code()
+	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
 		State:      health.State(in),
 		Reasons:    health.Reasons(in),
 		Code:       model.MaskCode(code),
+		CodeSource: source,
 		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
 		Interfaces: d.cfg.LANInterfaces,
 		Attached:   in.Attached,
@@ -394,81 +457,25 @@ func (c *controller) settings() api.Settings {
 
 func (c *controller) Settings(ctx context.Context) api.Settings { return c.settings() }
 
-func (c *controller) SetSettings(ctx context.Context, s api.Settings) (api.Settings, error) {
+func (c *controller) SetSettings(ctx context.Context, s api.Settings, code string) (api.Settings, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.settings().RequireCodeToPause && !s.RequireCodeToPause {
+		// Switching the protection off needs what pausing needs. With no
+		// code stored there is nothing to check (and no pause possible).
+		have, err := c.d.store.Code()
+		if err != nil {
+			return api.Settings{}, err
+		}
+		if have != "" && subtle.ConstantTimeCompare([]byte(strings.ToLower(strings.TrimSpace(code))), []byte(strings.ToLower(have))) != 1 {
+			return api.Settings{}, model.Plain(model.ErrForbidden,
+				"switching require_code_to_pause off requires the entitlement code: send it in \"code\"")
+		}
+	}
 	if err := c.d.store.PutSetting(settingRequireCode, fmt.Sprint(s.RequireCodeToPause)); err != nil {
 		return api.Settings{}, err
 	}
 	return c.settings(), nil
-}
-
-// events is the writer of block events: the proxy and the resolver hand
-// them over without waiting for the disk.
-type events struct {
-	d       *Daemon
-	ch      chan model.Event
-	dropped uint64
-	macs    map[netip.Addr]macEntry
-}
-
-type macEntry struct {
-	mac string
-	at  time.Time
-}
-
-func (e *events) offer(ev model.Event) {
-	select {
-	case e.ch <- ev:
-	default:
-		e.dropped++
-	}
-}
-
-func (e *events) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-e.ch:
-			ev.MAC = e.mac(ev.Client)
-			if _, err := e.d.store.AppendEvent(ev); err != nil {
-				e.d.log.Warn("store event", "err", err)
-			}
-			if e.d.metrics != nil {
-				e.d.metrics.EventRecorded(ev.Reason)
-			}
-		}
-	}
-}
-
-// mac looks the client up in the neighbour table (cached for a minute).
-func (e *events) mac(client string) string {
-	a, err := netip.ParseAddr(client)
-	if err != nil {
-		return ""
-	}
-	if m, ok := e.macs[a]; ok && time.Since(m.at) < time.Minute {
-		return m.mac
-	}
-	fam := netlink.FAMILY_V4
-	if a.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	mac := ""
-	if neighs, err := netlink.NeighList(0, fam); err == nil {
-		for _, n := range neighs {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a && len(n.HardwareAddr) > 0 {
-				mac = n.HardwareAddr.String()
-				break
-			}
-		}
-	}
-	if len(e.macs) > 4096 {
-		clear(e.macs)
-	}
-	e.macs[a] = macEntry{mac: mac, at: time.Now()}
-	return mac
 }
 
 func (d *Daemon) proxyEvent(ev proxy.Event) {

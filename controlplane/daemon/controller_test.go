@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,7 +149,7 @@ func TestPauseSurvivesRestartAndExpiresWhileDown(t *testing.T) {
 func TestPauseRequiresCode(t *testing.T) {
 	d, sw, _, _ := newTestDaemon(t, testConfig)
 	ctx := context.Background()
-	if _, err := d.ctrl.SetSettings(ctx, apiSettings(true)); err != nil {
+	if _, err := d.ctrl.SetSettings(ctx, apiSettings(true), ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.ctrl.Pause(ctx, time.Hour, "", "test"); !errors.Is(err, model.ErrForbidden) {
@@ -188,51 +189,49 @@ func TestBypassEntries(t *testing.T) {
 		do   func() error
 	}{
 		{"remove system", model.ErrForbidden, func() error { return d.ctrl.RemoveBypass(ctx, "*.akaetp.net") }},
-		{"disable system", model.ErrForbidden, func() error { _, err := d.ctrl.SetBypassEnabled(ctx, "*.AKAMAI.com", false); return err }},
-		{"add system", model.ErrConflict, func() error { _, err := d.ctrl.AddBypass(ctx, "*.akamai-zt.com", ""); return err }},
-		{"add duplicate", model.ErrConflict, func() error { _, err := d.ctrl.AddBypass(ctx, "Bank.Example.", ""); return err }},
-		{"add garbage", model.ErrInvalid, func() error { _, err := d.ctrl.AddBypass(ctx, "a b", ""); return err }},
-		{"add everything", model.ErrInvalid, func() error { _, err := d.ctrl.AddBypass(ctx, "0.0.0.0/0", ""); return err }},
+		{"disable system", model.ErrForbidden, func() error { _, err := d.ctrl.SetBypassEnabled(ctx, "*.AKAMAI.com", false, false); return err }},
+		{"add system", model.ErrConflict, func() error { _, err := d.ctrl.AddBypass(ctx, "*.akamai-zt.com", "", false); return err }},
+		{"add duplicate", model.ErrConflict, func() error { _, err := d.ctrl.AddBypass(ctx, "Bank.Example.", "", false); return err }},
+		{"add garbage", model.ErrInvalid, func() error { _, err := d.ctrl.AddBypass(ctx, "a b", "", false); return err }},
+		{"add everything", model.ErrInvalid, func() error { _, err := d.ctrl.AddBypass(ctx, "0.0.0.0/0", "", false); return err }},
 		{"remove missing", model.ErrNotFound, func() error { return d.ctrl.RemoveBypass(ctx, "nope.example") }},
-		{"enable missing", model.ErrNotFound, func() error { _, err := d.ctrl.SetBypassEnabled(ctx, "nope.example", true); return err }},
+		{"enable missing", model.ErrNotFound, func() error { _, err := d.ctrl.SetBypassEnabled(ctx, "nope.example", true, false); return err }},
 	} {
 		if err := tc.do(); !errors.Is(err, tc.err) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.err)
 		}
 	}
-	e, err := d.ctrl.AddBypass(ctx, "*.bücher.example", "books")
+	e, err := d.ctrl.AddBypass(ctx, "*.bücher.example", "books", false)
 	if err != nil || e.Value != "*.xn--bcher-kva.example" || !e.Enabled {
 		t.Fatalf("add IDN: %+v, %v", e, err)
 	}
 	if !d.bypass.BypassName("www.xn--bcher-kva.example") {
 		t.Fatal("added domain does not bypass")
 	}
-	if _, err := d.ctrl.AddBypass(ctx, "2001:db8:9::/48", ""); err != nil || !fm.set[netip.MustParsePrefix("2001:db8:9::/48")] {
+	if _, err := d.ctrl.AddBypass(ctx, "2001:db8:9::/48", "", false); err != nil || !fm.set[netip.MustParsePrefix("2001:db8:9::/48")] {
 		t.Fatalf("add v6 CIDR: %v", err)
 	}
-	if _, err := d.ctrl.SetBypassEnabled(ctx, "192.0.2.0/24", false); err != nil || fm.set[netip.MustParsePrefix("192.0.2.0/24")] {
+	if _, err := d.ctrl.SetBypassEnabled(ctx, "192.0.2.0/24", false, false); err != nil || fm.set[netip.MustParsePrefix("192.0.2.0/24")] {
 		t.Fatalf("disable CIDR: %v, map %v", err, fm.set)
 	}
 	d.bypass.Snoop("bank.example", []netip.Addr{netip.MustParseAddr("203.0.113.40")}, time.Hour)
-	if _, err := d.ctrl.SetBypassEnabled(ctx, "bank.example", false); err != nil {
+	if _, err := d.ctrl.SetBypassEnabled(ctx, "bank.example", false, false); err != nil {
 		t.Fatal(err)
 	}
 	if d.bypass.BypassName("bank.example") || fm.set[netip.MustParsePrefix("203.0.113.40/32")] {
 		t.Fatal("disabled domain still bypasses, or its learned address stayed in the map")
 	}
-	if err := d.ctrl.RemoveBypass(ctx, "bank.example"); err != nil {
-		t.Fatal(err)
+	// A config entry is removed in the config file, not here.
+	if err := d.ctrl.RemoveBypass(ctx, "bank.example"); !errors.Is(err, model.ErrConflict) || !strings.Contains(err.Error(), "bank.example comes from the config file: remove it there") {
+		t.Fatalf("remove a config entry: %v", err)
 	}
-	// Run-time changes win over the config's seed after a restart.
+	// Its run-time override (disabled) stands across a restart.
 	if err := d.seedState(); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range d.ctrl.Bypass(ctx) {
-		if e.Value == "bank.example" {
-			t.Fatal("a removed config entry came back")
-		}
-		if e.Value == "192.0.2.0/24" && e.Enabled {
-			t.Fatal("a disabled config entry was re-enabled")
+		if (e.Value == "192.0.2.0/24" || e.Value == "bank.example") && (e.Enabled || e.Override != "disabled" || e.Source != "config") {
+			t.Fatalf("a disabled config entry after restart: %+v", e)
 		}
 	}
 }

@@ -10,16 +10,17 @@ package daemon
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -29,7 +30,6 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
-	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
@@ -63,6 +63,8 @@ type Daemon struct {
 	ctrl     *controller
 	events   *events
 	api      *api.Server
+	hosts    hostCheck  // Host headers the network API answers
+	authLog  logLimiter // one refused-credentials line per cause per minute
 
 	servingMu  sync.Mutex
 	servingNow map[string]bool // listener name → serve loop running
@@ -129,6 +131,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now()}
+	d.authLog = logLimiter{every: authLogEvery, now: o.Now}
 	d.ctrl = &controller{d: d}
 	defer func() {
 		if err != nil {
@@ -173,7 +176,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := d.applyBypass(); err != nil {
 		return nil, err
 	}
-	d.events = &events{d: d, ch: make(chan model.Event, 1024), macs: map[netip.Addr]macEntry{}}
+	d.events = newEvents(d)
+	d.events.onDrop = d.metrics.EventsDropped
 
 	rcfg := resolver.Config{
 		Upstreams: cfg.DNS.UpstreamAddrs(),
@@ -330,58 +334,6 @@ func (d *Daemon) goRun(fn func()) {
 	}()
 }
 
-// seedState writes what the config file seeds into a store that lacks it:
-// the entitlement code and the bypass entries. Changes made at run time win.
-func (d *Daemon) seedState() error {
-	if c := d.cfg.CloudProxy.EntitlementCode; c != "" {
-		have, err := d.store.Code()
-		if err != nil {
-			return fmt.Errorf("read entitlement code: %w", err)
-		}
-		if have == "" {
-			if err := d.store.PutCode(strings.ToLower(c)); err != nil {
-				return fmt.Errorf("store entitlement code: %w", err)
-			}
-		}
-	}
-	// Each config entry is seeded once: one the admin removed at run time
-	// does not come back at the next start.
-	seeded := map[string]bool{}
-	if v, ok, err := d.store.Setting(settingSeeded); err != nil {
-		return fmt.Errorf("read seeded entries: %w", err)
-	} else if ok {
-		if err := json.Unmarshal([]byte(v), &seeded); err != nil {
-			return fmt.Errorf("read seeded entries: %w", err)
-		}
-	}
-	var seed []model.BypassEntry
-	now := d.now()
-	for _, v := range d.cfg.Bypass.DomainPatterns() {
-		seed = append(seed, model.BypassEntry{Value: v, Kind: model.BypassDomain, Enabled: true, Source: "config", Added: now})
-	}
-	for _, p := range d.cfg.Bypass.Prefixes() {
-		seed = append(seed, model.BypassEntry{Value: p.String(), Kind: model.BypassCIDR, Enabled: true, Source: "config", Added: now})
-	}
-	var fresh []model.BypassEntry
-	for _, e := range seed {
-		if !seeded[e.Value] {
-			fresh = append(fresh, e)
-			seeded[e.Value] = true
-		}
-	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	if err := d.store.SeedBypass(fresh); err != nil {
-		return fmt.Errorf("seed bypass entries: %w", err)
-	}
-	b, _ := json.Marshal(seeded)
-	if err := d.store.PutSetting(settingSeeded, string(b)); err != nil {
-		return fmt.Errorf("record seeded entries: %w", err)
-	}
-	return nil
-}
-
 // hasCredentials reports whether the gateway can authenticate to the cloud
 // proxy: proxy-chaining credentials in the config or an entitlement code.
 func (d *Daemon) hasCredentials() bool {
@@ -492,8 +444,9 @@ func (d *Daemon) goServe(name string, serve func() error) {
 func (d *Daemon) onEvent(ev proxy.Event) {
 	switch ev.Kind {
 	case "auth_failed":
-		d.log.Error("cloud proxy rejected the tenant credentials: check the entitlement code",
-			"client", ev.Client, "name", ev.Name, "status", ev.Status)
+		// One line per cause per minute, not one per flow: the event log
+		// keeps each one.
+		d.logAuthFailed(ev.Client, ev.Name, ev.Status)
 	case "blocked":
 		d.log.Info("blocked by cloud proxy", "client", ev.Client, "name", ev.Name, "proto", ev.Proto, "category", ev.Category)
 	default:
@@ -540,13 +493,31 @@ func (d *Daemon) Close() error {
 	return errors.Join(errs...)
 }
 
-// Run starts the gateway and serves until ctx is done.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// Run starts the gateway and serves until ctx is done. On SIGHUP it calls
+// load (when set) to re-read and validate the config file and applies it
+// (Reload); a config that does not load is logged as one line and changes
+// nothing.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, load func() (*config.Config, error)) error {
+	// Caught from before Start, so that a SIGHUP during start-up is applied
+	// once it is done instead of killing the daemon.
+	hup := make(chan os.Signal, 1)
+	if load != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	d, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			_ = d.reloadFrom(ctx, load) // logged
+		}
+	}
 	d.log.Info("stopping")
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("stop: %w", err)

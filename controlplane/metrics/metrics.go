@@ -98,6 +98,7 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	connect *prometheus.HistogramVec
 	events  *prometheus.CounterVec
+	dropped prometheus.Counter
 	log     *slog.Logger
 }
 
@@ -117,6 +118,11 @@ func New(src Source) *Metrics {
 			Name:      "events_total",
 			Help:      "Block events recorded, by reason.",
 		}, []string{"reason"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "events_dropped_total",
+			Help:      "Block events not stored: the writer's bounded queue was full (a flood) or the store failed.",
+		}),
 		log: slog.Default().With("component", "metrics"),
 	}
 	for _, o := range []string{OutcomeOK, OutcomeRefused, OutcomeError} {
@@ -128,6 +134,7 @@ func New(src Source) *Metrics {
 	m.reg.MustRegister(
 		m.connect,
 		m.events,
+		m.dropped,
 		newCollector(src),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -168,6 +175,11 @@ func connectOutcome(err error) string {
 // from the network, so the label's values stay few.
 func (m *Metrics) EventRecorded(reason string) {
 	m.events.WithLabelValues(reason).Inc()
+}
+
+// EventsDropped counts n block events that were not stored.
+func (m *Metrics) EventsDropped(n int) {
+	m.dropped.Add(float64(n))
 }
 
 // errorLog writes promhttp's errors to the log, one line per error of a

@@ -278,6 +278,7 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_limit_refused_total", l("limit", "dns_tcp_per_client"), C, 0},
 		{"cloudsteer_limit_refused_total", l("limit", "dns_tcp"), C, 0},
 		{"cloudsteer_limit_refused_total", l("limit", "some_new_limit"), C, 2},
+		{"cloudsteer_events_dropped_total", l(), C, 0},
 	}
 	for _, w := range want {
 		v, typ, ok := value(fams, w.name, w.labels)

@@ -28,10 +28,16 @@ type BypassEntry struct {
 	// System entries (the cloud agent's domains) cannot be removed or
 	// disabled.
 	System bool `json:"system"`
-	// Source is "system", "config" (seeded from the config file) or "api".
-	Source  string    `json:"source"`
-	Comment string    `json:"comment,omitempty"`
-	Added   time.Time `json:"added"`
+	// Source is "system", "config" (from the config file, following it on
+	// every start and reload) or "api" (added at run time through the API
+	// or CLI).
+	Source string `json:"source"`
+	// Override is set on a config entry whose state was changed at run
+	// time: "disabled". It is kept across restarts while the entry stays
+	// in the config file.
+	Override string    `json:"override,omitempty"`
+	Comment  string    `json:"comment,omitempty"`
+	Added    time.Time `json:"added"`
 }
 
 // PauseState is whether protection is paused and until when.
@@ -90,7 +96,10 @@ type Status struct {
 	PauseUntil time.Time  `json:"pause_until,omitzero"`
 	Reasons    []Reason   `json:"reasons"`
 	// Code is the entitlement code masked (first 4 and last 4 characters).
-	Code       string    `json:"entitlement_code"`
+	Code string `json:"entitlement_code"`
+	// CodeSource says where the code came from: "config" (the config
+	// file) or "activate" (`cloudsteer activate`); empty without a code.
+	CodeSource string    `json:"entitlement_code_source,omitempty"`
 	CloudProxy string    `json:"cloud_proxy"`
 	Interfaces []string  `json:"lan_interfaces"`
 	Attached   []string  `json:"attached"`
@@ -158,3 +167,15 @@ var (
 	ErrRejected     = errors.New("code rejected by the cloud proxy")   // 422
 	ErrUnavailable  = errors.New("cloud proxy unreachable, try again") // 503
 )
+
+// Plain returns an error that matches sentinel (errors.Is) and reads msg
+// alone, for messages that would read badly after the sentinel's text.
+func Plain(sentinel error, msg string) error { return plainError{msg, sentinel} }
+
+type plainError struct {
+	msg string
+	is  error
+}
+
+func (e plainError) Error() string { return e.msg }
+func (e plainError) Unwrap() error { return e.is }

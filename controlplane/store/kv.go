@@ -71,9 +71,10 @@ func (s *Store) DeleteBypass(value string) (bool, error) {
 }
 
 // SeedBypass inserts, in one transaction, those entries whose Value is not
-// stored yet. Entries already present (changed or disabled at run time)
-// keep their stored form, so the config file only supplies defaults.
-// Later duplicates within entries are ignored too.
+// stored yet. Entries already present keep their stored form; later
+// duplicates within entries are ignored too. (The daemon applies the
+// config file with SyncConfigBypass, which also removes what the file
+// dropped.)
 func (s *Store) SeedBypass(entries []model.BypassEntry) error {
 	vals := make([][]byte, len(entries))
 	for i, e := range entries {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,6 +74,8 @@ type Store struct {
 	mu         sync.Mutex
 	pending    []*appendReq
 	committing bool
+
+	eventCommits atomic.Uint64 // AppendEvents transactions
 }
 
 // Option changes how Open opens the store.

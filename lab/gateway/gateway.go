@@ -194,6 +194,15 @@ func (g *Gateway) Running() bool {
 	}
 }
 
+// Signal sends sig to the daemon without waiting (SIGHUP: reload the
+// config file).
+func (g *Gateway) Signal(sig os.Signal) error {
+	if !g.Running() {
+		return errors.New("cloudsteer is not running")
+	}
+	return g.cmd.Process.Signal(sig)
+}
+
 // Stop sends SIGTERM and waits for the daemon to exit; it returns the
 // exit error (nil for status 0).
 func (g *Gateway) Stop() error { return g.signal(syscall.SIGTERM) }

@@ -56,6 +56,12 @@ type Fake struct {
 	LastFilter model.EventFilter
 	// LastPauseBy is the by argument of the last Pause call.
 	LastPauseBy string
+	// LastForce is the force argument of the last AddBypass or
+	// SetBypassEnabled call.
+	LastForce bool
+	// Chaining makes Activate answer as with cloud_proxy.username set:
+	// stored, not verified, not in use. Set it before serving.
+	Chaining bool
 }
 
 var _ api.Controller = (*Fake)(nil)
@@ -169,7 +175,7 @@ func (f *Fake) find(v string) (int, error) {
 }
 
 // AddBypass implements api.Controller.
-func (f *Fake) AddBypass(_ context.Context, value, comment string) (model.BypassEntry, error) {
+func (f *Fake) AddBypass(_ context.Context, value, comment string, force bool) (model.BypassEntry, error) {
 	if value == BoomValue {
 		return model.BypassEntry{}, f.boom()
 	}
@@ -179,6 +185,7 @@ func (f *Fake) AddBypass(_ context.Context, value, comment string) (model.Bypass
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.LastForce = force
 	if slices.ContainsFunc(f.entries, func(e model.BypassEntry) bool { return e.Value == c }) {
 		return model.BypassEntry{}, fmt.Errorf("bypass entry %q: %w", c, model.ErrConflict)
 	}
@@ -206,12 +213,13 @@ func (f *Fake) RemoveBypass(_ context.Context, value string) error {
 }
 
 // SetBypassEnabled implements api.Controller.
-func (f *Fake) SetBypassEnabled(_ context.Context, value string, enabled bool) (model.BypassEntry, error) {
+func (f *Fake) SetBypassEnabled(_ context.Context, value string, enabled, force bool) (model.BypassEntry, error) {
 	if value == BoomValue {
 		return model.BypassEntry{}, f.boom()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.LastForce = force
 	i, err := f.find(value)
 	if err != nil {
 		return model.BypassEntry{}, err
@@ -290,22 +298,25 @@ func (f *Fake) Events(_ context.Context, flt model.EventFilter) ([]model.Event, 
 }
 
 // Activate implements api.Controller.
-func (f *Fake) Activate(_ context.Context, code string) (string, error) {
+func (f *Fake) Activate(_ context.Context, code string) (api.Activated, error) {
 	switch code {
 	case BoomValue:
-		return "", f.boom()
+		return api.Activated{}, f.boom()
 	case RejectedCode:
-		return "", model.ErrRejected
+		return api.Activated{}, model.ErrRejected
 	case UnreachableCode:
-		return "", model.ErrUnavailable
+		return api.Activated{}, model.ErrUnavailable
 	}
 	if len(code) < 12 {
-		return "", fmt.Errorf("entitlement code is too short: %w", model.ErrInvalid)
+		return api.Activated{}, fmt.Errorf("entitlement code is too short: %w", model.ErrInvalid)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.code = code
-	return model.MaskCode(code), nil
+	if f.Chaining {
+		return api.Activated{Code: model.MaskCode(code), Message: "stored; not used for authentication: cloud_proxy.username is set, the cloud proxy checks those credentials"}, nil
+	}
+	return api.Activated{Code: model.MaskCode(code), Verified: true, InUse: true, Message: "accepted by the cloud proxy and in use"}, nil
 }
 
 // Diagnose implements api.Controller.
@@ -325,9 +336,12 @@ func (f *Fake) Settings(context.Context) api.Settings {
 }
 
 // SetSettings implements api.Controller.
-func (f *Fake) SetSettings(_ context.Context, s api.Settings) (api.Settings, error) {
+func (f *Fake) SetSettings(_ context.Context, s api.Settings, code string) (api.Settings, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.settings.RequireCodeToPause && !s.RequireCodeToPause && code != f.code {
+		return api.Settings{}, fmt.Errorf("switching require_code_to_pause off needs the entitlement code: %w", model.ErrForbidden)
+	}
 	f.settings = s
 	return f.settings, nil
 }
