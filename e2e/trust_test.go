@@ -160,7 +160,7 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 			e.cliJSON(sock, &list, "events", "--name", "nosuch")
 			for _, ev := range list.Events {
 				if ev.Client == clientV4 && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_no_address" &&
-					strings.Contains(ev.Category, www.V4.String()+":443") {
+					ev.Target == www.V4.String()+":443" {
 					return true
 				}
 			}

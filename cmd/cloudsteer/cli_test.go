@@ -290,10 +290,10 @@ func TestPauseResume(t *testing.T) {
 
 func TestEvents(t *testing.T) {
 	d := startDaemon(t)
-	want(t, d.run(t, "events"), exitOK, `TIME                     CLIENT      MAC                NAME                   PROTO  REASON       CATEGORY  STATUS
-2026-11-25 11:59:00 UTC  10.10.0.10  02:00:00:00:00:10  scores.sports.example  tls    blocked      Sports    403
-2026-11-25 10:00:00 UTC  10.10.0.11  -                  casino.example         dns    dns_blocked  -         -
-2026-11-25 09:00:00 UTC  10.10.0.10  -                  news.example.com       http   blocked      News      403
+	want(t, d.run(t, "events"), exitOK, `TIME                     CLIENT      MAC                NAME                   DESTINATION       PROTO  REASON       CATEGORY  STATUS
+2026-11-25 11:59:00 UTC  10.10.0.10  02:00:00:00:00:10  scores.sports.example  203.0.113.20:443  tls    blocked      Sports    403
+2026-11-25 10:00:00 UTC  10.10.0.11  -                  casino.example         -                 dns    dns_blocked  -         -
+2026-11-25 09:00:00 UTC  10.10.0.10  -                  news.example.com       -                 http   blocked      News      403
 `, "")
 	for _, tc := range []struct {
 		name   string

@@ -365,13 +365,13 @@ func cmdEvents(ctx context.Context, c *cli, args []string) int {
 		return exitOK
 	}
 	w := c.table()
-	fmt.Fprintln(w, "TIME\tCLIENT\tMAC\tNAME\tPROTO\tREASON\tCATEGORY\tSTATUS")
+	fmt.Fprintln(w, "TIME\tCLIENT\tMAC\tNAME\tDESTINATION\tPROTO\tREASON\tCATEGORY\tSTATUS")
 	for _, e := range l.Events {
 		st := "-"
 		if e.Status != 0 {
 			st = strconv.Itoa(e.Status)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.when(e.Time), e.Client, orDash(e.MAC), e.Name, e.Proto, e.Reason, orDash(e.Category), st)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.when(e.Time), e.Client, orDash(e.MAC), e.Name, orDash(e.Target), e.Proto, e.Reason, orDash(e.Category), st)
 	}
 	w.Flush()
 	return exitOK

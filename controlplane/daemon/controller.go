@@ -487,10 +487,8 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 	case proxy.KindAuthFailed:
 		reason = "auth_failed"
 	case proxy.KindNoAddress:
-		// A flow named a bypass name that has no address from DNS. The
-		// event has no address field: the destination goes as category.
+		// A flow named a bypass name that has no address from DNS.
 		reason = "bypass_no_address"
-		ev.Category = "dst " + ev.Target.String()
 	default:
 		return
 	}
@@ -498,7 +496,11 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 	if ev.Client.IsValid() {
 		client = ev.Client.String()
 	}
-	d.events.offer(model.Event{Time: ev.Time, Client: client, Name: ev.Name, Proto: ev.Proto, Reason: reason, Category: ev.Category, Status: ev.Status})
+	target := ""
+	if ev.Target.IsValid() {
+		target = ev.Target.String()
+	}
+	d.events.offer(model.Event{Time: ev.Time, Client: client, Name: ev.Name, Proto: ev.Proto, Reason: reason, Category: ev.Category, Status: ev.Status, Target: target})
 }
 
 func (d *Daemon) dnsQuery(q resolver.QueryInfo) {

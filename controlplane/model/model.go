@@ -120,6 +120,7 @@ type Event struct {
 	Reason   string    `json:"reason"`        // "blocked", "auth_failed", "dns_blocked"
 	Category string    `json:"category,omitempty"`
 	Status   int       `json:"status,omitempty"`
+	Target   string    `json:"target,omitempty"` // the address:port the client sent the flow to, when known
 }
 
 // EventFilter selects events; zero fields match everything.

@@ -13,7 +13,7 @@ import (
 
 func TestEventCodec(t *testing.T) {
 	full := model.Event{ID: 42, Time: t0.In(time.FixedZone("cest", 2*3600)), Client: "2001:db8::10", MAC: "02:00:00:00:00:01",
-		Name: "xn--bcher-kva.example", Proto: "http", Reason: "blocked", Category: "Gambling & Betting", Status: 403}
+		Name: "xn--bcher-kva.example", Proto: "http", Reason: "blocked", Category: "Gambling & Betting", Status: 403, Target: "[2001:db8:113::10]:443"}
 	good, err := encodeEvent(full)
 	if err != nil {
 		t.Fatal(err)
@@ -21,7 +21,9 @@ func TestEventCodec(t *testing.T) {
 	key := u64(42)
 
 	t.Run("round trips", func(t *testing.T) {
-		for _, e := range []model.Event{full, {ID: 42, Time: t0}, {ID: 42, Time: time.Time{}, Name: strings.Repeat("n", 300)}} {
+		noTarget := full
+		noTarget.Target = ""
+		for _, e := range []model.Event{full, noTarget, {ID: 42, Time: t0}, {ID: 42, Time: time.Time{}, Name: strings.Repeat("n", 300)}} {
 			v, err := encodeEvent(e)
 			if err != nil {
 				t.Fatal(err)

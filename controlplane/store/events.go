@@ -227,7 +227,7 @@ func encodeEvent(e model.Event) ([]byte, error) {
 	if e.Status < 0 || e.Status > math.MaxInt32 {
 		return nil, fmt.Errorf("encode event: status %d out of range: %w", e.Status, model.ErrInvalid)
 	}
-	b := make([]byte, 0, 64+len(e.Client)+len(e.MAC)+len(e.Name)+len(e.Proto)+len(e.Reason)+len(e.Category))
+	b := make([]byte, 0, 64+len(e.Client)+len(e.MAC)+len(e.Name)+len(e.Proto)+len(e.Reason)+len(e.Category)+len(e.Target))
 	b = append(b, eventFormat)
 	b = binary.AppendUvarint(b, uint64(e.Status))
 	b = binary.AppendUvarint(b, uint64(len(t)))
@@ -235,6 +235,12 @@ func encodeEvent(e model.Event) ([]byte, error) {
 	for _, f := range []string{e.Client, e.MAC, e.Name, e.Proto, e.Reason, e.Category} {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
+	}
+	// Target came later: an event without one ends after Category, as
+	// events stored before it do.
+	if e.Target != "" {
+		b = binary.AppendUvarint(b, uint64(len(e.Target)))
+		b = append(b, e.Target...)
 	}
 	return b, nil
 }
@@ -284,6 +290,13 @@ func decodeEvent(k, v []byte) (model.Event, error) {
 			return bad("string length")
 		}
 		*dst = string(f)
+	}
+	if len(v) != 0 {
+		f, ok := field()
+		if !ok || len(f) == 0 { // an empty target is never written
+			return bad("target length")
+		}
+		e.Target = string(f)
 	}
 	if len(v) != 0 {
 		return bad("trailing bytes")

@@ -80,7 +80,7 @@ func New(now func() time.Time) *Fake {
 	}
 	f.entries = append(f.entries, model.BypassEntry{Value: "bank.example", Kind: model.BypassDomain, Enabled: true, Source: "config", Comment: "payroll", Added: t0})
 	f.events = []model.Event{
-		{ID: 3, Time: t0.Add(-1 * time.Minute), Client: "10.10.0.10", MAC: "02:00:00:00:00:10", Name: "scores.sports.example", Proto: "tls", Reason: "blocked", Category: "Sports", Status: 403},
+		{ID: 3, Time: t0.Add(-1 * time.Minute), Client: "10.10.0.10", MAC: "02:00:00:00:00:10", Name: "scores.sports.example", Proto: "tls", Reason: "blocked", Category: "Sports", Status: 403, Target: "203.0.113.20:443"},
 		{ID: 2, Time: t0.Add(-2 * time.Hour), Client: "10.10.0.11", Name: "casino.example", Proto: "dns", Reason: "dns_blocked"},
 		{ID: 1, Time: t0.Add(-3 * time.Hour), Client: "10.10.0.10", Name: "news.example.com", Proto: "http", Reason: "blocked", Category: "News", Status: 403},
 	}
