@@ -122,7 +122,7 @@ func TestJoinOrigin(t *testing.T) {
 		{ID: 2, Path: "/b", Status: 200, Time: t0},
 		{ID: 1, Path: "/a", Status: 200, Time: t0, Event: OriginEventEnd, End: end, Bytes: 5, Complete: true},
 		{ID: 3, Path: "/slow", Time: t0, Event: OriginEventEnd, End: end, Err: "client gone"}, // no start line
-		{Path: "quic line", Proto: "quic", Status: 200, Time: t0},                                // quic: no ID
+		{Path: "quic line", Proto: "quic", Status: 200, Time: t0},                             // quic: no ID
 	}
 	got := joinOrigin(lines)
 	want := []OriginRecord{
