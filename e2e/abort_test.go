@@ -54,29 +54,12 @@ type abortEnv struct {
 func (a *abortEnv) gateway(t *testing.T) *gateway.Gateway {
 	t.Helper()
 	a.n++
-	o := gateway.Options{
+	return a.gatewayFor(t, gateway.Options{
 		Name:     fmt.Sprintf("abort%d", a.n),
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
 		BypassDomains: []string{"bank.example"},
-	}
-	o.Bin, o.Lab = bins.cloudsteer, a.lab
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	g, err := gateway.Start(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := g.Stop(); err != nil {
-			t.Errorf("stop cloudsteer: %v", err)
-		}
-		if t.Failed() {
-			log := g.Log()
-			t.Logf("cloudsteer output (last 4 kB):\n%s", log[max(0, len(log)-4096):])
-		}
 	})
-	return g
 }
 
 // squidConn is one TCP connection of Squid's port as `ss` shows it in the

@@ -116,6 +116,30 @@ func (e *env) startGateway(o gateway.Options) *gateway.Gateway {
 	return g
 }
 
+// gatewayFor starts cloudsteer for test t alone (a subtest, say) and stops
+// it when t ends; on failure only the tail of its output is logged (a
+// flood makes it long).
+func (e *env) gatewayFor(t *testing.T, o gateway.Options) *gateway.Gateway {
+	t.Helper()
+	o.Bin, o.Lab = bins.cloudsteer, e.lab
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := gateway.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Stop(); err != nil {
+			t.Errorf("stop cloudsteer: %v", err)
+		}
+		if t.Failed() {
+			log := g.Log()
+			t.Logf("cloudsteer output (last 8 kB of %d):\n%s", len(log), log[max(0, len(log)-8192):])
+		}
+	})
+	return g
+}
+
 // run runs a command in the namespace of role with a deadline.
 func (e *env) run(role string, timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
