@@ -74,7 +74,7 @@ bypass:
   cidrs: [%q]
 log:
   level: info
-`, lab.GWLANIf, ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+`, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
 		// CLOUDSTEER_BENCH_PPROF=127.0.0.1:6060 lets a profiler reach the
 		// gateway (from inside the gateway namespace) while it is measured.
 		if addr := os.Getenv("CLOUDSTEER_BENCH_PPROF"); addr != "" {
