@@ -367,6 +367,41 @@ func testSquidAbort(ctx context.Context, t *testing.T, l *lab.Lab) {
 	} else {
 		t.Logf("origin transfer ended %s after curl left; squid sent %d bytes in %s", d, rec.Bytes, rec.Duration)
 	}
+
+	// A request still waiting for its head: Squid gives it up too, and
+	// the origin sees that.
+	slowURL := "http://news.example.com/slow?delay=8s&case=squid-abort-slow"
+	cmd = l.Command(ctx, lab.RoleGW, "curl", "-sS", "-o", "/dev/null", "--max-time", "1", "--noproxy", "",
+		"-x", "http://"+netip.AddrPortFrom(lab.SquidV4, lab.SquidPort).String(),
+		"--proxy-user", lab.EntitlementCode+":"+lab.SquidCodePassword, slowURL)
+	_ = cmd.Run()
+	left = time.Now()
+	rec = waitSquidRecord(t, l, func(r lab.SquidRecord) bool { return r.URL == slowURL })
+	if d := rec.Time.Sub(left); d > time.Second {
+		t.Errorf("squid logged the abandoned request %s after curl left, want within 1s", d)
+	}
+	or = servers.OriginRecord{}
+	deadline = time.Now().Add(5 * time.Second)
+	for !or.Ended() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		recs, err := servers.ReadOriginLog(l.Path(servers.OriginLogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if strings.HasSuffix(r.Path, "case=squid-abort-slow") {
+				or = r
+			}
+		}
+	}
+	if !or.Ended() || or.Complete || or.Status != 0 || !strings.Contains(or.Err, "waiting for the head") {
+		t.Fatalf("origin record %+v: want the wait for the head ended early", or)
+	}
+	if d := or.End.Sub(left); d > time.Second {
+		t.Errorf("origin saw the abandoned request end %s after curl left, want within 1s", d)
+	} else {
+		t.Logf("origin saw the abandoned request end %s after curl left", d)
+	}
 }
 
 // waitSquidRecord waits for a Squid log record that match accepts (Squid
