@@ -162,12 +162,16 @@ func TestFlood(t *testing.T) {
 			return nil
 		}},
 	}
+	passed := map[string][]int{} // check → rounds it passed
 	victim := func(t *testing.T, round int) {
 		t.Helper()
 		for _, c := range checks {
 			start := time.Now()
 			err := c.run(round)
 			took := time.Since(start)
+			if err == nil {
+				passed[c.what] = append(passed[c.what], round)
+			}
 			switch {
 			case err != nil:
 				t.Errorf("victim %s, round %d: failed after %s: %v", c.what, round, took.Round(time.Millisecond), err)
@@ -219,6 +223,48 @@ func TestFlood(t *testing.T) {
 	}
 	s = f.stats()
 	t.Logf("flood at the end: %+v", s)
+
+	// What the victim got came through cloudsteer and the cloud proxy as
+	// the victim's: Squid saw its address in X-Forwarded-For, the origin
+	// the requests.
+	victimAddr := lab.Client2V4.Addr().String()
+	if !eventually(5*time.Second, func() bool {
+		recs, err := e.lab.SquidLog()
+		if err != nil {
+			t.Fatal(err)
+		}
+		connects, gets := 0, map[string]bool{}
+		for _, r := range recs {
+			if r.XFF != victimAddr {
+				continue
+			}
+			if r.Method == "CONNECT" && r.URL == "www.example.com:443" {
+				connects++
+			}
+			if r.Method == "GET" {
+				gets[r.URL] = true
+			}
+		}
+		for _, round := range passed["http"] {
+			if !gets[fmt.Sprintf("http://news.example.com/?case=victim-http-%d", round)] {
+				return false
+			}
+		}
+		return connects >= len(passed["https"])
+	}) {
+		t.Errorf("squid did not see the victim's (XFF %s) flows of the rounds it passed: %v", victimAddr, passed)
+	}
+	paths := map[string]bool{}
+	for _, r := range e.originLog(time.Time{}) {
+		paths[r.Path] = true
+	}
+	for _, kind := range []string{"https", "http"} {
+		for _, round := range passed[kind] {
+			if p := fmt.Sprintf("/?case=victim-%s-%d", kind, round); !paths[p] {
+				t.Errorf("origin did not see the victim's %s", p)
+			}
+		}
+	}
 	if !limits {
 		return
 	}
