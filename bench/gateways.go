@@ -82,7 +82,7 @@ limits:
   new_flows_per_second_per_client: 0
   dns_tcp_per_client: 0
   dns_queries_per_second_per_client: 0
-`, lab.GWLANIf, ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+`, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
 		// CLOUDSTEER_BENCH_PPROF=127.0.0.1:6060 lets a profiler reach the
 		// gateway (from inside the gateway namespace) while it is measured.
 		if addr := os.Getenv("CLOUDSTEER_BENCH_PPROF"); addr != "" {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -118,6 +119,7 @@ type Results struct {
 	IdleRSS     []RSSSample `json:"idle_rss"`
 	DNS         []DNSSample `json:"dns"`
 	Memory      Memory      `json:"memory"`
+	Fairness    *Fairness   `json:"fairness,omitempty"`
 	BinaryBytes int64       `json:"binary_bytes"`
 	Problems    []string    `json:"problems,omitempty"`
 	Summary     *Summary    `json:"summary,omitempty"`
@@ -445,6 +447,9 @@ func (r *Results) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "%s\n", problemSuffix(r.Memory.Problem))
 	fmt.Fprintf(w, "stripped cloudsteer binary: %.1f MiB\n\n", float64(r.BinaryBytes)/(1<<20))
+	var fb bytes.Buffer
+	r.writeFairness(&fb)
+	w.Write(fb.Bytes())
 
 	fmt.Fprintln(w, "Targets (issue 4), judged on the median of per-round ratios:")
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

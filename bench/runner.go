@@ -96,7 +96,8 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	}
 	r.say("lab up (prefix %s)", opts.Prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab")})
+	// LAN2: the fairness figure's second client.
+	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true})
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
@@ -136,6 +137,11 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		r.say("memory")
 		res.Memory = r.memory(ctx)
 	}
+	if len(opts.Only) == 0 || slices.Contains(opts.Only, FairnessOnly) {
+		r.say("fairness")
+		f := r.fairness(ctx)
+		res.Fairness = &f
+	}
 	if fi, err := os.Stat(filepath.Join(opts.BinDir, "cloudsteer")); err == nil {
 		res.BinaryBytes = fi.Size()
 	}
@@ -158,7 +164,7 @@ func (r *runner) tune(ctx context.Context) error {
 			return fmt.Errorf("add %s: %w: %s", a, err, out)
 		}
 	}
-	for _, role := range lab.Roles {
+	for _, role := range r.lab.Roles() {
 		for _, kv := range []string{"net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000", "net.core.somaxconn=8192", "net.ipv4.tcp_max_syn_backlog=8192"} {
 			if out, err := r.lab.Command(ctx, role, "sysctl", "-qw", kv).CombinedOutput(); err != nil {
 				return fmt.Errorf("sysctl %s in %s: %w: %s", kv, role, err, out)

@@ -62,15 +62,23 @@ type env struct {
 
 func newEnv(t *testing.T, squid bool) *env {
 	t.Helper()
+	return newLabEnv(t, lab.Options{Squid: squid})
+}
+
+// newLabEnv is newEnv with more lab options (NAT, the second LAN host);
+// Prefix, Dir and LabBinary are filled in.
+func newLabEnv(t *testing.T, opts lab.Options) *env {
+	t.Helper()
 	privtest.RequireRoot(t)
 	privtest.RequireCommand(t, "ip", "curl", "dig", "nft")
-	if squid {
+	if opts.Squid {
 		privtest.RequireCommand(t, "squid")
 	}
 	prefix := privtest.Unique("cse")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, Dir: t.TempDir(), LabBinary: bins.lab, Squid: squid})
+	opts.Prefix, opts.Dir, opts.LabBinary = prefix, t.TempDir(), bins.lab
+	l, err := lab.Up(ctx, opts)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -108,6 +116,30 @@ func (e *env) startGateway(o gateway.Options) *gateway.Gateway {
 	return g
 }
 
+// gatewayFor starts cloudsteer for test t alone (a subtest, say) and stops
+// it when t ends; on failure only the tail of its output is logged (a
+// flood makes it long).
+func (e *env) gatewayFor(t *testing.T, o gateway.Options) *gateway.Gateway {
+	t.Helper()
+	o.Bin, o.Lab = bins.cloudsteer, e.lab
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := gateway.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Stop(); err != nil {
+			t.Errorf("stop cloudsteer: %v", err)
+		}
+		if t.Failed() {
+			log := g.Log()
+			t.Logf("cloudsteer output (last 8 kB of %d):\n%s", len(log), log[max(0, len(log)-8192):])
+		}
+	})
+	return g
+}
+
 // run runs a command in the namespace of role with a deadline.
 func (e *env) run(role string, timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -124,6 +156,11 @@ func (e *env) run(role string, timeout time.Duration, args ...string) (string, e
 
 // curl fetches url from the LAN client, pinning name to addr (no DNS).
 func (e *env) curl(url, name string, addr string, extra ...string) (string, error) {
+	return e.curlFrom(lab.RoleLAN, url, name, addr, extra...)
+}
+
+// curlFrom is curl from the LAN host of role (lab.RoleLAN or RoleLAN2).
+func (e *env) curlFrom(role, url, name string, addr string, extra ...string) (string, error) {
 	port := "443"
 	if strings.HasPrefix(url, "http://") {
 		port = "80"
@@ -135,7 +172,7 @@ func (e *env) curl(url, name string, addr string, extra ...string) (string, erro
 		"--resolve", name + ":" + port + ":" + addr}
 	args = append(args, extra...)
 	args = append(args, url)
-	return e.run(lab.RoleLAN, 15*time.Second, args...)
+	return e.run(role, 15*time.Second, args...)
 }
 
 // metric reads one sample of the gateway's /metrics from the LAN client;

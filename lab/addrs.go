@@ -1,8 +1,9 @@
 // Package lab builds cloudsteer's test and demo network from network
-// namespaces: a LAN with a dual-stack client, the gateway with a LAN and a
-// WAN interface, and an "internet" holding origin web servers, a cloud proxy
-// and cloud DNS that behave like the service. No namespace has a route out
-// of the lab.
+// namespaces: a LAN with a dual-stack client (and, with Options.LAN2, a
+// second LAN host on a LAN interface of its own), the gateway with LAN and
+// WAN interfaces (with Options.NAT a masquerading, stateful office router),
+// and an "internet" holding origin web servers, a cloud proxy and cloud DNS
+// that behave like the service. No namespace has a route out of the lab.
 package lab
 
 import "net/netip"
@@ -13,6 +14,9 @@ const (
 	GWLANIf  = "lan0" // the gateway's LAN interface
 	GWWANIf  = "wan0" // the gateway's WAN interface
 	InetIf   = "eth0" // the internet namespace's interface towards the gateway
+	// Client2If and GWLAN2If are the second LAN host's link (Options.LAN2).
+	Client2If = "eth0"
+	GWLAN2If  = "lan1"
 )
 
 // Link addresses.
@@ -25,6 +29,11 @@ var (
 	GWWANV6  = netip.MustParsePrefix("fd00:20::1/64")
 	InetV4   = netip.MustParsePrefix("10.20.0.2/24")
 	InetV6   = netip.MustParsePrefix("fd00:20::2/64")
+	// The second LAN host's link (Options.LAN2).
+	Client2V4 = netip.MustParsePrefix("10.11.0.10/24")
+	Client2V6 = netip.MustParsePrefix("fd00:11::10/64")
+	GWLAN2V4  = netip.MustParsePrefix("10.11.0.1/24")
+	GWLAN2V6  = netip.MustParsePrefix("fd00:11::1/64")
 )
 
 // Service addresses in the internet namespace (on its loopback).

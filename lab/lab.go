@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,12 +21,18 @@ import (
 // Roles name the lab's namespaces.
 const (
 	RoleLAN  = "lan"  // the LAN client
+	RoleLAN2 = "lan2" // the second LAN host (only with Options.LAN2)
 	RoleGW   = "gw"   // the gateway cloudsteer runs on
 	RoleInet = "inet" // the internet: origins, cloud proxy, cloud DNS, Squid
 )
 
-// Roles lists every role, in the order the namespaces are created.
+// Roles lists the roles every lab has, in the order the namespaces are
+// created; Lab.Roles adds the optional ones a lab has.
 var Roles = []string{RoleLAN, RoleGW, RoleInet}
+
+// allRoles lists every role a lab may have, for the clean-up of a lab
+// whose options are unknown.
+var allRoles = []string{RoleLAN, RoleLAN2, RoleGW, RoleInet}
 
 // File names inside the lab directory. CAFileName and ReadyFileName are the
 // names `cloudsteer-lab serve` uses (lab/servers cannot be imported here:
@@ -55,6 +62,17 @@ type Options struct {
 	LabBinary string
 	// Squid also starts Squid as a cloud proxy on SquidV4/SquidV6 :3128.
 	Squid bool
+	// NAT makes the gateway namespace a small office router on its own,
+	// besides whatever runs there: nftables table "inet labrouter"
+	// masquerades IPv4 leaving the WAN interface (origins then see
+	// GWWANV4, not the client) and filters forwarding statefully (policy
+	// drop; established/related and LAN→WAN new flows pass). IPv6 is
+	// routed, not translated, through the same filter.
+	NAT bool
+	// LAN2 adds a second LAN host (role RoleLAN2, Client2V4/Client2V6) on
+	// a LAN interface of its own on the gateway (GWLAN2If), so tests can
+	// tell one client's traffic from another's.
+	LAN2 bool
 	// ReadyTimeout bounds the wait for the lab servers and Squid; zero
 	// means 30s.
 	ReadyTimeout time.Duration
@@ -65,6 +83,8 @@ type Lab struct {
 	prefix string
 	dir    string
 	squid  bool
+	nat    bool
+	lan2   bool
 	log    *slog.Logger
 
 	mu     sync.Mutex
@@ -109,11 +129,13 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		prefix: opts.Prefix,
 		dir:    dir,
 		squid:  opts.Squid,
+		nat:    opts.NAT,
+		lan2:   opts.LAN2,
 		log:    slog.With("component", "lab", "prefix", opts.Prefix),
 	}
-	for _, role := range Roles {
-		if nsExists(l.NS(role)) {
-			return nil, fmt.Errorf("namespace %s exists: a lab with prefix %q is up (run `cloudsteer-lab down --prefix %s`)", l.NS(role), l.prefix, l.prefix)
+	for _, role := range allRoles {
+		if ns := NSName(l.prefix, role); nsExists(ns) {
+			return nil, fmt.Errorf("namespace %s exists: a lab with prefix %q is up (run `cloudsteer-lab down --prefix %s`)", ns, l.prefix, l.prefix)
 		}
 	}
 	defer func() {
@@ -139,18 +161,56 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	l.log.Info("lab up", "dir", dir, "squid", opts.Squid)
+	l.log.Info("lab up", "dir", dir, "squid", opts.Squid, "nat", opts.NAT, "lan2", opts.LAN2)
 	return l, nil
 }
 
-// NS returns the namespace name of a role ("lan", "gw", "inet"), or "" for
-// an unknown role.
+// NS returns the namespace name of a role ("lan", "gw", "inet", and
+// "lan2" when the lab has it), or "" for a role the lab does not have.
 func (l *Lab) NS(role string) string {
 	switch role {
 	case RoleLAN, RoleGW, RoleInet:
 		return NSName(l.prefix, role)
+	case RoleLAN2:
+		if l.lan2 {
+			return NSName(l.prefix, role)
+		}
 	}
 	return ""
+}
+
+// Roles returns the roles this lab has, in creation order.
+func (l *Lab) Roles() []string {
+	if l.lan2 {
+		return []string{RoleLAN, RoleLAN2, RoleGW, RoleInet}
+	}
+	return Roles
+}
+
+// NAT reports whether the gateway namespace masquerades IPv4 (Options.NAT).
+func (l *Lab) NAT() bool { return l.nat }
+
+// HasLAN2 reports whether the lab has the second LAN host (Options.LAN2).
+func (l *Lab) HasLAN2() bool { return l.lan2 }
+
+// LANInterfaces returns the gateway's LAN interfaces: GWLANIf, and
+// GWLAN2If when the lab has the second LAN host.
+func (l *Lab) LANInterfaces() []string {
+	if l.lan2 {
+		return []string{GWLANIf, GWLAN2If}
+	}
+	return []string{GWLANIf}
+}
+
+// SeenAs returns the source address a host on the internet side sees for
+// a flow the gateway merely routes (not proxies) from LAN address client:
+// the gateway's WAN address for IPv4 under NAT, the client itself
+// otherwise.
+func (l *Lab) SeenAs(client netip.Addr) netip.Addr {
+	if l.nat && client.Unmap().Is4() {
+		return GWWANV4.Addr()
+	}
+	return client
 }
 
 // Prefix returns the lab's namespace prefix.
@@ -248,7 +308,7 @@ func removeSquidState(prefix string) error {
 // the namespaces.
 func removeNamespaces(prefix string) error {
 	var errs []error
-	for _, role := range Roles {
+	for _, role := range allRoles {
 		ns := NSName(prefix, role)
 		if !nsExists(ns) {
 			continue
@@ -260,7 +320,7 @@ func removeNamespaces(prefix string) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, role := range Roles {
+	for _, role := range allRoles {
 		if err := os.RemoveAll(filepath.Join(netnsEtc, NSName(prefix, role))); err != nil {
 			errs = append(errs, fmt.Errorf("remove netns files: %w", err))
 		}
@@ -439,15 +499,17 @@ type Info struct {
 	Dir        string            `json:"dir"`
 	Namespaces map[string]string `json:"namespaces"` // role → namespace
 	Squid      bool              `json:"squid"`
+	NAT        bool              `json:"nat"`  // the gateway masquerades IPv4: origins see GWWANV4 for routed v4 flows
+	LAN2       bool              `json:"lan2"` // the second LAN host exists
 }
 
 // Info returns the description of the lab.
 func (l *Lab) Info() Info {
-	ns := make(map[string]string, len(Roles))
-	for _, r := range Roles {
+	ns := make(map[string]string, len(l.Roles()))
+	for _, r := range l.Roles() {
 		ns[r] = l.NS(r)
 	}
-	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid}
+	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid, NAT: l.nat, LAN2: l.lan2}
 }
 
 // WriteInfo writes the lab's Info as JSON to Dir/lab.json.
@@ -469,7 +531,11 @@ func Attach(info Info) (*Lab, error) {
 	if !prefixRE.MatchString(info.Prefix) {
 		return nil, fmt.Errorf("lab prefix %q: want 1-32 letters, digits, '-' or '_'", info.Prefix)
 	}
-	for _, r := range Roles {
+	roles := Roles
+	if info.LAN2 {
+		roles = allRoles
+	}
+	for _, r := range roles {
 		if !nsExists(NSName(info.Prefix, r)) {
 			return nil, fmt.Errorf("attach lab %q: namespace %s does not exist", info.Prefix, NSName(info.Prefix, r))
 		}
@@ -478,6 +544,8 @@ func Attach(info Info) (*Lab, error) {
 		prefix: info.Prefix,
 		dir:    info.Dir,
 		squid:  info.Squid,
+		nat:    info.NAT,
+		lan2:   info.LAN2,
 		log:    slog.With("component", "lab", "prefix", info.Prefix),
 	}, nil
 }

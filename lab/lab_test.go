@@ -231,6 +231,9 @@ func TestLab(t *testing.T) {
 
 	t.Run("resolv.conf", func(t *testing.T) {
 		for role, servers := range lab.Nameservers {
+			if l.NS(role) == "" {
+				continue // a role this lab does not have
+			}
 			conf := run(t, l, role, "cat", "/etc/resolv.conf")
 			for _, a := range servers {
 				if !strings.Contains(conf, "nameserver "+a.String()+"\n") {
@@ -247,6 +250,10 @@ func TestLab(t *testing.T) {
 
 	t.Run("squid", func(t *testing.T) {
 		testSquid(ctx, t, l)
+	})
+
+	t.Run("squid stops when its client leaves", func(t *testing.T) {
+		testSquidAbort(ctx, t, l)
 	})
 
 	t.Run("info", func(t *testing.T) {
@@ -312,6 +319,88 @@ func testSquid(ctx context.Context, t *testing.T, l *lab.Lab) {
 				t.Errorf("squid saw client %s, want the gateway's WAN address %s", rec.Client, wantClient)
 			}
 		})
+	}
+}
+
+// testSquidAbort aborts a large download through Squid and checks the
+// log fields the abort tests rely on: Squid logs the transaction with the
+// bytes it sent and its duration, and the origin's record says its
+// transfer ended early, soon after the client left.
+func testSquidAbort(ctx context.Context, t *testing.T, l *lab.Lab) {
+	const size = 10_000_000_000
+	url := "http://news.example.com/bytes?n=10000000000&case=squid-abort"
+	start := time.Now()
+	cmd := l.Command(ctx, lab.RoleGW, "curl", "-sS", "-o", "/dev/null", "--max-time", "1", "--noproxy", "",
+		"-x", "http://"+netip.AddrPortFrom(lab.SquidV4, lab.SquidPort).String(),
+		"--proxy-user", lab.EntitlementCode+":"+lab.SquidCodePassword, url)
+	_ = cmd.Run() // curl fails: it gave up after 1s, as asked
+	left := time.Now()
+	rec := waitSquidRecord(t, l, func(r lab.SquidRecord) bool { return r.URL == url })
+	if rec.Method != "GET" || rec.Status != 200 || rec.Bytes <= 0 || rec.Bytes >= size/10 || rec.UpstreamBytes <= 0 {
+		t.Errorf("squid logged %+v: want GET 200 with some bytes sent and read, far below %d", rec, size)
+	}
+	if rec.Duration < 500*time.Millisecond || rec.Duration > 5*time.Second || rec.Start().Before(start.Add(-time.Second)) {
+		t.Errorf("squid logged duration %s (start %s, curl ran %s..%s)", rec.Duration, rec.Start(), start, left)
+	}
+	var or servers.OriginRecord
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs, err := servers.ReadOriginLog(l.Path(servers.OriginLogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if strings.HasSuffix(r.Path, "case=squid-abort") {
+				or = r
+			}
+		}
+		if or.Ended() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !or.Ended() || or.Complete || or.Err == "" || or.Bytes <= 0 || or.Bytes >= size/10 {
+		t.Fatalf("origin record %+v: want an early end after some bytes", or)
+	}
+	if d := or.End.Sub(left); d > time.Second {
+		t.Errorf("origin transfer ended %s after curl left, want within 1s", d)
+	} else {
+		t.Logf("origin transfer ended %s after curl left; squid sent %d bytes in %s", d, rec.Bytes, rec.Duration)
+	}
+
+	// A request still waiting for its head: Squid gives it up too, and
+	// the origin sees that.
+	slowURL := "http://news.example.com/slow?delay=8s&case=squid-abort-slow"
+	cmd = l.Command(ctx, lab.RoleGW, "curl", "-sS", "-o", "/dev/null", "--max-time", "1", "--noproxy", "",
+		"-x", "http://"+netip.AddrPortFrom(lab.SquidV4, lab.SquidPort).String(),
+		"--proxy-user", lab.EntitlementCode+":"+lab.SquidCodePassword, slowURL)
+	_ = cmd.Run()
+	left = time.Now()
+	rec = waitSquidRecord(t, l, func(r lab.SquidRecord) bool { return r.URL == slowURL })
+	if d := rec.Time.Sub(left); d > time.Second {
+		t.Errorf("squid logged the abandoned request %s after curl left, want within 1s", d)
+	}
+	or = servers.OriginRecord{}
+	deadline = time.Now().Add(5 * time.Second)
+	for !or.Ended() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		recs, err := servers.ReadOriginLog(l.Path(servers.OriginLogFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if strings.HasSuffix(r.Path, "case=squid-abort-slow") {
+				or = r
+			}
+		}
+	}
+	if !or.Ended() || or.Complete || or.Status != 0 || !strings.Contains(or.Err, "waiting for the head") {
+		t.Fatalf("origin record %+v: want the wait for the head ended early", or)
+	}
+	if d := or.End.Sub(left); d > time.Second {
+		t.Errorf("origin saw the abandoned request end %s after curl left, want within 1s", d)
+	} else {
+		t.Logf("origin saw the abandoned request end %s after curl left", d)
 	}
 }
 

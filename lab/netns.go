@@ -44,7 +44,19 @@ func run(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// ipArgs returns the `ip` arguments that run a subcommand in namespace ns.
+// runStdin runs a command with stdin as its standard input, and returns
+// an error carrying its output when it fails.
+func runStdin(ctx context.Context, stdin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// ipIn returns the `ip` arguments that run a subcommand in namespace ns.
 func ipIn(ns string, args ...string) []string {
 	return append([]string{"ip", "-n", ns}, args...)
 }

@@ -71,20 +71,39 @@ func removeSquidShm(prefix string) error {
 }
 
 // SquidRecord is one line of Squid's access log in the lab's format.
+// Squid writes it when the transaction ends.
 type SquidRecord struct {
-	Time   time.Time
+	Time   time.Time  // when Squid logged it: the end of the transaction
 	Client netip.Addr // the client address Squid saw (the gateway's WAN address, normally)
 	Method string     // CONNECT, GET, ...
 	URL    string     // host:port for CONNECT, the absolute URL otherwise
 	User   string     // the authenticated user, "" without one
 	Status int        // the HTTP status Squid answered with
-	XFF    string     // the X-Forwarded-For request header, "" without one
+	// Bytes is what Squid sent its client (%<st: head and body; for a
+	// CONNECT, the tunnel's bytes towards the client).
+	Bytes int64
+	// UpstreamBytes counts the body bytes Squid read from the next hop
+	// (%<bs; 0 when Squid logs none, as for a CONNECT).
+	UpstreamBytes int64
+	// Duration is the transaction's time (%tr, milliseconds), from the
+	// complete request head to the log line.
+	Duration time.Duration
+	XFF      string // the X-Forwarded-For request header, "" without one
 }
 
+// Start returns when the transaction began (Time less Duration).
+func (r SquidRecord) Start() time.Time { return r.Time.Add(-r.Duration) }
+
 // squidLogFormat is the access log format SquidRecord parses: time,
-// client, method, URL, user (URL-encoded), status and the X-Forwarded-For
-// header as a quoted string, last because it may hold spaces.
-const squidLogFormat = `%ts.%03tu %>a %rm %ru %#un %>Hs "%"{X-Forwarded-For}>h"`
+// client, method, URL, user (URL-encoded), status, bytes sent to the
+// client, body bytes read from the next hop, duration in milliseconds, and
+// the X-Forwarded-For header as a quoted string, last because it may hold
+// spaces.
+const squidLogFormat = `%ts.%03tu %>a %rm %ru %#un %>Hs %<st %<bs %tr "%"{X-Forwarded-For}>h"`
+
+// squidFields is the number of space-separated fields before the quoted
+// X-Forwarded-For in squidLogFormat.
+const squidFields = 9
 
 var squidConfTmpl = template.Must(template.New("squid.conf").Parse(`# Squid as the lab's cloud proxy (written by the cloudsteer lab).
 http_port {{.V4}}:{{.Port}}
@@ -102,6 +121,14 @@ access_log stdio:{{.State}}/access.log cs
 logfile_rotate 0
 strip_query_terms off
 shutdown_lifetime 1 seconds
+
+# A client that leaves ends the fetch from the origin at once. Squid's
+# defaults (quick_abort_min 16 KB, quick_abort_max 16 KB, quick_abort_pct
+# 95) let it finish a fetch that is nearly done, or 95% done, after its
+# client aborted; with both limits 0 it never does, so the lab's abort
+# tests see from the origin's side when the client's side went away.
+quick_abort_min 0 KB
+quick_abort_max 0 KB
 
 cache deny all
 cache_mem 8 MB
@@ -381,13 +408,13 @@ func ParseSquidLog(r io.Reader) ([]SquidRecord, error) {
 // ParseSquidLine parses one access log line in the lab's Squid format.
 func ParseSquidLine(line string) (SquidRecord, error) {
 	var rec SquidRecord
-	fields := make([]string, 0, 6)
+	fields := make([]string, 0, squidFields)
 	rest := line
-	for len(fields) < 6 {
+	for len(fields) < squidFields {
 		rest = strings.TrimLeft(rest, " ")
 		i := strings.IndexByte(rest, ' ')
 		if i < 0 {
-			return rec, fmt.Errorf("parse %q: want 7 fields", line)
+			return rec, fmt.Errorf("parse %q: want %d fields", line, squidFields+1)
 		}
 		fields = append(fields, rest[:i])
 		rest = rest[i+1:]
@@ -416,6 +443,22 @@ func ParseSquidLine(line string) (SquidRecord, error) {
 		return rec, fmt.Errorf("parse status %q: not an HTTP status", fields[5])
 	}
 	rec.Status = status
+	for _, f := range []struct {
+		name string
+		s    string
+		dst  *int64
+	}{{"bytes sent", fields[6], &rec.Bytes}, {"upstream bytes", fields[7], &rec.UpstreamBytes}} {
+		n, err := parseSquidCount(f.s)
+		if err != nil {
+			return rec, fmt.Errorf("parse %s %q: %w", f.name, f.s, err)
+		}
+		*f.dst = n
+	}
+	ms, err := parseSquidCount(fields[8])
+	if err != nil || ms > int64(365*24*time.Hour/time.Millisecond) {
+		return rec, fmt.Errorf("parse duration %q: not a count of milliseconds", fields[8])
+	}
+	rec.Duration = time.Duration(ms) * time.Millisecond
 	xff, err := unquoteSquid(strings.TrimLeft(rest, " "))
 	if err != nil {
 		return rec, fmt.Errorf("parse x-forwarded-for: %w", err)
@@ -424,6 +467,19 @@ func ParseSquidLine(line string) (SquidRecord, error) {
 		rec.XFF = xff
 	}
 	return rec, nil
+}
+
+// parseSquidCount parses a byte or millisecond count Squid logs; "-"
+// (none) is 0.
+func parseSquidCount(s string) (int64, error) {
+	if s == "-" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a count")
+	}
+	return n, nil
 }
 
 // parseSquidTime parses Squid's "%ts.%03tu": Unix seconds and milliseconds.

@@ -16,38 +16,42 @@ func TestParseSquidLine(t *testing.T) {
 	}{
 		{
 			name: "connect with code and xff",
-			line: `1795637429.793 10.20.0.1 CONNECT www.example.com:443 3315471d-b831-48ed-a621-17042a74a8e3 200 "10.10.0.10"`,
+			line: `1795637429.793 10.20.0.1 CONNECT www.example.com:443 3315471d-b831-48ed-a621-17042a74a8e3 200 4711 - 2025 "10.10.0.10"`,
 			want: SquidRecord{Time: time.Unix(1795637429, 793e6), Client: netip.MustParseAddr("10.20.0.1"), Method: "CONNECT",
-				URL: "www.example.com:443", User: EntitlementCode, Status: 200, XFF: "10.10.0.10"},
+				URL: "www.example.com:443", User: EntitlementCode, Status: 200, Bytes: 4711, Duration: 2025 * time.Millisecond, XFF: "10.10.0.10"},
 		},
 		{
 			name: "xff with spaces and escapes",
-			line: `1795637429.793 10.20.0.1 CONNECT www.example.com:443 branch01 200 "10.10.0.10, 10.20.0.1 \"q\\\""`,
+			line: `1795637429.793 10.20.0.1 CONNECT www.example.com:443 branch01 200 0 0 0 "10.10.0.10, 10.20.0.1 \"q\\\""`,
 			want: SquidRecord{Time: time.Unix(1795637429, 793e6), Client: netip.MustParseAddr("10.20.0.1"), Method: "CONNECT",
 				URL: "www.example.com:443", User: "branch01", Status: 200, XFF: `10.10.0.10, 10.20.0.1 "q\"`},
 		},
 		{
 			name: "ipv6 client, encoded user, no xff",
-			line: `1795637429.829 fd00:20::1 GET http://news.example.com/x?y=1 bra%20nch01 407 "-"`,
+			line: `1795637429.829 fd00:20::1 GET http://news.example.com/x?y=1 bra%20nch01 407 3960 1024 3 "-"`,
 			want: SquidRecord{Time: time.Unix(1795637429, 829e6), Client: netip.MustParseAddr("fd00:20::1"), Method: "GET",
-				URL: "http://news.example.com/x?y=1", User: "bra nch01", Status: 407},
+				URL: "http://news.example.com/x?y=1", User: "bra nch01", Status: 407, Bytes: 3960, UpstreamBytes: 1024, Duration: 3 * time.Millisecond},
 		},
 		{
 			name: "no user, transaction without headers",
-			line: `1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 "-"`,
+			line: `1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 0 - 0 "-"`,
 			want: SquidRecord{Time: time.Unix(1795637429, 722e6), Client: netip.MustParseAddr("198.51.100.11"), Method: "-",
 				URL: "error:transaction-end-before-headers"},
 		},
-		{name: "too few fields", line: `1795637429.722 10.20.0.1 GET`, wantErr: "want 7 fields"},
-		{name: "no xff field", line: `1795637429.722 10.20.0.1 GET http://a/ - 200`, wantErr: "want 7 fields"},
-		{name: "bad time", line: `17956x7429.722 10.20.0.1 GET http://a/ - 200 "-"`, wantErr: "parse time"},
-		{name: "time without millis", line: `1795637429 10.20.0.1 GET http://a/ - 200 "-"`, wantErr: "parse time"},
-		{name: "bad client", line: `1795637429.722 nohost GET http://a/ - 200 "-"`, wantErr: "parse client"},
-		{name: "bad status", line: `1795637429.722 10.20.0.1 GET http://a/ - OK "-"`, wantErr: "parse status"},
-		{name: "status too large", line: `1795637429.722 10.20.0.1 GET http://a/ - 1000 "-"`, wantErr: "parse status"},
-		{name: "bad user encoding", line: `1795637429.722 10.20.0.1 GET http://a/ a%zz 200 "-"`, wantErr: "parse user"},
-		{name: "unquoted xff", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 10.10.0.10`, wantErr: "quoted string"},
-		{name: "dangling escape", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 "a\"`, wantErr: "dangling escape"},
+		{name: "too few fields", line: `1795637429.722 10.20.0.1 GET`, wantErr: "want 10 fields"},
+		{name: "no xff field", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 1 2 3`, wantErr: "want 10 fields"},
+		{name: "old format without counts", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 "-"`, wantErr: "want 10 fields"},
+		{name: "bad time", line: `17956x7429.722 10.20.0.1 GET http://a/ - 200 1 2 3 "-"`, wantErr: "parse time"},
+		{name: "time without millis", line: `1795637429 10.20.0.1 GET http://a/ - 200 1 2 3 "-"`, wantErr: "parse time"},
+		{name: "bad client", line: `1795637429.722 nohost GET http://a/ - 200 1 2 3 "-"`, wantErr: "parse client"},
+		{name: "bad status", line: `1795637429.722 10.20.0.1 GET http://a/ - OK 1 2 3 "-"`, wantErr: "parse status"},
+		{name: "status too large", line: `1795637429.722 10.20.0.1 GET http://a/ - 1000 1 2 3 "-"`, wantErr: "parse status"},
+		{name: "bad user encoding", line: `1795637429.722 10.20.0.1 GET http://a/ a%zz 200 1 2 3 "-"`, wantErr: "parse user"},
+		{name: "bad bytes sent", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 x 2 3 "-"`, wantErr: "parse bytes sent"},
+		{name: "negative upstream bytes", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 1 -2 3 "-"`, wantErr: "parse upstream bytes"},
+		{name: "bad duration", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 1 2 3.5 "-"`, wantErr: "parse duration"},
+		{name: "unquoted xff", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 1 2 3 10.10.0.10`, wantErr: "quoted string"},
+		{name: "dangling escape", line: `1795637429.722 10.20.0.1 GET http://a/ - 200 1 2 3 "a\"`, wantErr: "dangling escape"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,9 +77,9 @@ func TestParseSquidLine(t *testing.T) {
 }
 
 func TestParseSquidLog(t *testing.T) {
-	log := `1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 "-"
+	log := `1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 0 - 0 "-"
 
-1795637429.793 10.20.0.1 CONNECT www.example.com:443 branch01 200 "10.10.0.10"
+1795637429.793 10.20.0.1 CONNECT www.example.com:443 branch01 200 39 - 12 "10.10.0.10"
 1795637429.800 10.20.0.1 CONNECT news.exa`
 	recs, err := ParseSquidLog(strings.NewReader(log))
 	if err != nil {
@@ -128,11 +132,11 @@ func TestSquidService(t *testing.T) {
 }
 
 func FuzzParseSquidLine(f *testing.F) {
-	f.Add(`1795637429.793 10.20.0.1 CONNECT www.example.com:443 3315471d-b831-48ed-a621-17042a74a8e3 200 "10.10.0.10"`)
-	f.Add(`1795637429.829 fd00:20::1 GET http://news.example.com/x?y=1 bra%20nch01 407 "-"`)
-	f.Add(`1795637429.793 10.20.0.1 CONNECT a:443 b 200 "10.10.0.10, 10.20.0.1 \"q\\\""`)
-	f.Add(`1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 "-"`)
-	f.Add(`0.000 ::ffff:1.2.3.4 X Y - 999 ""`)
+	f.Add(`1795637429.793 10.20.0.1 CONNECT www.example.com:443 3315471d-b831-48ed-a621-17042a74a8e3 200 4711 - 2025 "10.10.0.10"`)
+	f.Add(`1795637429.829 fd00:20::1 GET http://news.example.com/x?y=1 bra%20nch01 407 3960 1024 3 "-"`)
+	f.Add(`1795637429.793 10.20.0.1 CONNECT a:443 b 200 0 0 0 "10.10.0.10, 10.20.0.1 \"q\\\""`)
+	f.Add(`1795637429.722 198.51.100.11 - error:transaction-end-before-headers - 0 0 - 0 "-"`)
+	f.Add(`0.000 ::ffff:1.2.3.4 X Y - 999 9223372036854775807 - 1 ""`)
 	f.Fuzz(func(t *testing.T, line string) {
 		rec, err := ParseSquidLine(line)
 		if err != nil {
@@ -146,6 +150,9 @@ func FuzzParseSquidLine(f *testing.F) {
 		}
 		if strings.ContainsRune(rec.Method, ' ') || strings.ContainsRune(rec.URL, ' ') {
 			t.Fatalf("field with a space: %+v", rec)
+		}
+		if rec.Bytes < 0 || rec.UpstreamBytes < 0 || rec.Duration < 0 {
+			t.Fatalf("negative count: %+v", rec)
 		}
 	})
 }

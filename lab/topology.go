@@ -33,12 +33,16 @@ func ServiceAddrs() []netip.Addr {
 // Nothing is created in the caller's namespace: each veth is created inside
 // one lab namespace with its peer placed straight into the other.
 func (l *Lab) buildTopology(ctx context.Context) error {
-	lan, gw, inet := l.NS(RoleLAN), l.NS(RoleGW), l.NS(RoleInet)
+	lan, lan2, gw, inet := l.NS(RoleLAN), l.NS(RoleLAN2), l.NS(RoleGW), l.NS(RoleInet)
 	var steps [][]string
 	add := func(args ...string) { steps = append(steps, args) }
 	sysctl := func(ns, kv string) { add("ip", "netns", "exec", ns, "sysctl", "-qw", kv) }
 
-	for _, ns := range []string{lan, gw, inet} {
+	var nss []string
+	for _, role := range l.Roles() {
+		nss = append(nss, l.NS(role))
+	}
+	for _, ns := range nss {
 		add("ip", "netns", "add", ns)
 		add(ipIn(ns, "link", "set", "lo", "up")...)
 		// Addresses are usable at once: no duplicate address detection
@@ -51,6 +55,9 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 
 	add(ipIn(lan, "link", "add", ClientIf, "type", "veth", "peer", "name", GWLANIf, "netns", gw)...)
 	add(ipIn(gw, "link", "add", GWWANIf, "type", "veth", "peer", "name", InetIf, "netns", inet)...)
+	if l.lan2 {
+		add(ipIn(lan2, "link", "add", Client2If, "type", "veth", "peer", "name", GWLAN2If, "netns", gw)...)
+	}
 
 	addr := func(ns, dev string, p netip.Prefix) {
 		args := ipIn(ns, family(p.Addr()), "addr", "add", p.String(), "dev", dev)
@@ -70,6 +77,14 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	for _, a := range ServiceAddrs() {
 		addr(inet, "lo", netip.PrefixFrom(a, a.BitLen()))
 	}
+	if l.lan2 {
+		addr(lan2, Client2If, Client2V4)
+		addr(lan2, Client2If, Client2V6)
+		addr(gw, GWLAN2If, GWLAN2V4)
+		addr(gw, GWLAN2If, GWLAN2V6)
+		add(ipIn(lan2, "link", "set", Client2If, "up")...)
+		add(ipIn(gw, "link", "set", GWLAN2If, "up")...)
+	}
 	add(ipIn(lan, "link", "set", ClientIf, "up")...)
 	add(ipIn(gw, "link", "set", GWLANIf, "up")...)
 	add(ipIn(gw, "link", "set", GWWANIf, "up")...)
@@ -84,27 +99,71 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	route(gw, "default", InetV6)
 	route(inet, ClientV4.Masked().String(), GWWANV4)
 	route(inet, ClientV6.Masked().String(), GWWANV6)
+	if l.lan2 {
+		route(lan2, "default", GWLAN2V4)
+		route(lan2, "default", GWLAN2V6)
+		route(inet, Client2V4.Masked().String(), GWWANV4)
+		route(inet, Client2V6.Masked().String(), GWWANV6)
+	}
 
 	for _, s := range steps {
 		if err := run(ctx, s...); err != nil {
 			return fmt.Errorf("build lab: %w", err)
 		}
 	}
+	if l.nat {
+		if err := runStdin(ctx, routerRuleset(l.LANInterfaces()), "ip", "netns", "exec", gw, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("build lab: office router: %w", err)
+		}
+	}
 	for role, servers := range Nameservers {
-		if err := writeResolvConf(l.NS(role), servers); err != nil {
-			return err
+		if ns := l.NS(role); ns != "" {
+			if err := writeResolvConf(ns, servers); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
+// RouterTable is the nftables table (family inet) that makes the gateway
+// namespace an office router under Options.NAT.
+const RouterTable = "labrouter"
+
+// routerRuleset returns the office router's nftables table: IPv4 leaving
+// the WAN interface is masqueraded (as a small office router does, for
+// every source), and forwarding is stateful with policy drop: replies and
+// related ICMP pass, new flows only from a LAN interface to the WAN.
+// Traffic to and from the gateway itself (cloudsteer's listeners and its
+// dials) is not forwarded and so not filtered here.
+func routerRuleset(lanIfs []string) string {
+	q := make([]string, len(lanIfs))
+	for i, n := range lanIfs {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return fmt.Sprintf(`table inet %[1]s {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		ct state invalid drop
+		iifname { %[2]s } oifname %[3]q accept
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname %[3]q meta nfproto ipv4 masquerade
+	}
+}
+`, RouterTable, strings.Join(q, ", "), GWWANIf)
+}
+
 // Nameservers are the resolvers in each namespace's resolv.conf (what
-// programs run through `ip netns exec` use): the LAN client asks an
-// address nobody runs, so its names resolve only when cloudsteer on the
+// programs run through `ip netns exec` use): the LAN clients ask an
+// address nobody runs, so their names resolve only when cloudsteer on the
 // gateway answers; the gateway asks the cloud DNS; the internet asks the
 // authoritative server.
 var Nameservers = map[string][]netip.Addr{
 	RoleLAN:  {NobodyDNSV4, NobodyDNSV6},
+	RoleLAN2: {NobodyDNSV4, NobodyDNSV6},
 	RoleGW:   {CloudDNSV4, CloudDNSV6},
 	RoleInet: {AuthDNSV4, AuthDNSV6},
 }
@@ -130,16 +189,22 @@ func writeResolvConf(ns string, servers []netip.Addr) error {
 	return nil
 }
 
-// waitReachable waits until the LAN client reaches a site address through
+// waitReachable waits until the LAN clients reach a site address through
 // the gateway over IPv4 and IPv6.
 func (l *Lab) waitReachable(ctx context.Context) error {
 	site := Sites[0]
-	for _, dst := range []netip.Addr{site.V4, site.V6} {
-		pctx, cancel := context.WithTimeout(ctx, reachTimeout)
-		err := l.Ping(pctx, RoleLAN, dst)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("lab not reachable: %w", err)
+	clients := []string{RoleLAN}
+	if l.lan2 {
+		clients = append(clients, RoleLAN2)
+	}
+	for _, role := range clients {
+		for _, dst := range []netip.Addr{site.V4, site.V6} {
+			pctx, cancel := context.WithTimeout(ctx, reachTimeout)
+			err := l.Ping(pctx, role, dst)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("lab not reachable from %s: %w", role, err)
+			}
 		}
 	}
 	return nil

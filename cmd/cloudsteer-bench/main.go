@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string) error {
 	samples := fs.Int("samples", 1000, "time-to-first-byte samples per path and round (p99 is the 10th slowest)")
 	flows := fs.Int("flows", 32, "parallel flows of the many-flows throughput figure")
 	idle := fs.Int("idle", 10000, "idle flows of the memory figure")
-	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory)")
+	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory); \""+bench.FairnessOnly+"\" for the fairness figure alone")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

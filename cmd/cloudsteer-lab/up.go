@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cloudsteer/cloudsteer/lab"
 )
@@ -15,34 +16,40 @@ func init() {
 	commands["down"] = runDown
 }
 
-// runUp is `cloudsteer-lab up --prefix P --dir D [--squid]`: it builds the
-// lab, starts its servers (this binary's `serve`) and Squid, writes
+// runUp is `cloudsteer-lab up --prefix P --dir D [--squid] [--nat]
+// [--lan2]`: it builds the lab, starts its servers (this binary's
+// `serve`) and Squid, writes
 // D/lab.json and exits, leaving the lab running.
 func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	prefix := fs.String("prefix", "csdemo", "namespace prefix: the lab's namespaces are PREFIXlan, PREFIXgw, PREFIXinet")
 	dir := fs.String("dir", "", "working directory for logs, the lab CA and configs (required)")
 	squid := fs.Bool("squid", false, "also run Squid as a cloud proxy on "+lab.SquidV4.String()+":3128")
+	nat := fs.Bool("nat", false, "make the gateway namespace a masquerading office router (nftables table inet "+lab.RouterTable+")")
+	lan2 := fs.Bool("lan2", false, "add a second LAN host (namespace PREFIXlan2, "+lab.Client2V4.String()+") on gateway interface "+lab.GWLAN2If)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *dir == "" || fs.NArg() != 0 {
 		fs.Usage()
-		return errors.New("usage: up --dir DIR [--prefix P] [--squid]")
+		return errors.New("usage: up --dir DIR [--prefix P] [--squid] [--nat] [--lan2]")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: *prefix, Dir: *dir, LabBinary: self, Squid: *squid})
+	l, err := lab.Up(ctx, lab.Options{Prefix: *prefix, Dir: *dir, LabBinary: self, Squid: *squid, NAT: *nat, LAN2: *lan2})
 	if err != nil {
 		return err
 	}
 	if err := l.WriteInfo(); err != nil {
 		return errors.Join(err, l.Close())
 	}
-	fmt.Printf("lab %s is up: namespaces %s %s %s, files in %s\n",
-		l.Prefix(), l.NS(lab.RoleLAN), l.NS(lab.RoleGW), l.NS(lab.RoleInet), l.Dir())
+	var nss []string
+	for _, r := range l.Roles() {
+		nss = append(nss, l.NS(r))
+	}
+	fmt.Printf("lab %s is up: namespaces %s, files in %s\n", l.Prefix(), strings.Join(nss, " "), l.Dir())
 	fmt.Printf("run a command on the LAN client: ip netns exec %s curl https://www.example.com/ --cacert %s\n",
 		l.NS(lab.RoleLAN), l.CAFile())
 	fmt.Printf("tear it down: cloudsteer-lab down --prefix %s\n", l.Prefix())

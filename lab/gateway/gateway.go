@@ -67,7 +67,11 @@ func ConfigYAML(o Options) string {
 		url = fmt.Sprintf("http://%s:%d", lab.CloudProxyV4, lab.CloudProxyHTTPPort)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "lan_interfaces: [%s]\n", lab.GWLANIf)
+	lanIfs := []string{lab.GWLANIf}
+	if o.Lab != nil {
+		lanIfs = o.Lab.LANInterfaces() // lan0, and lan1 when the lab has a second LAN host
+	}
+	fmt.Fprintf(&b, "lan_interfaces: [%s]\n", strings.Join(lanIfs, ", "))
 	fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
 	if o.Username != "" {
 		fmt.Fprintf(&b, "  username: %q\n  password: %q\n", o.Username, o.Password)

@@ -40,7 +40,16 @@ type ProxyRecord struct {
 	TLS      bool   `json:"tls"`      // the client spoke TLS to the proxy (:8443)
 }
 
-// OriginRecord is one request an origin server saw (one line of origin.jsonl).
+// OriginEventEnd marks the end line of an origin request in origin.jsonl.
+const OriginEventEnd = "end"
+
+// OriginRecord is one request an origin server saw. origin.jsonl holds a
+// start line per request, written just before its head goes out (quic:
+// when answered), and for HTTP(S) an end line (Event "end") when the
+// handler is done, with the same ID and the End, Bytes, Complete and Err
+// fields set. ReadOriginLog joins the two into one record; a request still
+// running has a zero End, one whose client left before the head has only
+// the end line (Status 0).
 type OriginRecord struct {
 	Time   time.Time `json:"time"`
 	Proto  string    `json:"proto"`  // "http", "https" or "quic"
@@ -52,6 +61,48 @@ type OriginRecord struct {
 	Method string    `json:"method"` // quic: "LINE"
 	Path   string    `json:"path"`   // quic: the line the client sent
 	Status int       `json:"status"` // quic: 200 when answered
+	// ID joins a request's start and end lines (0 for quic).
+	ID    uint64 `json:"id,omitempty"`
+	Event string `json:"event,omitempty"` // "" for a start line, OriginEventEnd for an end line
+	// End is when the handler finished (zero until the end line).
+	End time.Time `json:"end,omitzero"`
+	// Bytes counts the body bytes the handler wrote (handed to the
+	// server; a client that left may not have had them all).
+	Bytes int64 `json:"bytes,omitempty"`
+	// Complete: the handler sent everything it meant to without a write
+	// error. False with Err set when the transfer ended early (the client
+	// or the proxy in front of it went away).
+	Complete bool   `json:"complete,omitempty"`
+	Err      string `json:"err,omitempty"`
+}
+
+// Ended reports whether the request's end line has been read.
+func (r OriginRecord) Ended() bool { return !r.End.IsZero() }
+
+// joinOrigin merges each end line into its request's start line, keeping
+// the order of the start lines; an end line without a start line (the
+// client left before the head) stays a record of its own.
+func joinOrigin(lines []OriginRecord) []OriginRecord {
+	out := make([]OriginRecord, 0, len(lines))
+	byID := make(map[uint64]int)
+	for _, l := range lines {
+		if l.Event != OriginEventEnd {
+			if l.ID != 0 {
+				byID[l.ID] = len(out)
+			}
+			out = append(out, l)
+			continue
+		}
+		i, ok := byID[l.ID]
+		if !ok || l.ID == 0 {
+			out = append(out, l)
+			continue
+		}
+		r := &out[i]
+		r.Event, r.End, r.Bytes, r.Complete, r.Err = l.Event, l.End, l.Bytes, l.Complete, l.Err
+		delete(byID, l.ID)
+	}
+	return out
 }
 
 // DNSRecord is one query a lab DNS server saw (one line of dns.jsonl).
@@ -109,8 +160,12 @@ func (w *jsonlWriter) close() error {
 // ReadProxyLog parses a proxy.jsonl file.
 func ReadProxyLog(path string) ([]ProxyRecord, error) { return readJSONL[ProxyRecord](path) }
 
-// ReadOriginLog parses an origin.jsonl file.
-func ReadOriginLog(path string) ([]OriginRecord, error) { return readJSONL[OriginRecord](path) }
+// ReadOriginLog parses an origin.jsonl file: one record per request, its
+// end line joined in (see OriginRecord).
+func ReadOriginLog(path string) ([]OriginRecord, error) {
+	lines, err := readJSONL[OriginRecord](path)
+	return joinOrigin(lines), err
+}
 
 // ReadDNSLog parses a dns.jsonl file.
 func ReadDNSLog(path string) ([]DNSRecord, error) { return readJSONL[DNSRecord](path) }

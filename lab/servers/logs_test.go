@@ -113,3 +113,33 @@ func TestCAKeptAcrossStarts(t *testing.T) {
 		t.Error("ca.pem without key accepted")
 	}
 }
+
+func TestJoinOrigin(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	end := t0.Add(time.Second)
+	lines := []OriginRecord{
+		{ID: 1, Path: "/a", Status: 200, Time: t0},
+		{ID: 2, Path: "/b", Status: 200, Time: t0},
+		{ID: 1, Path: "/a", Status: 200, Time: t0, Event: OriginEventEnd, End: end, Bytes: 5, Complete: true},
+		{ID: 3, Path: "/slow", Time: t0, Event: OriginEventEnd, End: end, Err: "client gone"}, // no start line
+		{Path: "quic line", Proto: "quic", Status: 200, Time: t0},                             // quic: no ID
+	}
+	got := joinOrigin(lines)
+	want := []OriginRecord{
+		{ID: 1, Path: "/a", Status: 200, Time: t0, Event: OriginEventEnd, End: end, Bytes: 5, Complete: true},
+		{ID: 2, Path: "/b", Status: 200, Time: t0},
+		{ID: 3, Path: "/slow", Time: t0, Event: OriginEventEnd, End: end, Err: "client gone"},
+		{Path: "quic line", Proto: "quic", Status: 200, Time: t0},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records %+v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("record %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if got[1].Ended() || !got[0].Ended() {
+		t.Errorf("Ended: %v %v", got[0].Ended(), got[1].Ended())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -136,4 +137,110 @@ func TestQUICProbe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOriginEnds checks the origin's end records: bytes written, whether
+// the transfer completed, and when it ended, for complete answers, a
+// download whose client resets mid-body, and /slow with a client that
+// leaves before the head.
+func TestOriginEnds(t *testing.T) {
+	tl := startTestLab(t)
+	site := lab.Sites[1]
+	find := func(t *testing.T, local string, path string) OriginRecord {
+		t.Helper()
+		var rec OriginRecord
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			recs, err := ReadOriginLog(tl.path(OriginLogFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if r.Remote == local && r.Path == path {
+					rec = r
+				}
+			}
+			if rec.Ended() || time.Now().After(deadline) {
+				return rec
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	t.Run("complete", func(t *testing.T) {
+		c := tl.conn(t, site.V4, 80)
+		br := bufio.NewReader(c)
+		for _, tc := range []struct {
+			path, want string
+			bytes      int64
+			minTook    time.Duration
+		}{
+			{"/bytes?n=100000", strings.Repeat("x", 100000), 100000, 0},
+			{"/slow?delay=300ms", "slow hello from news.example.com via http after 300ms\n", 54, 300 * time.Millisecond},
+			{"/slow?delay=10ms&n=7", "xxxxxxx", 7, 10 * time.Millisecond},
+		} {
+			resp, body := roundTrip(t, c, br, "GET "+tc.path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp.StatusCode != 200 || body != tc.want {
+				t.Fatalf("%s: %d %.60q", tc.path, resp.StatusCode, body)
+			}
+			r := find(t, c.LocalAddr().String(), tc.path)
+			if !r.Ended() || !r.Complete || r.Err != "" || r.Bytes != tc.bytes || r.Status != 200 || r.End.Sub(r.Time) < tc.minTook {
+				t.Errorf("%s: record %+v", tc.path, r)
+			}
+		}
+	})
+
+	t.Run("bad slow", func(t *testing.T) {
+		c := tl.conn(t, site.V4, 80)
+		for _, q := range []string{"delay=x", "delay=2m", "delay=-1s", "delay=1s&n=-1"} {
+			resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET /slow?"+q+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp.StatusCode != 400 {
+				t.Errorf("/slow?%s: status %d, want 400", q, resp.StatusCode)
+			}
+		}
+	})
+
+	t.Run("client resets mid-body", func(t *testing.T) {
+		c := tl.conn(t, site.V4, 80)
+		const path = "/bytes?n=10000000000"
+		if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		if r := find(t, c.LocalAddr().String(), path); r.Ended() {
+			t.Fatalf("record ended while the client reads: %+v", r)
+		}
+		c.(*net.TCPConn).SetLinger(0)
+		local := c.LocalAddr().String()
+		c.Close()
+		gone := time.Now()
+		r := find(t, local, path)
+		if !r.Ended() || r.Complete || r.Err == "" || r.Status != 200 || r.Bytes < 1<<20 || r.Bytes >= 10000000000 {
+			t.Fatalf("record %+v: want an early end after at least 1 MiB", r)
+		}
+		if d := r.End.Sub(gone); d > time.Second {
+			t.Errorf("end recorded %s after the reset, want within 1s", d)
+		}
+	})
+
+	t.Run("client leaves before the head", func(t *testing.T) {
+		c := tl.conn(t, site.V6, 80)
+		const path = "/slow?delay=20s"
+		if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		local := c.LocalAddr().String()
+		c.Close()
+		gone := time.Now()
+		r := find(t, local, path)
+		if !r.Ended() || r.Complete || !strings.Contains(r.Err, "client gone while waiting") || r.Status != 0 || r.Bytes != 0 {
+			t.Fatalf("record %+v: want an end without a head", r)
+		}
+		if d := r.End.Sub(gone); d > time.Second {
+			t.Errorf("end recorded %s after the client left, want within 1s", d)
+		}
+	})
 }
