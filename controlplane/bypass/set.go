@@ -227,3 +227,11 @@ func (s *Set) Learned() map[netip.Prefix]time.Time {
 	}
 	return out
 }
+
+// BypassTarget says where a flow naming the bypass name name, sent to dst,
+// goes direct (proxy.Policy).
+//
+// placeholder: replaced by the DNS-evidence implementation
+func (s *Set) BypassTarget(ctx context.Context, name string, dst netip.AddrPort) (netip.AddrPort, error) {
+	return dst, nil
+}
