@@ -349,19 +349,26 @@ func cloudURL(s *streamer, https bool) *url.URL {
 	return &url.URL{Scheme: scheme, Host: s.addr.String()}
 }
 
+// TestAbortHTTPDuringBody aborts a large download. With a pipelined
+// request behind it the client watch ends at that request's first byte,
+// so only the failed write to the client shows the abort.
 func TestAbortHTTPDuringBody(t *testing.T) {
-	for _, kind := range []string{"cloud", "bypass"} {
+	for _, kind := range []string{"cloud", "bypass", "cloud pipelined", "bypass pipelined"} {
 		t.Run(kind, func(t *testing.T) {
 			forBoth(t, func(t *testing.T, rst bool) {
 				up := startStreamer(t, "http-stream", nil)
 				o := pxOpts{cloud: cloudURL(up, false), dst: up.addr, poolMax: -1}
 				host := "news.example.com"
-				if kind == "bypass" {
+				if strings.HasPrefix(kind, "bypass") {
 					o.bypass, host = []string{"bank.example"}, "bank.example"
 				}
 				e := startProxy(t, o)
 				c := dialAbort(t, e.addr)
-				fmt.Fprintf(c, "GET /bytes?n=10000000000 HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+				req := fmt.Sprintf("GET /bytes?n=10000000000 HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+				if strings.HasSuffix(kind, "pipelined") {
+					req += req
+				}
+				io.WriteString(c, req)
 				u, _ := up.next(t)
 				c.readSome(t, 4<<20)
 				assertClosed(t, u, c.abort(rst))
@@ -496,4 +503,18 @@ func TestAbortTunnels(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestAbortHTTPUpload aborts in the middle of a request body.
+func TestAbortHTTPUpload(t *testing.T) {
+	forBoth(t, func(t *testing.T, rst bool) {
+		up := startStreamer(t, "http-hang", nil)
+		e := startProxy(t, pxOpts{cloud: cloudURL(up, false), dst: up.addr, poolMax: -1})
+		c := dialAbort(t, e.addr)
+		io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: news.example.com\r\nContent-Length: 1000000000\r\n\r\n")
+		u, _ := up.next(t)
+		c.Write(make([]byte, 64<<10))
+		time.Sleep(50 * time.Millisecond)
+		assertClosed(t, u, c.abort(rst))
+	})
 }

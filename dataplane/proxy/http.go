@@ -587,15 +587,13 @@ func (h *httpFlow) readResponse(req *http.Request, up *upstream) (*http.Response
 func (h *httpFlow) writeResponse(resp *http.Response, up *upstream) error {
 	bw := bufio.NewWriterSize(h.client, 4096)
 	if resp.Body != http.NoBody {
-		resp.Body = &flushingBody{ReadCloser: resp.Body, bw: bw, src: up.br}
+		resp.Body = &flushingBody{ReadCloser: resp.Body, bw: bw, src: up.br, closeFirst: up.conn}
 	}
 	err := resp.Write(bufWriter{bw})
 	if err == nil {
 		err = bw.Flush()
 	}
 	if err != nil || resp.Close {
-		// Close the upstream conn first: closing a body that was not read
-		// to its end drains the rest of it from the upstream.
 		h.dropUpstream(up)
 	}
 	resp.Body.Close()
@@ -627,11 +625,25 @@ func (h *httpFlow) upgrade(resp *http.Response, up *upstream) bool {
 // flushingBody flushes the writer a body is copied into before a read that
 // may block, so streamed bodies (server-sent events, long uploads) move at
 // once instead of waiting for a full buffer.
+//
+// A response body closed before its end closes closeFirst, the upstream
+// conn, first: a body from http.ReadResponse drains the whole rest of
+// itself from the conn on Close, and Response.Write closes the body when
+// a write to the client fails.
 type flushingBody struct {
 	io.ReadCloser
-	bw      *bufio.Writer
-	src     *bufio.Reader
-	readErr error // the body's read error other than EOF
+	bw         *bufio.Writer
+	src        *bufio.Reader
+	readErr    error    // the body's read error other than EOF
+	eof        bool     // the body was read to its end
+	closeFirst net.Conn // closed by Close before the body, unless eof
+}
+
+func (b *flushingBody) Close() error {
+	if !b.eof && b.closeFirst != nil {
+		b.closeFirst.Close()
+	}
+	return b.ReadCloser.Close()
 }
 
 func (b *flushingBody) Read(p []byte) (int, error) {
@@ -641,7 +653,9 @@ func (b *flushingBody) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
 		b.readErr = err
 	}
 	return n, err
