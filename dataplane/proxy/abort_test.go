@@ -168,6 +168,23 @@ func (s *streamer) serve(c net.Conn, u *upConn) {
 				io.Copy(io.Discard, req.Body)
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				continue
+			case "http-close-kept", "http-reset-kept":
+				// Answer as if keeping the conn, then close it (as a
+				// server's idle close does).
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if s.mode == "http-reset-kept" {
+					c.(*net.TCPConn).SetLinger(0)
+				}
+			case "http-drop-second":
+				// Answer the first request; read the second and close
+				// without an answer.
+				if u.sent.Add(1) == 1 {
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					continue
+				}
+				io.Copy(io.Discard, req.Body)
 			case "http-hang":
 				io.Copy(io.Discard, br)
 				u.markClosed()
@@ -190,17 +207,22 @@ type pxOpts struct {
 	rootCAs *x509.CertPool
 	dst     netip.AddrPort // every flow's original destination
 	bypass  []string
-	poolMax int // -1: no warm pool
+	poolMax int  // -1: no warm pool
+	strict  bool // no loopback exemption: loopback is refused as for real clients
 	cfg     func(*proxy.Config)
 }
 
 type pxEnv struct {
+	pol   *policy
 	proxy *proxy.Proxy
 	cloud *cloudproxy.Client
 	addr  string
 	mu    sync.Mutex
 	evs   []proxy.Event
 }
+
+// policy returns the proxy's policy, to set targets before the first flow.
+func (e *pxEnv) policy() *policy { return e.pol }
 
 func (e *pxEnv) Events() []proxy.Event {
 	e.mu.Lock()
@@ -218,10 +240,10 @@ func startProxy(t *testing.T, o pxOpts) *pxEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	e := &pxEnv{cloud: cc}
+	e := &pxEnv{cloud: cc, pol: &policy{names: o.bypass}}
 	cfg := proxy.Config{
 		Cloud:       cc,
-		Policy:      &policy{names: o.bypass},
+		Policy:      e.pol,
 		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return o.dst, nil },
 		OnEvent: func(ev proxy.Event) {
 			e.mu.Lock()
@@ -237,7 +259,9 @@ func startProxy(t *testing.T, o pxOpts) *pxEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy.AllowLoopback(e.proxy)
+	if !o.strict {
+		proxy.AllowLoopback(e.proxy)
+	}
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")

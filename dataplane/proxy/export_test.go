@@ -27,3 +27,6 @@ func SetLocalAddrs(p *Proxy, addrs ...string) {
 	p.local.addrs = nil
 	p.local.mu.Unlock()
 }
+
+// DestAllowed is p.destAllowed.
+func DestAllowed(p *Proxy, a netip.Addr) (bool, string) { return p.destAllowed(a) }

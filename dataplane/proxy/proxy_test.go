@@ -87,6 +87,9 @@ func startOrigin(tb testing.TB, network, addr string, cert *tls.Certificate) *or
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "origin: host=%s path=%s sni=%s xff=%s body=%q", r.Host, r.URL.Path, sni, r.Header.Get("X-Forwarded-For"), body)
 	})
+	mux.HandleFunc("/hdr", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "forwarded=%q x-real-ip=%q xff=%q auth=%q", r.Header.Get("Forwarded"), r.Header.Get("X-Real-Ip"), r.Header.Get("X-Forwarded-For"), r.Header.Get("Proxy-Authorization"))
+	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		for i := range 3 {
 			fmt.Fprintf(w, "part%d;", i)
@@ -438,7 +441,7 @@ func clientHello(t *testing.T, name string) []byte {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	go tls.Client(a, &tls.Config{ServerName: name}).Handshake()
+	go tls.Client(a, &tls.Config{ServerName: name, InsecureSkipVerify: name == ""}).Handshake()
 	buf := make([]byte, 16<<10)
 	b.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := b.Read(buf)
