@@ -210,6 +210,7 @@ type pxOpts struct {
 	poolMax int  // -1: no warm pool
 	strict  bool // no loopback exemption: loopback is refused as for real clients
 	cfg     func(*proxy.Config)
+	wrapLn  func(net.Listener) net.Listener
 }
 
 type pxEnv struct {
@@ -269,6 +270,9 @@ func startProxy(t *testing.T, o pxOpts) *pxEnv {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
+	if o.wrapLn != nil {
+		ln = o.wrapLn(ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

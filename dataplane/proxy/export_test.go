@@ -30,3 +30,6 @@ func SetLocalAddrs(p *Proxy, addrs ...string) {
 
 // DestAllowed is p.destAllowed.
 func DestAllowed(p *Proxy, a netip.Addr) (bool, string) { return p.destAllowed(a) }
+
+// ClientKey is clientKey.
+func ClientKey(a netip.Addr) netip.Addr { return clientKey(a) }
