@@ -187,3 +187,44 @@ func TestAcceptBackoff(t *testing.T) {
 		t.Errorf("%d log lines of the failure, want 1:\n%s", n, logs.String())
 	}
 }
+
+// TestHTTPDribble: a client that waits, then sends its request head a
+// byte at a time, is cut at the peek timeout counted from the accept.
+func TestHTTPDribble(t *testing.T) {
+	const peek = time.Second
+	up := startStreamer(t, "http-small", nil)
+	e := startProxy(t, pxOpts{cloud: cloudURL(up, false), dst: up.addr, poolMax: -1,
+		cfg: func(c *proxy.Config) { c.PeekTimeout = peek }})
+	c := dialAbort(t, e.addr)
+	start := time.Now()
+	head := "GET / HTTP/1.1\r\nHost: news.example.com\r\nX-Pad: " + strings.Repeat("a", 400) + "\r\n\r\n"
+	cut := make(chan time.Duration, 1)
+	go func() {
+		c.Read(make([]byte, 1))
+		cut <- time.Since(start)
+	}()
+	time.Sleep(peek * 8 / 10)
+	for i := 0; i < len(head); i++ {
+		if _, err := c.Write([]byte{head[i]}); err != nil {
+			break
+		}
+		select {
+		case d := <-cut:
+			t.Logf("cut after %v and %d bytes", d, i+1)
+			if d > peek+peek/2 {
+				t.Errorf("cut after %v, want about the peek timeout %v", d, peek)
+			}
+			if n := len(e.Events()); n != 1 || e.Events()[0].Kind != proxy.KindBadClient {
+				t.Errorf("events %+v", e.Events())
+			}
+			select {
+			case r := <-up.reqs:
+				t.Errorf("upstream got %q", r.head)
+			default:
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("the whole head went through")
+}
