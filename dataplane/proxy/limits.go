@@ -117,8 +117,8 @@ func (l *localAddrs) has(a netip.Addr) bool {
 // destAllowed reports whether the proxy may dial a on a client's behalf
 // (directly, or ask the cloud proxy for it by address), and why not: only
 // global unicast addresses (no loopback, unspecified, link-local,
-// multicast or the IPv4 broadcast address, also in IPv4-mapped form) that
-// are not the gateway's own.
+// multicast, the IPv4 broadcast address or 0.0.0.0/8, also in IPv4-mapped
+// form) that are not the gateway's own.
 func (p *Proxy) destAllowed(a netip.Addr) (bool, string) {
 	a = a.Unmap()
 	switch {
@@ -137,6 +137,8 @@ func (p *Proxy) destAllowed(a netip.Addr) (bool, string) {
 		return false, "multicast address"
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return false, "broadcast address"
+	case a.Is4() && a.As4()[0] == 0:
+		return false, "\"this network\" address (0.0.0.0/8)"
 	case !a.IsGlobalUnicast():
 		return false, "not a global unicast address"
 	case p.local.has(a):

@@ -279,7 +279,7 @@ func TestDestAllowed(t *testing.T) {
 		"8.8.8.8": true, "10.1.2.3": true, "2001:db8::2": true, "198.51.100.2": true,
 		"127.0.0.1": false, "127.1.2.3": false, "::1": false, "0.0.0.0": false, "::": false,
 		"169.254.1.1": false, "fe80::1": false, "224.0.0.1": false, "239.1.1.1": false, "ff02::1": false, "ff0e::1": false,
-		"255.255.255.255": false, "::ffff:127.0.0.1": false, "::ffff:169.254.0.1": false, "::ffff:255.255.255.255": false,
+		"255.255.255.255": false, "0.1.2.3": false, "::ffff:127.0.0.1": false, "::ffff:169.254.0.1": false, "::ffff:255.255.255.255": false,
 		"198.51.100.1": false, "2001:db8::1": false, "::ffff:198.51.100.1": false,
 	} {
 		if got, why := proxy.DestAllowed(e.proxy, netip.MustParseAddr(addr)); got != want {
