@@ -82,7 +82,8 @@ var errClientGone = errors.New("client went away")
 
 // handleHTTP serves one redirected plain-HTTP connection: a loop over
 // keep-alive requests, each sent to the cloud proxy or, for bypass names,
-// to the original destination.
+// to the policy's address of the name (a direct conn is kept for the next
+// request to the same address only).
 func (p *Proxy) handleHTTP(ctx context.Context, f *flow) {
 	dst, err := p.cfg.OriginalDst(f.client)
 	if err != nil {
@@ -177,7 +178,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		h.reply(ev.Status, "CONNECT is not served here\n")
 		return false
 	}
-	host, port, ok := splitHost(req.Host, h.dst.Port())
+	host, _, ok := splitHost(req.Host, h.dst.Port()) // the Host's port is checked, never used
 	if !ok {
 		ev.Kind, ev.Status, ev.Detail = KindBadClient, http.StatusBadRequest, fmt.Sprintf("missing or bad Host %q", req.Host)
 		p.event(h.f, ev)
@@ -226,7 +227,6 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		if p := h.dst.Port(); p != 80 {
 			authority = net.JoinHostPort(strings.Trim(authority, "[]"), strconv.Itoa(int(p)))
 		}
-		_ = port // the Host's port is checked by splitHost, never used
 		// WriteProxy puts req.Host in both the absolute URI and Host.
 		req.URL.Scheme, req.URL.Host, req.Host = "http", authority, authority
 		if a := p.Cloud().AuthHeader(); a != "" {

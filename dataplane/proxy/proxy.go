@@ -1,7 +1,17 @@
 // Package proxy is the transparent proxy behind the kernel redirect: it
 // takes LAN TCP 443 and 80 flows, reads the name the client wants (TLS SNI,
 // HTTP Host) and chains each flow to the cloud proxy, or, for names on the
-// bypass list, straight to the original destination.
+// bypass list, straight to an address of that name (Policy.BypassTarget:
+// the original destination only when it is one).
+//
+// What a client cannot make it do: dial (or ask the cloud proxy for, by
+// address) a destination that is not global unicast or is the gateway's
+// own (destAllowed); teach the kernel's bypass map anything; make the cloud
+// proxy fetch another port than the one the client dialed; pass its own
+// X-Forwarded-For, Forwarded or X-Real-IP to the cloud proxy; hold more
+// than MaxFlowsPerClient flows; keep an upstream transfer running after it
+// went away (the upstream conn is closed as soon as the client's close or
+// reset is seen, see exchange in http.go).
 package proxy
 
 import (
