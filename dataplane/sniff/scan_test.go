@@ -116,9 +116,12 @@ func BenchmarkDribble(b *testing.B) {
 	}
 }
 
-// FuzzHelloScanner checks the scanner's invariant: for every prefix of
-// the input, fed in the chunks the input's first byte picks, the scanner
-// is ready exactly when ParseClientHello does not say ErrIncomplete.
+// FuzzHelloScanner checks the scanner's invariant: fed byte by byte, it
+// becomes ready at the first prefix for which ParseClientHello does not
+// say ErrIncomplete (ParseClientHello's verdict does not go back to
+// ErrIncomplete on a longer prefix, so checking that prefix and the one
+// before suffices); fed in chunks of the size the input's first byte
+// picks, it becomes ready at the first chunk end at or past that prefix.
 func FuzzHelloScanner(f *testing.F) {
 	raw := realHello(f, &tls.Config{ServerName: "www.example.com"})
 	f.Add(raw)
@@ -128,27 +131,40 @@ func FuzzHelloScanner(f *testing.F) {
 	f.Add([]byte{22, 3, 1, 0, 1, 1, 22, 3, 1, 0, 3, 0, 0, 9})
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) > 2<<10 {
-			b = b[:2<<10] // every prefix is parsed: keep it small
-		}
-		step := 1
-		if len(b) > 0 {
-			step = 1 + int(b[0]%5)
+		incomplete := func(n int) bool {
+			_, err := ParseClientHello(b[:n])
+			return errors.Is(err, ErrIncomplete)
 		}
 		var s helloScanner
-		for i := 0; i <= len(b); i += step {
-			end := min(i, len(b))
-			ready := s.feed(b[:end])
-			_, err := ParseClientHello(b[:end])
-			if want := !errors.Is(err, ErrIncomplete); ready != want {
-				t.Fatalf("prefix of %d bytes: scanner ready %v, ParseClientHello %v", end, ready, err)
+		ready := -1 // the prefix the scanner became ready at
+		for i := 1; i <= len(b); i++ {
+			if s.feed(b[:i]) {
+				ready = i
+				break
 			}
-			if ready {
-				return
-			}
+		}
+		switch {
+		case ready < 0 && !incomplete(len(b)):
+			t.Fatalf("scanner not ready after all %d bytes, ParseClientHello decides", len(b))
+		case ready > 0 && (incomplete(ready) || !incomplete(ready-1)):
+			t.Fatalf("scanner ready at %d bytes; ParseClientHello incomplete there: %v, one byte before: %v", ready, incomplete(ready), incomplete(ready-1))
 		}
 		if s.examined > len(b) {
 			t.Fatalf("examined %d of %d bytes", s.examined, len(b))
+		}
+		step := 1
+		if len(b) > 0 {
+			step = 1 + int(b[0]%16)
+		}
+		var c helloScanner
+		for end := min(step, len(b)); end > 0; end = min(end+step, len(b)) {
+			got, want := c.feed(b[:end]), ready > 0 && end >= ready
+			if got != want {
+				t.Fatalf("fed in chunks of %d: ready %v at %d bytes, want %v", step, got, end, want)
+			}
+			if got || end == len(b) {
+				break
+			}
 		}
 	})
 }
