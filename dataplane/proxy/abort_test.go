@@ -546,3 +546,25 @@ func TestAbortHTTPUpload(t *testing.T) {
 		assertClosed(t, u, c.abort(rst))
 	})
 }
+
+// TestHTTPPipelinedKept: the client watch keeps the bytes it reads ahead,
+// so pipelined requests are all answered, in order.
+func TestHTTPPipelinedKept(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := dialHTTP(t, e)
+	var reqs string
+	for _, p := range []string{"/a", "/b", "/c"} {
+		reqs += "GET " + p + " HTTP/1.1\r\nHost: news.example.com\r\n\r\n"
+	}
+	io.WriteString(c, reqs)
+	for _, p := range []string{"/a", "/b", "/c"} {
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("response for %s: %v", p, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), "path="+p) {
+			t.Errorf("response for %s: %q", p, body)
+		}
+	}
+}
