@@ -111,8 +111,12 @@ func sendAlert(c net.Conn, desc byte) {
 // bypassTarget asks the policy where a flow naming the bypass name
 // ev.Name, sent to ev.Target, goes direct, and checks the answer may be
 // dialed. When not, it emits a KindBypassRefused event and reports false.
+// The policy's lookup (it may ask the cloud resolvers) is bounded by
+// DialTimeout.
 func (p *Proxy) bypassTarget(ctx context.Context, f *flow, ev Event) (netip.AddrPort, bool) {
-	target, err := p.cfg.Policy.BypassTarget(ctx, ev.Name, ev.Target)
+	lctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	target, err := p.cfg.Policy.BypassTarget(lctx, ev.Name, ev.Target)
+	cancel()
 	if err == nil {
 		if ok, why := p.destAllowed(target.Addr()); !ok {
 			err = fmt.Errorf("bypass address %s of %s is a %s", target, ev.Name, why)
