@@ -159,7 +159,7 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 		ok := eventually(3*time.Second, func() bool {
 			e.cliJSON(sock, &list, "events", "--name", "nosuch")
 			for _, ev := range list.Events {
-				if ev.Client == clientV4 && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_no_address" &&
+				if ev.Client == clientV4 && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_refused" &&
 					ev.Target == www.V4.String()+":443" {
 					return true
 				}

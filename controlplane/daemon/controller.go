@@ -486,9 +486,9 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 		reason = "blocked"
 	case proxy.KindAuthFailed:
 		reason = "auth_failed"
-	case proxy.KindNoAddress:
-		// A flow named a bypass name that has no address from DNS.
-		reason = "bypass_no_address"
+	case proxy.KindBypassRefused:
+		// A flow named a bypass name with no usable address from DNS.
+		reason = "bypass_refused"
 	default:
 		return
 	}

@@ -212,6 +212,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		DialTimeout:    cfg.CloudProxy.ConnectTimeout.D(),
 		MaxHeaderBytes: cfg.Proxy.MaxHeaderBytes,
 		Logger:         log,
+		// The kernel resets SYNs over the per-client count first; the
+		// proxy holds the same line and the overall one.
+		MaxFlows:          d.EffectiveMaxFlows(),
+		MaxFlowsPerClient: config.Value(cfg.Limits.FlowsPerClient),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set up proxy: %w", err)

@@ -137,6 +137,11 @@ func (d *Daemon) LimitRefusals() map[string]uint64 {
 			out[name] += n
 		}
 	}
+	if d.proxy != nil {
+		ps := d.proxy.Stats()
+		out["flows"] += ps.RefusedFlows
+		out["flows_per_client"] += ps.RefusedFlowsPerClient
+	}
 	if d.resolver != nil {
 		st := d.resolver.Stats()
 		out["dns_tcp_per_client"] += st.RefusedTCPClient

@@ -90,7 +90,7 @@ const (
 )
 
 // EventReasons are the event reasons counted from zero (model.Event.Reason).
-var EventReasons = []string{"blocked", "auth_failed", "dns_blocked", "bypass_no_address"}
+var EventReasons = []string{"blocked", "auth_failed", "dns_blocked", "bypass_refused"}
 
 // Metrics is the gateway's Prometheus registry and the metrics fed by
 // calls rather than read from the Source.
@@ -324,6 +324,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{proxy.KindAuthFailed, ps.AuthFailed},
 		{proxy.KindUpstreamError, ps.UpstreamErrors},
 		{proxy.KindBadClient, ps.BadClients},
+		{proxy.KindBypassRefused, ps.BypassRefused},
 	} {
 		counter(c.proxyRequests, float64(o.n), o.name)
 	}

@@ -393,3 +393,11 @@ func alive(conn net.Conn) bool {
 	})
 	return err == nil && live
 }
+
+// Alive reports, without blocking, whether an idle connection to the
+// proxy (from DialProxy, between requests) can still carry a request: the
+// proxy has neither closed nor reset it and, on plain TCP, has sent
+// nothing unasked. A request written on a connection Alive passed can
+// still cross the proxy's idle close; one on a connection it failed would
+// surely be lost.
+func Alive(conn net.Conn) bool { return alive(conn) }

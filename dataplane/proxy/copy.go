@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -168,9 +169,18 @@ func (ts *Tunnels) Close() {
 }
 
 func (ts *Tunnels) start(a, b net.Conn, done func(int64, int64)) *tunnel {
+	return ts.startTunnel(a, b, &tunnel{ts: ts, done: done})
+}
+
+// startKeyed is start with an end function that gets key too (the
+// client's key in the flow limits), so one function serves all flows.
+func (ts *Tunnels) startKeyed(a, b net.Conn, key netip.Addr, done func(netip.Addr, int64, int64)) *tunnel {
+	return ts.startTunnel(a, b, &tunnel{ts: ts, key: key, doneKeyed: done})
+}
+
+func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel) *tunnel {
 	a.SetDeadline(time.Time{})
 	b.SetDeadline(time.Time{})
-	t := &tunnel{ts: ts, done: done}
 	t.touch()
 	t.dirs[0] = direction{t: t, src: a, dst: b}
 	t.dirs[1] = direction{t: t, src: b, dst: a}
@@ -245,6 +255,8 @@ type tunnel struct {
 	ts         *Tunnels
 	prev, next *tunnel // in ts, guarded by ts.mu
 	done       func(aToB, bToA int64)
+	doneKeyed  func(key netip.Addr, aToB, bToA int64) // instead of done
+	key        netip.Addr
 	last       atomic.Int64 // unix nanoseconds of the last bytes moved
 	left       atomic.Int32 // directions still running
 	closed     atomic.Bool
@@ -331,6 +343,8 @@ func (d *direction) run() {
 		t.ts.remove(t)
 		if t.done != nil {
 			t.done(t.dirs[0].written, t.dirs[1].written)
+		} else if t.doneKeyed != nil {
+			t.doneKeyed(t.key, t.dirs[0].written, t.dirs[1].written)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,6 +28,10 @@ type idleConn struct {
 	idle    time.Duration
 	fixed   time.Time
 	written *atomic.Uint64
+	n       atomic.Int64 // bytes written through this conn
+	// stopRead makes Read fail at once: set it, then set a past read
+	// deadline, and a Read in flight or to come ends (see stopWatch).
+	stopRead atomic.Bool
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
@@ -35,6 +40,9 @@ func (c *idleConn) Read(b []byte) (int, error) {
 		d = time.Now().Add(c.idle)
 	}
 	c.Conn.SetReadDeadline(d)
+	if c.stopRead.Load() { // after the deadline: a stop cannot be missed
+		return 0, os.ErrDeadlineExceeded
+	}
 	return c.Conn.Read(b)
 }
 
@@ -42,14 +50,16 @@ func (c *idleConn) Write(b []byte) (int, error) {
 	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
 	n, err := c.Conn.Write(b)
 	c.written.Add(uint64(n))
+	c.n.Add(int64(n))
 	return n, err
 }
 
 // upstream is a kept-alive connection to the cloud proxy or an origin.
 type upstream struct {
-	conn *idleConn
-	br   *bufio.Reader
-	used bool // carried a request before
+	conn   *idleConn
+	br     *bufio.Reader
+	used   bool           // carried a request before
+	target netip.AddrPort // for a direct conn: where it goes
 }
 
 // httpFlow is the state of one client connection on the HTTP port.
@@ -62,13 +72,18 @@ type httpFlow struct {
 	br     *bufio.Reader     // over lr
 	cloud  *upstream
 	direct *upstream
-	// directTo is where direct goes: the bypass target of the request.
-	directTo netip.AddrPort
+	// gone is set once the client closed or reset its connection while a
+	// request was in flight; the upstream conn was closed then.
+	gone atomic.Bool
 }
+
+// errClientGone ends an exchange whose client went away.
+var errClientGone = errors.New("client went away")
 
 // handleHTTP serves one redirected plain-HTTP connection: a loop over
 // keep-alive requests, each sent to the cloud proxy or, for bypass names,
-// to the original destination.
+// to the policy's address of the name (a direct conn is kept for the next
+// request to the same address only).
 func (p *Proxy) handleHTTP(ctx context.Context, f *flow) {
 	dst, err := p.cfg.OriginalDst(f.client)
 	if err != nil {
@@ -89,8 +104,10 @@ func (p *Proxy) handleHTTP(ctx context.Context, f *flow) {
 // serveOne reads and answers one request; false means close the connection.
 func (h *httpFlow) serveOne(ctx context.Context, first bool) bool {
 	p := h.p
-	// Wait for the next request: PeekTimeout for the first, IdleTimeout
-	// between keep-alive requests. Then the whole head within PeekTimeout.
+	// Wait for the next request: the first one's head must be complete
+	// within PeekTimeout of the accept, whatever the pace of its bytes;
+	// between keep-alive requests the wait is IdleTimeout, then the head
+	// has PeekTimeout from its first byte.
 	h.client.fixed = time.Time{}
 	if first {
 		h.client.fixed = time.Now().Add(p.cfg.PeekTimeout)
@@ -101,7 +118,9 @@ func (h *httpFlow) serveOne(ctx context.Context, first bool) bool {
 		}
 		return false
 	}
-	h.client.fixed = time.Now().Add(p.cfg.PeekTimeout)
+	if !first {
+		h.client.fixed = time.Now().Add(p.cfg.PeekTimeout)
+	}
 	h.lr.N = int64(p.cfg.MaxHeaderBytes)
 	req, err := http.ReadRequest(h.br)
 	exhausted := h.lr.N == 0
@@ -143,6 +162,11 @@ func (h *httpFlow) reply(code int, body string) {
 // hopHeaders are hop-by-hop fields of the client's request that go no further.
 var hopHeaders = []string{"Proxy-Authorization", "Proxy-Connection", "Proxy-Authenticate"}
 
+// clientIdentityHeaders are the client's claims of who it is; on the way to
+// the cloud proxy they are dropped (X-Forwarded-For is replaced by the
+// client's real address).
+var clientIdentityHeaders = []string{"Forwarded", "X-Real-Ip", "X-Forwarded-For"}
+
 // forward sends req upstream and its response back; false means close.
 func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	p := h.p
@@ -154,7 +178,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		h.reply(ev.Status, "CONNECT is not served here\n")
 		return false
 	}
-	host, port, ok := splitHost(req.Host, h.dst.Port())
+	host, _, ok := splitHost(req.Host, h.dst.Port()) // the Host's port is checked, never used
 	if !ok {
 		ev.Kind, ev.Status, ev.Detail = KindBadClient, http.StatusBadRequest, fmt.Sprintf("missing or bad Host %q", req.Host)
 		p.event(h.f, ev)
@@ -171,45 +195,56 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	}
 
 	bypass := isName && p.cfg.Policy.BypassName(name)
+	var target netip.AddrPort // where a bypassed request goes
 	if bypass {
-		target, err := p.cfg.Policy.BypassTarget(ctx, name, h.dst)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false
+		t, ok := p.bypassTarget(ctx, h.f, ev)
+		if !ok {
+			if ctx.Err() == nil {
+				h.reply(http.StatusForbidden, "cloudsteer: no known address of this bypass name\n")
 			}
-			ev.Status = http.StatusBadGateway
-			p.noAddress(h.f, ev, err)
-			h.discardBody(req)
-			h.reply(http.StatusBadGateway, "cloudsteer: no address known for this bypass name\n")
 			return false
 		}
-		if h.direct != nil && h.directTo != target {
-			h.dropUpstream(h.direct)
-		}
-		h.directTo = target
+		target = t
 	} else {
+		// The cloud proxy fetches the port the client dialed, whatever
+		// the Host header says: a Host naming another port must not make
+		// it fetch that port with the tenant's credentials.
 		authority := host
-		if strings.Contains(host, ":") {
-			authority = "[" + host + "]"
-		}
 		if isName {
 			authority = name
+		} else if a, err := netip.ParseAddr(host); err == nil {
+			if ok, why := p.destAllowed(a); !ok {
+				ev.Kind, ev.Status, ev.Detail = KindBadClient, http.StatusForbidden, fmt.Sprintf("Host %s is a %s", host, why)
+				p.log.Info("refused request", "proto", "http", "client", h.f.ip, "dst", h.dst, "why", ev.Detail)
+				p.event(h.f, ev)
+				h.reply(ev.Status, "cloudsteer: this address is not served\n")
+				return false
+			}
+			if a.Is6() {
+				authority = "[" + host + "]"
+			}
 		}
-		if port != 80 {
-			authority = net.JoinHostPort(strings.Trim(authority, "[]"), strconv.Itoa(int(port)))
+		if p := h.dst.Port(); p != 80 {
+			authority = net.JoinHostPort(strings.Trim(authority, "[]"), strconv.Itoa(int(p)))
 		}
 		// WriteProxy puts req.Host in both the absolute URI and Host.
 		req.URL.Scheme, req.URL.Host, req.Host = "http", authority, authority
 		if a := p.Cloud().AuthHeader(); a != "" {
 			req.Header.Set("Proxy-Authorization", a)
 		}
+		for _, k := range clientIdentityHeaders {
+			req.Header.Del(k)
+		}
 		req.Header.Set("X-Forwarded-For", h.f.ip.String())
 	}
 
-	resp, up, errc, err := h.roundTrip(ctx, req, bypass)
+	resp, up, x, err := h.roundTrip(ctx, req, bypass, target)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errClientGone) {
 			return false
+		}
+		if bypass {
+			ev.Target = target
 		}
 		ev.Status = http.StatusBadGateway
 		p.refused(h.f, ev, err)
@@ -221,18 +256,21 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	} else {
 		p.proxied.Add(1)
 	}
-	// finish ends the exchange: wait for the request writer and say
-	// whether the client connection can carry another request.
+	// finish ends the exchange: wait for the request writer, stop
+	// watching the client and say whether the client connection can
+	// carry another request.
 	finish := func(keep bool) bool {
-		if keep {
-			if werr := <-errc; werr == nil {
+		if keep && x.wait() == nil {
+			x.stopWatch()
+			if !h.gone.Load() {
 				return true
 			}
 		}
 		closeWrite(h.f.client)
 		h.f.client.CloseRead() // a writer blocked on the client body gets EOF
 		h.dropUpstream(up)
-		<-errc
+		x.wait()
+		x.stopWatch()
 		return false
 	}
 
@@ -251,6 +289,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 			ev.Detail = (&cloudproxy.RefusedError{StatusCode: resp.StatusCode}).Error()
 			p.logEvent(withProto(ev, h.f))
 			p.event(h.f, ev)
+			h.dropUpstream(up) // before Close, which would drain the body
 			resp.Body.Close()
 			h.reply(http.StatusBadGateway, "cloudsteer: the cloud proxy rejected this gateway's credentials\n")
 			return finish(false)
@@ -258,8 +297,12 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		if werr := <-errc; werr != nil {
-			return false
+		if x.wait() != nil {
+			return finish(false)
+		}
+		x.stopWatch()
+		if h.gone.Load() {
+			return finish(false)
 		}
 		return h.upgrade(resp, up)
 	}
@@ -325,11 +368,16 @@ func (h *httpFlow) discardBody(req *http.Request) {
 	io.Copy(io.Discard, io.LimitReader(req.Body, 64<<10))
 }
 
-// getUpstream returns the kept-alive upstream conn, dialing it if needed.
-func (h *httpFlow) getUpstream(ctx context.Context, bypass bool) (*upstream, error) {
+// getUpstream returns the kept-alive upstream conn, dialing it if needed:
+// the cloud proxy, or for bypass the direct conn to target (a kept direct
+// conn to another target is closed first).
+func (h *httpFlow) getUpstream(ctx context.Context, bypass bool, target netip.AddrPort) (*upstream, error) {
 	slot := &h.cloud
 	if bypass {
 		slot = &h.direct
+		if *slot != nil && (*slot).target != target {
+			h.dropUpstream(*slot)
+		}
 	}
 	if *slot != nil {
 		return *slot, nil
@@ -339,7 +387,7 @@ func (h *httpFlow) getUpstream(ctx context.Context, bypass bool) (*upstream, err
 	var c net.Conn
 	var err error
 	if bypass {
-		c, err = h.p.dialer.DialContext(dctx, "tcp", h.directTo.String())
+		c, err = h.p.dialer.DialContext(dctx, "tcp", target.String())
 	} else {
 		c, err = h.p.Cloud().DialProxy(dctx)
 	}
@@ -348,7 +396,7 @@ func (h *httpFlow) getUpstream(ctx context.Context, bypass bool) (*upstream, err
 	}
 	h.f.add(c)
 	ic := &idleConn{Conn: c, idle: h.p.cfg.IdleTimeout, written: &h.p.bytesUp}
-	*slot = &upstream{conn: ic, br: bufio.NewReaderSize(ic, 4096)}
+	*slot = &upstream{conn: ic, br: bufio.NewReaderSize(ic, 4096), target: target}
 	return *slot, nil
 }
 
@@ -362,29 +410,58 @@ func (h *httpFlow) dropUpstream(up *upstream) {
 	}
 }
 
+// idempotent reports whether RFC 9110 section 9.2.2 calls method
+// idempotent, so that it may be sent again.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
 // roundTrip sends req on the kept-alive upstream conn and returns the
 // final (non-1xx, or 101) response; 1xx interim answers go straight to the
 // client. The request is written concurrently, so a server can answer (100
-// Continue, or early) before the body is sent: errc yields the writer's
-// result. A bodiless request that finds a reused conn closed is retried
-// once on a new conn.
-func (h *httpFlow) roundTrip(ctx context.Context, req *http.Request, bypass bool) (*http.Response, *upstream, <-chan error, error) {
+// Continue, or early) before the body is sent; once it is written the
+// client connection is watched (see exchange). A reused conn that is seen
+// closed before the request is written is replaced by a new one. A
+// request that failed is sent again on a new conn only when it is
+// idempotent, has no body and none of it was written: never a POST.
+func (h *httpFlow) roundTrip(ctx context.Context, req *http.Request, bypass bool, target netip.AddrPort) (*http.Response, *upstream, *exchange, error) {
 	for attempt := 0; ; attempt++ {
-		up, err := h.getUpstream(ctx, bypass)
+		up, err := h.getUpstream(ctx, bypass, target)
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		if up.used && !cloudproxy.Alive(up.conn.Conn) {
+			// Closed (or talking unasked) while kept: nothing was sent
+			// on it, so any request may go on a new conn.
+			h.dropUpstream(up)
+			if up, err = h.getUpstream(ctx, bypass, target); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		reused := up.used
 		up.used = true
-		errc := make(chan error, 1)
-		go func() { errc <- h.writeRequest(req, up, bypass) }()
+		before := up.conn.n.Load()
+		hasBody := req.Body != http.NoBody
+		x := h.startExchange(req, up, bypass)
 		resp, err := h.readResponse(req, up)
 		if err == nil {
-			return resp, up, errc, nil
+			return resp, up, x, nil
 		}
-		h.dropUpstream(up) // also ends the writer
-		werr := <-errc
-		if reused && attempt == 0 && req.Body == http.NoBody && ctx.Err() == nil {
+		h.dropUpstream(up) // also ends a writer blocked upstream
+		retry := reused && attempt == 0 && idempotent(req.Method) && !hasBody && ctx.Err() == nil
+		if hasBody {
+			h.f.client.CloseRead() // a writer blocked on the client body gets EOF
+		}
+		werr := x.wait()
+		x.stopWatch()
+		if h.gone.Load() {
+			return nil, nil, nil, errClientGone
+		}
+		if retry && up.conn.n.Load() == before {
 			continue
 		}
 		if werr != nil && !errors.Is(werr, net.ErrClosed) {
@@ -394,12 +471,92 @@ func (h *httpFlow) roundTrip(ctx context.Context, req *http.Request, bypass bool
 	}
 }
 
-func (h *httpFlow) writeRequest(req *http.Request, up *upstream, bypass bool) error {
+// exchange is the request writer of one round trip and, once the request
+// is written, the watcher of the client connection: like net/http's
+// server, it reads ahead from the client so that the client's close or
+// reset is seen at once, also while the upstream is silent (a slow origin,
+// a long poll), and then closes the upstream conn. A byte it reads (the
+// next pipelined request) stays in the flow's reader and ends the watch.
+type exchange struct {
+	h    *httpFlow
+	errc chan error
+	werr error
+	got  bool          // werr is set
+	done chan struct{} // closed when writer and watcher have ended
+}
+
+func (h *httpFlow) startExchange(req *http.Request, up *upstream, bypass bool) *exchange {
+	x := &exchange{h: h, errc: make(chan error, 1), done: make(chan struct{})}
 	bw := bufio.NewWriterSize(up.conn, 4096)
 	if req.Body != http.NoBody {
 		req.Body = &flushingBody{ReadCloser: req.Body, bw: bw, src: h.br}
 	}
-	var err error
+	go func() {
+		defer close(x.done)
+		clientFailed, err := h.writeRequest(req, bw, bypass)
+		x.errc <- err
+		switch {
+		case clientFailed:
+			// The client broke off its request body: the upstream can
+			// get no complete request.
+			h.clientGone(up)
+		case err == nil:
+			h.watch(up)
+		}
+	}()
+	return x
+}
+
+// wait returns the writer's result, waiting for it the first time.
+func (x *exchange) wait() error {
+	if !x.got {
+		x.werr, x.got = <-x.errc, true
+	}
+	return x.werr
+}
+
+// stopWatch ends the writer (if it still runs it gets a read error from
+// the client) and the watcher and waits for them.
+func (x *exchange) stopWatch() {
+	c := x.h.client
+	c.stopRead.Store(true)
+	c.Conn.SetReadDeadline(time.Unix(1, 0))
+	<-x.done
+	c.stopRead.Store(false)
+	x.wait()
+}
+
+// watch reads ahead from the client until it sees a byte, the client's
+// close or reset (then the upstream is closed) or stopWatch.
+func (h *httpFlow) watch(up *upstream) {
+	for {
+		if h.br.Buffered() > 0 {
+			return
+		}
+		_, err := h.br.Peek(1)
+		switch {
+		case err == nil, h.client.stopRead.Load():
+			return
+		case isTimeout(err):
+			continue // a long wait for the upstream is no reason to give up
+		}
+		h.clientGone(up)
+		return
+	}
+}
+
+// clientGone notes that the client went away and closes the upstream
+// conn, ending whatever waits on it or copies from it.
+func (h *httpFlow) clientGone(up *upstream) {
+	h.gone.Store(true)
+	up.conn.Close()
+}
+
+// writeRequest writes req upstream; clientFailed says reading the
+// client's request body failed (the client broke it off).
+// The caller wraps a request body in a flushingBody over bw first.
+func (h *httpFlow) writeRequest(req *http.Request, bw *bufio.Writer, bypass bool) (clientFailed bool, err error) {
+	body, _ := req.Body.(*flushingBody)
 	if bypass {
 		err = req.Write(bufWriter{bw})
 	} else {
@@ -408,7 +565,7 @@ func (h *httpFlow) writeRequest(req *http.Request, up *upstream, bypass bool) er
 	if err == nil {
 		err = bw.Flush()
 	}
-	return err
+	return body != nil && body.readErr != nil, err
 }
 
 func (h *httpFlow) readResponse(req *http.Request, up *upstream) (*http.Response, error) {
@@ -430,16 +587,16 @@ func (h *httpFlow) readResponse(req *http.Request, up *upstream) (*http.Response
 func (h *httpFlow) writeResponse(resp *http.Response, up *upstream) error {
 	bw := bufio.NewWriterSize(h.client, 4096)
 	if resp.Body != http.NoBody {
-		resp.Body = &flushingBody{ReadCloser: resp.Body, bw: bw, src: up.br}
+		resp.Body = &flushingBody{ReadCloser: resp.Body, bw: bw, src: up.br, closeFirst: up.conn}
 	}
 	err := resp.Write(bufWriter{bw})
 	if err == nil {
 		err = bw.Flush()
 	}
-	resp.Body.Close()
 	if err != nil || resp.Close {
 		h.dropUpstream(up)
 	}
+	resp.Body.Close()
 	return err
 }
 
@@ -468,10 +625,25 @@ func (h *httpFlow) upgrade(resp *http.Response, up *upstream) bool {
 // flushingBody flushes the writer a body is copied into before a read that
 // may block, so streamed bodies (server-sent events, long uploads) move at
 // once instead of waiting for a full buffer.
+//
+// A response body closed before its end closes closeFirst, the upstream
+// conn, first: a body from http.ReadResponse drains the whole rest of
+// itself from the conn on Close, and Response.Write closes the body when
+// a write to the client fails.
 type flushingBody struct {
 	io.ReadCloser
-	bw  *bufio.Writer
-	src *bufio.Reader
+	bw         *bufio.Writer
+	src        *bufio.Reader
+	readErr    error    // the body's read error other than EOF
+	eof        bool     // the body was read to its end
+	closeFirst net.Conn // closed by Close before the body, unless eof
+}
+
+func (b *flushingBody) Close() error {
+	if !b.eof && b.closeFirst != nil {
+		b.closeFirst.Close()
+	}
+	return b.ReadCloser.Close()
 }
 
 func (b *flushingBody) Read(p []byte) (int, error) {
@@ -480,7 +652,13 @@ func (b *flushingBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return b.ReadCloser.Read(p)
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.readErr = err
+	}
+	return n, err
 }
 
 // bufWriter is a bufio.Writer without ReadFrom: bufio.Writer.ReadFrom reads

@@ -1,8 +1,17 @@
 // Package proxy is the transparent proxy behind the kernel redirect: it
 // takes LAN TCP 443 and 80 flows, reads the name the client wants (TLS SNI,
 // HTTP Host) and chains each flow to the cloud proxy, or, for names on the
-// bypass list, direct to the target the Policy gives (the original
-// destination only when DNS gave that address for the name).
+// bypass list, straight to an address of that name (Policy.BypassTarget:
+// the original destination only when it is one).
+//
+// What a client cannot make it do: dial (or ask the cloud proxy for, by
+// address) a destination that is not global unicast or is the gateway's
+// own (destAllowed); teach the kernel's bypass map anything; make the cloud
+// proxy fetch another port than the one the client dialed; pass its own
+// X-Forwarded-For, Forwarded or X-Real-IP to the cloud proxy; hold more
+// than MaxFlowsPerClient flows; keep an upstream transfer running after it
+// went away (the upstream conn is closed as soon as the client's close or
+// reset is seen, see exchange in http.go).
 package proxy
 
 import (
@@ -29,17 +38,20 @@ const (
 
 // Event kinds.
 const (
-	KindBlocked       = "blocked"           // the cloud proxy refused by policy (403)
-	KindAuthFailed    = "auth_failed"       // the cloud proxy rejected our credentials (407)
-	KindUpstreamError = "upstream_error"    // the cloud proxy or origin could not be reached or refused otherwise
-	KindBadClient     = "bad_client"        // the client sent no usable ClientHello or request
-	KindNoAddress     = "bypass_no_address" // a bypass name without an address from cloudsteer's resolver: refused
+	KindBlocked       = "blocked"        // the cloud proxy refused by policy (403)
+	KindAuthFailed    = "auth_failed"    // the cloud proxy rejected our credentials (407)
+	KindUpstreamError = "upstream_error" // the cloud proxy or origin could not be reached or refused otherwise
+	KindBadClient     = "bad_client"     // the client sent no usable ClientHello or request, or asked for a destination never dialed (see destAllowed)
+	// KindBypassRefused is a flow that named a bypass name but could not go
+	// direct: no address is known for the name, or the address is one the
+	// proxy never dials for a client.
+	KindBypassRefused = "bypass_refused"
 )
 
-// Policy is the part of the bypass state the proxy consults.
+// Policy is the part of the bypass state the proxy consults. The proxy
+// never teaches the kernel anything: an SNI or a Host is client-asserted.
 type Policy interface {
-	// BypassName reports whether name (lowercase, no trailing dot) is on
-	// the bypass list.
+	// BypassName reports whether name (lowercase, no trailing dot) is on the bypass list.
 	BypassName(name string) bool
 	// BypassTarget says where a flow that names the bypass name name, sent by the
 	// client to dst, goes direct: dst itself when dst's address is one that
@@ -54,9 +66,9 @@ type Event struct {
 	Time     time.Time
 	Client   netip.Addr
 	Name     string         // SNI or Host name; empty when unknown
-	Target   netip.AddrPort // original destination
+	Target   netip.AddrPort // original destination (for KindBypassRefused: the address refused, if any)
 	Proto    string         // "http" or "tls"
-	Kind     string         // KindBlocked, KindAuthFailed, KindUpstreamError or KindBadClient
+	Kind     string         // KindBlocked, KindAuthFailed, KindUpstreamError, KindBadClient or KindBypassRefused
 	Status   int            // HTTP status from the cloud proxy, if any
 	Category string         // block category, if the proxy named one
 	Detail   string         // human-readable cause
@@ -84,6 +96,14 @@ type Config struct {
 	MaxHeaderBytes int
 	// Logger gets the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// MaxFlows caps the steered flows served at once (both listeners
+	// together); a flow over it is reset at once after accept. Zero means
+	// no limit (suggested for a small office: 8192).
+	MaxFlows int
+	// MaxFlowsPerClient caps the flows served at once for one client: an
+	// IPv4 address, or an IPv6 /64 (a client may rotate privacy
+	// addresses). Zero means no limit (suggested: 512).
+	MaxFlowsPerClient int
 	// KeepFreedMemory leaves returning freed memory to the Go runtime;
 	// by default the proxy returns it to the OS once a burst of flows has
 	// gone idle (see trim.go).
@@ -102,6 +122,12 @@ type Stats struct {
 	BadClients     uint64 // clients that sent garbage or nothing in time
 	BytesUp        uint64 // bytes from clients forwarded upstream (counted when a copy ends)
 	BytesDown      uint64 // bytes from upstream forwarded to clients (counted when a copy ends)
+	BypassRefused  uint64 // flows naming a bypass name that could not go direct
+	// RefusedFlows counts flows reset at accept because MaxFlows flows ran.
+	RefusedFlows uint64
+	// RefusedFlowsPerClient counts flows reset at accept because their
+	// client had MaxFlowsPerClient flows running.
+	RefusedFlowsPerClient uint64
 }
 
 // Proxy is the transparent HTTP and TLS proxy.
@@ -114,6 +140,12 @@ type Proxy struct {
 	accepted, proxied, bypassed              atomic.Uint64
 	blocked, authFailed, upstreamErr, badCli atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
+	bypassRefused                            atomic.Uint64
+
+	limits flowLimits
+	local  localAddrs // the gateway's own addresses, never dialed for a client
+	// allowLoopback lets tests dial loopback origins (export_test.go).
+	allowLoopback bool
 
 	cloud atomic.Pointer[cloudproxy.Client] // swapped by SetCloud
 
@@ -133,6 +165,8 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("proxy config: original destination lookup is missing")
 	case cfg.PeekTimeout < 0 || cfg.IdleTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHeaderBytes < 0:
 		return nil, errors.New("proxy config: timeouts and sizes must not be negative")
+	case cfg.MaxFlows < 0 || cfg.MaxFlowsPerClient < 0:
+		return nil, errors.New("proxy config: flow limits must not be negative")
 	}
 	if cfg.PeekTimeout == 0 {
 		cfg.PeekTimeout = DefaultPeekTimeout
@@ -154,6 +188,7 @@ func New(cfg Config) (*Proxy, error) {
 		log = slog.Default()
 	}
 	p := &Proxy{cfg: cfg, log: log.With("component", "proxy")}
+	p.limits.max, p.limits.perClient = cfg.MaxFlows, cfg.MaxFlowsPerClient
 	p.cloud.Store(cfg.Cloud)
 	p.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.dialer.SetMultipathTCP(false)
@@ -184,6 +219,10 @@ func (p *Proxy) Stats() Stats {
 		BadClients:     p.badCli.Load(),
 		BytesUp:        p.bytesUp.Load(),
 		BytesDown:      p.bytesDown.Load(),
+		BypassRefused:  p.bypassRefused.Load(),
+
+		RefusedFlows:          p.limits.refused.Load(),
+		RefusedFlowsPerClient: p.limits.refusedPerClient.Load(),
 	}
 }
 
@@ -207,10 +246,11 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 	ts := NewTunnels(TunnelConfig{IdleTimeout: p.cfg.IdleTimeout, TrimMemory: !p.cfg.KeepFreedMemory, Logger: p.log})
 	defer ts.Close()
 	// One end function for all of this listener's tunnels: nothing per flow.
-	tunnelDone := func(up, down int64) {
+	tunnelDone := func(client netip.Addr, up, down int64) {
 		p.bytesUp.Add(uint64(up))
 		p.bytesDown.Add(uint64(down))
 		p.active.Add(-1)
+		p.limits.release(client)
 		wg.Done()
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -227,9 +267,13 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("accept %s flows: %w", proto, err)
 			}
-			// Out of file descriptors and the like: wait and retry.
+			// Out of file descriptors and the like: wait and retry, 5 ms
+			// doubling to 1 s, as net/http's Server does. One log line
+			// per episode, not per retry.
+			if backoff == 0 {
+				p.log.Warn("accept failed, backing off", "proto", proto, "err", err)
+			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			p.log.Warn("accept failed", "proto", proto, "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -237,7 +281,10 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 			}
 			continue
 		}
-		backoff = 0
+		if backoff != 0 {
+			p.log.Info("accept works again", "proto", proto, "last_backoff", backoff)
+			backoff = 0
+		}
 		tc, ok := c.(*net.TCPConn)
 		if !ok {
 			c.Close()
@@ -245,15 +292,28 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 			continue
 		}
 		p.accepted.Add(1)
+		var client netip.Addr
+		if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+			client = a.AddrPort().Addr().Unmap()
+		}
+		key := clientKey(client)
+		if !p.limits.take(key) {
+			// Over a limit: reset at once, no goroutine, no state.
+			tc.SetLinger(0)
+			tc.Close()
+			continue
+		}
 		p.active.Add(1)
 		wg.Add(1)
 		go func() {
 			f := newFlow(ctx, tc, proto, ts, tunnelDone)
+			f.key = key
 			handle(f.ctx, f)
 			f.closeConns()
 			f.cancel()
 			if !f.detached {
 				p.active.Add(-1)
+				p.limits.release(key)
 				wg.Done()
 			}
 		}()
@@ -272,8 +332,9 @@ type flow struct {
 	proto  string
 
 	tunnels    *Tunnels
-	tunnelDone func(up, down int64) // ends a detached flow
+	tunnelDone func(key netip.Addr, up, down int64) // ends a detached flow
 	detached   bool
+	key        netip.Addr // the client's key in the flow limits
 
 	mu     sync.Mutex
 	conns  []net.Conn
@@ -281,7 +342,7 @@ type flow struct {
 	tun    *tunnel // a tunnel run by pipe
 }
 
-func newFlow(ctx context.Context, c *net.TCPConn, proto string, ts *Tunnels, done func(int64, int64)) *flow {
+func newFlow(ctx context.Context, c *net.TCPConn, proto string, ts *Tunnels, done func(netip.Addr, int64, int64)) *flow {
 	f := &flow{client: c, proto: proto, conns: make([]net.Conn, 1, 2), tunnels: ts, tunnelDone: done}
 	f.conns[0] = c
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -331,6 +392,8 @@ func (p *Proxy) event(f *flow, ev Event) {
 		p.upstreamErr.Add(1)
 	case KindBadClient:
 		p.badCli.Add(1)
+	case KindBypassRefused:
+		p.bypassRefused.Add(1)
 	}
 	if p.cfg.OnEvent != nil {
 		p.cfg.OnEvent(ev)
@@ -353,14 +416,6 @@ func (p *Proxy) refused(f *flow, ev Event, err error) Event {
 	p.logEvent(ev)
 	p.event(f, ev)
 	return ev
-}
-
-// noAddress refuses a flow that names a bypass name for which cloudsteer's
-// resolver has no address: it logs and reports client, name and address.
-func (p *Proxy) noAddress(f *flow, ev Event, err error) {
-	ev.Kind, ev.Detail = KindNoAddress, err.Error()
-	p.log.Debug("refused a bypass name without an address from DNS", "proto", f.proto, "client", f.ip, "name", ev.Name, "dst", ev.Target, "err", err)
-	p.event(f, ev)
 }
 
 func (p *Proxy) logEvent(ev Event) {
@@ -424,7 +479,7 @@ func (p *Proxy) detach(f *flow, client *net.TCPConn, up net.Conn) {
 	if closed {
 		return
 	}
-	f.detached = f.tunnels.Start(client, up, f.tunnelDone)
+	f.detached = f.tunnels.startKeyed(client, up, f.key, f.tunnelDone) != nil
 }
 
 func closeWrite(c net.Conn) {

@@ -27,24 +27,35 @@ const entitlement = "3315471d-b831-48ed-a621-17042a74a8e3"
 
 var goodAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte("tenant:"+entitlement))
 
-// policy is a Policy with a fixed bypass list that records what it learns.
+// policy is a Policy with a fixed bypass list. BypassTarget answers from
+// targets (name to address; a name mapped to the zero value has no
+// address) and else with the destination itself, and records the calls.
 type policy struct {
 	names   []string
+	targets map[string]netip.AddrPort
 	mu      sync.Mutex
-	learned []netip.Addr
+	asked   []string // "name dst"
 }
 
 func (p *policy) BypassName(name string) bool { return slices.Contains(p.names, name) }
-func (p *policy) BypassTarget(_ context.Context, _ string, dst netip.AddrPort) (netip.AddrPort, error) {
+
+func (p *policy) BypassTarget(_ context.Context, name string, dst netip.AddrPort) (netip.AddrPort, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.learned = append(p.learned, dst.Addr())
+	p.asked = append(p.asked, name+" "+dst.String())
+	p.mu.Unlock()
+	if t, ok := p.targets[name]; ok {
+		if !t.IsValid() {
+			return netip.AddrPort{}, fmt.Errorf("no address known for %s", name)
+		}
+		return t, nil
+	}
 	return dst, nil
 }
-func (p *policy) Learned() []netip.Addr {
+
+func (p *policy) Asked() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return slices.Clone(p.learned)
+	return slices.Clone(p.asked)
 }
 
 // origin is a loopback web server (TLS or plain) that counts connections.
@@ -75,6 +86,9 @@ func startOrigin(tb testing.TB, network, addr string, cert *tls.Certificate) *or
 		}
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "origin: host=%s path=%s sni=%s xff=%s body=%q", r.Host, r.URL.Path, sni, r.Header.Get("X-Forwarded-For"), body)
+	})
+	mux.HandleFunc("/hdr", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "forwarded=%q x-real-ip=%q xff=%q auth=%q", r.Header.Get("Forwarded"), r.Header.Get("X-Real-Ip"), r.Header.Get("X-Forwarded-For"), r.Header.Get("Proxy-Authorization"))
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		for i := range 3 {
@@ -209,6 +223,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxy.AllowLoopback(e.proxy)
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -281,8 +296,8 @@ func TestTLSThroughCloud(t *testing.T) {
 			if len(recs) != 1 || recs[0].Method != "CONNECT" || recs[0].Target != want || recs[0].Auth != goodAuth || recs[0].XFF != "127.0.0.1" {
 				t.Errorf("cloud proxy saw %+v, want one CONNECT %s with auth and XFF", recs, want)
 			}
-			if l := e.policy.Learned(); len(l) != 0 {
-				t.Errorf("learned %v", l)
+			if l := e.policy.Asked(); len(l) != 0 {
+				t.Errorf("bypass targets asked for %v", l)
 			}
 			e.waitActive(t, 0)
 			st := e.proxy.Stats()
@@ -305,8 +320,8 @@ func TestTLSBypass(t *testing.T) {
 	if recs := e.cloud.Records(); len(recs) != 0 {
 		t.Errorf("cloud proxy saw %+v", recs)
 	}
-	if l := e.policy.Learned(); !slices.Equal(l, []netip.Addr{e.origin.addr.Addr()}) {
-		t.Errorf("learned %v, want %v", l, e.origin.addr.Addr())
+	if l, want := e.policy.Asked(), []string{"bank.example " + e.origin.addr.String()}; !slices.Equal(l, want) {
+		t.Errorf("bypass targets asked %v, want %v", l, want)
 	}
 	if st := e.proxy.Stats(); st.Bypassed != 1 || st.Proxied != 0 {
 		t.Errorf("stats %+v", st)
@@ -426,7 +441,7 @@ func clientHello(t *testing.T, name string) []byte {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	go tls.Client(a, &tls.Config{ServerName: name}).Handshake()
+	go tls.Client(a, &tls.Config{ServerName: name, InsecureSkipVerify: name == ""}).Handshake()
 	buf := make([]byte, 16<<10)
 	b.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := b.Read(buf)
@@ -532,8 +547,8 @@ func TestHTTPBypass(t *testing.T) {
 	if n := e.origin.Conns(); n != 1 {
 		t.Errorf("origin saw %d connections, want 1 reused", n)
 	}
-	if l := e.policy.Learned(); len(l) == 0 || l[0] != e.origin.addr.Addr() {
-		t.Errorf("learned %v", l)
+	if l := e.policy.Asked(); len(l) != 2 || l[0] != "bank.example "+e.origin.addr.String() {
+		t.Errorf("bypass targets asked %v, want one per request", l)
 	}
 }
 
@@ -730,6 +745,7 @@ func BenchmarkTLSBypassThroughput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	proxy.AllowLoopback(px)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -40,17 +41,17 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 
 	var up net.Conn
 	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
-		target, err := p.cfg.Policy.BypassTarget(ctx, ev.Name, dst)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			p.noAddress(f, ev, err)
+		target, ok := p.bypassTarget(ctx, f, ev)
+		if !ok {
 			sendAlert(f.client, alertAccessDenied)
 			return
 		}
 		up, err = p.dialer.DialContext(ctx, "tcp", target.String())
 		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			ev.Target = target
 			p.refused(f, ev, err)
 			sendAlert(f.client, alertInternalError)
 			return
@@ -58,10 +59,17 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 		p.bypassed.Add(1)
 	} else {
 		// Without a usable SNI the cloud proxy gets the address the
-		// client dialed ("[v6]:443" for IPv6).
+		// client dialed ("[v6]:443" for IPv6), if it is one that may be
+		// dialed at all.
 		target := dst.String()
 		if ev.Name != "" {
 			target = net.JoinHostPort(ev.Name, strconv.Itoa(int(dst.Port())))
+		} else if ok, why := p.destAllowed(dst.Addr()); !ok {
+			ev.Kind, ev.Detail = KindBadClient, "no server name, and the destination is a "+why
+			p.log.Info("refused flow", "proto", "tls", "client", f.ip, "dst", dst, "why", ev.Detail)
+			p.event(f, ev)
+			sendAlert(f.client, alertAccessDenied)
+			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 		up, err = p.Cloud().Connect(cctx, target, f.ip)
@@ -98,4 +106,33 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 func sendAlert(c net.Conn, desc byte) {
 	c.SetWriteDeadline(time.Now().Add(time.Second))
 	c.Write([]byte{21, 3, 3, 0, 2, 2, desc})
+}
+
+// bypassTarget asks the policy where a flow naming the bypass name
+// ev.Name, sent to ev.Target, goes direct, and checks the answer may be
+// dialed. When not, it emits a KindBypassRefused event and reports false.
+// The policy's lookup (it may ask the cloud resolvers) is bounded by
+// DialTimeout.
+func (p *Proxy) bypassTarget(ctx context.Context, f *flow, ev Event) (netip.AddrPort, bool) {
+	lctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	target, err := p.cfg.Policy.BypassTarget(lctx, ev.Name, ev.Target)
+	cancel()
+	if err == nil {
+		if ok, why := p.destAllowed(target.Addr()); !ok {
+			err = fmt.Errorf("bypass address %s of %s is a %s", target, ev.Name, why)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return netip.AddrPort{}, false
+		}
+		ev.Kind, ev.Detail = KindBypassRefused, err.Error()
+		if target.IsValid() {
+			ev.Target = target
+		}
+		p.log.Warn("refused bypass flow", "proto", f.proto, "client", f.ip, "name", ev.Name, "dst", ev.Target, "err", err)
+		p.event(f, ev)
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(target.Addr().Unmap(), target.Port()), true
 }

@@ -346,6 +346,9 @@ func NormalizeHostname(s string) (string, bool) {
 	return b.String(), true
 }
 
+// parseHello is ParseClientHello; tests count its calls.
+var parseHello = ParseClientHello
+
 // Peek reads from conn until the bytes read hold a whole ClientHello, at
 // most max bytes (MaxHelloBytes when max <= 0) and for at most timeout (no
 // limit when <= 0) or until ctx ends. raw holds every byte read, also on
@@ -367,6 +370,7 @@ func Peek(ctx context.Context, conn net.Conn, max int, timeout time.Duration) (h
 	}()
 
 	buf := make([]byte, 0, min(2048, max))
+	var scan helloScanner
 	for {
 		if len(buf) == cap(buf) {
 			grown := make([]byte, len(buf), min(2*cap(buf), max))
@@ -375,16 +379,21 @@ func Peek(ctx context.Context, conn net.Conn, max int, timeout time.Duration) (h
 		}
 		n, rerr := conn.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if n > 0 {
-			h, perr := ParseClientHello(buf)
+		// Parse once the framing says the hello is complete (or broken),
+		// not on every read: a dribbling client costs linear work.
+		if n > 0 && scan.feed(buf) {
+			h, perr := parseHello(buf)
 			switch {
 			case perr == nil:
 				return h, buf, nil
 			case !errors.Is(perr, ErrIncomplete):
 				return nil, buf, perr
-			case len(buf) >= max:
-				return nil, buf, ErrTooLarge
 			}
+			// Cannot happen (FuzzHelloScanner): the scanner said complete.
+			return nil, buf, fmt.Errorf("%w: framing and parse disagree", ErrMalformed)
+		}
+		if n > 0 && len(buf) >= max {
+			return nil, buf, ErrTooLarge
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
