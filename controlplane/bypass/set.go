@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cloudsteer/cloudsteer/internal/destaddr"
 )
 
 // Map is the kernel's bypass map (dataplane/steer implements it).
@@ -117,7 +118,7 @@ func NewSet(m Map, domains []string, prefixes []netip.Prefix, now func() time.Ti
 		system: NewMatcher(SystemDomains),
 		static: map[netip.Prefix]bool{}, learned: map[netip.Addr]*learned{}, byName: map[string]map[netip.Addr]bool{},
 	}
-	own := newOwnAddrs(ownAddrsTTL, now)
+	own := (&destaddr.Local{TTL: ownAddrsTTL, Now: now}).Has
 	s.SetOwnAddrs(own)
 	s.SetDomains(domains)
 	if err := s.SetPrefixes(prefixes); err != nil {
@@ -220,10 +221,7 @@ func (s *Set) BypassName(name string) bool {
 // global unicast, not an IPv4-mapped IPv6 form, not in 0.0.0.0/8, and not
 // one of the gateway's own addresses.
 func (s *Set) Usable(a netip.Addr) bool {
-	if !a.IsValid() || a.Is4In6() || a.Zone() != "" || !a.IsGlobalUnicast() {
-		return false
-	}
-	if a.Is4() && a.As4()[0] == 0 {
+	if destaddr.Refusal(a) != "" {
 		return false
 	}
 	if own := s.own.Load(); own != nil && (*own)(a) {
@@ -496,35 +494,5 @@ func (s *Set) Stats() Stats {
 		Evicted:             s.evicted.Load(),
 		Lookups:             s.lookups.Load(),
 		LookupErrors:        s.lookupErrs.Load(),
-	}
-}
-
-// newOwnAddrs returns a test of the addresses of this network namespace's
-// interfaces, read again when the last reading is older than ttl.
-func newOwnAddrs(ttl time.Duration, now func() time.Time) func(netip.Addr) bool {
-	var (
-		mu    sync.Mutex
-		read  time.Time
-		addrs map[netip.Addr]bool
-	)
-	return func(a netip.Addr) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if t := now(); addrs == nil || t.Sub(read) >= ttl || t.Before(read) {
-			read = t
-			addrs = map[netip.Addr]bool{}
-			ifAddrs, err := net.InterfaceAddrs()
-			if err != nil {
-				slog.Default().Debug("read interface addresses", "component", "bypass", "err", err)
-			}
-			for _, ia := range ifAddrs {
-				if n, ok := ia.(*net.IPNet); ok {
-					if x, ok := netip.AddrFromSlice(n.IP); ok {
-						addrs[x.Unmap()] = true
-					}
-				}
-			}
-		}
-		return addrs[a.Unmap()]
 	}
 }

@@ -297,14 +297,3 @@ func TestEvidenceExpires(t *testing.T) {
 		t.Fatalf("stats %+v after expiry", st)
 	}
 }
-
-func TestOwnAddrsFromInterfaces(t *testing.T) {
-	now := time.Now()
-	own := newOwnAddrs(time.Hour, func() time.Time { return now })
-	if !own(netip.MustParseAddr("127.0.0.1")) {
-		t.Fatal("loopback interface address not seen as own")
-	}
-	if own(netip.MustParseAddr("203.0.113.99")) {
-		t.Fatal("a foreign address seen as own")
-	}
-}

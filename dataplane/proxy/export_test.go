@@ -15,7 +15,7 @@ func AllowLoopback(p *Proxy) { p.allowLoopback = true }
 
 // SetLocalAddrs makes p take addrs as the gateway's own addresses.
 func SetLocalAddrs(p *Proxy, addrs ...string) {
-	p.local.list = func() ([]net.Addr, error) {
+	p.local.List = func() ([]net.Addr, error) {
 		var out []net.Addr
 		for _, a := range addrs {
 			ip := netip.MustParseAddr(a)
@@ -23,9 +23,7 @@ func SetLocalAddrs(p *Proxy, addrs ...string) {
 		}
 		return out, nil
 	}
-	p.local.mu.Lock()
-	p.local.addrs = nil
-	p.local.mu.Unlock()
+	p.local.Reset()
 }
 
 // DestAllowed is p.destAllowed.

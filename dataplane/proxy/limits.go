@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/cloudsteer/cloudsteer/internal/destaddr"
 )
 
 // flowLimits counts the flows served now, overall and per client, and
@@ -76,44 +76,6 @@ func (l *flowLimits) release(key netip.Addr) {
 	}
 }
 
-// localAddrsRefresh is how long the list of the gateway's own addresses
-// is trusted before it is read again.
-const localAddrsRefresh = 3 * time.Second
-
-// localAddrs caches the addresses of the gateway's interfaces.
-type localAddrs struct {
-	mu    sync.Mutex
-	at    time.Time
-	addrs map[netip.Addr]bool
-	// list replaces net.InterfaceAddrs in tests.
-	list func() ([]net.Addr, error)
-}
-
-// has reports whether a is one of the gateway's own addresses.
-func (l *localAddrs) has(a netip.Addr) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now := time.Now(); l.addrs == nil || now.Sub(l.at) >= localAddrsRefresh {
-		list := l.list
-		if list == nil {
-			list = net.InterfaceAddrs
-		}
-		if ifas, err := list(); err == nil || l.addrs == nil {
-			m := make(map[netip.Addr]bool, len(ifas))
-			for _, ia := range ifas {
-				if pn, ok := ia.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(pn.IP); ok {
-						m[ip.Unmap()] = true
-					}
-				}
-			}
-			l.addrs = m
-		}
-		l.at = now
-	}
-	return l.addrs[a.Unmap()]
-}
-
 // destAllowed reports whether the proxy may dial a on a client's behalf
 // (directly, or ask the cloud proxy for it by address), and why not: only
 // global unicast addresses (no loopback, unspecified, link-local,
@@ -121,27 +83,13 @@ func (l *localAddrs) has(a netip.Addr) bool {
 // form) that are not the gateway's own.
 func (p *Proxy) destAllowed(a netip.Addr) (bool, string) {
 	a = a.Unmap()
-	switch {
-	case !a.IsValid():
-		return false, "no address"
-	case a.IsLoopback():
-		if p.allowLoopback {
-			return true, ""
-		}
-		return false, "loopback address"
-	case a.IsUnspecified():
-		return false, "unspecified address"
-	case a.IsLinkLocalUnicast():
-		return false, "link-local address"
-	case a.IsMulticast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast():
-		return false, "multicast address"
-	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return false, "broadcast address"
-	case a.Is4() && a.As4()[0] == 0:
-		return false, "\"this network\" address (0.0.0.0/8)"
-	case !a.IsGlobalUnicast():
-		return false, "not a global unicast address"
-	case p.local.has(a):
+	if a.IsLoopback() && p.allowLoopback {
+		return true, ""
+	}
+	if why := destaddr.Refusal(a); why != "" {
+		return false, why
+	}
+	if p.local.Has(a) {
 		return false, "one of the gateway's own addresses"
 	}
 	return true, ""

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/internal/destaddr"
 )
 
 // Defaults for the zero values of Config.
@@ -143,7 +144,7 @@ type Proxy struct {
 	bypassRefused                            atomic.Uint64
 
 	limits flowLimits
-	local  localAddrs // the gateway's own addresses, never dialed for a client
+	local  destaddr.Local // the gateway's own addresses, never dialed for a client
 	// allowLoopback lets tests dial loopback origins (export_test.go).
 	allowLoopback bool
 
