@@ -92,6 +92,15 @@ func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
 		if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
 			t.Fatalf("the proxy accepted the second flow (%v in all), want it routed in the kernel", n-accepted)
 		}
+		// The routed flow skipped conntrack and the IP stack, unless the
+		// office router's ruleset needs them (NAT): then both are off.
+		want := 1.0
+		if nat {
+			want = 0
+		}
+		if u, f := e.metric(t, "cloudsteer_untracking_unsteered"), e.metric(t, "cloudsteer_fast_path"); u != want || f != want {
+			t.Fatalf("untracking_unsteered %v, fast_path %v; want %v for NAT=%v", u, f, want, nat)
+		}
 		if squidSaw(t, start, "CONNECT", "bank.example:443") {
 			t.Fatal("Squid saw a bypass flow")
 		}
