@@ -159,7 +159,7 @@ func (e *env) squidPathOf(t *testing.T, name, tag string) string {
 		return "squid"
 	}
 	switch remote {
-	case clientV4, "10.20.0.1":
+	case clientV4, lab.GWWANV4.Addr().String(): // routed (or masqueraded), or spliced by the gateway
 		return "direct"
 	}
 	return "origin saw " + remote
@@ -168,9 +168,15 @@ func (e *env) squidPathOf(t *testing.T, name, tag string) string {
 // TestConfigSource: the config file means what it says. Bypass entries and
 // the entitlement code from the file follow it across restarts and on
 // SIGHUP; run-time changes meet them by the documented rule; Squid is the
-// cloud proxy throughout.
+// cloud proxy throughout. It runs with the gateway routing the LAN's
+// addresses and with it masquerading them (NAT, where a bypassed flow
+// reaches the origin from the gateway's WAN address).
 func TestConfigSource(t *testing.T) {
-	e := newEnv(t, true)
+	eachNAT(t, testConfigSource)
+}
+
+func testConfigSource(t *testing.T, nat bool) {
+	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
 	c := &configSourceGW{e: e, t: t, path: e.lab.Path("gw.yaml"), sock: gateway.SocketPath(e.lab, "gw")}
 	withBank := c.config([]string{"bank.example"}, nil, lab.EntitlementCode, "")
 	withoutBank := c.config(nil, nil, lab.EntitlementCode, "")
@@ -391,7 +397,11 @@ func (c *configSourceGW) statusLine() (string, int) {
 // of client flows gives one log line for the cause, not one per flow,
 // while every refusal is still stored as an event.
 func TestConfigSourceAuthFailures(t *testing.T) {
-	e := newEnv(t, true)
+	eachNAT(t, testConfigSourceAuthFailures)
+}
+
+func testConfigSourceAuthFailures(t *testing.T, nat bool) {
+	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
 	g := e.startGateway(gateway.Options{
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: "not-the-squid-password",

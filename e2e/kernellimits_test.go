@@ -26,10 +26,16 @@ const secondClientV4 = "10.10.0.11"
 // config: the first LAN host holding its count of HTTPS flows gets a
 // reset for the next one, its DNS queries beyond the rate go unanswered,
 // while a second LAN host's HTTPS and DNS work; and the refusals are in
-// /metrics.
+// /metrics. It runs with the gateway routing the LAN's addresses and with
+// it masquerading them (NAT: another nftables ruleset with a stateful
+// forward filter in the namespace, which the limits must not depend on).
 func TestKernelLimits(t *testing.T) {
+	eachNAT(t, testKernelLimits)
+}
+
+func testKernelLimits(t *testing.T, nat bool) {
 	const flows, qps = 5, 5
-	e := newEnv(t, true)
+	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
 	www := site(t, "www.example.com")
 	if _, err := e.run(lab.RoleLAN, 5*time.Second, "ip", "addr", "add", secondClientV4+"/24", "dev", lab.ClientIf); err != nil {
 		t.Fatal(err)

@@ -15,9 +15,18 @@ import (
 // name a client asserts (TLS SNI, HTTP Host) cannot choose an uninspected
 // destination: a bypass flow goes direct only to an address cloudsteer's
 // resolver gave for the name, and only those addresses enter the kernel
-// bypass map.
+// bypass map. It runs with the gateway routing the LAN's addresses and
+// with it masquerading them (NAT): there a routed flow and one the gateway
+// spliced both reach the origin from the gateway's WAN address, so which
+// of the two a flow was is told by the proxy's accepted-flows counter.
+// (Under NAT another nftables ruleset exists, so cloudsteer's untracking
+// fast path is off: bypassed flows are routed through conntrack.)
 func TestTrustBypassNeedsDNS(t *testing.T) {
-	e := newEnv(t, true)
+	eachNAT(t, testTrustBypassNeedsDNS)
+}
+
+func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
+	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
 	e.startGateway(gateway.Options{
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
@@ -63,6 +72,7 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 		// answers and splices to it; the answer is evidence, so the next
 		// flow stays in the kernel (plain routing).
 		start := time.Now()
+		accepted := e.metric(t, "cloudsteer_proxy_flows_accepted_total")
 		body, err := e.curl("https://bank.example/?case=trust-dot1", "bank.example", bank.V4.String())
 		if err != nil || !strings.Contains(body, "hello from bank.example") {
 			t.Fatalf("client got %q, %v", body, err)
@@ -70,11 +80,26 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 		if s, r := originSaw(start, "/?case=trust-dot1"); s != "bank.example" || r != lab.GWWANV4.Addr().String() {
 			t.Fatalf("origin saw site %q from %q, want bank.example spliced by the gateway", s, r)
 		}
+		if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
+			t.Fatalf("the proxy accepted %v flows for the first one, want 1 (spliced by the gateway)", n-accepted)
+		}
 		if _, err := e.curl("https://bank.example/?case=trust-dot2", "bank.example", bank.V4.String()); err != nil {
 			t.Fatal(err)
 		}
-		if s, r := originSaw(start, "/?case=trust-dot2"); s != "bank.example" || r != clientV4 {
-			t.Fatalf("second flow: origin saw site %q from %q, want the client itself", s, r)
+		if s, r := originSaw(start, "/?case=trust-dot2"); s != "bank.example" || r != e.seenAs(clientV4) {
+			t.Fatalf("second flow: origin saw site %q from %q, want the client as routed (%s)", s, r, e.seenAs(clientV4))
+		}
+		if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
+			t.Fatalf("the proxy accepted the second flow (%v in all), want it routed in the kernel", n-accepted)
+		}
+		// The routed flow skipped conntrack and the IP stack, unless the
+		// office router's ruleset needs them (NAT): then both are off.
+		want := 1.0
+		if nat {
+			want = 0
+		}
+		if u, f := e.metric(t, "cloudsteer_untracking_unsteered"), e.metric(t, "cloudsteer_fast_path"); u != want || f != want {
+			t.Fatalf("untracking_unsteered %v, fast_path %v; want %v for NAT=%v", u, f, want, nat)
 		}
 		if squidSaw(t, start, "CONNECT", "bank.example:443") {
 			t.Fatal("Squid saw a bypass flow")
@@ -113,7 +138,7 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 			recs, _ := e.lab.SquidLog()
 			t.Fatalf("www.example.com was not CONNECTed through Squid after a forged bypass name: %+v", recs)
 		}
-		if s, r := originSaw(start, "/?case="+tag); s != "www.example.com" || r == clientV4 {
+		if s, r := originSaw(start, "/?case="+tag); s != "www.example.com" || r == e.seenAs(clientV4) {
 			t.Fatalf("origin saw site %q from %q, want www.example.com through Squid", s, r)
 		}
 		start = time.Now()

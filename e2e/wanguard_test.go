@@ -25,9 +25,10 @@ type wanProbe struct {
 	proto string // "tcp" or "udp" (a DNS query)
 	to    netip.AddrPort
 
-	attempts atomic.Int64
-	mu       sync.Mutex
-	hits     []string // what succeeded, and when
+	attempts  atomic.Int64
+	lastStart atomic.Int64 // when the latest attempt began (Unix ns)
+	mu        sync.Mutex
+	hits      []string // what succeeded, and when
 }
 
 func (p *wanProbe) hit(what string) {
@@ -81,6 +82,7 @@ func tryOnce(ctx context.Context, proto string, to netip.AddrPort, query []byte,
 func (p *wanProbe) run(ctx context.Context, ns string, query []byte) error {
 	return privtest.Do(ns, func() error {
 		for ctx.Err() == nil {
+			p.lastStart.Store(time.Now().UnixNano())
 			ok, err := tryOnce(ctx, p.proto, p.to, query, 400*time.Millisecond)
 			p.attempts.Add(1)
 			if ok {
@@ -100,24 +102,53 @@ func (p *wanProbe) run(ctx context.Context, ns string, query []byte) error {
 // listeners, the admin API) ever answers a WAN host, on the gateway's WAN
 // address or on its LAN address routed over the WAN link, while the
 // gateway is started and stopped (SIGTERM) and killed (SIGKILL) again and
-// again; and that the LAN client is served between restarts.
+// again; and that the LAN client is served between restarts, with Squid as
+// the cloud proxy.
+//
+// It runs in two labs. "routed": the gateway namespace holds nothing but
+// cloudsteer, so only cloudsteer (its listeners bound to the LAN
+// interface, its nftables guard) can stop the probes. "nat": the namespace
+// is also a masquerading office router with a stateful forward filter
+// (table inet labrouter, policy drop); that filter sees only forwarded
+// packets, and every probe is addressed to the gateway itself (input, not
+// forward), so there too only cloudsteer stops them, now beside another
+// ruleset and with conntrack in use. In both, a control listener of the
+// test's own on the gateway (all addresses, a port cloudsteer does not
+// use) must answer the WAN host on each probed address before cloudsteer
+// starts: that proves the probes' packets reach the gateway's sockets in
+// that lab, so a probe that never answers was stopped by cloudsteer.
 func TestWANGuard(t *testing.T) {
-	e := newEnv(t, false)
+	eachNAT(t, testWANGuard)
+}
+
+func testWANGuard(t *testing.T, nat bool) {
+	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
 	privtest.RequireCommand(t, "ss")
 	www := site(t, "www.example.com")
 	inet := e.lab.NS(lab.RoleInet)
 	query := dnsQuery(t)
+	targets := []netip.Addr{lab.GWWANV4.Addr(), lab.GWLANV4.Addr(), lab.GWWANV6.Addr(), lab.GWLANV6.Addr()}
 
 	// Controls: the probes' own code reaches what does listen, from the
-	// WAN namespace (the lab cloud proxy and the cloud resolver there).
-	privtest.InNetNS(t, inet, func() {
-		for _, c := range []struct {
+	// WAN namespace: Squid and the cloud resolver there, and a listener
+	// on the gateway at each address the probes try.
+	const controlPort = 15999
+	privtest.ServeTCP(t, e.lab.NS(lab.RoleGW), fmt.Sprintf(":%d", controlPort), func(net.Conn) {})
+	controls := []struct {
+		proto string
+		to    netip.AddrPort
+	}{
+		{"tcp", netip.AddrPortFrom(lab.SquidV4, lab.SquidPort)},
+		{"udp", netip.AddrPortFrom(lab.CloudDNSV4, 53)},
+	}
+	for _, a := range targets {
+		controls = append(controls, struct {
 			proto string
 			to    netip.AddrPort
-		}{
-			{"tcp", netip.AddrPortFrom(lab.CloudProxyV4, lab.CloudProxyHTTPPort)},
-			{"udp", netip.AddrPortFrom(lab.CloudDNSV4, 53)},
-		} {
+		}{"tcp", netip.AddrPortFrom(a, controlPort)})
+	}
+	privtest.InNetNS(t, inet, func() {
+		for _, c := range controls {
 			if ok, err := tryOnce(context.Background(), c.proto, c.to, query, 3*time.Second); !ok {
 				t.Fatalf("control %s %v from the WAN side: %v", c.proto, c.to, err)
 			}
@@ -125,7 +156,7 @@ func TestWANGuard(t *testing.T) {
 	})
 
 	var probes []*wanProbe
-	for _, a := range []netip.Addr{lab.GWWANV4.Addr(), lab.GWLANV4.Addr(), lab.GWWANV6.Addr(), lab.GWLANV6.Addr()} {
+	for _, a := range targets {
 		for _, port := range []uint16{15080, 15443, 15053, 9080} {
 			probes = append(probes, &wanProbe{proto: "tcp", to: netip.AddrPortFrom(a, port)})
 		}
@@ -145,15 +176,33 @@ func TestWANGuard(t *testing.T) {
 	stopProbes := sync.OnceFunc(func() { stop(); wg.Wait() })
 	t.Cleanup(stopProbes)
 
+	// Every probe is trying before the first start (and, checked below,
+	// still after the last stop): a probe that gets no answer (a drop)
+	// makes an attempt per 400 ms, one that is refused far more often.
+	if !eventually(5*time.Second, func() bool {
+		for _, p := range probes {
+			if p.attempts.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("the WAN probes did not start")
+	}
+
 	const restarts = 10
+	connects := e.squidConnects(t, "www.example.com")
 	for i := range restarts {
-		g := e.startGateway(gateway.Options{})
+		g := e.startGateway(gateway.Options{
+			ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
+			Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
+		})
 		listenersOnLANOnly(t, e)
 		if i == 0 {
 			// The kernel's refusal counters are exported (from zero).
 			e.metric(t, `cloudsteer_limit_refused_total{limit="flows_per_client"}`)
 		}
-		// The LAN client is served: HTTPS through the cloud proxy, DNS.
+		// The LAN client is served: HTTPS through Squid, DNS.
 		if _, err := e.curl(fmt.Sprintf("https://www.example.com/?case=wanguard-%d", i), "www.example.com", www.V4.String()); err != nil {
 			t.Fatalf("run %d: LAN client's HTTPS: %v\n%s", i, err, g.Log())
 		}
@@ -168,12 +217,18 @@ func TestWANGuard(t *testing.T) {
 			t.Fatalf("run %d: SIGKILL: %v", i, err)
 		}
 	}
+	// Squid carried the LAN client's HTTPS of every run (it logs a
+	// tunnel when it ends).
+	if !eventually(5*time.Second, func() bool { return e.squidConnects(t, "www.example.com") >= connects+restarts }) {
+		t.Errorf("Squid logged %d CONNECTs to www.example.com for %d runs", e.squidConnects(t, "www.example.com")-connects, restarts)
+	}
 	// A last look after the final stop, then the verdict.
+	stopped := time.Now()
 	time.Sleep(500 * time.Millisecond)
 	stopProbes()
 	for _, p := range probes {
-		if n := p.attempts.Load(); n < restarts {
-			t.Errorf("%s %v: only %d attempts, the probe did not run", p.proto, p.to, n)
+		if last := time.Unix(0, p.lastStart.Load()); !last.After(stopped) {
+			t.Errorf("%s %v: last attempt began %v, before the final stop: the probe did not run throughout", p.proto, p.to, last.Format("15:04:05.000"))
 		}
 		for _, h := range p.hits {
 			t.Errorf("reached from the WAN side: %s", h)
