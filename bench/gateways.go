@@ -36,9 +36,22 @@ type gw struct {
 	stop func() error
 }
 
+// gwOptions vary a gateway from how every figure but one runs it.
+type gwOptions struct {
+	// defaultLimits runs cloudsteer with its default limits (no limits
+	// block in the config), for the fairness figure; every other figure
+	// turns the limits off.
+	defaultLimits bool
+}
+
 // startGateway starts kind in the gateway namespace and returns once it
 // takes flows.
 func (r *runner) startGateway(ctx context.Context, kind string) (*gw, error) {
+	return r.startGatewayWith(ctx, kind, gwOptions{})
+}
+
+// startGatewayWith is startGateway with options.
+func (r *runner) startGatewayWith(ctx context.Context, kind string, o gwOptions) (*gw, error) {
 	g := &gw{kind: kind}
 	switch kind {
 	case GWNone:
@@ -74,15 +87,10 @@ bypass:
   cidrs: [%q]
 log:
   level: info
-# One bench client stands for a whole office: no per-client limits, and
-# as many flows as the descriptors allow.
-limits:
-  flows: 0
-  flows_per_client: 0
-  new_flows_per_second_per_client: 0
-  dns_tcp_per_client: 0
-  dns_queries_per_second_per_client: 0
 `, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+		if !o.defaultLimits {
+			yaml += noLimits
+		}
 		// CLOUDSTEER_BENCH_PPROF=127.0.0.1:6060 lets a profiler reach the
 		// gateway (from inside the gateway namespace) while it is measured.
 		if addr := os.Getenv("CLOUDSTEER_BENCH_PPROF"); addr != "" {
@@ -143,6 +151,18 @@ redsocks {
 	}
 	return nil, fmt.Errorf("unknown gateway %q", kind)
 }
+
+// noLimits turns cloudsteer's limits off: in every figure but fairness one
+// bench client stands for a whole office (the RSS figure holds 9 950 flows
+// from it), so no per-client limits, and as many flows as the descriptors
+// allow.
+const noLimits = `limits:
+  flows: 0
+  flows_per_client: 0
+  new_flows_per_second_per_client: 0
+  dns_tcp_per_client: 0
+  dns_queries_per_second_per_client: 0
+`
 
 // startProc starts a process in the gateway namespace, logging to file.
 func (r *runner) startProc(ctx context.Context, g *gw, logName string, args ...string) error {

@@ -275,6 +275,12 @@ func loadArgs(s load.Spec) []string {
 	if s.Path != "" {
 		a = append(a, "--path", s.Path)
 	}
+	if s.Within > 0 {
+		a = append(a, "--within", s.Within.String())
+	}
+	if s.Every > 0 {
+		a = append(a, "--every", s.Every.String())
+	}
 	return a
 }
 
@@ -282,7 +288,7 @@ func loadArgs(s load.Spec) []string {
 // its result.
 func (r *runner) runLoad(ctx context.Context, role string, s load.Spec) (load.Result, error) {
 	var res load.Result
-	ctx, cancel := context.WithTimeout(ctx, s.Duration+60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.Duration+s.Within+60*time.Second)
 	defer cancel()
 	cmd := r.lab.Command(ctx, role, append([]string{r.opts.Self}, loadArgs(s)...)...)
 	var out, errb bytes.Buffer

@@ -45,6 +45,13 @@ type Spec struct {
 	Duration time.Duration
 	Samples  int
 	Path     string // request path for ModeConns, ModeTTFB and ModeGet
+	// Within, when set, bounds a ModeTTFB run: no sample starts after it
+	// and one under way is cut at it (and counted as failed).
+	Within time.Duration
+	// Every, when set, paces a ModeTTFB run: a sample starts at most once
+	// per Every (a client opening connections at a human rate rather than
+	// back to back).
+	Every time.Duration
 }
 
 // Result is what a run measured.
@@ -102,6 +109,7 @@ type gen struct {
 	dialer net.Dialer
 	roots  *x509.CertPool
 	res    Result
+	cut    time.Time // ModeTTFB with Within: when every exchange ends
 
 	errMu  sync.Mutex
 	errs   atomic.Int64
@@ -281,7 +289,11 @@ func (g *gen) exchange(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	defer tc.Close()
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	deadline := time.Now().Add(5 * time.Second)
+	if !g.cut.IsZero() && g.cut.Before(deadline) {
+		deadline = g.cut
+	}
+	tc.SetDeadline(deadline)
 	c := tls.Client(tc, &tls.Config{ServerName: g.spec.Name, RootCAs: g.roots, NextProtos: []string{"http/1.1"}})
 	req := "GET " + g.spec.Path + " HTTP/1.1\r\nHost: " + g.spec.Name + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil { // handshakes first
@@ -369,7 +381,27 @@ func (g *gen) conns(ctx context.Context) (Result, error) {
 // to first byte.
 func (g *gen) ttfb(ctx context.Context) (Result, error) {
 	start := time.Now()
+	if g.spec.Within > 0 {
+		g.cut = start.Add(g.spec.Within)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, g.cut)
+		defer cancel()
+	}
+	next := start
 	for range max(g.spec.Samples, 1) {
+		if g.spec.Every > 0 {
+			if wait := time.Until(next); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+				}
+			}
+			// Never a catch-up burst: a slow sample delays the rest.
+			if now := time.Now(); now.After(next) {
+				next = now
+			}
+			next = next.Add(g.spec.Every)
+		}
 		if ctx.Err() != nil {
 			break
 		}

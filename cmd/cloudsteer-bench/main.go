@@ -164,6 +164,8 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.DurationVar(&s.Duration, "duration", 3*time.Second, "run length")
 	fs.IntVar(&s.Samples, "samples", 300, "ttfb samples")
 	fs.StringVar(&s.Path, "path", "/", "request path")
+	fs.DurationVar(&s.Within, "within", 0, "ttfb: take no sample after this long, cut the one under way (0: no bound)")
+	fs.DurationVar(&s.Every, "every", 0, "ttfb: start a sample at most once per this long (0: back to back)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
