@@ -99,6 +99,7 @@ func TestRedirector(t *testing.T) {
 		{"escaped path kept", Redirector{HTTPSPort: 8443}, "10.10.0.1", "/a%20b/%2e%2e/c", "GET", 308, "https://10.10.0.1:8443/a%20b/%2e%2e/c"},
 		{"double slash path stays a path", Redirector{HTTPSPort: 8443}, "10.10.0.1", "//evil.com/x", "GET", 308, "https://10.10.0.1:8443//evil.com/x"},
 		{"options star", Redirector{HTTPSPort: 8443}, "10.10.0.1", "*", "OPTIONS", 308, "https://10.10.0.1:8443/"},
+		{"raw query bytes escaped", Redirector{HTTPSPort: 8443}, "10.10.0.1", "/q", "GET", 308, "https://10.10.0.1:8443/q?a=%7F%0D%0A%20b%23c&d=%41"},
 		{"allowed by Allow", Redirector{HTTPSPort: 8443, Allow: lan}, "cloudsteer.lan", "/", "GET", 308, "https://cloudsteer.lan:8443/"},
 
 		{"userinfo trick", Redirector{HTTPSPort: 8443}, "evil.com@10.10.0.1", "/", "GET", 400, ""},
@@ -118,6 +119,9 @@ func TestRedirector(t *testing.T) {
 				r.URL = &url.URL{Path: tc.target}
 			}
 			r.Host = tc.host
+			if strings.Contains(tc.name, "raw query") {
+				r.URL.RawQuery = "a=\x7f\r\n b#c&d=%41"
+			}
 			w := httptest.NewRecorder()
 			tc.rd.ServeHTTP(w, r)
 			if w.Code != tc.code || w.Header().Get("Location") != tc.loc {

@@ -152,7 +152,7 @@ func VerifyPinned(fingerprint string) func(rawCerts [][]byte, _ [][]*x509.Certif
 		if len(rawCerts) == 0 {
 			return errors.New("tlscert: peer sent no certificate")
 		}
-		if got := Fingerprint(rawCerts[0]); want == "" || normFP(got) != want {
+		if got := Fingerprint(rawCerts[0]); normFP(got) != want {
 			return fmt.Errorf("tlscert: peer certificate fingerprint %s is not the pinned one", got)
 		}
 		return nil
