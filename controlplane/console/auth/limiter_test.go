@@ -58,8 +58,10 @@ func TestLimiterSuccessResetsAccountOnly(t *testing.T) {
 	}
 	clock.Advance(10 * time.Second)
 	l.Success(ipA, "admin")
-	if w := l.Allow(ipB, "admin"); w != 0 {
-		t.Fatalf("account still limited after success: %v", w)
+	// The account starts over: a failure from a fresh IP waits 1 s, not
+	// the lockout its fifth failure would bring.
+	if w := l.Failure(ipB, "admin"); w != time.Second {
+		t.Fatalf("account failure after success: wait %v, want 1s", w)
 	}
 	// The IP keeps its four failures: the next one locks it out.
 	if w := l.Failure(ipA, "someone"); w != auth.LimiterLockoutFor {

@@ -45,6 +45,7 @@ func TestCheck(t *testing.T) {
 		{name: "contains user other case", pw: "ADMIN-9xyz", user: "Admin", want: []auth.Rule{auth.RuleContainsUser}},
 		{name: "contains whole email", pw: "1Kei@Example.jp", e: "kei@example.jp", want: []auth.Rule{auth.RuleContainsEmail}},
 		{name: "contains email local part", pw: "zz1-KEI-x9", e: "kei@example.jp", want: []auth.Rule{auth.RuleRepeat, auth.RuleContainsEmail}},
+		{name: "contains email with empty local part", pw: "x1@GW.lan9", e: "@gw.lan", want: []auth.Rule{auth.RuleContainsEmail}},
 		{name: "email domain alone is fine", pw: "example7jp", e: "kei@example.jp"},
 		{name: "reused newest", pw: "newest1pw", want: []auth.Rule{auth.RuleReused}},
 		{name: "reused fourth", pw: "fourth4pw", want: []auth.Rule{auth.RuleReused}},
