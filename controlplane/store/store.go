@@ -1,5 +1,6 @@
 // Package store is the control plane's embedded state store: bypass entries,
-// the pause state, the entitlement code, settings and a bounded log of block
+// the pause state, the entitlement code, settings, the web console's admin
+// account and first-run setup token, and a bounded log of block
 // events, kept in one bbolt file (DIR/state.db, mode 0600) so that run-time
 // changes survive restarts, SIGKILL and power loss. Every write is one
 // fsynced bbolt transaction: after a crash the file holds either all of a
@@ -54,12 +55,13 @@ var (
 	bucketSecret   = []byte("secret")
 	bucketSettings = []byte("settings")
 	bucketEvents   = []byte("events")
+	bucketAdmin    = []byte("admin")
 
 	keyVersion     = []byte("version")
 	keyEventCount  = []byte("event_count")
 	keyPause       = []byte("pause")
 	keyCode        = []byte("entitlement_code")
-	allBuckets     = [][]byte{bucketMeta, bucketBypass, bucketState, bucketSecret, bucketSettings, bucketEvents}
+	allBuckets     = [][]byte{bucketMeta, bucketBypass, bucketState, bucketSecret, bucketSettings, bucketEvents, bucketAdmin}
 	maxCheckErrors = 10
 )
 
@@ -69,6 +71,7 @@ type Store struct {
 	dir       string
 	maxEvents int
 	log       *slog.Logger
+	now       func() time.Time // clock for the setup token and password changes; tests replace it
 
 	// Group commit of AppendEvent: see events.go.
 	mu         sync.Mutex
@@ -166,7 +169,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 		}
 	}
 
-	s := &Store{db: db, dir: dir, maxEvents: o.maxEvents, log: log}
+	s := &Store{db: db, dir: dir, maxEvents: o.maxEvents, log: log, now: time.Now}
 	if err := s.check(); err != nil {
 		db.Close()
 		return nil, err
