@@ -213,7 +213,12 @@ func (a *abortEnv) checkStopped(t *testing.T, start time.Time, c abortCheck) {
 	if rec.Ended() && c.headless && (rec.Status != 0 || !strings.Contains(rec.Err, "waiting for the head")) {
 		t.Errorf("origin: %+v: want the wait for the head ended", rec)
 	}
-	if !c.headless && c.tooMany(rec.Bytes) {
+	// What the origin wrote is cloudsteer's doing only where cloudsteer is
+	// the origin's peer (a bypass splice). Through Squid, the origin keeps
+	// writing into Squid until Squid notices its client (cloudsteer) left:
+	// measured up to 80 MB in Squid's own 58 ms there. cloudsteer's share
+	// is what Squid sent, checked below, and the end time above.
+	if !c.headless && c.squid == nil && c.tooMany(rec.Bytes) {
 		t.Errorf("origin: wrote %d bytes of %d, the client got %d: far too many for an aborted download", rec.Bytes, int64(abortSize), c.got)
 	}
 
