@@ -106,17 +106,6 @@ func victim(res load.Result) Victim {
 	return v
 }
 
-// floodLine is the part of `cloudsteer-lab flood`'s stats line read here.
-type floodLine struct {
-	Elapsed     float64 `json:"elapsed_s"`
-	TLSOpen     int64   `json:"tls_open"`
-	TLSFailed   int64   `json:"tls_failed"`
-	DNSSent     int64   `json:"dns_sent"`
-	DNSAnswered int64   `json:"dns_answered"`
-	DNSRefused  int64   `json:"dns_refused"`
-	DNSTCPOpen  int64   `json:"dns_tcp_open"`
-}
-
 // fairness measures the figure with the default limits, then the contrast
 // with the limits off.
 func (r *runner) fairness(ctx context.Context) Fairness {
@@ -169,11 +158,11 @@ func (r *runner) fairnessRun(ctx context.Context, limits string) FairnessRun {
 		f.Problem = "start flooder: " + err.Error()
 		return f
 	}
-	lines := make(chan floodLine, 1)
+	lines := make(chan lab.FloodStats, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var l floodLine
+			var l lab.FloodStats
 			if json.Unmarshal(sc.Bytes(), &l) == nil {
 				select {
 				case <-lines: // keep only the latest

@@ -35,32 +35,15 @@ const floodLimits = `limits:
 // checks then fail).
 const floodNoLimits = "CLOUDSTEER_FLOOD_NO_LIMITS"
 
-// floodStats mirrors cmd/cloudsteer-lab's FloodStats (a main package).
-type floodStats struct {
-	Elapsed      float64 `json:"elapsed_s"`
-	TLSOpen      int64   `json:"tls_open"`
-	TLSMaxOpen   int64   `json:"tls_max_open"`
-	TLSOpened    int64   `json:"tls_opened"`
-	TLSFailed    int64   `json:"tls_failed"`
-	TLSClosed    int64   `json:"tls_closed"`
-	DNSSent      int64   `json:"dns_sent"`
-	DNSAnswered  int64   `json:"dns_answered"`
-	DNSRefused   int64   `json:"dns_refused"`
-	DNSSendErrs  int64   `json:"dns_send_errors"`
-	DNSTCPOpen   int64   `json:"dns_tcp_open"`
-	DNSTCPFailed int64   `json:"dns_tcp_failed"`
-	LastTLSError string  `json:"last_tls_error"`
-}
-
 // flood is a running `cloudsteer-lab flood` on one LAN host.
 type flood struct {
 	mu     sync.Mutex
-	last   floodStats
+	last   lab.FloodStats
 	stderr bytes.Buffer
 	done   chan struct{}
 }
 
-func (f *flood) stats() floodStats {
+func (f *flood) stats() lab.FloodStats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.last
@@ -87,7 +70,7 @@ func (e *env) startFlood(t *testing.T, role string, args ...string) *flood {
 		defer close(f.done)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var s floodStats
+			var s lab.FloodStats
 			if json.Unmarshal(sc.Bytes(), &s) == nil {
 				f.mu.Lock()
 				f.last = s
@@ -196,7 +179,7 @@ func TestFlood(t *testing.T) {
 		"--dns", net.JoinHostPort(resolver, "53"), "--dns-tcp", "64")
 	// Let the flood press until the flooder is refused and its held flows
 	// stop growing, or it holds its most; at most 100 s.
-	var s floodStats
+	var s lab.FloodStats
 	prev, stable := int64(-1), 0
 	deadline := time.Now().Add(100 * time.Second)
 	for time.Now().Before(deadline) {
