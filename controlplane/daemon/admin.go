@@ -20,6 +20,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
+	"github.com/cloudsteer/cloudsteer/internal/destaddr"
 )
 
 // TokenFile is the admin token's file name inside the state directory.
@@ -33,7 +34,8 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	d.hosts.lan = d.cfg.LANInterfaces
+	lan := d.cfg.LANInterfaces
+	d.hosts.lan = destaddr.Local{TTL: hostsRefresh, List: func() ([]net.Addr, error) { return lanAddrs(lan) }}
 	d.setHostnames(d.cfg.Admin.Hostnames)
 	d.api, err = api.NewServer(d.ctrl, api.Options{Token: token, Logger: d.log, Metrics: d.metrics.Handler(), Version: Version,
 		AllowHost: d.allowHost})

@@ -1,14 +1,16 @@
 package daemon
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/cloudsteer/cloudsteer/internal/destaddr"
 )
 
 // hostCheck decides which Host headers the network admin API answers: an
@@ -17,17 +19,12 @@ import (
 // refused.
 type hostCheck struct {
 	names atomic.Pointer[[]string] // admin.hostnames, lowercased, reloadable
-
-	lan   []string                   // LAN interface names
-	addrs func() map[netip.Addr]bool // the LAN interfaces' addresses now (netlink)
-
-	mu     sync.Mutex
-	cached map[netip.Addr]bool
-	at     time.Time
+	// lan holds the LAN interfaces' addresses, read again at most every
+	// hostsRefresh, so an address added a moment ago works.
+	lan destaddr.Local
 }
 
-// hostsRefresh is how long the LAN address list is reused; a miss
-// re-reads it at most this often, so an address added a moment ago works.
+// hostsRefresh is how long the LAN address list is reused.
 const hostsRefresh = time.Second
 
 func (d *Daemon) setHostnames(hs []string) {
@@ -50,29 +47,12 @@ func (d *Daemon) allowHost(addr netip.Addr, name string) bool {
 		}
 		return false
 	}
-	if addr.IsLoopback() {
-		return true
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cached[addr] {
-		return true
-	}
-	if h.cached != nil && time.Since(h.at) < hostsRefresh {
-		return false
-	}
-	if h.addrs != nil {
-		h.cached = h.addrs()
-	} else {
-		h.cached = lanAddrs(h.lan)
-	}
-	h.at = time.Now()
-	return h.cached[addr]
+	return addr.IsLoopback() || h.lan.Has(addr)
 }
 
-// lanAddrs returns every address of the named interfaces.
-func lanAddrs(ifaces []string) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
+// lanAddrs lists every address of the named interfaces.
+func lanAddrs(ifaces []string) ([]net.Addr, error) {
+	var out []net.Addr
 	for _, n := range ifaces {
 		l, err := netlink.LinkByName(n)
 		if err != nil {
@@ -83,10 +63,10 @@ func lanAddrs(ifaces []string) map[netip.Addr]bool {
 			continue
 		}
 		for _, a := range as {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok {
-				out[ip.Unmap()] = true
+			if a.IPNet != nil {
+				out = append(out, a.IPNet)
 			}
 		}
 	}
-	return out
+	return out, nil
 }
