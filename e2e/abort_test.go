@@ -346,6 +346,13 @@ func testAbort(t *testing.T, nat bool) {
 		a.checkStopped(t, start, abortCheck{tag: "http-curl", left: left, got: got, squid: squidGET("http-curl"), big: 8 << 20})
 	})
 
+	t.Run("http download/curl max-time over IPv6", func(t *testing.T) {
+		a.gateway(t)
+		start := time.Now()
+		left, got := a.curlAbort(t, httpURL("http-curl6"), "news.example.com", news.V6.String())
+		a.checkStopped(t, start, abortCheck{tag: "http-curl6", left: left, got: got, squid: squidGET("http-curl6"), big: 8 << 20})
+	})
+
 	t.Run("http download/client resets", func(t *testing.T) {
 		a.gateway(t)
 		start := time.Now()
