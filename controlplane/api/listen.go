@@ -210,3 +210,42 @@ func ListenUnix(path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// SessionAuth authenticates a web-console request by its session cookie:
+// account names the signed-in admin (ok false: no live session), and
+// csrfOK says whether the request carries that session's CSRF token.
+type SessionAuth func(r *http.Request) (account string, ok, csrfOK bool)
+
+// CodeCSRF (403) answers a console request that changes state without its
+// session's CSRF token.
+const CodeCSRF = "csrf"
+
+// ConsoleHandler serves the API inside the web console's HTTPS origin:
+// a request is authorized by the bearer token, as on the network listener,
+// or by a console session (session); with a session, every method but GET
+// and HEAD needs the CSRF token too. The console checks the Host before.
+func (s *Server) ConsoleHandler(session SessionAuth) http.Handler {
+	api := s.apiHandler()
+	return s.logged(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), listenerKey{}, "network"))
+		if r.Header.Get("Authorization") != "" {
+			if s.opts.Token == "" || !s.authorized(r) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="cloudsteer"`)
+				writeError(w, r, http.StatusUnauthorized, CodeUnauthorized, "wrong token")
+				return
+			}
+			api.ServeHTTP(w, r)
+			return
+		}
+		_, ok, csrfOK := session(r)
+		if !ok {
+			writeError(w, r, http.StatusUnauthorized, CodeUnauthorized, "not signed in: sign in to the console again")
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !csrfOK {
+			writeError(w, r, http.StatusForbidden, CodeCSRF, "missing or wrong CSRF token: reload the page")
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
+}

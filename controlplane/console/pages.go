@@ -1,0 +1,4 @@
+package console
+
+// pageRoutes registers the signed-in pages.
+func (c *Console) pageRoutes() {}
