@@ -123,34 +123,3 @@ func FuzzHandler(f *testing.F) {
 		}
 	})
 }
-
-// FuzzHostOf: any Host header parses without panicking, to either an
-// address or a lowercase name that parses back to itself.
-func FuzzHostOf(f *testing.F) {
-	for _, s := range []string{"10.10.0.1:9080", "[fd00:10::1]:9080", "gw.office.lan.", "[fe80::1%eth0]", "a:b:c", "[", "x:99999", "Ünicode.example", "10.10.0.1.", "::1."} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, h string) {
-		addr, name, ok := api.HostOf(h)
-		if !ok {
-			if addr.IsValid() || name != "" {
-				t.Fatalf("HostOf(%q) refused but returned %v %q", h, addr, name)
-			}
-			return
-		}
-		if addr.IsValid() == (name != "") {
-			t.Fatalf("HostOf(%q) = %v, %q: want exactly one", h, addr, name)
-		}
-		if name != "" {
-			if name != strings.ToLower(name) {
-				t.Fatalf("name %q not lowercase", name)
-			}
-			if _, again, ok := api.HostOf(name); !ok || again != name {
-				t.Fatalf("HostOf(%q) = %q, %v", name, again, ok)
-			}
-		}
-		if addr.Zone() != "" || addr.Is4In6() {
-			t.Fatalf("HostOf(%q) = %v: zone or mapped", h, addr)
-		}
-	})
-}

@@ -37,7 +37,7 @@ type Options struct {
 	// answers (everything, /metrics included): the gateway's own addresses
 	// and names, so that a DNS-rebinding page in a LAN browser, whose
 	// requests name the attacker's domain, gets 421 and nothing else. It
-	// gets either the address or the name from HostOf. The unix socket is
+	// gets either the address or the name from hostheader.Parse. The unix socket is
 	// not checked.
 	AllowHost func(addr netip.Addr, name string) bool
 	// Version is reported in the Cloudsteer-Version header and fills

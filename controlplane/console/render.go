@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 //go:embed templates
@@ -136,7 +136,7 @@ func (c *Console) secured(next http.Handler) http.Handler {
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
 		}
-		addr, name, ok := tlscert.ParseHost(r.Host)
+		addr, name, ok := hostheader.Parse(r.Host)
 		if !ok || c.opts.AllowHost != nil && !c.opts.AllowHost(addr, name) {
 			http.Error(w, "this is not a name of this gateway: use its LAN address", http.StatusMisdirectedRequest)
 			return

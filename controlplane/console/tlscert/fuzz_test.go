@@ -5,12 +5,14 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
-// FuzzParseHost checks that whatever Host a client sends, the redirect
+// FuzzRedirectHost checks that whatever Host a client sends, the redirect
 // either is refused or points at exactly the parsed host: an https URL
 // with no userinfo, the fixed port and the request's path.
-func FuzzParseHost(f *testing.F) {
+func FuzzRedirectHost(f *testing.F) {
 	for _, s := range []string{
 		"10.10.0.1", "10.10.0.1:80", "[fd00:10::1]:8080", "cloudsteer.lan", "CloudSteer.LAN.:80",
 		"evil.com@10.10.0.1", "10.10.0.1/..", "10.10.0.1\r\nX: y", "[fe80::1%25eth0]", "fd00::1",
@@ -20,7 +22,7 @@ func FuzzParseHost(f *testing.F) {
 	}
 	rd := Redirector{HTTPSPort: 8443}
 	f.Fuzz(func(t *testing.T, host string) {
-		addr, name, ok := ParseHost(host)
+		addr, name, ok := hostheader.Parse(host)
 		if !ok {
 			if addr.IsValid() || name != "" {
 				t.Fatalf("refused %q but returned %v %q", host, addr, name)
@@ -33,7 +35,7 @@ func FuzzParseHost(f *testing.F) {
 		if addr.Zone() != "" || addr.Is4In6() {
 			t.Fatalf("%q: zoned or mapped address %v", host, addr)
 		}
-		if name != "" && !validDNSName(name) {
+		if name != "" && !hostheader.ValidName(name) {
 			t.Fatalf("%q: invalid name %q", host, name)
 		}
 		r := httptest.NewRequest("GET", "http://x/p/q?a=b", nil)
@@ -60,7 +62,7 @@ func FuzzParseHost(f *testing.F) {
 			t.Fatalf("%q: Location %q holds a forbidden byte", host, loc)
 		}
 		// Parsing is stable: the host part of the Location parses the same.
-		a2, n2, ok2 := ParseHost(u.Host)
+		a2, n2, ok2 := hostheader.Parse(u.Host)
 		if !ok2 || a2 != addr || n2 != name {
 			t.Fatalf("%q: Location host %q parses as %v %q %v", host, u.Host, a2, n2, ok2)
 		}

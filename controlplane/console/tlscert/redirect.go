@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 // Redirector is the handler for the console's plain-HTTP LAN port: every
@@ -25,7 +27,7 @@ type Redirector struct {
 }
 
 func (rd Redirector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	addr, name, ok := ParseHost(r.Host)
+	addr, name, ok := hostheader.Parse(r.Host)
 	if !ok || rd.Allow != nil && !rd.Allow(addr, name) {
 		http.Error(w, "bad Host header", http.StatusBadRequest)
 		return
@@ -36,7 +38,7 @@ func (rd Redirector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // target builds the absolute https URL; the host part comes only from
-// ParseHost's result, never from the raw header or the request-target.
+// hostheader.Parse's result, never from the raw header or the request-target.
 func (rd Redirector) target(addr netip.Addr, name string, r *http.Request) string {
 	var b strings.Builder
 	b.WriteString("https://")
@@ -76,66 +78,4 @@ func escapeQuery(q string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
-}
-
-// ParseHost parses a Host header value: "name[:port]", "a.b.c.d[:port]"
-// or "[v6][:port]". It returns the address (unmapped, no zone) or the
-// lowercased name without a trailing dot, and false for anything else:
-// empty, over 255 bytes, userinfo, a path, control characters, an
-// unbracketed IPv6 address, a zone, a bad port, or a name whose last
-// label is numeric (which URL parsers would read as an IPv4 address).
-func ParseHost(h string) (addr netip.Addr, name string, ok bool) {
-	if h == "" || len(h) > 255 {
-		return netip.Addr{}, "", false
-	}
-	host := h
-	if h[0] == '[' {
-		end := strings.IndexByte(h, ']')
-		if end < 0 || !validPort(h[end+1:]) {
-			return netip.Addr{}, "", false
-		}
-		a, err := netip.ParseAddr(h[1:end])
-		if err != nil || !a.Is6() || a.Zone() != "" || a.Is4In6() {
-			return netip.Addr{}, "", false
-		}
-		return a, "", true
-	}
-	if i := strings.IndexByte(h, ':'); i >= 0 {
-		if !validPort(h[i:]) {
-			return netip.Addr{}, "", false
-		}
-		host = h[:i]
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if !a.Is4() {
-			return netip.Addr{}, "", false
-		}
-		return a, "", true
-	}
-	n := strings.TrimSuffix(strings.ToLower(host), ".")
-	if !validDNSName(n) {
-		return netip.Addr{}, "", false
-	}
-	return netip.Addr{}, n, true
-}
-
-// validPort accepts "" or ":" followed by up to five digits ≤ 65535.
-func validPort(p string) bool {
-	if p == "" {
-		return true
-	}
-	if p[0] != ':' || len(p) > 6 {
-		return false
-	}
-	d := p[1:]
-	if d == "" {
-		return true // "host:" is allowed by RFC 3986
-	}
-	for i := 0; i < len(d); i++ {
-		if d[i] < '0' || d[i] > '9' {
-			return false
-		}
-	}
-	n, _ := strconv.Atoi(d)
-	return n <= 65535
 }

@@ -13,69 +13,6 @@ import (
 	"time"
 )
 
-func TestParseHost(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		addr string
-		name string
-		ok   bool
-	}{
-		{"10.10.0.1", "10.10.0.1", "", true},
-		{"10.10.0.1:80", "10.10.0.1", "", true},
-		{"10.10.0.1:", "10.10.0.1", "", true},
-		{"[fd00:10::1]", "fd00:10::1", "", true},
-		{"[fd00:10::1]:8080", "fd00:10::1", "", true},
-		{"CloudSteer.LAN", "", "cloudsteer.lan", true},
-		{"cloudsteer.lan.:80", "", "cloudsteer.lan", true},
-		{"gw", "", "gw", true},
-		{"xn--bcher-kva.lan", "", "xn--bcher-kva.lan", true},
-
-		{"", "", "", false},
-		{"evil.com@10.10.0.1", "", "", false},
-		{"10.10.0.1@evil.com", "", "", false},
-		{"10.10.0.1/..", "", "", false},
-		{"10.10.0.1/evil.com", "", "", false},
-		{"10.10.0.1\\evil.com", "", "", false},
-		{"10.10.0.1\r\nSet-Cookie: a=b", "", "", false},
-		{"10.10.0.1\n", "", "", false},
-		{"10.10.0.1 evil.com", "", "", false},
-		{"10.10.0.1#x", "", "", false},
-		{"10.10.0.1?x", "", "", false},
-		{"10.10.0.1:80:80", "", "", false},
-		{"10.10.0.1:http", "", "", false},
-		{"10.10.0.1:65536", "", "", false},
-		{"10.10.0.1:+80", "", "", false},
-		{"10.10.0.1:0000080", "", "", false},
-		{"fd00::1", "", "", false},
-		{"fd00::1:80", "", "", false},
-		{"[fd00::1", "", "", false},
-		{"[fd00::1]x", "", "", false},
-		{"[fe80::1%25eth0]", "", "", false},
-		{"[::ffff:10.10.0.1]", "", "", false},
-		{"[10.10.0.1]", "", "", false},
-		{"10.10.0.1.", "", "", false},
-		{"10.1", "", "", false},
-		{"0x7f.1", "", "", false},
-		{"2130706433", "", "", false},
-		{"a..b", "", "", false},
-		{".lan", "", "", false},
-		{"-a.lan", "", "", false},
-		{"a_b.lan", "", "", false},
-		{"ünï.lan", "", "", false},
-		{strings.Repeat("a", 64) + ".lan", "", "", false},
-		{strings.Repeat("a.", 130) + "lan", "", "", false},
-	} {
-		a, n, ok := ParseHost(tc.in)
-		var want netip.Addr
-		if tc.addr != "" {
-			want = netip.MustParseAddr(tc.addr)
-		}
-		if ok != tc.ok || a != want || n != tc.name {
-			t.Errorf("ParseHost(%q) = %v %q %v, want %v %q %v", tc.in, a, n, ok, want, tc.name, tc.ok)
-		}
-	}
-}
-
 func TestRedirector(t *testing.T) {
 	lan := func(a netip.Addr, n string) bool {
 		return a == netip.MustParseAddr("10.10.0.1") || a == netip.MustParseAddr("fd00:10::1") || n == "cloudsteer.lan"

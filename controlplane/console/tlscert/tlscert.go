@@ -44,6 +44,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 const (
@@ -226,7 +228,7 @@ func normSANs(names []string, addrs []netip.Addr) ([]string, []netip.Addr, error
 	var ns []string
 	for _, n := range names {
 		n = strings.TrimSuffix(strings.ToLower(n), ".")
-		if !validDNSName(n) {
+		if !hostheader.ValidName(n) {
 			return nil, nil, fmt.Errorf("tlscert: %q is not a valid DNS name for the certificate", n)
 		}
 		ns = append(ns, n)
@@ -479,30 +481,4 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
-}
-
-// validDNSName reports whether n (lowercase, no trailing dot) is a
-// letters-digits-hyphens host name whose last label is not numeric (so it
-// cannot be read as an IPv4 address by a URL parser).
-func validDNSName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	labels := strings.Split(n, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	last := labels[len(labels)-1]
-	if strings.HasPrefix(last, "0x") || strings.Trim(last, "0123456789") == "" {
-		return false
-	}
-	return true
 }
