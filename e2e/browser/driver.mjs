@@ -163,6 +163,23 @@ async function main() {
       await page.waitForURL((u) => u.href.includes(c.contains), { waitUntil: c.waitUntil || 'load', ...to(c) });
       return page.url();
     },
+    // layout measures the page (fixed code, not a script the caller
+    // sends): a page wider than its viewport scrolls sideways on a phone.
+    async layout() {
+      return await page.evaluate(() => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        clientWidth: document.documentElement.clientWidth,
+        innerWidth: window.innerWidth,
+      }));
+    },
+    // focused describes the element that has the keyboard focus.
+    async focused() {
+      return await page.evaluate(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return { tag: '', dataTest: '', text: '' };
+        return { tag: el.tagName.toLowerCase(), dataTest: el.getAttribute('data-test') || '', text: (el.innerText || el.value || '').slice(0, 200) };
+      });
+    },
     async url() { return page.url(); },
     async title() { return await page.title(); },
     async content() { return await page.content(); },

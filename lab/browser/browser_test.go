@@ -111,6 +111,14 @@ func TestBrowserInNetNS(t *testing.T) {
 		t.Errorf("hidden element visible: %v, %v", vis, err)
 	}
 	must(t, b.WaitFor(ctx, `[data-test="late"]`, browser.Visible, 5*time.Second))
+	must(t, b.Focus(ctx, `[data-test="name"]`))
+	must(t, b.Press(ctx, `[data-test="name"]`, "Tab"))
+	if f, err := b.Focused(ctx); err != nil || f.Tag != "input" || f.DataTest != "agree" {
+		t.Errorf("focus after Tab from the name: %+v, %v; want the checkbox", f, err)
+	}
+	if l, err := b.Layout(ctx); err != nil || l.InnerWidth != browser.Desktop.Width || l.ScrollWidth > l.ClientWidth {
+		t.Errorf("layout %+v, %v", l, err)
+	}
 
 	// A failing command carries Playwright's message.
 	short, cancelShort := context.WithTimeout(ctx, time.Second)

@@ -157,6 +157,35 @@ func (b *Browser) WaitForURL(ctx context.Context, substr string, timeout time.Du
 	return v, err
 }
 
+// Layout is the page's size as laid out.
+type Layout struct {
+	ScrollWidth int `json:"scrollWidth"` // the document's width, overflow included
+	ClientWidth int `json:"clientWidth"` // the document's visible width
+	InnerWidth  int `json:"innerWidth"`  // the window's width
+}
+
+// Layout measures the page; ScrollWidth > ClientWidth means it scrolls
+// sideways (too wide for a phone).
+func (b *Browser) Layout(ctx context.Context) (Layout, error) {
+	var v Layout
+	err := b.call(ctx, "layout", nil, &v)
+	return v, err
+}
+
+// Focused is the element that has the keyboard focus.
+type Focused struct {
+	Tag      string `json:"tag"`      // lower case; "" when nothing (the body) has it
+	DataTest string `json:"dataTest"` // its data-test attribute
+	Text     string `json:"text"`     // its text or value, clipped
+}
+
+// Focused describes the element that has the keyboard focus.
+func (b *Browser) Focused(ctx context.Context) (Focused, error) {
+	var v Focused
+	err := b.call(ctx, "focused", nil, &v)
+	return v, err
+}
+
 // URL returns the page's URL.
 func (b *Browser) URL(ctx context.Context) (string, error) {
 	var v string
