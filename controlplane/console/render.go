@@ -121,6 +121,10 @@ func staticHandler() http.Handler {
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+// referrerPolicy sends the referrer (and the Origin of a POST) to the
+// console itself only.
+const referrerPolicy = "same-origin"
+
 // secured answers only this gateway's Host (421 otherwise, as the admin
 // API), refuses cross-origin state changes by their Origin header (the
 // CSRF token is checked as well, by each handler), and sets the security
@@ -131,7 +135,11 @@ func (c *Console) secured(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		// Not no-referrer: under it browsers send "Origin: null" on
+		// same-origin POSTs (Fetch, "serializing a request origin"), which
+		// sameOrigin then refuses. same-origin keeps the referrer from
+		// every other site all the same.
+		h.Set("Referrer-Policy", referrerPolicy)
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
