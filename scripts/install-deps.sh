@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cloudsteer's build, tests and demo use, and
+# Installs the Debian packages cloudsteer's build, tests and demo use (the
+# browser tests: chromium, and a Japanese font for the screenshots), and
 # any further packages named as arguments, when any is missing, then the
 # browser tests' npm packages (e2e/browser, from its lockfile) when they are
 # missing or stale. Needs root (apt-get). Quiet when nothing is missing.
@@ -7,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(clang llvm libbpf-dev linux-libc-dev make git gcc
 	iproute2 nftables iputils-ping curl dnsutils
-	squid-openssl apache2-utils ca-certificates chromium "$@")
+	squid-openssl apache2-utils ca-certificates
+	chromium fonts-ipafont-gothic "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

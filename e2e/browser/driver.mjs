@@ -90,6 +90,7 @@ async function main() {
   let browser, context, page;
   const consoleErrors = [];
   const requests = [];
+  const failed = [];
   const push = (list, v) => { list.push(v); if (list.length > MAX_EVENTS) list.shift(); };
   try {
     browser = await chromium.launch({
@@ -107,6 +108,10 @@ async function main() {
     page.on('console', (m) => { if (m.type() === 'error') push(consoleErrors, m.text()); });
     page.on('pageerror', (e) => push(consoleErrors, `page error: ${e.message}`));
     page.on('request', (r) => push(requests, { method: r.method(), url: r.url() }));
+    page.on('response', (r) => {
+      if (r.status() >= 400) push(failed, { method: r.request().method(), url: r.url(), type: r.request().resourceType(), status: r.status() });
+    });
+    page.on('requestfailed', (r) => push(failed, { method: r.method(), url: r.url(), type: r.resourceType(), status: 0, error: r.failure()?.errorText || '' }));
   } catch (e) {
     send({ id: 0, ok: false, error: `launch ${opts.executablePath}: ${errText(e)}` });
     process.exit(1);
@@ -224,6 +229,7 @@ async function main() {
     async clearCookies() { await context.clearCookies(); return null; },
     async consoleErrors() { return consoleErrors.splice(0); },
     async requests() { return requests.splice(0); },
+    async failedRequests() { return failed.splice(0); },
     async close() { await browser.close(); return null; },
   };
 

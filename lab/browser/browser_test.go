@@ -196,6 +196,9 @@ func TestBrowserInNetNS(t *testing.T) {
 			t.Errorf("the page requested %s", r.URL)
 		}
 	}
+	if failed, err := b.FailedRequests(ctx); err != nil || len(failed) != 1 || failed[0].URL != "https://127.0.0.1:8444/" || failed[0].Status != 0 || failed[0].Type != "document" {
+		t.Errorf("failed requests %+v, %v; want the refused navigation alone", failed, err)
+	}
 	if errs, err := b.ConsoleErrors(ctx); err != nil || len(errs) > 0 {
 		t.Errorf("console errors: %q, %v", errs, err)
 	}

@@ -293,6 +293,11 @@ func (b *Browser) ConsoleErrors(ctx context.Context) ([]string, error) {
 type RequestRecord struct {
 	Method string `json:"method"`
 	URL    string `json:"url"`
+	// FailedRequests only: what asked for it (Playwright's resource type:
+	// "document", "script", "stylesheet", "fetch", "image", ...).
+	Type   string `json:"type"`
+	Status int    `json:"status"` // FailedRequests only: the HTTP status, 0 when none came
+	Error  string `json:"error"`  // FailedRequests only: the network error
 }
 
 // Requests returns the requests the page made since the last call (at most
@@ -300,5 +305,13 @@ type RequestRecord struct {
 func (b *Browser) Requests(ctx context.Context) ([]RequestRecord, error) {
 	var v []RequestRecord
 	err := b.call(ctx, "requests", nil, &v)
+	return v, err
+}
+
+// FailedRequests returns the page's requests since the last call that got
+// an HTTP status of 400 or more or no answer at all (at most the last 500).
+func (b *Browser) FailedRequests(ctx context.Context) ([]RequestRecord, error) {
+	var v []RequestRecord
+	err := b.call(ctx, "failedRequests", nil, &v)
 	return v, err
 }
