@@ -51,6 +51,7 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
   diagnose                       run the quick test
   token                          print the network API token (root only) [--state-dir DIR]
   console [info]                 the web console's URL, certificate fingerprint and admin state
+  console fingerprint            only the SHA-256 fingerprint of the console's HTTPS certificate
   console setup-link             a new one-time link to create the console's admin (first run)
   console reset-admin [--yes]    delete the console's admin (asks first unless --yes), sign every
                                  session out and print a new setup link; the last resort when

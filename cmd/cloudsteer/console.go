@@ -10,7 +10,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 )
 
-const consoleUse = "console [info] | console setup-link | console reset-admin [--yes]"
+const consoleUse = "console [info] | console fingerprint | console setup-link | console reset-admin [--yes]"
 
 // cmdConsole drives the web console's root-only side: its address and
 // certificate fingerprint, the first-run setup link and the admin reset.
@@ -33,6 +33,20 @@ func cmdConsole(ctx context.Context, c *cli, args []string) int {
 			return exitOK
 		}
 		c.printConsole(info)
+		return exitOK
+	case "fingerprint":
+		if _, code := c.parse(c.flags("console fingerprint"), args, 0, "console fingerprint"); code != exitOK {
+			return code
+		}
+		info, _, err := get[api.ConsoleInfo](ctx, c, "GET", "/console", nil)
+		if err != nil {
+			return c.fail(err)
+		}
+		if !info.Enabled {
+			fmt.Fprintln(c.stderr, "cloudsteer: the web console is off (console.enabled: false)")
+			return exitFail
+		}
+		fmt.Fprintln(c.stdout, info.Fingerprint)
 		return exitOK
 	case "setup-link":
 		if _, code := c.parse(c.flags("console setup-link"), args, 0, "console setup-link [--json]"); code != exitOK {

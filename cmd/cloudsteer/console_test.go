@@ -83,6 +83,9 @@ func TestCLIConsole(t *testing.T) {
 			t.Fatalf("%v: %+v", args, r)
 		}
 	}
+	if r := runCLIWith(t, sock, "", 0, "console", "fingerprint"); r.code != exitOK || r.stdout != "AB:CD:EF\n" {
+		t.Fatalf("console fingerprint: %+v", r)
+	}
 	if r := runCLIWith(t, sock, "", 0, "console", "--json"); r.code != exitOK || !strings.Contains(r.stdout, `"fingerprint":"AB:CD:EF"`) {
 		t.Fatalf("console --json: %+v", r)
 	}
