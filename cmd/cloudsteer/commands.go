@@ -84,6 +84,10 @@ func cmdStatus(ctx context.Context, c *cli, args []string) int {
 		c.printJSON(raw)
 	} else {
 		c.printStatus(st)
+		// The console's address, when this daemon has one.
+		if ci, _, err := get[api.ConsoleInfo](ctx, c, "GET", "/console", nil); err == nil && ci.Enabled && len(ci.URLs) > 0 {
+			fmt.Fprintf(c.stdout, "Console: %s\n", ci.URLs[0])
+		}
 	}
 	switch st.State {
 	case model.Protected:

@@ -447,7 +447,9 @@ func (c *controller) Status(ctx context.Context) model.Status {
 }
 
 func (c *controller) Diagnose(ctx context.Context) model.Report {
-	return health.Diagnose(ctx, c.d.diagnoseInputs())
+	r := health.Diagnose(ctx, c.d.diagnoseInputs())
+	c.d.lastReport.Store(&r) // for the console's status page
+	return r
 }
 
 func (c *controller) settings() api.Settings {
@@ -484,6 +486,7 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 	switch ev.Kind {
 	case proxy.KindBlocked:
 		reason = "blocked"
+		d.blocks.Add(1)
 	case proxy.KindAuthFailed:
 		reason = "auth_failed"
 	case proxy.KindBypassRefused:
@@ -507,5 +510,6 @@ func (d *Daemon) dnsQuery(q resolver.QueryInfo) {
 	if !q.Blocked {
 		return
 	}
+	d.blocks.Add(1)
 	d.events.offer(model.Event{Time: d.now(), Client: q.Client.Addr().Unmap().String(), Name: q.Name, Proto: "dns", Reason: "dns_blocked"})
 }
