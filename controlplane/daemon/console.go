@@ -19,6 +19,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/console"
 	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 // ConsoleCertDir is the directory, inside the state directory, that holds
@@ -246,7 +247,7 @@ func (d *Daemon) caFallback(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if addr, name, ok := tlscert.ParseHost(r.Host); !ok || !d.allowHost(addr, name) {
+	if addr, name, ok := hostheader.Parse(r.Host); !ok || !d.allowHost(addr, name) {
 		http.Error(w, "bad Host header", http.StatusBadRequest)
 		return
 	}
