@@ -100,16 +100,18 @@ const pages = {
     $("#bypass-add").addEventListener("submit", (ev) => { ev.preventDefault(); add(false); });
     const toggle = async (t, f) => {
       const on = t.checked, v = encodeURIComponent(t.dataset.value);
-      t.disabled = true; cs.say(err, "");
+      // Busy, not disabled: disabling would take the keyboard focus away.
+      t.setAttribute("aria-busy", "true"); cs.say(err, "");
       try {
         await cs.api("POST", "/bypass/" + v + (on ? "/enable" : "/disable"), f ? { force: true } : undefined);
         cs.say(ok, box.dataset.msgSaved);
       } catch (e) {
         t.checked = !on;
         if (on && !f && broad(e)) ask(e, () => { t.checked = true; toggle(t, true); }); else fail(e);
-      } finally { t.disabled = false; }
+      } finally { t.removeAttribute("aria-busy"); }
     };
     $$(".bypass-toggle").forEach((t) => t.addEventListener("change", () => toggle(t, false)));
+    $$(".bypass-toggle").forEach((t) => t.addEventListener("click", (ev) => { if (t.getAttribute("aria-busy")) ev.preventDefault(); }));
     $$(".bypass-remove").forEach((b) => b.addEventListener("click", async () => {
       const v = b.dataset.value;
       cs.say(err, "");
@@ -196,7 +198,8 @@ const pages = {
   diagnostics() {
     const box = $("#diag"), live = $("#diag-live"), err = $("#diag-error"), run = $("#diag-run");
     run.addEventListener("click", async () => {
-      run.disabled = true; cs.say(err, ""); cs.say(live, box.dataset.msgRunning);
+      if (run.getAttribute("aria-busy")) return;
+      run.setAttribute("aria-busy", "true"); cs.say(err, ""); cs.say(live, box.dataset.msgRunning);
       try {
         const rep = await cs.api("POST", "/diagnose");
         (rep.checks || []).forEach((c) => {
@@ -214,7 +217,7 @@ const pages = {
         $("#diag-time").replaceChildren(t);
         cs.times($("#diag-time"));
         cs.say(live, box.dataset.msgDone);
-      } catch (e) { cs.say(live, ""); cs.say(err, cs.why(e)); } finally { run.disabled = false; }
+      } catch (e) { cs.say(live, ""); cs.say(err, cs.why(e)); } finally { run.removeAttribute("aria-busy"); }
     });
   },
 
