@@ -216,25 +216,40 @@ type caData struct {
 // CAHandler serves the inspection CA to any LAN client, without a login:
 // GET /ca is the install page (in the request's language; ?lang=en|ja
 // chooses), GET /ca.cer the certificate (DER, as the provider's
-// cacert.cer), and GET /static/ its stylesheet. The daemon mounts it on
-// plain HTTP as well as the console's HTTPS; both answer 404 with a page
-// while no CA is set.
+// cacert.cer), GET /static/ its stylesheet, and POST /lang the page's
+// language switch (back to /ca?lang=…, no cookie). The daemon mounts it on
+// plain HTTP for the paths CAPath accepts (the rest goes to the HTTPS
+// redirect); the console serves GET /ca and /ca.cer itself. Both answer
+// 404 with a page while no CA is set.
 func (c *Console) CAHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ca", c.caPage)
 	mux.HandleFunc("GET /ca.cer", c.caFile)
 	mux.Handle("GET /static/", staticHandler())
+	mux.HandleFunc("POST /lang", func(w http.ResponseWriter, r *http.Request) {
+		lang := r.PostFormValue("lang")
+		if !slices.Contains(languages, lang) {
+			lang = languages[0]
+		}
+		http.Redirect(w, r, "/ca?lang="+lang, http.StatusSeeOther)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", referrerPolicy)
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// CAPath reports whether CAHandler serves path, for the daemon's plain
+// HTTP listener: everything else there redirects to the console's HTTPS.
+func CAPath(path string) bool {
+	return path == "/ca" || path == "/ca.cer" || path == "/lang" || strings.HasPrefix(path, "/static/")
 }
 
 // publicLang is the language of a public page: ?lang= when it names one,

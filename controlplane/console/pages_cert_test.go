@@ -239,8 +239,21 @@ func TestCAPublic(t *testing.T) {
 	if w := get(pt.c.CAHandler(), "/static/app.css", nil); w.Code != 200 {
 		t.Errorf("CAHandler /static/app.css: %d", w.Code)
 	}
-	if w := get(pt.c.CAHandler(), "/certificate", nil); w.Code != http.StatusNotFound {
+	if w := get(pt.c.CAHandler(), "/certificate", nil); w.Code != http.StatusNotFound || CAPath("/certificate") || CAPath("/") {
 		t.Errorf("CAHandler serves /certificate: %d", w.Code)
+	}
+	for _, p := range []string{"/ca", "/ca.cer", "/static/app.css", "/lang"} {
+		if !CAPath(p) {
+			t.Errorf("CAPath(%q) false", p)
+		}
+	}
+	// The layout's language switch works on the plain-HTTP page too.
+	r := httptest.NewRequest("POST", "/lang", strings.NewReader("lang=ja&back=/ca"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	pt.c.CAHandler().ServeHTTP(w, r)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/ca?lang=ja" {
+		t.Errorf("POST /lang: %d %q", w.Code, w.Header().Get("Location"))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -162,6 +163,20 @@ func TestClock(t *testing.T) {
 	} {
 		if got := clock(d); got != want {
 			t.Errorf("clock(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// TestReferrerPolicy: the policy must not be "no-referrer", under which
+// Chromium sends "Origin: null" on form posts and sameOrigin refuses the
+// language switch, logout and the CA upload (seen in a real browser).
+func TestReferrerPolicy(t *testing.T) {
+	pt := newPagesTest(t, Options{})
+	for _, h := range []http.Handler{pt.h, pt.c.CAHandler()} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/ca", nil))
+		if got := w.Header().Get("Referrer-Policy"); got != "same-origin" {
+			t.Errorf("Referrer-Policy %q, want same-origin", got)
 		}
 	}
 }

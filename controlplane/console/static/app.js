@@ -14,9 +14,12 @@ const cs = {
     try { res = await fetch(url, opts); } catch (e) {
       const err = new Error(cs.msg("network")); err.status = 0; throw err;
     }
+    if (res.redirected && new URL(res.url).pathname === "/login") {
+      const err = new Error(cs.msg("session")); err.status = 401; throw err;
+    }
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
-    if (!res.ok) {
+    if (!res.ok || data === null) {
       const err = new Error((data && data.error) || res.statusText);
       err.status = res.status;
       err.code = data && data.code;
@@ -40,11 +43,18 @@ const cs = {
   // msg reads a common text of the page (#cs-msg data-*).
   msg(name) { const m = $("#cs-msg"); return (m && m.dataset[name]) || ""; },
   // why turns an error into a sentence for people.
-  why(err) {
+  // why turns an error into a sentence for people: the page's own text
+  // for the codes it knows (data-msg-<code> on the nearest element that
+  // has one, or #cs-msg), followed by the gateway's detail.
+  why(err, el) {
     if (err.status === 401) return cs.msg("session");
     if (err.code === "csrf") return cs.msg("csrf");
     if (err.status >= 500 && err.code === "internal") return cs.msg("internal");
-    return err.message;
+    const key = "msg" + String(err.code || "").replace(/(^|_)(\w)/g, (m, a, b) => b.toUpperCase());
+    let own = "";
+    for (let n = el; n && !own; n = n.parentElement) own = (n.dataset && n.dataset[key]) || "";
+    own = own || cs.msg(key.slice(3).replace(/^\w/, (c) => c.toLowerCase()));
+    return own ? own + " (" + err.message + ")" : err.message;
   },
   say(el, text) { if (el) el.textContent = text || ""; },
   fmt(s, v) { return s.replace(/%[sdq]/, v); },
@@ -130,11 +140,11 @@ const pages = {
       cs.say(err, "");
       const body = { duration: b.dataset.duration };
       if (code) body.code = code.value.trim();
-      try { await cs.api("POST", "/pause", body); location.reload(); } catch (e) { cs.say(err, cs.why(e)); }
+      try { await cs.api("POST", "/pause", body); location.reload(); } catch (e) { cs.say(err, cs.why(e, err)); }
     }));
     const resume = $("#pause-resume");
     if (resume) resume.addEventListener("click", async () => {
-      try { await cs.api("POST", "/resume"); location.reload(); } catch (e) { cs.say(err, cs.why(e)); }
+      try { await cs.api("POST", "/resume"); location.reload(); } catch (e) { cs.say(err, cs.why(e, err)); }
     });
     // The countdown runs from the server's remaining time, so the
     // browser's clock does not matter.
@@ -238,14 +248,14 @@ const pages = {
         shown.textContent = a.entitlement_code;
         msg.className = "ok";
         cs.say(msg, (a.verified ? card.dataset.msgVerified : card.dataset.msgStored) + (a.message ? " " + a.message : ""));
-      } catch (e) { msg.className = "error"; cs.say(msg, cs.why(e)); }
+      } catch (e) { msg.className = "error"; cs.say(msg, cs.why(e, msg)); }
     });
     const sw = $("#settings-require-code"), off = $("#settings-off"), pmsg = $("#settings-pause-message");
     const put = (on, code) => cs.api("PUT", "/settings", { require_code_to_pause: on, code: code || "" });
     sw.addEventListener("change", async () => {
       cs.say(pmsg, "");
       if (!sw.checked) { sw.checked = true; off.hidden = false; $("#settings-off-code").focus(); return; }
-      try { await put(true); cs.say(pmsg, cs.msg("saved")); } catch (e) { sw.checked = false; cs.say(pmsg, cs.why(e)); }
+      try { await put(true); cs.say(pmsg, cs.msg("saved")); } catch (e) { sw.checked = false; cs.say(pmsg, cs.why(e, pmsg)); }
     });
     $("#settings-off-cancel").addEventListener("click", () => { off.hidden = true; sw.focus(); });
     $("#settings-off-confirm").addEventListener("click", async () => {
@@ -254,7 +264,7 @@ const pages = {
         await put(false, code.value.trim());
         sw.checked = false; off.hidden = true; code.value = "";
         cs.say(pmsg, cs.msg("saved")); sw.focus();
-      } catch (e) { cs.say(pmsg, cs.why(e)); }
+      } catch (e) { cs.say(pmsg, cs.why(e, pmsg)); }
     });
   },
 };
