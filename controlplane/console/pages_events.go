@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,7 +152,8 @@ func clipText(s string) string {
 type eventRow struct {
 	model.Event
 	ClientName string
-	Reason     string // catalog key of the reason, "" when unknown
+	Reason     string // the reason in words (the code itself when unknown)
+	NameFor    string // the naming field's label
 	Index      int
 }
 
@@ -163,6 +165,21 @@ type eventsData struct {
 	Top      uint64 // the newest event's ID shown
 	APIQuery string // the same filter for GET /api/v1/events
 	Back     string // this page with its query, for the naming form
+	L        eventLabels
+}
+
+// eventLabels are the texts every row repeats, looked up once per page.
+type eventLabels struct {
+	Time, Client, MAC, CName, Name, Reason, Dest, Rename, GiveName, Save string
+}
+
+func (c *Console) eventLabels(lang string) eventLabels {
+	t := func(k string) string { return c.cat.text(lang, k) }
+	return eventLabels{
+		Time: t("events.col_time"), Client: t("events.col_client"), MAC: t("events.col_mac"), CName: t("events.col_cname"),
+		Name: t("events.col_name"), Reason: t("events.col_reason"), Dest: t("events.col_dest"),
+		Rename: t("events.rename"), GiveName: t("events.give_name"), Save: t("events.save"),
+	}
 }
 
 // eventReasons are the event reasons the catalogs translate
@@ -177,7 +194,7 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, p pageData)
 		names = map[string]string{}
 	}
 	flt, form, ferr := parseEventQuery(r.URL.Query(), names)
-	d := eventsData{Form: form, Back: "/events"}
+	d := eventsData{Form: form, Back: "/events", L: c.eventLabels(p.Lang)}
 	if r.URL.RawQuery != "" && len(r.URL.RawQuery) < 1024 {
 		d.Back += "?" + r.URL.RawQuery
 	}
@@ -193,14 +210,13 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, p pageData)
 			d.Error = c.cat.text(p.Lang, "events.err.read")
 		}
 		for i, e := range evs {
-			row := eventRow{Event: e, ClientName: names[e.Client], Index: i}
+			row := eventRow{Event: e, ClientName: names[e.Client], Reason: e.Reason, Index: i,
+				NameFor: c.cat.text(p.Lang, "events.name_for", e.Client)}
 			if row.ClientName == "" && e.MAC != "" {
 				row.ClientName = names[strings.ToLower(e.MAC)]
 			}
-			for _, k := range eventReasons {
-				if e.Reason == k {
-					row.Reason = "event.reason." + k
-				}
+			if slices.Contains(eventReasons, e.Reason) {
+				row.Reason = c.cat.text(p.Lang, "event.reason."+e.Reason)
 			}
 			d.Rows = append(d.Rows, row)
 			if e.ID > d.Top {

@@ -273,8 +273,10 @@ document.addEventListener("DOMContentLoaded", () => {
   cs.times();
   const init = pages[document.body.dataset.page];
   if (init) init();
-  if ($('nav a[href="/events"]')) {
-    if (document.body.dataset.page !== "events") cs.badge();
+  // The Events page marks what it shows as seen (its poll); elsewhere the
+  // badge follows new blocks.
+  if ($('nav a[href="/events"]') && document.body.dataset.page !== "events") {
+    cs.badge();
     setInterval(cs.badge, 15000);
   }
 });
