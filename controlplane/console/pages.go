@@ -99,7 +99,7 @@ type badgeAnswer struct {
 
 func (c *Console) badgeJSON(w http.ResponseWriter, r *http.Request, p pageData) {
 	n := c.badge(r.Context(), p.User)
-	writeJSON(w, http.StatusOK, badgeAnswer{Count: n, Label: c.cat.text(p.Lang, "nav.badge", n)})
+	writePageJSON(w, http.StatusOK, badgeAnswer{Count: n, Label: c.cat.text(p.Lang, "nav.badge", n)})
 }
 
 // markSeen is POST /events/seen (id=<event id>): the Events page's script
@@ -107,23 +107,27 @@ func (c *Console) badgeJSON(w http.ResponseWriter, r *http.Request, p pageData) 
 func (c *Console) markSeen(w http.ResponseWriter, r *http.Request, p pageData) {
 	id, err := strconv.ParseUint(r.PostFormValue("id"), 10, 64)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, jsonError{Error: c.cat.text(p.Lang, "events.err.seen"), Code: "invalid"})
+		writePageJSON(w, http.StatusBadRequest, pageJSONError{Error: c.cat.text(p.Lang, "events.err.seen"), Code: "invalid"})
 		return
 	}
-	c.seen.mark(p.User, id)
+	// Never past the newest event, so that a bad id cannot hide blocks
+	// still to come.
+	if evs, err := c.b.Events(r.Context(), model.EventFilter{Limit: 1}); err == nil && len(evs) > 0 {
+		c.seen.mark(p.User, min(id, evs[0].ID))
+	}
 	n := c.badge(r.Context(), p.User)
-	writeJSON(w, http.StatusOK, badgeAnswer{Count: n, Label: c.cat.text(p.Lang, "nav.badge", n)})
+	writePageJSON(w, http.StatusOK, badgeAnswer{Count: n, Label: c.cat.text(p.Lang, "nav.badge", n)})
 }
 
-// jsonError is the body of the console endpoints' errors, shaped as the
+// pageJSONError is the body of the console endpoints' errors, shaped as the
 // admin API's (error, code), so the script reads both alike.
-type jsonError struct {
+type pageJSONError struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
 }
 
-// writeJSON answers status with v as JSON.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writePageJSON answers status with v as JSON.
+func writePageJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error","code":"internal"}`)

@@ -32,7 +32,7 @@ func TestScriptAPICalls(t *testing.T) {
 		} else {
 			rb = strings.NewReader("")
 		}
-		w := pt.do(t, req{method: method, path: path, body: rb, hdr: hdr})
+		w := pt.do(t, pageReq{method: method, path: path, body: rb, hdr: hdr})
 		var m map[string]any
 		json.Unmarshal(w.Body.Bytes(), &m)
 		return w.Code, m
@@ -74,9 +74,9 @@ func TestScriptAPICalls(t *testing.T) {
 	// The events page's polling query is one the API takes.
 	doc := pt.page(t, "/events?client=10.0.0.5&since=2026-12-03T09:00&tz=-540", "en")
 	var q string
-	walk(doc, func(n *html.Node) {
-		if attr(n, "id") == "events" {
-			q = attr(n, "data-query")
+	walkHTML(doc, func(n *html.Node) {
+		if htmlAttr(n, "id") == "events" {
+			q = htmlAttr(n, "data-query")
 		}
 	})
 	if q == "" {
@@ -88,7 +88,7 @@ func TestScriptAPICalls(t *testing.T) {
 	if !strings.Contains(q, "since=2026-12-03T00%3A00%3A00Z") {
 		t.Errorf("since not converted to UTC: %q", q)
 	}
-	w := pt.do(t, req{method: "GET", path: "/api/v1/status", anon: true})
+	w := pt.do(t, pageReq{method: "GET", path: "/api/v1/status", anon: true})
 	if w.Code != http.StatusUnauthorized {
 		t.Errorf("API without session: %d", w.Code)
 	}

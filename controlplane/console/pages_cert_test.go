@@ -22,7 +22,7 @@ import (
 )
 
 // testCert makes a self-signed certificate, a CA or not, and its key.
-func testCert(t testing.TB, isCA bool) ([]byte, *ecdsa.PrivateKey) {
+func testCACert(t testing.TB, isCA bool) ([]byte, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -62,7 +62,7 @@ func (pt *pagesTest) upload(t *testing.T, file []byte, csrf string) *httptest.Re
 		fw.Write(file)
 	}
 	mw.Close()
-	return pt.do(t, req{method: "POST", path: "/certificate", body: &buf, lang: "ja", hdr: map[string]string{"Content-Type": mw.FormDataContentType()}})
+	return pt.do(t, pageReq{method: "POST", path: "/certificate", body: &buf, lang: "ja", hdr: map[string]string{"Content-Type": mw.FormDataContentType()}})
 }
 
 // conflictBackend is a fake whose config file names the CA.
@@ -73,15 +73,15 @@ func (conflictBackend) SetInspectionCA(context.Context, []byte) error {
 }
 
 func TestCAUpload(t *testing.T) {
-	caDER, key := testCert(t, true)
-	leafDER, _ := testCert(t, false)
+	caDER, key := testCACert(t, true)
+	leafDER, _ := testCACert(t, false)
 	keyDER, _ := x509.MarshalECPrivateKey(key)
 	pt := newPagesTest(t, Options{})
 
 	doc := pt.page(t, "/certificate", "en")
-	one(t, doc, "cert-upload-file")
-	one(t, doc, "cert-upload-submit")
-	one(t, doc, "cert-none")
+	oneTest(t, doc, "cert-upload-file")
+	oneTest(t, doc, "cert-upload-submit")
+	oneTest(t, doc, "cert-none")
 
 	for _, tc := range []struct {
 		name   string
@@ -104,7 +104,7 @@ func TestCAUpload(t *testing.T) {
 			if w.Code != tc.status {
 				t.Fatalf("%d, want %d: %s", w.Code, tc.status, w.Body)
 			}
-			got := textOf(one(t, parseHTML(t, w.Body.String()), "cert-error"))
+			got := nodeText(oneTest(t, parsePage(t, w.Body.String()), "cert-error"))
 			if want := pt.text("ja", tc.key); got != want {
 				t.Errorf("error %q, want %q", got, want)
 			}
@@ -132,15 +132,15 @@ func TestCAUpload(t *testing.T) {
 	}
 	for _, lang := range languages {
 		doc = pt.page(t, "/certificate?uploaded=1", lang)
-		wantContains(t, "subject", textOf(one(t, doc, "cert-subject")), "CN=Security Omakase Plan")
-		if got := textOf(one(t, doc, "cert-fingerprint")); got != tlscert.Fingerprint(caDER) {
+		wantContains(t, "subject", nodeText(oneTest(t, doc, "cert-subject")), "CN=Security Omakase Plan")
+		if got := nodeText(oneTest(t, doc, "cert-fingerprint")); got != tlscert.Fingerprint(caDER) {
 			t.Errorf("fingerprint %q", got)
 		}
-		wantContains(t, "validity", textOf(one(t, doc, "cert-validity")), "2122-02-25T00:00:00Z")
-		if got := textOf(one(t, doc, "cert-url")); got != "http://example.com/ca" {
+		wantContains(t, "validity", nodeText(oneTest(t, doc, "cert-validity")), "2122-02-25T00:00:00Z")
+		if got := nodeText(oneTest(t, doc, "cert-url")); got != "http://example.com/ca" {
 			t.Errorf("short URL %q", got)
 		}
-		wantContains(t, "uploaded", textOf(one(t, doc, "cert-uploaded")), pt.text(lang, "cert.uploaded"))
+		wantContains(t, "uploaded", nodeText(oneTest(t, doc, "cert-uploaded")), pt.text(lang, "cert.uploaded"))
 	}
 
 	// The config file names the CA: the backend's refusal is shown.
@@ -156,7 +156,7 @@ func TestCAUpload(t *testing.T) {
 	if w.Code != http.StatusConflict {
 		t.Fatalf("conflict: %d", w.Code)
 	}
-	if got := textOf(one(t, parseHTML(t, w.Body.String()), "cert-error")); got != pc.text("ja", "cert.err.config") {
+	if got := nodeText(oneTest(t, parsePage(t, w.Body.String()), "cert-error")); got != pc.text("ja", "cert.err.config") {
 		t.Errorf("conflict message %q", got)
 	}
 }
@@ -174,7 +174,7 @@ func TestShortCAURL(t *testing.T) {
 // TestCAPublic: /ca and /ca.cer need no login, on CAHandler alone (plain
 // HTTP) and on the console's handler; 404 with a page while there is none.
 func TestCAPublic(t *testing.T) {
-	caDER, _ := testCert(t, true)
+	caDER, _ := testCACert(t, true)
 	pt := newPagesTest(t, Options{})
 	handlers := map[string]http.Handler{"CAHandler": pt.c.CAHandler(), "console": pt.c.Handler()}
 	get := func(h http.Handler, path string, hdr map[string]string) *httptest.ResponseRecorder {
@@ -192,7 +192,7 @@ func TestCAPublic(t *testing.T) {
 			if w.Code != http.StatusNotFound {
 				t.Fatalf("%s %s without CA: %d", name, p, w.Code)
 			}
-			wantContains(t, name+p, textOf(one(t, parseHTML(t, w.Body.String()), "ca-none")), pt.text("en", "ca.none"))
+			wantContains(t, name+p, nodeText(oneTest(t, parsePage(t, w.Body.String()), "ca-none")), pt.text("en", "ca.none"))
 		}
 	}
 	pt.f.caDER, pt.f.caSource = caDER, "config"
@@ -215,14 +215,14 @@ func TestCAPublic(t *testing.T) {
 			if w.Header().Get("Content-Security-Policy") == "" {
 				t.Error("no CSP")
 			}
-			doc := parseHTML(t, w.Body.String())
-			if attr(one(t, doc, "ca-download"), "href") != "/ca.cer" {
+			doc := parsePage(t, w.Body.String())
+			if htmlAttr(oneTest(t, doc, "ca-download"), "href") != "/ca.cer" {
 				t.Error("download link")
 			}
-			if got := textOf(one(t, doc, "ca-fingerprint")); got != tlscert.Fingerprint(caDER) {
+			if got := nodeText(oneTest(t, doc, "ca-fingerprint")); got != tlscert.Fingerprint(caDER) {
 				t.Errorf("fingerprint %q", got)
 			}
-			body := textOf(doc)
+			body := nodeText(doc)
 			for _, k := range []string{"ca.win2", "ca.mac3", "ca.ff2", "ca.ff4"} {
 				wantContains(t, lc.lang+" steps", body, pt.text(lc.lang, k))
 			}
@@ -258,7 +258,7 @@ func TestCAPublic(t *testing.T) {
 }
 
 func FuzzParseCAUpload(f *testing.F) {
-	caDER, _ := testCert(f, true)
+	caDER, _ := testCACert(f, true)
 	f.Add(caDER)
 	f.Add(pemOf("CERTIFICATE", caDER))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"))

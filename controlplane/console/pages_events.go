@@ -61,29 +61,29 @@ func parseEventQuery(q url.Values, names map[string]string) (model.EventFilter, 
 	if form.TZ != "" {
 		m, err := strconv.Atoi(form.TZ)
 		if err != nil || m < -16*60 || m > 16*60 {
-			return f, form, &filterError{"events.err.tz", clipText(form.TZ)}
+			return f, form, &filterError{"events.err.tz", clipEcho(form.TZ)}
 		}
 		zone = time.FixedZone("", -m*60)
 	}
 	if form.Client != "" {
 		c, ok := clientFilter(form.Client, names)
 		if !ok {
-			return f, form, &filterError{"events.err.client", clipText(form.Client)}
+			return f, form, &filterError{"events.err.client", clipEcho(form.Client)}
 		}
 		f.Client = c
 	}
 	if form.Name != "" {
-		if len(form.Name) > maxNameFilter || !plainText(form.Name) {
-			return f, form, &filterError{"events.err.name", clipText(form.Name)}
+		if len(form.Name) > maxNameFilter || !printableText(form.Name) {
+			return f, form, &filterError{"events.err.name", clipEcho(form.Name)}
 		}
 		f.Name = form.Name
 	}
 	var err error
 	if f.Since, err = parseFilterTime(form.Since, zone); err != nil {
-		return f, form, &filterError{"events.err.since", clipText(form.Since)}
+		return f, form, &filterError{"events.err.since", clipEcho(form.Since)}
 	}
 	if f.Until, err = parseFilterTime(form.Until, zone); err != nil {
-		return f, form, &filterError{"events.err.until", clipText(form.Until)}
+		return f, form, &filterError{"events.err.until", clipEcho(form.Until)}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
 		return f, form, &filterError{"events.err.order", ""}
@@ -126,8 +126,8 @@ func parseFilterTime(s string, zone *time.Location) (time.Time, error) {
 	return time.Time{}, errors.New("not a time")
 }
 
-// plainText reports whether s is valid UTF-8 without control characters.
-func plainText(s string) bool {
+// printableText reports whether s is valid UTF-8 without control characters.
+func printableText(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
@@ -139,8 +139,8 @@ func plainText(s string) bool {
 	return true
 }
 
-// clipText shortens user text echoed in a message.
-func clipText(s string) string {
+// clipEcho shortens user text echoed in a message.
+func clipEcho(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	if utf8.RuneCountInString(s) <= 60 {
 		return s
@@ -281,7 +281,7 @@ func (c *Console) nameClient(w http.ResponseWriter, r *http.Request, p pageData)
 	fail := func(status int, code, key string, args ...any) {
 		msg := c.cat.text(p.Lang, key, args...)
 		if script {
-			writeJSON(w, status, jsonError{Error: msg, Code: code})
+			writePageJSON(w, status, pageJSONError{Error: msg, Code: code})
 			return
 		}
 		http.Error(w, msg, status)
@@ -292,7 +292,7 @@ func (c *Console) nameClient(w http.ResponseWriter, r *http.Request, p pageData)
 		return
 	}
 	name := strings.TrimSpace(r.PostFormValue("name"))
-	if utf8.RuneCountInString(name) > maxClientName || !plainText(name) {
+	if utf8.RuneCountInString(name) > maxClientName || !printableText(name) {
 		fail(http.StatusBadRequest, "invalid", "events.err.client_name", maxClientName)
 		return
 	}
@@ -307,7 +307,7 @@ func (c *Console) nameClient(w http.ResponseWriter, r *http.Request, p pageData)
 	}
 	c.log.Info("client named", "client", key, "by", p.User)
 	if script {
-		writeJSON(w, http.StatusOK, namedClient{Client: key, Name: name})
+		writePageJSON(w, http.StatusOK, namedClient{Client: key, Name: name})
 		return
 	}
 	back := r.PostFormValue("back")

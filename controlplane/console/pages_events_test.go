@@ -11,16 +11,16 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 )
 
-var t0 = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+var evT0 = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 
 func seedEvents(f *fakeBackend) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.events = []model.Event{
-		{ID: 1, Time: t0, Client: "10.0.0.5", MAC: "aa:bb:cc:dd:ee:01", Name: "sports.example", Proto: "tls", Reason: "blocked", Category: "Sports", Target: "203.0.113.9:443"},
-		{ID: 2, Time: t0.Add(time.Hour), Client: "10.0.0.6", Name: "bad.example", Proto: "dns", Reason: "dns_blocked"},
-		{ID: 3, Time: t0.Add(2 * time.Hour), Client: "10.0.0.5", Name: "console", Proto: "console", Reason: "login_failed"},
-		{ID: 4, Time: t0.Add(3 * time.Hour), Client: "10.0.0.5", Name: "news.example", Proto: "http", Reason: "blocked", Status: 403},
+		{ID: 1, Time: evT0, Client: "10.0.0.5", MAC: "aa:bb:cc:dd:ee:01", Name: "sports.example", Proto: "tls", Reason: "blocked", Category: "Sports", Target: "203.0.113.9:443"},
+		{ID: 2, Time: evT0.Add(time.Hour), Client: "10.0.0.6", Name: "bad.example", Proto: "dns", Reason: "dns_blocked"},
+		{ID: 3, Time: evT0.Add(2 * time.Hour), Client: "10.0.0.5", Name: "console", Proto: "console", Reason: "login_failed"},
+		{ID: 4, Time: evT0.Add(3 * time.Hour), Client: "10.0.0.5", Name: "news.example", Proto: "http", Reason: "blocked", Status: 403},
 	}
 }
 
@@ -28,7 +28,7 @@ func rowIDs(t *testing.T, pt *pagesTest, path string) []string {
 	t.Helper()
 	var ids []string
 	for _, n := range byTest(pt.page(t, path, "en"), "events-row") {
-		ids = append(ids, attr(n, "data-id"))
+		ids = append(ids, htmlAttr(n, "data-id"))
 	}
 	return ids
 }
@@ -40,19 +40,19 @@ func TestEventsPage(t *testing.T) {
 	for _, lang := range languages {
 		doc := pt.page(t, "/events", lang)
 		rows := byTest(doc, "events-row")
-		if len(rows) != 4 || attr(rows[0], "data-id") != "4" || attr(rows[3], "data-id") != "1" {
+		if len(rows) != 4 || htmlAttr(rows[0], "data-id") != "4" || htmlAttr(rows[3], "data-id") != "1" {
 			t.Fatalf("%s: rows not newest first", lang)
 		}
-		last := textOf(rows[3])
+		last := nodeText(rows[3])
 		for _, want := range []string{"10.0.0.5", "aa:bb:cc:dd:ee:01", "Reception PC", "sports.example", pt.text(lang, "event.reason.blocked"), "Sports", "203.0.113.9:443", "2026-12-03T10:00:00Z"} {
 			wantContains(t, lang+" row 1", last, want)
 		}
-		wantContains(t, "dns row", textOf(rows[2]), pt.text(lang, "event.reason.dns_blocked"))
-		if got := textOf(byTest(doc, "events-client-name-10.0.0.5")[0]); got != "Reception PC" {
+		wantContains(t, "dns row", nodeText(rows[2]), pt.text(lang, "event.reason.dns_blocked"))
+		if got := nodeText(byTest(doc, "events-client-name-10.0.0.5")[0]); got != "Reception PC" {
 			t.Errorf("client name %q", got)
 		}
 		for _, id := range []string{"events-filter-client", "events-filter-name", "events-filter-submit"} {
-			one(t, doc, id)
+			oneTest(t, doc, id)
 		}
 	}
 	for _, tc := range []struct {
@@ -85,13 +85,13 @@ func TestEventsPage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, lang := range languages {
-				w := pt.do(t, req{path: "/events?" + tc.query, lang: lang})
+				w := pt.do(t, pageReq{path: "/events?" + tc.query, lang: lang})
 				if w.Code != http.StatusBadRequest {
 					t.Fatalf("%d, want 400", w.Code)
 				}
-				doc := parseHTML(t, w.Body.String())
-				want := pt.text(lang, tc.key, clipText(tc.arg))
-				if got := textOf(one(t, doc, "events-error")); got != strings.Join(strings.Fields(want), " ") {
+				doc := parsePage(t, w.Body.String())
+				want := pt.text(lang, tc.key, clipEcho(tc.arg))
+				if got := nodeText(oneTest(t, doc, "events-error")); got != strings.Join(strings.Fields(want), " ") {
 					t.Errorf("%s error %q, want %q", lang, got, want)
 				}
 				if len(byTest(doc, "events-row")) != 0 {
@@ -104,7 +104,7 @@ func TestEventsPage(t *testing.T) {
 
 func badgeCount(t *testing.T, pt *pagesTest) int {
 	t.Helper()
-	w := pt.do(t, req{path: "/badge"})
+	w := pt.do(t, pageReq{path: "/badge"})
 	var b badgeAnswer
 	if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &b) != nil {
 		t.Fatalf("GET /badge: %d %s", w.Code, w.Body)
@@ -113,7 +113,7 @@ func badgeCount(t *testing.T, pt *pagesTest) int {
 	doc := pt.page(t, "/", "en")
 	nav := byTest(doc, "badge")
 	switch {
-	case b.Count == 0 && len(nav) != 0, b.Count > 0 && (len(nav) != 1 || textOf(nav[0]) != itoa(b.Count)):
+	case b.Count == 0 && len(nav) != 0, b.Count > 0 && (len(nav) != 1 || nodeText(nav[0]) != countText(b.Count)):
 		t.Errorf("nav badge %d elements, /badge says %d", len(nav), b.Count)
 	}
 	if b.Count > 0 && b.Label != pt.text("en", "nav.badge", b.Count) {
@@ -122,7 +122,7 @@ func badgeCount(t *testing.T, pt *pagesTest) int {
 	return b.Count
 }
 
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+func countText(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestBadge(t *testing.T) {
 	pt := newPagesTest(t, Options{})
@@ -142,8 +142,8 @@ func TestBadge(t *testing.T) {
 		t.Fatalf("badge %d after opening Events", n)
 	}
 	pt.f.mu.Lock()
-	pt.f.events = append(pt.f.events, model.Event{ID: 5, Time: t0.Add(4 * time.Hour), Client: "10.0.0.7", Name: "x.example", Reason: "blocked"},
-		model.Event{ID: 6, Time: t0.Add(4 * time.Hour), Client: "10.0.0.7", Name: "x.example", Reason: "auth_failed"})
+	pt.f.events = append(pt.f.events, model.Event{ID: 5, Time: evT0.Add(4 * time.Hour), Client: "10.0.0.7", Name: "x.example", Reason: "blocked"},
+		model.Event{ID: 6, Time: evT0.Add(4 * time.Hour), Client: "10.0.0.7", Name: "x.example", Reason: "auth_failed"})
 	pt.f.mu.Unlock()
 	if n := badgeCount(t, pt); n != 1 {
 		t.Fatalf("badge %d, want 1 new block", n)
@@ -153,17 +153,25 @@ func TestBadge(t *testing.T) {
 		t.Errorf("other account's badge %d, want 4", n)
 	}
 	// The Events page's script marks what it showed; the CSRF token is needed.
-	if w := pt.do(t, req{method: "POST", path: "/events/seen", body: strings.NewReader("id=6"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}); w.Code != http.StatusForbidden {
+	if w := pt.do(t, pageReq{method: "POST", path: "/events/seen", body: strings.NewReader("id=6"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}); w.Code != http.StatusForbidden {
 		t.Fatalf("seen without CSRF: %d", w.Code)
 	}
-	w := pt.do(t, req{method: "POST", path: "/events/seen", body: strings.NewReader("id=6"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded", csrfHeader: pt.csrf}})
+	w := pt.do(t, pageReq{method: "POST", path: "/events/seen", body: strings.NewReader("id=6"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded", csrfHeader: pt.csrf}})
 	if w.Code != http.StatusOK {
 		t.Fatalf("seen: %d %s", w.Code, w.Body)
 	}
 	if n := badgeCount(t, pt); n != 0 {
 		t.Fatalf("badge %d after seen", n)
 	}
-	if w := pt.do(t, req{method: "POST", path: "/events/seen", body: strings.NewReader("id=x"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded", csrfHeader: pt.csrf}}); w.Code != http.StatusBadRequest {
+	// An id past the newest cannot hide blocks to come.
+	pt.do(t, pageReq{method: "POST", path: "/events/seen", body: strings.NewReader("id=999999"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded", csrfHeader: pt.csrf}})
+	pt.f.mu.Lock()
+	pt.f.events = append(pt.f.events, model.Event{ID: 7, Time: evT0.Add(5 * time.Hour), Client: "10.0.0.7", Name: "y.example", Reason: "blocked"})
+	pt.f.mu.Unlock()
+	if n := badgeCount(t, pt); n != 1 {
+		t.Fatalf("badge %d after a too-large seen id, want 1", n)
+	}
+	if w := pt.do(t, pageReq{method: "POST", path: "/events/seen", body: strings.NewReader("id=x"), hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded", csrfHeader: pt.csrf}}); w.Code != http.StatusBadRequest {
 		t.Errorf("bad id: %d", w.Code)
 	}
 }
@@ -176,7 +184,7 @@ func TestClientNaming(t *testing.T) {
 		for k, x := range hdr {
 			h[k] = x
 		}
-		w := pt.do(t, req{method: "POST", path: "/clients", body: strings.NewReader(v.Encode()), hdr: h})
+		w := pt.do(t, pageReq{method: "POST", path: "/clients", body: strings.NewReader(v.Encode()), hdr: h})
 		return w.Code, w.Body.String(), w.Header()
 	}
 	if code, _, _ := form(url.Values{"client": {"10.0.0.5"}, "name": {"Reception"}}, nil); code != http.StatusForbidden {
@@ -195,7 +203,7 @@ func TestClientNaming(t *testing.T) {
 	if pt.f.names["10.0.0.5"] != "Reception" {
 		t.Fatalf("names %v", pt.f.names)
 	}
-	if got := textOf(byTest(pt.page(t, "/events", "en"), "events-client-name-10.0.0.5")[0]); got != "Reception" {
+	if got := nodeText(byTest(pt.page(t, "/events", "en"), "events-client-name-10.0.0.5")[0]); got != "Reception" {
 		t.Errorf("events page shows %q", got)
 	}
 	// A plain form post (no script) goes back to the page it came from.
@@ -246,7 +254,7 @@ func FuzzParseEventQuery(f *testing.F) {
 		if !flt.Since.IsZero() && !flt.Until.IsZero() && flt.Until.Before(flt.Since) {
 			t.Fatal("until before since accepted")
 		}
-		if len(flt.Name) > maxNameFilter || !plainText(flt.Name) {
+		if len(flt.Name) > maxNameFilter || !printableText(flt.Name) {
 			t.Fatal("bad name accepted")
 		}
 		// Whatever the page accepts, the API's filter accepts too (the

@@ -48,7 +48,7 @@ func newPagesTest(t testing.TB, opts Options) *pagesTest {
 
 // req is one request: the session cookie unless anon, the language
 // cookie when lang is set, and the headers.
-type req struct {
+type pageReq struct {
 	method, path string
 	body         io.Reader
 	lang         string
@@ -56,7 +56,7 @@ type req struct {
 	hdr          map[string]string
 }
 
-func (pt *pagesTest) do(t testing.TB, r req) *httptest.ResponseRecorder {
+func (pt *pagesTest) do(t testing.TB, r pageReq) *httptest.ResponseRecorder {
 	t.Helper()
 	if r.method == "" {
 		r.method = http.MethodGet
@@ -79,18 +79,18 @@ func (pt *pagesTest) do(t testing.TB, r req) *httptest.ResponseRecorder {
 // page GETs path in lang, wants 200 and returns the parsed document.
 func (pt *pagesTest) page(t testing.TB, path, lang string) *html.Node {
 	t.Helper()
-	w := pt.do(t, req{path: path, lang: lang})
+	w := pt.do(t, pageReq{path: path, lang: lang})
 	if w.Code != http.StatusOK {
 		t.Fatalf("GET %s (%s): %d %s", path, lang, w.Code, w.Body.String())
 	}
-	return parseHTML(t, w.Body.String())
+	return parsePage(t, w.Body.String())
 }
 
 func (pt *pagesTest) text(lang, key string, args ...any) string {
 	return pt.c.cat.text(lang, key, args...)
 }
 
-func parseHTML(t testing.TB, s string) *html.Node {
+func parsePage(t testing.TB, s string) *html.Node {
 	t.Helper()
 	doc, err := html.Parse(strings.NewReader(s))
 	if err != nil {
@@ -100,16 +100,16 @@ func parseHTML(t testing.TB, s string) *html.Node {
 }
 
 // walk calls fn on every element node under n.
-func walk(n *html.Node, fn func(*html.Node)) {
+func walkHTML(n *html.Node, fn func(*html.Node)) {
 	if n.Type == html.ElementNode {
 		fn(n)
 	}
 	for ch := n.FirstChild; ch != nil; ch = ch.NextSibling {
-		walk(ch, fn)
+		walkHTML(ch, fn)
 	}
 }
 
-func attr(n *html.Node, k string) string {
+func htmlAttr(n *html.Node, k string) string {
 	for _, a := range n.Attr {
 		if a.Key == k {
 			return a.Val
@@ -118,7 +118,7 @@ func attr(n *html.Node, k string) string {
 	return ""
 }
 
-func hasAttr(n *html.Node, k string) bool {
+func htmlHasAttr(n *html.Node, k string) bool {
 	for _, a := range n.Attr {
 		if a.Key == k {
 			return true
@@ -130,8 +130,8 @@ func hasAttr(n *html.Node, k string) bool {
 // byTest returns the elements whose data-test is name.
 func byTest(doc *html.Node, name string) []*html.Node {
 	var out []*html.Node
-	walk(doc, func(n *html.Node) {
-		if attr(n, "data-test") == name {
+	walkHTML(doc, func(n *html.Node) {
+		if htmlAttr(n, "data-test") == name {
 			out = append(out, n)
 		}
 	})
@@ -139,7 +139,7 @@ func byTest(doc *html.Node, name string) []*html.Node {
 }
 
 // one returns the single element with data-test name.
-func one(t testing.TB, doc *html.Node, name string) *html.Node {
+func oneTest(t testing.TB, doc *html.Node, name string) *html.Node {
 	t.Helper()
 	ns := byTest(doc, name)
 	if len(ns) != 1 {
@@ -149,7 +149,7 @@ func one(t testing.TB, doc *html.Node, name string) *html.Node {
 }
 
 // textOf is n's text with white space collapsed.
-func textOf(n *html.Node) string {
+func nodeText(n *html.Node) string {
 	var b strings.Builder
 	var rec func(*html.Node)
 	rec = func(n *html.Node) {

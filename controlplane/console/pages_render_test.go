@@ -28,18 +28,18 @@ func TestPagesRender(t *testing.T) {
 	pt := newPagesTest(t, Options{})
 	for path, title := range signedInPages {
 		for _, lang := range languages {
-			w := pt.do(t, req{path: path, lang: lang})
+			w := pt.do(t, pageReq{path: path, lang: lang})
 			if w.Code != http.StatusOK {
 				t.Fatalf("GET %s %s: %d", path, lang, w.Code)
 			}
 			if got := w.Header().Get("Content-Language"); got != lang {
 				t.Errorf("GET %s: Content-Language %q, want %q", path, got, lang)
 			}
-			doc := parseHTML(t, w.Body.String())
+			doc := parsePage(t, w.Body.String())
 			var h1 string
-			walk(doc, func(n *html.Node) {
+			walkHTML(doc, func(n *html.Node) {
 				if n.Data == "h1" {
-					h1 = textOf(n)
+					h1 = nodeText(n)
 				}
 			})
 			if want := pt.text(lang, title); h1 != want {
@@ -58,22 +58,22 @@ func TestPagesRender(t *testing.T) {
 func checkLabels(t *testing.T, page string, doc *html.Node) {
 	t.Helper()
 	labels := map[string]bool{}
-	walk(doc, func(n *html.Node) {
+	walkHTML(doc, func(n *html.Node) {
 		if n.Data == "label" {
-			labels[attr(n, "for")] = true
+			labels[htmlAttr(n, "for")] = true
 		}
 	})
-	walk(doc, func(n *html.Node) {
+	walkHTML(doc, func(n *html.Node) {
 		switch n.Data {
 		case "input", "select", "textarea":
 		default:
 			return
 		}
-		if attr(n, "type") == "hidden" || attr(n, "aria-label") != "" {
+		if htmlAttr(n, "type") == "hidden" || htmlAttr(n, "aria-label") != "" {
 			return
 		}
-		if id := attr(n, "id"); id == "" || !labels[id] {
-			t.Errorf("%s: %s %q (data-test %q) has no label", page, n.Data, attr(n, "name"), attr(n, "data-test"))
+		if id := htmlAttr(n, "id"); id == "" || !labels[id] {
+			t.Errorf("%s: %s %q (data-test %q) has no label", page, n.Data, htmlAttr(n, "name"), htmlAttr(n, "data-test"))
 		}
 	})
 }
@@ -82,13 +82,13 @@ func checkLabels(t *testing.T, page string, doc *html.Node) {
 func TestPagesNeedLogin(t *testing.T) {
 	pt := newPagesTest(t, Options{})
 	for path := range signedInPages {
-		w := pt.do(t, req{path: path, anon: true})
+		w := pt.do(t, pageReq{path: path, anon: true})
 		if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login" {
 			t.Errorf("GET %s without session: %d %q, want 303 /login", path, w.Code, w.Header().Get("Location"))
 		}
 	}
 	for _, p := range []string{"/badge"} {
-		if w := pt.do(t, req{path: p, anon: true}); w.Code != http.StatusSeeOther {
+		if w := pt.do(t, pageReq{path: p, anon: true}); w.Code != http.StatusSeeOther {
 			t.Errorf("GET %s without session: %d", p, w.Code)
 		}
 	}
