@@ -123,6 +123,7 @@ type Console struct {
 
 	cat   catalogs
 	pages map[string]*template.Template
+	seen  seenEvents // per account, the newest event shown on the Events page (pages.go)
 	mux   *http.ServeMux
 }
 

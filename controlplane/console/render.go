@@ -121,6 +121,10 @@ func staticHandler() http.Handler {
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+// referrerPolicy keeps the Referer within the console: a form POST then
+// carries its real Origin.
+const referrerPolicy = "same-origin"
+
 // secured answers only this gateway's Host (421 otherwise, as the admin
 // API), refuses cross-origin state changes by their Origin header (the
 // CSRF token is checked as well, by each handler), and sets the security
@@ -131,7 +135,10 @@ func (c *Console) secured(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		// Not "no-referrer": under it Chromium sends "Origin: null" on a
+		// form POST, which sameOrigin refuses (language switch, logout,
+		// uploads). "same-origin" still sends nothing to other sites.
+		h.Set("Referrer-Policy", referrerPolicy)
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
