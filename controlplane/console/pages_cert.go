@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 // Upload bounds: a CA certificate is a few KB; the request may carry the
@@ -132,7 +133,7 @@ func (c *Console) renderCert(w http.ResponseWriter, r *http.Request, status int,
 // shortCAURL is the address LAN clients type to get the CA: plain HTTP on
 // the host the admin reached the console by, without the console's port.
 func shortCAURL(host string) string {
-	addr, name, ok := tlscert.ParseHost(host)
+	addr, name, ok := hostheader.Parse(host)
 	switch {
 	case !ok:
 		return "/ca"
