@@ -236,6 +236,10 @@ func (c *Console) CAHandler() http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
+		if addr, name, ok := hostheader.Parse(r.Host); !ok || c.opts.AllowHost != nil && !c.opts.AllowHost(addr, name) {
+			http.Error(w, "this is not a name of this gateway: use its LAN address", http.StatusMisdirectedRequest)
+			return
+		}
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")

@@ -19,21 +19,17 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/console"
 	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
-	"github.com/cloudsteer/cloudsteer/internal/hostheader"
 )
 
 // ConsoleCertDir is the directory, inside the state directory, that holds
 // the console's self-made certificate and key.
 const ConsoleCertDir = "console"
 
-// consoleExtras are the parts of *console.Console that the daemon uses
-// beyond the shell (the CA download for the plain-HTTP port and the
-// session reset for `cloudsteer console reset-admin`). They are reached
-// through this interface so the daemon builds before the console has
-// them; until then /ca is served by caFallback and reset-admin cannot end
-// sessions (it logs so).
+// consoleExtras is the session reset of *console.Console for `cloudsteer
+// console reset-admin`, reached through this interface while the console's
+// login side is being merged; without it reset-admin logs that sessions
+// stay until a restart.
 type consoleExtras interface {
-	CAHandler() http.Handler
 	EndAllSessions()
 }
 
@@ -104,11 +100,16 @@ func (d *Daemon) startConsole(ctx context.Context) error {
 
 	tlsCfg := st.cert.TLSConfig()
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
-	redirect := http.NewServeMux()
-	ca := d.caHandler()
-	redirect.Handle("/ca", ca)
-	redirect.Handle("/ca.cer", ca)
-	redirect.Handle("/", tlscert.Redirector{HTTPSPort: int(cc.Port), Allow: d.allowHost})
+	// Plain HTTP: the CA install page and file (with its stylesheet and
+	// language switch) for any LAN client, everything else redirected.
+	ca, toHTTPS := st.c.CAHandler(), tlscert.Redirector{HTTPSPort: int(cc.Port), Allow: d.allowHost}
+	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if console.CAPath(r.URL.Path) {
+			ca.ServeHTTP(w, r)
+			return
+		}
+		toHTTPS.ServeHTTP(w, r)
+	})
 	httpPort := cc.PlainHTTPPort()
 	for _, dev := range d.cfg.LANInterfaces {
 		for _, fam := range []string{"4", "6"} {
@@ -228,39 +229,6 @@ func (d *Daemon) consoleURLs() []string {
 		out = append(out, d.consoleURL(h))
 	}
 	return out
-}
-
-// caHandler is the console's CA download (GET /ca and /ca.cer), or, while
-// the console has none, caFallback.
-func (d *Daemon) caHandler() http.Handler {
-	if x, ok := any(d.consoleSt.c).(consoleExtras); ok {
-		return x.CAHandler()
-	}
-	return http.HandlerFunc(d.caFallback)
-}
-
-// caFallback serves the inspection CA as DER (application/pkix-cert),
-// 404 when there is none; only GET and HEAD, only this gateway's Host.
-func (d *Daemon) caFallback(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if addr, name, ok := hostheader.Parse(r.Host); !ok || !d.allowHost(addr, name) {
-		http.Error(w, "bad Host header", http.StatusBadRequest)
-		return
-	}
-	der, _, ok := consoleBackend{d.ctrl}.InspectionCA(r.Context())
-	if !ok {
-		http.Error(w, "no inspection CA certificate has been provided", http.StatusNotFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/pkix-cert")
-	w.Header().Set("Content-Disposition", `attachment; filename="cacert.cer"`)
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(der)
 }
 
 // setupLinkHost is the host of the setup link: the first LAN IPv4

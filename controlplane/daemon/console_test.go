@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/console"
 	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
@@ -136,11 +137,16 @@ func TestConsoleInspectionCA(t *testing.T) {
 	withConsole(t, d)
 	ctx := context.Background()
 	b := consoleBackend{d.ctrl}
+	c, err := console.New(b, console.Options{AllowHost: d.allowHost, Now: d.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := c.CAHandler() // what the plain-HTTP port serves for /ca.cer
 	get := func(method, host string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(method, "http://x/ca.cer", nil)
 		r.Host = host
-		d.caFallback(rec, r)
+		ca.ServeHTTP(rec, r)
 		return rec
 	}
 	if _, _, ok := b.InspectionCA(ctx); ok {
@@ -166,7 +172,7 @@ func TestConsoleInspectionCA(t *testing.T) {
 	if rec := get("POST", "localhost"); rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("POST: %d", rec.Code)
 	}
-	if rec := get("GET", "evil.example"); rec.Code != http.StatusBadRequest {
+	if rec := get("GET", "evil.example"); rec.Code != http.StatusMisdirectedRequest {
 		t.Fatalf("foreign host: %d", rec.Code)
 	}
 	// Named in the config: that one is shown, uploads are refused.
