@@ -38,6 +38,7 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
                                  add a domain ("bank.example", "*.example.com"), IP or CIDR
                                  (--force: accept CIDRs covering more than a /8 or v6 /16)
   bypass rm VALUE                remove an entry (not system ones; config file ones: edit the file)
+  bypass comment VALUE TEXT      replace an entry's comment ("" clears it; not system or config file ones)
   bypass enable VALUE [--force]  enable an entry
   bypass disable VALUE           disable an entry (system entries cannot be disabled; a config
                                  file entry stays disabled across restarts while the file lists it)

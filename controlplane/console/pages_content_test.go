@@ -98,8 +98,15 @@ func TestBypassPage(t *testing.T) {
 		if tg := oneTest(t, doc, "bypass-toggle-bank.example"); htmlHasAttr(tg, "disabled") || !htmlHasAttr(tg, "checked") {
 			t.Error("config entry toggle should be on and usable")
 		}
-		api := oneTest(t, doc, "bypass-row-192.0.2.0/24")
-		wantContains(t, "api row", nodeText(api), "printer net")
+		oneTest(t, doc, "bypass-row-192.0.2.0/24")
+		// An API entry's comment is editable in place (PATCH comment).
+		if c := oneTest(t, doc, "bypass-comment-192.0.2.0/24"); htmlAttr(c, "value") != "printer net" {
+			t.Errorf("api entry comment field: %v", c.Attr)
+		}
+		oneTest(t, doc, "bypass-comment-save-192.0.2.0/24")
+		if len(byTest(doc, "bypass-comment-bank.example")) != 0 {
+			t.Error("config entry comment is editable")
+		}
 		if tg := oneTest(t, doc, "bypass-toggle-192.0.2.0/24"); htmlHasAttr(tg, "checked") || htmlHasAttr(tg, "disabled") {
 			t.Error("disabled api entry: toggle should be off and usable")
 		}

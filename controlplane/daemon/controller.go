@@ -261,6 +261,33 @@ func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled
 	return e, c.d.applyBypass()
 }
 
+func (c *controller) SetBypassComment(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+	v, _, err := canonicalBypass(value)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isSystem(v) {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry; its comment is fixed", model.ErrForbidden, v)
+	}
+	e, ok, err := c.find(v)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	if !ok {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+	}
+	if e.Source == store.SourceConfig {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s comes from the config file: change its comment there", model.ErrConflict, v)
+	}
+	e.Comment = comment
+	if err := c.d.store.PutBypass(e); err != nil {
+		return model.BypassEntry{}, err
+	}
+	return e, nil
+}
+
 func (c *controller) Pause(ctx context.Context, dur time.Duration, code, by string) (model.PauseState, error) {
 	if dur < 0 || dur > model.MaxPause {
 		return model.PauseState{}, invalid("pause duration must be between 0 (until resumed) and %v", model.MaxPause)

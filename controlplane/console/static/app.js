@@ -122,6 +122,14 @@ const pages = {
     };
     $$(".bypass-toggle").forEach((t) => t.addEventListener("change", () => toggle(t, false)));
     $$(".bypass-toggle").forEach((t) => t.addEventListener("click", (ev) => { if (t.getAttribute("aria-busy")) ev.preventDefault(); }));
+    $$(".bypass-comment").forEach((f) => f.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      cs.say(err, "");
+      try {
+        await cs.api("PATCH", "/bypass/" + encodeURIComponent(f.dataset.value), { comment: f.elements.comment.value.trim() });
+        cs.say(ok, box.dataset.msgSaved);
+      } catch (e) { fail(e); }
+    }));
     $$(".bypass-remove").forEach((b) => b.addEventListener("click", async () => {
       const v = b.dataset.value;
       cs.say(err, "");
