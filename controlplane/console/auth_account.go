@@ -201,4 +201,3 @@ func (c *Console) regenerateRecovery(w http.ResponseWriter, r *http.Request, p p
 	c.log.Info("console recovery codes replaced", "admin", a, "client", ip)
 	http.Redirect(w, r, "/recovery", http.StatusSeeOther)
 }
-
