@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,8 +370,11 @@ func TestNoSecretsLeak(t *testing.T) {
 		}
 	}
 	keep(br)
-	totp1 := h.code(secret)
 	br.logout()
+	typo := "Tokyo2026!z"
+	expect(t, br.password(testUser, typo), http.StatusUnauthorized, "")
+	h.clock.Advance(time.Minute)
+	totp1 := h.code(secret)
 	br.login(testUser, testPass, totp1)
 	keep(br)
 	br.logout()
@@ -395,7 +399,7 @@ func TestNoSecretsLeak(t *testing.T) {
 	br.get("/account")
 	br.get("/recovery")
 	br.get("/login")
-	secrets := map[string]string{"password": testPass, "new password": newPass, "totp secret": secret,
+	secrets := map[string]string{"password": testPass, "new password": newPass, "mistyped password": typo, "totp secret": secret,
 		"setup token": testToken, "totp code 1": totp1, "totp code 2": totp2}
 	for i, c := range codes {
 		secrets["recovery code "+strconv.Itoa(i)] = c
@@ -434,4 +438,80 @@ func TestNoSecretsLeak(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPasswordChange: the current password is needed, the new one passes
+// the rules including "none of the last 4", and every other session ends.
+func TestPasswordChange(t *testing.T) {
+	h, br, secret, _ := ready(t)
+	other := h.browser("192.168.1.21")
+	other.login(testUser, testPass, h.code(secret))
+	change := func(b *browser, cur, pw string) *httptest.ResponseRecorder {
+		t.Helper()
+		csrf := mustMatch(t, csrfRe, b.get("/account").Body.String())
+		return b.post("/account", url.Values{"csrf": {csrf}, "action": {"password"}, "current": {cur},
+			"password": {pw}, "password2": {pw}})
+	}
+	errRe := regexp.MustCompile(`(?s)data-test="account-password-errors">(.*?)</div>`)
+	w := change(br, "Wrong2026x", "Osaka2027!y")
+	expect(t, w, http.StatusUnauthorized, "")
+	if !strings.Contains(mustMatch(t, errRe, w.Body.String()), h.text("en", "auth.account.wrong_password")) {
+		t.Fatal("no wrong-password message")
+	}
+	h.clock.Advance(time.Minute)
+	br.lang = "ja"
+	w = change(br, testPass, testPass)
+	expect(t, w, http.StatusUnprocessableEntity, "")
+	if errs := mustMatch(t, errRe, w.Body.String()); !strings.Contains(errs, h.text("ja", "auth.rule.reused", 4)) || strings.Count(errs, "<li") != 1 {
+		t.Fatalf("reuse errors %q", errs)
+	}
+	br.lang = ""
+	// Four changes; the first password is then out of the history.
+	pws := []string{testPass, "Osaka2027!a", "Kyoto2027!b", "Nara2027!c", "Kobe2027!d"}
+	for i := 1; i < len(pws); i++ {
+		w := change(br, pws[i-1], pws[i])
+		expect(t, w, http.StatusSeeOther, "/account?done=password")
+		checkSessionCookie(t, w) // a new session for this browser
+	}
+	if !strings.Contains(br.get("/account?done=password").Body.String(), h.text("en", "auth.account.password_changed")) {
+		t.Fatal("no changed notice")
+	}
+	expect(t, other.get("/account"), http.StatusSeeOther, "/login")
+	for _, old := range pws[2:4] {
+		expect(t, change(br, pws[4], old), http.StatusUnprocessableEntity, "")
+	}
+	expect(t, change(br, pws[4], pws[0]), http.StatusSeeOther, "/account?done=password")
+	// The new password signs in, the old one does not.
+	h.clock.Advance(time.Minute)
+	third := h.browser("192.168.1.22")
+	expect(t, third.password(testUser, pws[4]), http.StatusUnauthorized, "")
+	h.clock.Advance(time.Minute)
+	third.login(testUser, pws[0], h.code(secret))
+}
+
+// TestRegenerateRecovery: new codes need a current TOTP code, are shown
+// once, and replace the old ones.
+func TestRegenerateRecovery(t *testing.T) {
+	h, br, secret, old := ready(t)
+	csrf := mustMatch(t, csrfRe, br.get("/account").Body.String())
+	wrong := "000000"
+	if h.code(secret) == wrong {
+		wrong = "111111"
+	}
+	expect(t, br.post("/account", url.Values{"csrf": {csrf}, "action": {"recovery"}, "code": {wrong}}), http.StatusUnauthorized, "")
+	h.clock.Advance(time.Minute)
+	expect(t, br.post("/account", url.Values{"csrf": {csrf}, "action": {"recovery"}, "code": {h.code(secret)}}), http.StatusSeeOther, "/recovery")
+	w := br.get("/recovery")
+	expect(t, w, http.StatusOK, "")
+	fresh := codeRe.FindAllStringSubmatch(w.Body.String(), -1)
+	if len(fresh) != auth.RecoveryCodeCount {
+		t.Fatalf("%d new codes", len(fresh))
+	}
+	expect(t, br.get("/recovery"), http.StatusSeeOther, "/account")
+	br.logout()
+	h.clock.Advance(time.Minute)
+	expect(t, br.password(testUser, testPass), http.StatusSeeOther, "/login/2fa")
+	expect(t, br.secondFactor(old[0]), http.StatusUnauthorized, "")
+	h.clock.Advance(time.Minute)
+	expect(t, br.secondFactor(fresh[5][1]), http.StatusSeeOther, "/")
 }
