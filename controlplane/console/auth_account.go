@@ -18,6 +18,7 @@ type accountView struct {
 	PasswordErrors  []string
 	RecoveryErrors  []string
 	Notice          string
+	passwordRules
 }
 
 // accountPage shows the admin's account: password change and recovery

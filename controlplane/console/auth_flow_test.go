@@ -1,6 +1,10 @@
 package console
 
 import (
+	"bytes"
+	"encoding/base64"
+	"html"
+	"image/png"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -42,6 +46,14 @@ func TestFullFlow(t *testing.T) {
 		t.Fatal("no wrong-code message at enrolment")
 	}
 
+	qr := mustMatch(t, regexp.MustCompile(`src="data:image/png;base64,([^"]+)"`), br.get("/enroll").Body.String())
+	raw, err := base64.StdEncoding.DecodeString(html.UnescapeString(qr)) // the page escapes + as &#43;
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := png.DecodeConfig(bytes.NewReader(raw)); err != nil || cfg.Width != 256 || cfg.Height != 256 {
+		t.Fatalf("QR code PNG: %v, %+v", err, cfg)
+	}
 	secret, codes := br.enroll()
 	if secret != s1 {
 		t.Fatal("enrolled a different secret than shown")

@@ -28,7 +28,17 @@ type setupView struct {
 	User     string
 	Email    string
 	Errors   []string
+	passwordRules
 }
+
+// passwordRules gives the templates the numbers in the rule texts.
+type passwordRules struct{}
+
+// MinLength is the minimum password length.
+func (passwordRules) MinLength() int { return auth.MinPasswordLength }
+
+// History is how many previous passwords may not be reused.
+func (passwordRules) History() int { return auth.PasswordHistoryDepth }
 
 // setupPage shows the create-admin form for a live setup token, and
 // otherwise says how to get one.

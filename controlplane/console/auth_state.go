@@ -140,16 +140,16 @@ func (c *Console) hashSlot(ctx context.Context, f func() error) error {
 // argon2 slot.
 func (c *Console) verifyPassword(ctx context.Context, pw string, h auth.Hash) (ok bool, err error) {
 	l := c.login
-	if h == "" {
-		l.dummyOnce.Do(func() {
-			// A hash of a random string with the live parameters; no password matches it.
-			r := make([]byte, 16)
-			_, _ = rand.Read(r)
-			l.dummy, _ = auth.HashPasswordWith(base64.RawURLEncoding.EncodeToString(r), l.params)
-		})
-		h = l.dummy
-	}
 	err = c.hashSlot(ctx, func() error {
+		if h == "" {
+			l.dummyOnce.Do(func() {
+				// A hash of a random string with the live parameters; no password matches it.
+				r := make([]byte, 16)
+				_, _ = rand.Read(r)
+				l.dummy, _ = auth.HashPasswordWith(base64.RawURLEncoding.EncodeToString(r), l.params)
+			})
+			h = l.dummy
+		}
 		var verr error
 		ok, verr = l.verify(pw, h)
 		return verr
