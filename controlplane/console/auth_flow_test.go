@@ -302,3 +302,61 @@ func TestPendingLoginExpires(t *testing.T) {
 	}
 	expect(t, br.get("/login/2fa"), http.StatusSeeOther, "/login")
 }
+
+// TestAuthPagesAccessible: on every login page each visible control has
+// a label and a data-test hook, and the password, user name and code
+// fields say what they are to password managers and phones.
+func TestAuthPagesAccessible(t *testing.T) {
+	_, br, _, _ := ready(t)
+	pages := map[string]string{"account": br.get("/account").Body.String()}
+	br.logout()
+	pages["login"] = br.get("/login").Body.String()
+	expect(t, br.password(testUser, testPass), http.StatusSeeOther, "/login/2fa")
+	pages["login2fa"] = br.get("/login/2fa").Body.String()
+	h2 := newHarness(t)
+	b2 := h2.browser("192.168.1.20")
+	pages["setup-needed"] = b2.get("/setup").Body.String()
+	pages["setup"] = b2.get("/setup?token=" + testToken).Body.String()
+	expect(t, b2.setup(testUser, "", testPass), http.StatusSeeOther, "/enroll")
+	pages["enroll"] = b2.get("/enroll").Body.String()
+
+	inputRe := regexp.MustCompile(`<(input|select|textarea|button)\b[^>]*>`)
+	attr := func(tag, name string) string {
+		m := regexp.MustCompile(`\b` + name + `="([^"]*)"`).FindStringSubmatch(tag)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	wantAuto := map[string]string{"user": "username", "current": "current-password", "code": "one-time-code"}
+	for name, body := range pages {
+		for _, tag := range inputRe.FindAllString(body, -1) {
+			if attr(tag, "type") == "hidden" {
+				continue
+			}
+			if attr(tag, "data-test") == "" {
+				t.Errorf("%s: %s has no data-test", name, tag)
+			}
+			if strings.HasPrefix(tag, "<button") {
+				continue
+			}
+			id := attr(tag, "id")
+			if id == "" || !strings.Contains(body, `<label for="`+id+`"`) {
+				t.Errorf("%s: %s has no label", name, tag)
+			}
+			n := attr(tag, "name")
+			if n == "lang" {
+				continue
+			}
+			auto := attr(tag, "autocomplete")
+			switch {
+			case n == "password" || n == "password2":
+				if auto != "new-password" && !(name == "login" && auto == "current-password") {
+					t.Errorf("%s: %s: autocomplete %q", name, n, auto)
+				}
+			case wantAuto[n] != "" && auto != wantAuto[n]:
+				t.Errorf("%s: %s: autocomplete %q, want %q", name, n, auto, wantAuto[n])
+			}
+		}
+	}
+}
