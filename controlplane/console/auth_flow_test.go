@@ -360,3 +360,29 @@ func TestAuthPagesAccessible(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultHashParams: without Options.HashParams the console hashes
+// with auth.DefaultHashParams (the other tests use cheap ones), and a
+// password-only account (set up, never enrolled) signs in to enrol only.
+func TestDefaultHashParams(t *testing.T) {
+	b := newFakeBackend()
+	b.setupToken = testToken
+	h := &harness{t: t, b: b, clock: &testClock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}, logs: &syncBuffer{}}
+	c, err := New(b, Options{Now: h.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c = c
+	br := h.browser("192.168.1.20")
+	expect(t, br.setup(testUser, "", testPass), http.StatusSeeOther, "/enroll")
+	a, _, _ := b.Admin(t.Context())
+	if auth.NeedsRehash(auth.Hash(a.PasswordHash)) {
+		t.Fatalf("stored hash %q not made with the default parameters", a.PasswordHash[:30])
+	}
+	h.c.EndAllSessions()
+	expect(t, br.password("nobody", testPass), http.StatusUnauthorized, "")
+	h.clock.Advance(time.Minute)
+	expect(t, br.password(testUser, testPass), http.StatusSeeOther, "/enroll")
+	expect(t, br.get("/account"), http.StatusSeeOther, "/enroll")
+	expect(t, br.get("/enroll"), http.StatusOK, "")
+}
