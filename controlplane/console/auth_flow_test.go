@@ -7,6 +7,8 @@ import (
 	"image/png"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -385,4 +387,35 @@ func TestDefaultHashParams(t *testing.T) {
 	expect(t, br.password(testUser, testPass), http.StatusSeeOther, "/enroll")
 	expect(t, br.get("/account"), http.StatusSeeOther, "/enroll")
 	expect(t, br.get("/enroll"), http.StatusOK, "")
+}
+
+// TestAuthKeysExist: every catalog key the login's Go code names exists
+// (TestCatalogsComplete checks the templates' keys).
+func TestAuthKeysExist(t *testing.T) {
+	cat, err := loadCatalogs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("auth*.go")
+	files = append(files, "session.go")
+	keyRe := regexp.MustCompile(`"(auth\.[a-z0-9_]+\.[a-z0-9_.]+)"`)
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range keyRe.FindAllStringSubmatch(string(src), -1) {
+			n++
+			if !cat.has(m[1]) {
+				t.Errorf("%s names %q, which no catalog has", f, m[1])
+			}
+		}
+	}
+	if n < 20 {
+		t.Fatalf("found only %d keys: the scan is broken", n)
+	}
 }
