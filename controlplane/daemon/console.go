@@ -25,14 +25,6 @@ import (
 // the console's self-made certificate and key.
 const ConsoleCertDir = "console"
 
-// consoleExtras is the session reset of *console.Console for `cloudsteer
-// console reset-admin`, reached through this interface while the console's
-// login side is being merged; without it reset-admin logs that sessions
-// stay until a restart.
-type consoleExtras interface {
-	EndAllSessions()
-}
-
 // consoleState is the daemon's web console once started.
 type consoleState struct {
 	c    *console.Console
@@ -308,10 +300,8 @@ func (c *controller) ConsoleResetAdmin(ctx context.Context) (api.SetupLink, erro
 	if _, err := c.d.store.DeleteAdmin(); err != nil {
 		return api.SetupLink{}, err
 	}
-	if x, ok := any(c.d.consoleSt.c).(consoleExtras); ok {
-		x.EndAllSessions()
-	} else {
-		c.d.log.Warn("console reset-admin: this build's console cannot end sessions; restart cloudsteer to end them", "component", "console")
+	if c.d.consoleSt.c != nil {
+		c.d.consoleSt.c.EndAllSessions()
 	}
 	return c.newSetupLink()
 }

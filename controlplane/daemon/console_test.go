@@ -32,7 +32,11 @@ func withConsole(t *testing.T, d *Daemon) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.consoleSt = &consoleState{cert: cert}
+	c, err := console.New(consoleBackend{d.ctrl}, console.Options{AllowHost: d.allowHost, Now: d.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.consoleSt = &consoleState{cert: cert, c: c}
 }
 
 func tokenOf(t *testing.T, link string) string {
