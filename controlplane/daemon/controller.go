@@ -229,21 +229,11 @@ func (c *controller) RemoveBypass(ctx context.Context, value string) error {
 }
 
 func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled, force bool) (model.BypassEntry, error) {
-	v, _, err := canonicalBypass(value)
-	if err != nil {
-		return model.BypassEntry{}, err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if isSystem(v) {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and cannot be disabled", model.ErrForbidden, v)
-	}
-	e, ok, err := c.find(v)
+	v, e, err := c.changeable(value, "cannot be disabled")
 	if err != nil {
 		return model.BypassEntry{}, err
-	}
-	if !ok {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
 	}
 	if enabled && !e.Enabled && e.Kind == model.BypassCIDR {
 		if err := c.checkBroad(netip.MustParsePrefix(v), force); err != nil {
@@ -261,22 +251,33 @@ func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled
 	return e, c.d.applyBypass()
 }
 
-func (c *controller) SetBypassComment(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+// changeable returns the canonical value and the stored entry of a
+// listed, non-system entry (c.mu held); a system entry is refused with
+// "<value> is a system entry and <why>".
+func (c *controller) changeable(value, why string) (string, model.BypassEntry, error) {
 	v, _, err := canonicalBypass(value)
 	if err != nil {
-		return model.BypassEntry{}, err
+		return "", model.BypassEntry{}, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if isSystem(v) {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry; its comment is fixed", model.ErrForbidden, v)
+		return "", model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and %s", model.ErrForbidden, v, why)
 	}
 	e, ok, err := c.find(v)
 	if err != nil {
-		return model.BypassEntry{}, err
+		return "", model.BypassEntry{}, err
 	}
 	if !ok {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+		return "", model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+	}
+	return v, e, nil
+}
+
+func (c *controller) SetBypassComment(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, e, err := c.changeable(value, "has a fixed comment")
+	if err != nil {
+		return model.BypassEntry{}, err
 	}
 	if e.Source == store.SourceConfig {
 		return model.BypassEntry{}, fmt.Errorf("%w: %s comes from the config file: change its comment there", model.ErrConflict, v)
