@@ -35,8 +35,8 @@ test-unit: ## only the tests that need no root
 fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
-demo: deps build ## bring up the namespace lab, run cloudsteer in it, drive a client, print what each hop saw
-	$(BIN)/cloudsteer-lab demo --bin $(BIN)
+demo: deps build ## bring up the namespace lab, run cloudsteer in it, drive a client, print what each hop saw and the web console's URL and setup link (DEMO_ARGS=--keep: stay up until Ctrl-C)
+	$(BIN)/cloudsteer-lab demo --bin $(BIN) $(DEMO_ARGS)
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')

@@ -157,7 +157,7 @@ func testWANGuard(t *testing.T, nat bool) {
 
 	var probes []*wanProbe
 	for _, a := range targets {
-		for _, port := range []uint16{15080, 15443, 15053, 9080} {
+		for _, port := range []uint16{15080, 15443, 15053, 9080, 443, 80} {
 			probes = append(probes, &wanProbe{proto: "tcp", to: netip.AddrPortFrom(a, port)})
 		}
 		probes = append(probes, &wanProbe{proto: "udp", to: netip.AddrPortFrom(a, 15053)})
@@ -260,7 +260,7 @@ func listenersOnLANOnly(t *testing.T, e *env) {
 		local := f[4]
 		i := strings.LastIndex(local, ":")
 		switch local[i+1:] {
-		case "15080", "15443", "15053", "9080":
+		case "15080", "15443", "15053", "9080", "443", "80":
 		default:
 			continue
 		}
@@ -269,8 +269,9 @@ func listenersOnLANOnly(t *testing.T, e *env) {
 			t.Errorf("socket %s %s is not bound to %s or lo", f[0], local, lab.GWLANIf)
 		}
 	}
-	// TLS, HTTP, DNS TCP and UDP on lan0, the admin API on lan0 and lo; both families.
-	if seen != 12 {
-		t.Errorf("%d sockets on gateway ports, want 12:\n%s", seen, out)
+	// TLS, HTTP, DNS TCP and UDP on lan0, the admin API on lan0 and lo,
+	// the console's HTTPS and HTTP on lan0; both families.
+	if seen != 16 {
+		t.Errorf("%d sockets on gateway ports, want 16:\n%s", seen, out)
 	}
 }

@@ -32,7 +32,7 @@ func runDemo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	binDir := fs.String("bin", "bin", "directory holding the cloudsteer and cloudsteer-lab binaries")
 	prefix := fs.String("prefix", "csdemo", "namespace prefix")
-	keep := fs.Bool("keep", false, "leave the lab up afterwards (tear down with `cloudsteer-lab down --prefix P`)")
+	keep := fs.Bool("keep", false, "keep the lab and cloudsteer running at the end, to open the web console from the LAN namespace, until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,10 +65,6 @@ func runDemo(ctx context.Context, args []string) error {
 		return fmt.Errorf("lab up: %w", err)
 	}
 	defer func() {
-		if *keep {
-			say("lab left up in %s; remove it with: cloudsteer-lab down --prefix %s", dir, *prefix)
-			return
-		}
 		say("tearing down")
 		if err := l.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "lab close:", err)
@@ -87,7 +83,7 @@ func runDemo(ctx context.Context, args []string) error {
 		}
 	}()
 
-	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab")}
+	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab"), bin: filepath.Join(bin, "cloudsteer")}
 	var steps []demoStep
 	for _, step := range []func(context.Context) demoStep{
 		d.dnsQuery,
@@ -119,6 +115,14 @@ func runDemo(ctx context.Context, args []string) error {
 	fmt.Println()
 	fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT in the lab,")
 	fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	fmt.Println()
+	if err := d.printConsole(ctx, *prefix); err != nil {
+		return fmt.Errorf("web console: %w", err)
+	}
+	if *keep {
+		say("the lab and cloudsteer keep running; press Ctrl-C to tear everything down")
+		<-ctx.Done()
+	}
 	return nil
 }
 
@@ -126,6 +130,7 @@ type demo struct {
 	l      *lab.Lab
 	g      *gateway.Gateway
 	labBin string
+	bin    string // the cloudsteer binary
 }
 
 func (d *demo) run(ctx context.Context, args ...string) (string, error) {

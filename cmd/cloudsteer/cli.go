@@ -38,6 +38,7 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
                                  add a domain ("bank.example", "*.example.com"), IP or CIDR
                                  (--force: accept CIDRs covering more than a /8 or v6 /16)
   bypass rm VALUE                remove an entry (not system ones; config file ones: edit the file)
+  bypass comment VALUE TEXT      replace an entry's comment ("" clears it; not system or config file ones)
   bypass enable VALUE [--force]  enable an entry
   bypass disable VALUE           disable an entry (system entries cannot be disabled; a config
                                  file entry stays disabled across restarts while the file lists it)
@@ -50,6 +51,12 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
                                  until the config file's cloud_proxy.entitlement_code changes
   diagnose                       run the quick test
   token                          print the network API token (root only) [--state-dir DIR]
+  console [info]                 the web console's URL, certificate fingerprint and admin state
+  console fingerprint            only the SHA-256 fingerprint of the console's HTTPS certificate
+  console setup-link             a new one-time link to create the console's admin (first run)
+  console reset-admin [--yes]    delete the console's admin (asks first unless --yes), sign every
+                                 session out and print a new setup link; the last resort when
+                                 the password and the two-factor device are lost
 
 global flags (before or after the command):
   --socket PATH   the daemon's socket (default ` + config.DefaultAdminSocket + `)
@@ -85,6 +92,7 @@ var cliCommands = map[string]func(ctx context.Context, c *cli, args []string) in
 	"activate": cmdActivate,
 	"diagnose": cmdDiagnose,
 	"token":    cmdToken,
+	"console":  cmdConsole,
 }
 
 // isCLI reports whether args start with an admin command or a global flag.

@@ -189,6 +189,8 @@ bank.example     domain  yes      config  2026-11-25 12:00:00 UTC  payroll
 
 	want(t, d.run(t, "bypass", "add", "Shop.Example", "--comment", "vendor portal"), exitOK, "added shop.example (domain, enabled)\n", "")
 	want(t, d.run(t, "bypass", "add", "--comment", "lab net", "192.0.2.9/24"), exitOK, "added 192.0.2.0/24 (cidr, enabled)\n", "")
+	want(t, d.run(t, "bypass", "comment", "shop.example", "vendor portal (EU)"), exitOK, "comment of shop.example set\n", "")
+	want(t, d.run(t, "bypass", "comment", "shop.example", "--", "vendor portal"), exitOK, "comment of shop.example set\n", "")
 	want(t, d.run(t, "bypass", "disable", "shop.example"), exitOK, "disabled shop.example\n", "")
 	var entry model.BypassEntry
 	for _, e := range d.fake.Bypass(context.Background()) {

@@ -84,6 +84,10 @@ func cmdStatus(ctx context.Context, c *cli, args []string) int {
 		c.printJSON(raw)
 	} else {
 		c.printStatus(st)
+		// The console's address, when this daemon has one.
+		if ci, _, err := get[api.ConsoleInfo](ctx, c, "GET", "/console", nil); err == nil && ci.Enabled && len(ci.URLs) > 0 {
+			fmt.Fprintf(c.stdout, "Console: %s\n", ci.URLs[0])
+		}
 	}
 	switch st.State {
 	case model.Protected:
@@ -152,7 +156,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-const bypassUse = "bypass list | add VALUE [--comment C] [--force] | rm VALUE | enable VALUE [--force] | disable VALUE"
+const bypassUse = "bypass list | add VALUE [--comment C] [--force] | rm VALUE | comment VALUE TEXT | enable VALUE [--force] | disable VALUE"
 
 func cmdBypass(ctx context.Context, c *cli, args []string) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" && args[0] != "-help" {
@@ -251,6 +255,21 @@ func cmdBypass(ctx context.Context, c *cli, args []string) int {
 			c.printJSON(raw)
 		} else {
 			fmt.Fprintf(c.stdout, "%sd %s\n", sub, e.Value)
+		}
+		return exitOK
+	case "comment":
+		pos, code := c.parse(c.flags("bypass comment"), args, 2, "bypass comment VALUE TEXT")
+		if code != exitOK {
+			return code
+		}
+		e, raw, err := get[model.BypassEntry](ctx, c, "PATCH", "/bypass/"+url.PathEscape(pos[0]), api.SetEnabledRequest{Comment: &pos[1]})
+		if err != nil {
+			return c.fail(err)
+		}
+		if c.json {
+			c.printJSON(raw)
+		} else {
+			fmt.Fprintf(c.stdout, "comment of %s set\n", e.Value)
 		}
 		return exitOK
 	case "-h", "--help", "-help", "help":

@@ -1,7 +1,7 @@
 // Command cloudsteer is the branch-office gateway: `cloudsteer run --config
 // FILE` steers the LAN's DNS and web traffic to the cloud proxy, and the
 // admin commands (status, bypass, pause, resume, events, activate,
-// diagnose, token) drive the running daemon over its unix socket.
+// diagnose, token, console) drive the running daemon over its unix socket.
 package main
 
 import (

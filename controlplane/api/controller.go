@@ -28,6 +28,10 @@ type Controller interface {
 	// system entries); a config entry's run-time state is kept as its
 	// override. Enabling a CIDR checks breadth as AddBypass does.
 	SetBypassEnabled(ctx context.Context, value string, enabled, force bool) (model.BypassEntry, error)
+	// SetBypassComment replaces an entry's comment (ErrForbidden for
+	// system entries, ErrConflict for the config file's: their comment is
+	// the file's).
+	SetBypassComment(ctx context.Context, value, comment string) (model.BypassEntry, error)
 
 	// Pause stops steering for d (0 = until resumed). code is checked when
 	// the require-code setting is on (ErrForbidden when wrong).

@@ -30,8 +30,11 @@ type (
 	}
 	// SetEnabledRequest is the body of PATCH /bypass/{value}.
 	SetEnabledRequest struct {
-		Enabled *bool `json:"enabled"`
+		Enabled *bool `json:"enabled,omitempty"`
 		Force   bool  `json:"force,omitempty"` // as in AddBypassRequest
+		// Comment, when present, replaces the entry's comment ("" clears
+		// it).
+		Comment *string `json:"comment,omitempty"`
 	}
 	// ForceRequest is the optional body of POST /bypass/{value}/enable.
 	ForceRequest struct {
@@ -204,9 +207,25 @@ func (s *Server) patchBypass(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req, true) {
 		return
 	}
-	if req.Enabled == nil {
-		writeError(w, r, http.StatusBadRequest, CodeInvalid, `field "enabled" is required (true or false)`)
+	if req.Enabled == nil && req.Comment == nil {
+		writeError(w, r, http.StatusBadRequest, CodeInvalid, `give "enabled" (true or false), "comment", or both`)
 		return
+	}
+	if req.Comment != nil {
+		if msg := checkText("comment", *req.Comment, maxCommentLen); msg != "" {
+			writeError(w, r, http.StatusBadRequest, CodeInvalid, msg)
+			return
+		}
+		e, err := s.ctrl.SetBypassComment(r.Context(), v, *req.Comment)
+		if err != nil {
+			s.writeCtrlError(w, r, "set bypass comment", err)
+			return
+		}
+		s.log.Info("bypass comment changed", "value", e.Value, "by", by(r))
+		if req.Enabled == nil {
+			writeJSON(w, http.StatusOK, e)
+			return
+		}
 	}
 	s.setEnabled(w, r, v, *req.Enabled, req.Force)
 }

@@ -139,22 +139,30 @@ func (s *Server) logged(h http.Handler) http.Handler {
 	})
 }
 
-// serve runs an http.Server on ln until ctx ends.
-func (s *Server) serve(ctx context.Context, ln net.Listener, kind string, h http.Handler) error {
-	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
-	base = context.WithValue(base, listenerKey{}, kind)
-	srv := &http.Server{
+// NewHTTPServer returns an http.Server for h with the admin API's
+// timeouts and header limit, so that other listeners of the daemon (the
+// web console) hold clients to the same bounds. errorLog receives the
+// server's own errors at debug level.
+func NewHTTPServer(h http.Handler, errorLog *slog.Logger) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ConnContext:       connContext,
+		ErrorLog:          slog.NewLogLogger(errorLog.Handler(), slog.LevelDebug),
 	}
+}
+
+// serve runs an http.Server on ln until ctx ends.
+func (s *Server) serve(ctx context.Context, ln net.Listener, kind string, h http.Handler) error {
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	base = context.WithValue(base, listenerKey{}, kind)
+	srv := NewHTTPServer(h, s.log)
+	srv.BaseContext = func(net.Listener) context.Context { return base }
+	srv.ConnContext = connContext
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("admin api listening", "listener", kind, "addr", ln.Addr().String())

@@ -175,6 +175,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		"Settings":          api.Settings{},
 		"SettingsRequest":   api.SettingsRequest{},
 		"ForceRequest":      api.ForceRequest{},
+		"ConsoleInfo":       api.ConsoleInfo{},
+		"SetupLink":         api.SetupLink{},
 	}
 	for name := range schemas {
 		if _, ok := types[name]; !ok {
@@ -239,7 +241,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		documented = append(documented, e.(string))
 	}
 	codes := []string{api.CodeInvalid, api.CodeUnauthorized, api.CodeForbidden, api.CodeNotFound, api.CodeConflict,
-		api.CodeRejected, api.CodeUnavailable, api.CodeInternal, api.CodeMethodNotAllowed, api.CodeUnsupportedMedia, api.CodeTooLarge, api.CodeMisdirected}
+		api.CodeRejected, api.CodeUnavailable, api.CodeInternal, api.CodeMethodNotAllowed, api.CodeUnsupportedMedia, api.CodeTooLarge, api.CodeMisdirected, api.CodeCSRF}
 	slices.Sort(codes)
 	slices.Sort(documented)
 	if !slices.Equal(codes, documented) {

@@ -85,7 +85,7 @@ func NewServer(ctrl Controller, opts Options) (*Server, error) {
 	if opts.Token != "" {
 		s.authSum = tokenSum(opts.Token)
 	}
-	s.routes = s.routeTable()
+	s.routes = append(s.routeTable(), s.consoleRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.path, methodDispatch(rt.methods))
 	}

@@ -139,7 +139,11 @@ func TestEndpoints(t *testing.T) {
 		{name: "bypass disable missing", req: request{method: "POST", path: "/api/v1/bypass/nope.example/disable"}, status: 404, code: "not_found"},
 		{name: "bypass disable GET", req: request{method: "GET", path: "/api/v1/bypass/bank.example/disable"}, status: 405, check: wantAllow("POST")},
 		{name: "bypass patch", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{"enabled":false}`}, status: 200, contains: `"enabled":false`},
-		{name: "bypass patch missing field", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{}`}, status: 400, code: "invalid", contains: "required"},
+		{name: "bypass patch missing field", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{}`}, status: 400, code: "invalid", contains: "or both"},
+		{name: "bypass patch comment", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{"comment":"online banking"}`}, status: 200, contains: `"comment":"online banking"`},
+		{name: "bypass patch comment and enabled", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{"comment":"","enabled":false}`}, status: 200, contains: `"enabled":false`},
+		{name: "bypass patch comment too long", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{"comment":"` + strings.Repeat("x", 300) + `"}`}, status: 400, code: "invalid", contains: "comment"},
+		{name: "bypass patch comment of a system entry", req: request{method: "PATCH", path: "/api/v1/bypass/*.akaetp.net", ct: jsonCT, body: `{"comment":"x"}`}, status: 403, code: "forbidden"},
 		{name: "bypass patch wrong type", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", ct: jsonCT, body: `{"enabled":"no"}`}, status: 400, code: "invalid", contains: "true or false"},
 		{name: "bypass patch no content type", req: request{method: "PATCH", path: "/api/v1/bypass/bank.example", body: `{"enabled":false}`}, status: 415},
 

@@ -41,6 +41,7 @@ type Config struct {
 	Debug    Debug    `yaml:"debug"`
 	Firewall Firewall `yaml:"firewall"`
 	Limits   Limits   `yaml:"limits"`
+	Console  Console  `yaml:"console"`
 }
 
 // Firewall tunes cloudsteer's nftables table.
@@ -346,6 +347,7 @@ func (c *Config) setDefaults() {
 		c.Log.Format = "text"
 	}
 	c.Limits.setDefaults()
+	c.Console.setDefaults()
 }
 
 var (
@@ -394,10 +396,15 @@ func (c *Config) Validate() error {
 		return err
 	}
 	ports := map[uint16]string{}
-	for _, p := range []struct {
+	type portKey struct {
 		key  string
 		port uint16
-	}{{"listen.http_port", c.Listen.HTTPPort}, {"listen.tls_port", c.Listen.TLSPort}, {"listen.dns_port", c.Listen.DNSPort}, {"admin.port", c.Admin.Port}} {
+	}
+	keys := []portKey{{"listen.http_port", c.Listen.HTTPPort}, {"listen.tls_port", c.Listen.TLSPort}, {"listen.dns_port", c.Listen.DNSPort}, {"admin.port", c.Admin.Port}}
+	if c.Console.On() {
+		keys = append(keys, portKey{"console.port", c.Console.Port}, portKey{"console.http_port", c.Console.PlainHTTPPort()})
+	}
+	for _, p := range keys {
 		if p.port == 0 {
 			continue
 		}
@@ -416,6 +423,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Limits.validate(); err != nil {
 		return err
+	}
+	if c.Console.On() {
+		if err := c.Console.validate(); err != nil {
+			return err
+		}
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		return bad("state_dir", "%q is not an absolute path", c.StateDir)

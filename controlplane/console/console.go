@@ -108,6 +108,14 @@ type Options struct {
 	Logger    *slog.Logger
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// HashParams are the argon2id parameters for new password and
+	// recovery-code hashes (auth.DefaultHashParams when zero; tests use
+	// cheap ones). Verification reads the parameters from each hash.
+	HashParams auth.HashParams
+	// HashConcurrency bounds how many argon2id computations (19 MiB each
+	// with the defaults) run at once; further logins wait for a slot
+	// (2 when <= 0).
+	HashConcurrency int
 }
 
 // Console serves the web console.
@@ -120,9 +128,11 @@ type Console struct {
 	sessions *auth.SessionStore
 	limiter  *auth.Limiter
 	totp     *auth.TOTPVerifier
+	login    *loginState // pending logins, enrolment secrets, one-time displays (auth_state.go)
 
 	cat   catalogs
 	pages map[string]*template.Template
+	seen  seenEvents // per account, the newest event shown on the Events page (pages.go)
 	mux   *http.ServeMux
 }
 
@@ -148,6 +158,9 @@ func New(b Backend, opts Options) (*Console, error) {
 		limiter:  auth.NewLimiter(now, 0),
 		totp:     auth.NewTOTPVerifier(now),
 		mux:      http.NewServeMux(),
+	}
+	if err := c.initLogin(); err != nil {
+		return nil, err
 	}
 	var err error
 	if c.cat, err = loadCatalogs(); err != nil {

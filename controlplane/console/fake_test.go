@@ -117,6 +117,20 @@ func (f *fakeBackend) SetBypassEnabled(_ context.Context, value string, enabled,
 	return f.entries[i], nil
 }
 
+func (f *fakeBackend) SetBypassComment(_ context.Context, value, comment string) (model.BypassEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := f.find(value)
+	if i < 0 {
+		return model.BypassEntry{}, model.ErrNotFound
+	}
+	if f.entries[i].System {
+		return model.BypassEntry{}, model.Plain(model.ErrForbidden, "system entries cannot be changed")
+	}
+	f.entries[i].Comment = comment
+	return f.entries[i], nil
+}
+
 func (f *fakeBackend) Pause(_ context.Context, d time.Duration, _, by string) (model.PauseState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

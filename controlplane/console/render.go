@@ -121,8 +121,8 @@ func staticHandler() http.Handler {
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// referrerPolicy sends the referrer (and the Origin of a POST) to the
-// console itself only.
+// referrerPolicy keeps the Referer within the console: a form POST then
+// carries its real Origin.
 const referrerPolicy = "same-origin"
 
 // secured answers only this gateway's Host (421 otherwise, as the admin
@@ -135,10 +135,9 @@ func (c *Console) secured(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		// Not no-referrer: under it browsers send "Origin: null" on
-		// same-origin POSTs (Fetch, "serializing a request origin"), which
-		// sameOrigin then refuses. same-origin keeps the referrer from
-		// every other site all the same.
+		// Not "no-referrer": under it Chromium sends "Origin: null" on a
+		// form POST, which sameOrigin refuses (language switch, logout,
+		// uploads). "same-origin" still sends nothing to other sites.
 		h.Set("Referrer-Policy", referrerPolicy)
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {

@@ -229,21 +229,11 @@ func (c *controller) RemoveBypass(ctx context.Context, value string) error {
 }
 
 func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled, force bool) (model.BypassEntry, error) {
-	v, _, err := canonicalBypass(value)
-	if err != nil {
-		return model.BypassEntry{}, err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if isSystem(v) {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and cannot be disabled", model.ErrForbidden, v)
-	}
-	e, ok, err := c.find(v)
+	v, e, err := c.changeable(value, "cannot be disabled")
 	if err != nil {
 		return model.BypassEntry{}, err
-	}
-	if !ok {
-		return model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
 	}
 	if enabled && !e.Enabled && e.Kind == model.BypassCIDR {
 		if err := c.checkBroad(netip.MustParsePrefix(v), force); err != nil {
@@ -259,6 +249,44 @@ func (c *controller) SetBypassEnabled(ctx context.Context, value string, enabled
 		e.Override = "disabled"
 	}
 	return e, c.d.applyBypass()
+}
+
+// changeable returns the canonical value and the stored entry of a
+// listed, non-system entry (c.mu held); a system entry is refused with
+// "<value> is a system entry and <why>".
+func (c *controller) changeable(value, why string) (string, model.BypassEntry, error) {
+	v, _, err := canonicalBypass(value)
+	if err != nil {
+		return "", model.BypassEntry{}, err
+	}
+	if isSystem(v) {
+		return "", model.BypassEntry{}, fmt.Errorf("%w: %s is a system entry and %s", model.ErrForbidden, v, why)
+	}
+	e, ok, err := c.find(v)
+	if err != nil {
+		return "", model.BypassEntry{}, err
+	}
+	if !ok {
+		return "", model.BypassEntry{}, fmt.Errorf("%w: %s is not on the bypass list", model.ErrNotFound, v)
+	}
+	return v, e, nil
+}
+
+func (c *controller) SetBypassComment(ctx context.Context, value, comment string) (model.BypassEntry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, e, err := c.changeable(value, "has a fixed comment")
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	if e.Source == store.SourceConfig {
+		return model.BypassEntry{}, fmt.Errorf("%w: %s comes from the config file: change its comment there", model.ErrConflict, v)
+	}
+	e.Comment = comment
+	if err := c.d.store.PutBypass(e); err != nil {
+		return model.BypassEntry{}, err
+	}
+	return e, nil
 }
 
 func (c *controller) Pause(ctx context.Context, dur time.Duration, code, by string) (model.PauseState, error) {
@@ -447,7 +475,9 @@ func (c *controller) Status(ctx context.Context) model.Status {
 }
 
 func (c *controller) Diagnose(ctx context.Context) model.Report {
-	return health.Diagnose(ctx, c.d.diagnoseInputs())
+	r := health.Diagnose(ctx, c.d.diagnoseInputs())
+	c.d.lastReport.Store(&r) // for the console's status page
+	return r
 }
 
 func (c *controller) settings() api.Settings {
@@ -484,6 +514,7 @@ func (d *Daemon) proxyEvent(ev proxy.Event) {
 	switch ev.Kind {
 	case proxy.KindBlocked:
 		reason = "blocked"
+		d.blocks.Add(1)
 	case proxy.KindAuthFailed:
 		reason = "auth_failed"
 	case proxy.KindBypassRefused:
@@ -507,5 +538,6 @@ func (d *Daemon) dnsQuery(q resolver.QueryInfo) {
 	if !q.Blocked {
 		return
 	}
+	d.blocks.Add(1)
 	d.events.offer(model.Event{Time: d.now(), Client: q.Client.Addr().Unmap().String(), Name: q.Name, Proto: "dns", Reason: "dns_blocked"})
 }

@@ -256,3 +256,34 @@ dns:
 }
 
 func apiSettings(require bool) api.Settings { return api.Settings{RequireCodeToPause: require} }
+
+// TestBypassComment: an API entry's comment changes and survives a
+// restart; a system entry's is fixed and a config entry's is the file's.
+func TestBypassComment(t *testing.T) {
+	d, _, _, _ := newTestDaemon(t, testConfig)
+	ctx := context.Background()
+	if _, err := d.ctrl.AddBypass(ctx, "shop.example", "old", false); err != nil {
+		t.Fatal(err)
+	}
+	e, err := d.ctrl.SetBypassComment(ctx, "Shop.Example.", "payroll site")
+	if err != nil || e.Comment != "payroll site" || !e.Enabled {
+		t.Fatalf("set comment: %+v, %v", e, err)
+	}
+	if err := d.seedState(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range d.ctrl.Bypass(ctx) {
+		if e.Value == "shop.example" && e.Comment != "payroll site" {
+			t.Fatalf("after restart: %+v", e)
+		}
+	}
+	if _, err := d.ctrl.SetBypassComment(ctx, "*.akaetp.net", "x"); !errors.Is(err, model.ErrForbidden) {
+		t.Fatalf("system entry: %v", err)
+	}
+	if _, err := d.ctrl.SetBypassComment(ctx, "bank.example", "x"); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("config entry: %v", err)
+	}
+	if _, err := d.ctrl.SetBypassComment(ctx, "nope.example", "x"); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("missing entry: %v", err)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
@@ -65,6 +66,11 @@ type Daemon struct {
 	api      *api.Server
 	hosts    hostCheck  // Host headers the network API answers
 	authLog  logLimiter // one refused-credentials line per cause per minute
+
+	consoleSt  *consoleState                // the web console; nil when off
+	flows      flowRing                     // per-minute flow counters for the console
+	blocks     atomic.Uint64                // block events (proxy and DNS) since start
+	lastReport atomic.Pointer[model.Report] // the last quick test, by anyone
 
 	servingMu  sync.Mutex
 	servingNow map[string]bool // listener name → serve loop running
@@ -236,6 +242,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if cfg.Admin.Port != 0 {
 		guard = append(guard, cfg.Admin.Port)
 	}
+	guard = append(guard, consoleGuardPorts(cfg)...)
 	d.fw, err = firewall.New(ctx, firewall.Config{
 		LANInterfaces: cfg.LANInterfaces,
 		Marks: firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC,
@@ -284,6 +291,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := d.startAPI(ctx); err != nil {
 		return nil, err
 	}
+	d.flows.add(d.flowCounters())
+	if err := d.startConsole(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.startPprof(ctx); err != nil {
 		return nil, err
 	}
@@ -319,6 +330,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
+	d.goRun(func() { d.sampleFlows(ctx) })
 
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,

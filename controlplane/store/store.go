@@ -56,12 +56,13 @@ var (
 	bucketSettings = []byte("settings")
 	bucketEvents   = []byte("events")
 	bucketAdmin    = []byte("admin")
+	bucketConsole  = []byte("console")
 
 	keyVersion     = []byte("version")
 	keyEventCount  = []byte("event_count")
 	keyPause       = []byte("pause")
 	keyCode        = []byte("entitlement_code")
-	allBuckets     = [][]byte{bucketMeta, bucketBypass, bucketState, bucketSecret, bucketSettings, bucketEvents, bucketAdmin}
+	allBuckets     = [][]byte{bucketMeta, bucketBypass, bucketState, bucketSecret, bucketSettings, bucketEvents, bucketAdmin, bucketConsole}
 	maxCheckErrors = 10
 )
 

@@ -231,6 +231,24 @@ func (f *Fake) SetBypassEnabled(_ context.Context, value string, enabled, force 
 	return f.entries[i], nil
 }
 
+// SetBypassComment implements api.Controller.
+func (f *Fake) SetBypassComment(_ context.Context, value, comment string) (model.BypassEntry, error) {
+	if value == BoomValue {
+		return model.BypassEntry{}, f.boom()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, err := f.find(value)
+	if err != nil {
+		return model.BypassEntry{}, err
+	}
+	if f.entries[i].System {
+		return model.BypassEntry{}, fmt.Errorf("bypass entry %q is a system entry: %w", f.entries[i].Value, model.ErrForbidden)
+	}
+	f.entries[i].Comment = comment
+	return f.entries[i], nil
+}
+
 // Pause implements api.Controller.
 func (f *Fake) Pause(_ context.Context, d time.Duration, code, by string) (model.PauseState, error) {
 	if code == BoomValue {

@@ -17,6 +17,17 @@ import (
 // after a lockout ends the count starts again), and a successful login
 // resets the account's count (not the IP's: one client guessing at several
 // accounts keeps its count).
+//
+// An account's wait applies only to the client IPs (per /64) that have
+// failed at that account since its count started: otherwise a guest on the
+// LAN could lock the administrator out by failing five times with the
+// admin's user name. A client that has not failed at the account is held
+// by its own IP's count only; its first failure puts it under the
+// account's wait as well. So an attacker guessing from many addresses gets
+// about one guess per address per lockout (each address is also limited
+// by its own count), while the admin at a clean address can still sign in.
+// Each account remembers at most LimiterAccountIPs addresses (an arbitrary
+// one is forgotten when full; it is then still held by its own count).
 const (
 	LimiterBaseDelay    = time.Second
 	LimiterLockoutAfter = 5
@@ -24,12 +35,18 @@ const (
 	LimiterForget       = LimiterLockoutFor
 	// LimiterMaxEntries bounds each of the two tables (IPs, accounts).
 	LimiterMaxEntries = 4096
+	// LimiterAccountIPs bounds the addresses each account remembers as
+	// having failed at it.
+	LimiterAccountIPs = 32
 )
 
 type limitEntry struct {
 	failures int
 	last     time.Time // last failure
 	until    time.Time // next attempt allowed at
+	// ips are the client keys that failed at this account (account
+	// entries only): the account's wait applies to them alone.
+	ips map[netip.Addr]struct{}
 }
 
 // Limiter counts failed logins per client IP and per account. IPv6 clients
@@ -76,7 +93,14 @@ func (l *Limiter) Allow(ip netip.Addr, account string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	return max(wait(l.ips[ipKey(ip)], now), wait(l.accounts[accountKey(account)], now))
+	k := ipKey(ip)
+	w := wait(l.ips[k], now)
+	if a := l.accounts[accountKey(account)]; a != nil {
+		if _, failed := a.ips[k]; failed {
+			w = max(w, wait(a, now))
+		}
+	}
+	return w
 }
 
 // Failure records a failed login and returns the wait before the next
@@ -85,8 +109,20 @@ func (l *Limiter) Failure(ip netip.Addr, account string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	a := fail(l.ips, ipKey(ip), now, l.maxEntries)
+	k := ipKey(ip)
+	a := fail(l.ips, k, now, l.maxEntries)
 	b := fail(l.accounts, accountKey(account), now, l.maxEntries)
+	e := l.accounts[accountKey(account)]
+	if e.ips == nil {
+		e.ips = map[netip.Addr]struct{}{}
+	}
+	if _, ok := e.ips[k]; !ok && len(e.ips) >= LimiterAccountIPs {
+		for old := range e.ips {
+			delete(e.ips, old)
+			break
+		}
+	}
+	e.ips[k] = struct{}{}
 	return max(a, b)
 }
 

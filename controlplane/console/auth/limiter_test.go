@@ -32,8 +32,8 @@ func TestLimiterBackoffThenLockout(t *testing.T) {
 			if w := l.Allow(ipA, "admin"); w != want-want/2 {
 				t.Fatalf("Allow halfway = %v, want %v", w, want-want/2)
 			}
-			if w := l.Allow(ipB, "admin"); w != want-want/2 {
-				t.Fatalf("account limit not applied to another IP: %v", w)
+			if w := l.Allow(ipB, "admin"); w != 0 {
+				t.Fatalf("account limit applied to an IP that never failed at it: %v", w)
 			}
 			if w := l.Allow(ipA, "other"); w != want-want/2 {
 				t.Fatalf("IP limit not applied to another account: %v", w)
@@ -89,8 +89,9 @@ func TestLimiterEviction(t *testing.T) {
 	clock := newFakeClock()
 	const max = 8
 	l := auth.NewLimiter(clock.Now, max)
-	// Lock out the admin account from one IP.
-	for range auth.LimiterLockoutAfter {
+	// Lock out the admin account from one IP; ipB failed at it once.
+	l.Failure(ipB, "admin")
+	for range auth.LimiterLockoutAfter - 1 {
 		l.Failure(ipA, "admin")
 	}
 	// A flood of new accounts from many IPs, one failure each.
@@ -101,8 +102,8 @@ func TestLimiterEviction(t *testing.T) {
 	if ips, accounts := l.Len(); ips > max || accounts > max {
 		t.Fatalf("tables grew to %d IPs, %d accounts; bound %d", ips, accounts, max)
 	}
-	if w := l.Allow(ipB, "admin"); w <= 0 {
-		t.Fatal("flood of new keys evicted the locked-out account")
+	if w := l.Allow(ipB, "admin"); w != auth.LimiterLockoutFor-100*time.Millisecond {
+		t.Fatalf("flood of new keys evicted the locked-out account: ipB waits %v", w)
 	}
 	if w := l.Allow(ipA, "x"); w <= 0 {
 		t.Fatal("flood of new keys evicted the locked-out IP")
@@ -115,5 +116,60 @@ func TestLimiterEviction(t *testing.T) {
 	}
 	if w := l.Allow(ipA, "admin"); w != 0 {
 		t.Fatalf("expired lockout still applies: %v", w)
+	}
+}
+
+// TestLimiterAccountLockoutSparesCleanIPs: five failures at "admin" from
+// one guest lock the account for the addresses that failed at it, not for
+// the admin at another address; a new address that fails once is held by
+// the account's lockout from then on, not just by its own 1 s backoff.
+func TestLimiterAccountLockoutSparesCleanIPs(t *testing.T) {
+	clock := newFakeClock()
+	l := auth.NewLimiter(clock.Now, 0)
+	for range auth.LimiterLockoutAfter {
+		l.Failure(ipA, "admin")
+		clock.Advance(time.Second)
+	}
+	if w := l.Allow(ipA, "admin"); w <= 0 {
+		t.Fatal("the failing IP is not held")
+	}
+	if w := l.Allow(ipB, "admin"); w != 0 {
+		t.Fatalf("clean IP waits %v for the locked account", w)
+	}
+	ipC := netip.MustParseAddr("192.168.1.12")
+	if w := l.Failure(ipC, "admin"); w != auth.LimiterLockoutFor {
+		t.Fatalf("a new IP's failure at a locked account: wait %v, want the lockout", w)
+	}
+	clock.Advance(2 * time.Second) // past ipC's own 1 s backoff
+	if w := l.Allow(ipC, "admin"); w <= time.Minute {
+		t.Fatalf("ipC waits only %v after failing at a locked account", w)
+	}
+	if w := l.Allow(ipC, "other"); w != 0 {
+		t.Fatalf("ipC waits %v for another account, past its own backoff", w)
+	}
+	// The admin's success from the clean IP resets the account.
+	l.Success(ipB, "admin")
+	if w := l.Allow(ipC, "admin"); w != 0 {
+		t.Fatalf("after the admin's success ipC still waits %v", w)
+	}
+}
+
+// TestLimiterAccountIPsBounded: an account remembers at most
+// LimiterAccountIPs failing addresses.
+func TestLimiterAccountIPsBounded(t *testing.T) {
+	clock := newFakeClock()
+	l := auth.NewLimiter(clock.Now, 0)
+	held := 0
+	for i := range 3 * auth.LimiterAccountIPs {
+		l.Failure(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), "admin")
+	}
+	clock.Advance(2 * time.Second) // past each IP's own 1 s backoff
+	for i := range 3 * auth.LimiterAccountIPs {
+		if l.Allow(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), "admin") > 0 {
+			held++
+		}
+	}
+	if held != auth.LimiterAccountIPs {
+		t.Fatalf("%d addresses held by the account, want %d", held, auth.LimiterAccountIPs)
 	}
 }

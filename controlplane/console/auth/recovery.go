@@ -21,6 +21,11 @@ const (
 // codes are hashed like passwords because 40 bits under a fast hash would
 // fall to an offline search of a leaked store.
 func GenerateRecoveryCodes(n int) (codes []string, hashes []Hash, err error) {
+	return GenerateRecoveryCodesWith(n, DefaultHashParams)
+}
+
+// GenerateRecoveryCodesWith is GenerateRecoveryCodes hashing with p.
+func GenerateRecoveryCodesWith(n int, p HashParams) (codes []string, hashes []Hash, err error) {
 	for range n {
 		b := make([]byte, 2*recoveryGroup)
 		if _, err := rand.Read(b); err != nil {
@@ -30,7 +35,7 @@ func GenerateRecoveryCodes(n int) (codes []string, hashes []Hash, err error) {
 			b[i] = recoveryAlphabet[b[i]&31]
 		}
 		code := string(b[:recoveryGroup]) + "-" + string(b[recoveryGroup:])
-		h, err := HashPassword(normalizeRecoveryCode(code))
+		h, err := HashPasswordWith(normalizeRecoveryCode(code), p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("generate recovery codes: %w", err)
 		}

@@ -57,3 +57,16 @@ func TestRecoveryCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestRecoveryCodesWithParams(t *testing.T) {
+	codes, hashes, err := auth.GenerateRecoveryCodesWith(2, fastParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(hashes[0]), "m=64,t=1,p=1") {
+		t.Fatalf("hash %q not made with the given params", hashes[0])
+	}
+	if _, ok := auth.ConsumeRecoveryCode(codes[1], hashes); !ok {
+		t.Fatal("code does not match its hash")
+	}
+}

@@ -175,6 +175,16 @@ func (s *SessionStore) DeleteAccount(account string) int {
 	return n
 }
 
+// DeleteAll ends every session (after `cloudsteer console reset-admin`)
+// and returns how many there were.
+func (s *SessionStore) DeleteAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.m)
+	clear(s.m)
+	return n
+}
+
 // Len returns the number of stored sessions, expired ones included until
 // they are looked up or evicted.
 func (s *SessionStore) Len() int {

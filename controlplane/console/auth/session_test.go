@@ -171,3 +171,17 @@ func TestSessionCookie(t *testing.T) {
 		t.Errorf("clearing cookie %q", got[1])
 	}
 }
+
+func TestSessionDeleteAll(t *testing.T) {
+	s := auth.NewSessionStore(newFakeClock().Now, 0, 0, 0)
+	t1, _, _ := s.Create("admin")
+	t2, _, _ := s.Create("other")
+	if n := s.DeleteAll(); n != 2 {
+		t.Fatalf("DeleteAll = %d, want 2", n)
+	}
+	for _, tok := range []string{t1, t2} {
+		if _, err := s.Get(tok); err == nil {
+			t.Fatal("session alive after DeleteAll")
+		}
+	}
+}

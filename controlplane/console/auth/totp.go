@@ -168,3 +168,10 @@ func (v *TOTPVerifier) Forget(account string) {
 	defer v.mu.Unlock()
 	delete(v.last, account)
 }
+
+// ForgetAll drops the replay state of every account (after an admin reset).
+func (v *TOTPVerifier) ForgetAll() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	clear(v.last)
+}

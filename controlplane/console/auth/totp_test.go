@@ -140,3 +140,20 @@ func TestTOTPVerifierSkewAndReplay(t *testing.T) {
 		t.Fatalf("bad secret: %v", err)
 	}
 }
+
+func TestTOTPVerifierForgetAll(t *testing.T) {
+	secret := "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+	clock := newFakeClock()
+	code := auth.TOTP(rfcKey, clock.Now(), auth.TOTPDigits)
+	v := auth.NewTOTPVerifier(clock.Now)
+	if err := v.Verify("a", secret, code); err != nil {
+		t.Fatal(err)
+	}
+	v.ForgetAll()
+	if _, ok := v.LastStep("a"); ok {
+		t.Fatal("LastStep kept after ForgetAll")
+	}
+	if err := v.Verify("a", secret, code); err != nil {
+		t.Fatalf("after ForgetAll: %v", err)
+	}
+}
