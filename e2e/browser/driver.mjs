@@ -164,8 +164,20 @@ async function main() {
         await wait(100);
       }
     },
+    // waitForURL polls the page's URL until it contains c.contains, then
+    // waits for the page's load state (page.waitForURL instead waits for a
+    // navigation event, which is missed when the navigation is already
+    // over).
     async waitForURL(c) {
-      await page.waitForURL((u) => u.href.includes(c.contains), { waitUntil: c.waitUntil || 'load', ...to(c) });
+      const limit = c.timeout > 0 ? c.timeout : opts.timeout;
+      const deadline = Date.now() + limit;
+      while (!page.url().includes(c.contains)) {
+        if (Date.now() > deadline) {
+          throw new Error(`waitForURL: the page is at ${page.url()}, not at a URL containing ${JSON.stringify(c.contains)}, after ${limit}ms`);
+        }
+        await wait(50);
+      }
+      await page.waitForLoadState(c.waitUntil || 'load', { timeout: Math.max(deadline - Date.now(), 1000) });
       return page.url();
     },
     // layout measures the page (fixed code, not a script the caller
