@@ -165,9 +165,7 @@ async function main() {
       }
     },
     // waitForURL polls the page's URL until it contains c.contains, then
-    // waits for the page's load state (page.waitForURL instead waits for a
-    // navigation event, which is missed when the navigation is already
-    // over).
+    // waits for the page's load state; its error says where the page is.
     async waitForURL(c) {
       const limit = c.timeout > 0 ? c.timeout : opts.timeout;
       const deadline = Date.now() + limit;
