@@ -141,6 +141,7 @@ func (cr *cbRun) recoveryCode(t *testing.T) {
 	ui, clock := cr.ui, cr.clock
 	signIn := func() {
 		t.Helper()
+		ui.gotoPath(t, "/")
 		ui.click(t, `[data-test="logout"]`)
 		ui.waitURL(t, "/login")
 		ui.submitLimited(t, "/login/2fa", func() {

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/console/auth"
+	"github.com/cloudsteer/cloudsteer/controlplane/console/tlscert"
 	"github.com/cloudsteer/cloudsteer/lab"
 	"github.com/cloudsteer/cloudsteer/lab/browser"
 )
@@ -265,6 +267,7 @@ func (cr *cbRun) japanese(t *testing.T) {
 		{"/events", "events", "events.title"}, {"/diagnostics", "diagnostics", "diag.title"},
 		{"/settings", "settings", "settings.title"}, {"/certificate", "certificate", "cert.title"},
 		{"/account", "account", "auth.account.title"},
+		{"/ca", "ca", "ca.title"},
 	} {
 		ui.gotoPath(t, p.path)
 		if h1 := ui.text(t, "h1"); h1 != ui.T("ja", p.key) {
@@ -351,5 +354,47 @@ func (cr *cbRun) phone(t *testing.T) {
 	ui.shot(t, "en-phone-bypass-added")
 	if err := b.SetViewport(ctx, browser.Desktop); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// inspectionCA is the step "inspection CA: upload, the short URL, the
+// download": the admin uploads the provider's CA (DER, as cacert.cer) on
+// the certificate page; any LAN client then gets the install page at the
+// short plain-HTTP URL the page shows, and the very certificate at
+// /ca.cer.
+func (cr *cbRun) inspectionCA(t *testing.T) {
+	ctx, b, ui, e := cr.ctx, cr.ui.b, cr.ui, cr.e
+	path := filepath.Join(t.TempDir(), "cacert.cer")
+	der := writeDERCA(t, path)
+	ui.gotoPath(t, "/certificate")
+	if err := b.SetInputFiles(ctx, `[data-test="cert-upload-file"]`, path); err != nil {
+		t.Fatal(err)
+	}
+	ui.click(t, `[data-test="cert-upload-submit"]`)
+	ui.wantText(t, `[data-test="cert-uploaded"]`, ui.T("en", "cert.uploaded"))
+	fp := tlscert.Fingerprint(der)
+	if got := strings.TrimSpace(ui.text(t, `[data-test="cert-fingerprint"]`)); got != fp {
+		t.Errorf("certificate page fingerprint %q, want %q", got, fp)
+	}
+	short := strings.TrimSpace(ui.text(t, `[data-test="cert-url"]`))
+	if short != "http://10.10.0.1/ca" {
+		t.Errorf("short URL %q, want http://10.10.0.1/ca", short)
+	}
+	ui.shot(t, "en-certificate-uploaded")
+	// The short URL, plain HTTP, as a LAN client without a session types it.
+	r, err := b.Goto(ctx, short)
+	if err != nil || r.Status != 200 || r.URL != short {
+		t.Fatalf("the short URL: %+v, %v", r, err)
+	}
+	if got := strings.TrimSpace(ui.text(t, `[data-test="ca-fingerprint"]`)); got != fp {
+		t.Errorf("install page fingerprint %q, want %q", got, fp)
+	}
+	if href, _, err := b.Attr(ctx, `[data-test="ca-download"]`, "href"); err != nil || href != "/ca.cer" {
+		t.Errorf("download link %q, %v", href, err)
+	}
+	ui.shot(t, "en-ca")
+	out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-sS", "--max-time", "5", "http://10.10.0.1/ca.cer")
+	if err != nil || out != string(der) {
+		t.Errorf("http://10.10.0.1/ca.cer from the LAN client: %d bytes, %v; want the %d uploaded", len(out), err, len(der))
 	}
 }

@@ -64,6 +64,7 @@ func TestConsoleBrowser(t *testing.T) {
 		{"quick test", r.quickTest},
 		{"events: a block the client just caused shows up by itself", r.events},
 		{"settings and certificate pages", r.settings},
+		{"inspection CA: upload, the short URL, the download", r.inspectionCA},
 		{"a recovery code signs in once", r.recoveryCode},
 		{"Japanese", r.japanese},
 		{"requests without the CSRF token or without a session are refused", r.refusals},

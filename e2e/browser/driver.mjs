@@ -139,6 +139,7 @@ async function main() {
     async check(c) { await loc(c).check(to(c)); return null; },
     async uncheck(c) { await loc(c).uncheck(to(c)); return null; },
     async selectOption(c) { return await loc(c).selectOption(c.values ?? [], to(c)); },
+    async setInputFiles(c) { await loc(c).setInputFiles(c.files ?? [], to(c)); return null; },
     async press(c) { await loc(c).press(c.key, to(c)); return null; },
     async focus(c) { await loc(c).focus(to(c)); return null; },
     async text(c) { return await loc(c).innerText(to(c)); },

@@ -120,6 +120,20 @@ func TestBrowserInNetNS(t *testing.T) {
 		t.Errorf("layout %+v, %v", l, err)
 	}
 
+	// A file upload, as the console's certificate page takes one.
+	up := filepath.Join(t.TempDir(), "cacert.cer")
+	if err := os.WriteFile(up, []byte("certificate bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(t, b.SetInputFiles(ctx, `[data-test="file"]`, up))
+	must(t, b.Click(ctx, `[data-test="upload"]`))
+	if txt, err := b.WaitForText(ctx, "body", "got cacert.cer", 5*time.Second); err != nil || txt != "got cacert.cer: certificate bytes" {
+		t.Errorf("upload: %q, %v", txt, err)
+	}
+	if _, err := b.Goto(ctx, base+"/"); err != nil {
+		t.Fatal(err)
+	}
+
 	// A failing command carries Playwright's message.
 	short, cancelShort := context.WithTimeout(ctx, time.Second)
 	_, err = b.Text(short, `[data-test="nowhere"]`)
@@ -402,6 +416,8 @@ const page = `<!doctype html>
 <label for="color">Colour</label>
 <select id="color" data-test="color"><option value="red">Red</option><option value="blue">Blue</option></select>
 <button type="button" data-test="go">Go</button>
+<form method="post" action="/upload" enctype="multipart/form-data"><label for="file">File</label>
+<input type="file" id="file" name="file" data-test="file"><button type="submit" data-test="upload">Upload</button></form>
 <p data-test="out">before</p>
 <ul><li data-test="item">a</li><li data-test="item">b</li></ul>
 <p data-test="hidden" hidden>hidden</p>
@@ -445,6 +461,17 @@ func (s *testSite) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		f, hdr, err := r.FormFile("file")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "got %s: %s", hdr.Filename, b)
 	})
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

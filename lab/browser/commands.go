@@ -62,6 +62,15 @@ func (b *Browser) SelectOption(ctx context.Context, selector string, values ...s
 	return v, err
 }
 
+// SetInputFiles puts these files (absolute paths; none: clears it) into
+// the file input matching selector, as a user choosing them would.
+func (b *Browser) SetInputFiles(ctx context.Context, selector string, paths ...string) error {
+	if paths == nil {
+		paths = []string{}
+	}
+	return b.call(ctx, "setInputFiles", map[string]any{"selector": selector, "files": paths}, nil)
+}
+
 // Press focuses the element matching selector and presses key ("Enter",
 // "Tab", "Control+a").
 func (b *Browser) Press(ctx context.Context, selector, key string) error {
