@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,38 +175,36 @@ func (cr *cbRun) recoveryCode(t *testing.T) {
 func (cr *cbRun) lockout(t *testing.T) {
 	ctx, ui, lan, pin := cr.ctx, cr.ui, cr.lan, cr.pin
 	guest := newConsoleUI(ctx, t, browser.Options{NetNS: lan, Locale: "en-US", SPKIPins: []string{pin}})
-	limitedRE := regexp.MustCompile(`\d+`)
-	locked := false
+	locked := 0 // seconds of the lockout, once it came
 	failures := 0
-	for i := 0; i < 12 && !locked; i++ {
+	for i := 0; i < 12 && locked == 0; i++ {
 		guest.gotoPath(t, "/login")
 		guest.fill(t, `[data-test="login-user"]`, cbUser)
 		guest.fill(t, `[data-test="login-password"]`, fmt.Sprintf("Guess%dword", i))
 		guest.click(t, `[data-test="login-submit"]`)
 		msg := guest.text(t, `[data-test="login-error"]`)
+		secs, limited := ui.limitedFor(msg)
 		switch {
 		case msg == ui.T("en", "auth.login.wrong"):
 			failures++
-		case strings.HasPrefix(msg, strings.SplitN(ui.T("en", "auth.login.limited"), "%d", 2)[0]):
-			secs, _ := strconv.Atoi(limitedRE.FindString(msg))
-			if secs > 60 {
-				locked = true
-				break
-			}
+		case limited && secs > 60:
+			locked = secs
+		case limited:
 			time.Sleep(time.Duration(secs)*time.Second + 100*time.Millisecond)
 		default:
 			t.Fatalf("login error %q", msg)
 		}
 	}
-	if !locked || failures > auth.LimiterLockoutAfter {
-		t.Fatalf("after %d wrong passwords: locked %v", failures, locked)
+	lockFor := int(auth.LimiterLockoutFor / time.Second)
+	if locked < lockFor-60 || locked > lockFor || failures > auth.LimiterLockoutAfter {
+		t.Fatalf("after %d wrong passwords: locked for %ds, want about %ds", failures, locked, lockFor)
 	}
 	guest.shot(t, "en-login-locked")
 	// Now even the right password is refused from here…
 	guest.fill(t, `[data-test="login-user"]`, cbUser)
 	guest.fill(t, `[data-test="login-password"]`, cbPassword)
 	guest.click(t, `[data-test="login-submit"]`)
-	if msg := guest.text(t, `[data-test="login-error"]`); !strings.HasPrefix(msg, strings.SplitN(ui.T("en", "auth.login.limited"), "%d", 2)[0]) {
+	if msg := guest.text(t, `[data-test="login-error"]`); func() bool { s, ok := ui.limitedFor(msg); return !ok || s <= 60 }() {
 		t.Errorf("the right password during the lockout: %q", msg)
 	}
 	if u, _ := guest.b.URL(ctx); u != consoleBase+"/login" {

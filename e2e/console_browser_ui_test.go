@@ -331,12 +331,24 @@ func (u *consoleUI) login(t *testing.T, clock *totpClock, wrongFirst bool) {
 	u.waitPath(t, "/")
 }
 
+// limitedFor reads the limiter's "too many attempts, try again in N
+// seconds" message, in either language.
+func (u *consoleUI) limitedFor(msg string) (secs int, ok bool) {
+	for _, lang := range []string{"en", "ja"} {
+		pat := "^" + strings.Replace(regexp.QuoteMeta(u.T(lang, "auth.login.limited")), "%d", `(\d+)`, 1) + "$"
+		if m := regexp.MustCompile(pat).FindStringSubmatch(strings.TrimSpace(msg)); m != nil {
+			n, err := strconv.Atoi(m[1])
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
 // submitLimited runs submit until the page's URL ends with want, sleeping
 // out each "too many attempts, wait N seconds" answer (at most a minute);
 // any other error fails the test.
 func (u *consoleUI) submitLimited(t *testing.T, want string, submit func()) {
 	t.Helper()
-	prefix := strings.SplitN(u.T("en", "auth.login.limited"), "%d", 2)[0]
 	for range 6 {
 		submit()
 		deadline := time.Now().Add(10 * time.Second)
@@ -357,8 +369,8 @@ func (u *consoleUI) submitLimited(t *testing.T, want string, submit func()) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		msg := u.text(t, `[data-test="login-error"]`)
-		secs, err := strconv.Atoi(regexp.MustCompile(`\d+`).FindString(msg))
-		if !strings.HasPrefix(msg, prefix) || err != nil || secs > 60 {
+		secs, ok := u.limitedFor(msg)
+		if !ok || secs > 60 {
 			t.Fatalf("submitting for %s: %q", want, msg)
 		}
 		time.Sleep(time.Duration(secs)*time.Second + 100*time.Millisecond)
