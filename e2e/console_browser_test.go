@@ -23,14 +23,19 @@ const (
 )
 
 // TestConsoleBrowser drives the web console in chromium, running in the
-// LAN client's namespace, against the real daemon in the lab: first-run
-// setup through the setup link with the password rules, TOTP enrolment and
-// two-step login with a wrong code, bypass toggles that the LAN client's
+// LAN client's namespace (the console's self-made certificate pinned by
+// its SPKI hash, checked against the CLI's fingerprint), against the real
+// daemon in the lab: first-run setup through the setup link with every
+// password rule, TOTP enrolment and two-step sign-in with a wrong code, a
+// recovery code that works once, bypass toggles that the LAN client's
 // traffic follows (the cloud proxy seeing nothing), pause and resume, the
 // quick test, a block the client causes showing on the events page by
-// itself, Japanese, CSRF-less and session-less requests refused, a phone
-// width, keyboard use, and the login lockout. Each page is photographed in
-// both languages (CLOUDSTEER_ARTIFACTS, default e2e/out/screenshots).
+// itself and in the badge, the inspection CA's upload and short URL,
+// Japanese, CSRF-less and session-less requests refused, a phone width,
+// keyboard use, and the login lockout; after each step, no CSP violation,
+// script error or failed request of a page's script, and no host but the
+// gateway asked. Each page is photographed in both languages
+// (CLOUDSTEER_ARTIFACTS, default e2e/out/screenshots; console/*.png).
 func TestConsoleBrowser(t *testing.T) {
 	browser.Require(t)
 	e := newEnv(t, false)
