@@ -1,0 +1,29 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
+)
+
+// chooseAttach resolves dataplane.attach (auto probes for TCX), logs the
+// mode, and removes the legacy filters a killed cloudsteer left in this
+// namespace, whatever the mode: the new programs replace them.
+func chooseAttach(cfg *config.Config, log *slog.Logger) (tcx.Mode, error) {
+	log = log.With("component", "daemon")
+	mode, why, err := tcx.Choose(tcx.Mode(cfg.Dataplane.Attach))
+	if err != nil {
+		return "", &config.Error{Key: "dataplane.attach", Problem: err.Error()}
+	}
+	log.Info("eBPF attach mode", "mode", mode, "why", why, "kernel", tcx.Release())
+	removed, err := tcx.RemoveStale()
+	for _, r := range removed {
+		log.Info("removed a filter a killed cloudsteer left", "interface", r.Interface, "filter", r.Filter, "priority", fmt.Sprintf("%#x", r.Priority))
+	}
+	if err != nil {
+		log.Warn("remove stale cloudsteer filters", "err", err)
+	}
+	return mode, nil
+}
