@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-		"github.com/cilium/ebpf/rlimit"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/cloudsteer/cloudsteer/dataplane/tcx"

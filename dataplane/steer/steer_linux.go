@@ -13,8 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 )
 
 // Config is what New needs: the LAN interfaces to classify ingress traffic on.
