@@ -298,6 +298,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 
 	// 3. eBPF classifier, paused first when protection is paused or there
 	// is no code yet.
+	removeStale(log)
 	d.steer, err = steer.New(ctx, steer.Config{Interfaces: cfg.LANInterfaces, Attach: attach})
 	if err != nil {
 		return nil, fmt.Errorf("attach eBPF classifier: %w", err)
@@ -330,6 +331,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,
+		"attach", attach,
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
 		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
 		"activated", d.hasCredentials(),
