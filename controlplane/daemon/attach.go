@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
@@ -12,8 +15,11 @@ import (
 // the mode.
 func chooseAttach(cfg *config.Config, log *slog.Logger) (tcx.Mode, error) {
 	mode, why, err := tcx.Choose(tcx.Mode(cfg.Dataplane.Attach))
-	if err != nil {
+	if errors.Is(err, ebpf.ErrNotSupported) {
 		return "", &config.Error{Key: "dataplane.attach", Problem: err.Error()}
+	}
+	if err != nil {
+		return "", fmt.Errorf("choose eBPF attach mode: %w", err)
 	}
 	log.With("component", "daemon").Info("eBPF attach mode", "mode", mode, "why", why, "kernel", tcx.Release())
 	return mode, nil

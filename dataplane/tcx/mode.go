@@ -58,6 +58,9 @@ func ProbeTCX() error {
 		License:      "MIT",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
 	})
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("probe TCX: load a test program: %w (needs root, or CAP_BPF and CAP_NET_ADMIN)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("probe TCX: load a test program: %w", err)
 	}
