@@ -127,16 +127,18 @@ func progID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
 func attachBoth(t *testing.T, l *lab, mode tcx.Mode) *steer.Steer {
 	t.Helper()
 	var st *steer.Steer
-	privtest.InNetNS(t, l.gw, func() {
-		var err error
+	err := privtest.Do(l.gw, func() (err error) {
 		if st, err = steer.New(context.Background(), steer.Config{Interfaces: []string{l.gwIf}, Attach: mode}); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if l.cache, err = New(context.Background(), []string{l.gwIf}, Options{Mark: steer.MarkDNS, After: st.Program(), Attach: mode}); err != nil {
-			st.Close()
-			t.Fatal(err)
+			return errors.Join(err, st.Close())
 		}
+		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := errors.Join(l.cache.Close(), st.Close()); err != nil {
 			t.Error(err)
@@ -311,11 +313,12 @@ func TestCleanupRemovesKilledFilters(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	var removed []tcx.Removed
-	privtest.InNetNS(t, l.gw, func() {
-		if removed, err = tcx.RemoveStale(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := privtest.Do(l.gw, func() (err error) {
+		removed, err = tcx.RemoveStale()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if len(removed) != 2 || removed[0].Filter != "cloudsteer-classifier" || removed[1].Filter != "cloudsteer-dnscache" {
 		t.Fatalf("removed %+v", removed)
 	}

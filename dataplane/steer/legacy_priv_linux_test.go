@@ -227,11 +227,9 @@ func TestLegacyStaleReplacedAndCleanup(t *testing.T) {
 
 	// A new start replaces the stale classifier and forwarder.
 	s := newIn(t, ns, Config{Interfaces: []string{"vt0"}, Attach: tcx.ModeLegacy})
-	privtest.InNetNS(t, ns, func() {
-		if err := s.AttachWAN([]string{"vt1"}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := privtest.Do(ns, func() error { return s.AttachWAN([]string{"vt1"}) }); err != nil {
+		t.Fatal(err)
+	}
 	if got := tcxIngress(t, ns, "vt0"); !slices.Equal(got, []ebpf.ProgramID{programID(t, s)}) {
 		t.Fatalf("after a new start, vt0 has %v, want only the new classifier", got)
 	}
@@ -249,11 +247,9 @@ func TestLegacyStaleReplacedAndCleanup(t *testing.T) {
 		t.Fatal("the stale forwarder was not replaced")
 	}
 	// RemoveStale leaves a live process's filters alone.
-	privtest.InNetNS(t, ns, func() {
-		if removed, err := tcx.RemoveStale(); err != nil || len(removed) != 0 {
-			t.Fatalf("RemoveStale with the owner alive = %+v, %v", removed, err)
-		}
-	})
+	if removed := removeStale(t, ns); len(removed) != 0 {
+		t.Fatalf("RemoveStale with the owner alive removed %+v", removed)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +260,7 @@ func TestLegacyStaleReplacedAndCleanup(t *testing.T) {
 	// Killed again: cleanup removes what it left, and only that.
 	kill = startHelper(t, ns, helperEnv+"=vt0", helperWANEnv+"=vt1")
 	kill()
-	var removed []tcx.Removed
-	privtest.InNetNS(t, ns, func() {
-		var err error
-		if removed, err = tcx.RemoveStale(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	removed := removeStale(t, ns)
 	want := []tcx.Removed{
 		{Interface: "vt0", Filter: "cloudsteer-classifier", Priority: tcx.PrioLast},
 		{Interface: "vt1", Filter: "cloudsteer-forwarder", Priority: tcx.PrioLast},
@@ -285,11 +275,22 @@ func TestLegacyStaleReplacedAndCleanup(t *testing.T) {
 	if got := names("vt0"); len(got) != 0 || hasClsact(t, ns, "vt0") {
 		t.Fatalf("after cleanup, vt0 has %v / clsact %v", got, hasClsact(t, ns, "vt0"))
 	}
-	privtest.InNetNS(t, ns, func() {
-		if removed, err := tcx.RemoveStale(); err != nil || len(removed) != 0 {
-			t.Fatalf("second RemoveStale = %+v, %v", removed, err)
-		}
-	})
+	if removed := removeStale(t, ns); len(removed) != 0 {
+		t.Fatalf("second RemoveStale removed %+v", removed)
+	}
+}
+
+// removeStale runs tcx.RemoveStale in ns.
+func removeStale(t *testing.T, ns string) []tcx.Removed {
+	t.Helper()
+	var removed []tcx.Removed
+	if err := privtest.Do(ns, func() (err error) {
+		removed, err = tcx.RemoveStale()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return removed
 }
 
 // mapOf opens the map called name of the program with ID id, which may
@@ -381,11 +382,9 @@ func TestKilledFastPathStops(t *testing.T) {
 	}
 
 	s := newIn(t, gw, Config{Interfaces: []string{"lan0"}, Attach: tcx.ModeLegacy})
-	privtest.InNetNS(t, gw, func() {
-		if err := errors.Join(s.AttachWAN([]string{"wan0"}), s.SetFastPath(true)); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := privtest.Do(gw, func() error { return errors.Join(s.AttachWAN([]string{"wan0"}), s.SetFastPath(true)) }); err != nil {
+		t.Fatal(err)
+	}
 	if got := tcxIngress(t, gw, "lan0"); !slices.Equal(got, []ebpf.ProgramID{programID(t, s)}) {
 		t.Fatalf("after a new start lan0 has %v", got)
 	}
@@ -464,12 +463,12 @@ func tcpHello(tb testing.TB, ns, to string) string {
 func echoUDP(tb testing.TB, ns, addr string) {
 	tb.Helper()
 	var pc net.PacketConn
-	privtest.InNetNS(tb, ns, func() {
-		var err error
-		if pc, err = net.ListenPacket("udp", addr); err != nil {
-			tb.Fatal(err)
-		}
-	})
+	if err := privtest.Do(ns, func() (err error) {
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() { pc.Close() })
 	go func() {
 		b := make([]byte, 512)
@@ -512,11 +511,9 @@ func udpEcho(tb testing.TB, ns, to string) string {
 func TestFastPathNeedsLease(t *testing.T) {
 	client, gw, server := routedHosts(t)
 	s := newIn(t, gw, Config{Interfaces: []string{"lan0"}})
-	privtest.InNetNS(t, gw, func() {
-		if err := errors.Join(s.AttachWAN([]string{"wan0"}), s.SetFastPath(true)); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := privtest.Do(gw, func() error { return errors.Join(s.AttachWAN([]string{"wan0"}), s.SetFastPath(true)) }); err != nil {
+		t.Fatal(err)
+	}
 	const down, up = 4 << 20, 1 << 20
 	serveBoth(t, server, 9000, down)
 	to := netip.MustParseAddrPort("10.79.0.2:9000")
