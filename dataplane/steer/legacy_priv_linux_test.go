@@ -158,18 +158,23 @@ func startHelper(t *testing.T, ns string, env ...string) (kill func()) {
 // TestLegacyAttachDetach: in legacy mode the classifier is a direct-action
 // cls_bpf filter named and numbered as documented, on a clsact qdisc made
 // for it; Close removes both, and leaves a qdisc that was there before,
-// with another's filter on it, as it was.
+// with another's filter on it, as it was, and one it made but another
+// filter now uses.
 func TestLegacyAttachDetach(t *testing.T) {
 	ns := privtest.NewNetNS(t)
 	addVeth(t, ns, "vt0")
 	addVeth(t, ns, "vt1")
 	foreignFilter(t, ns, "vt1", "other", 1, 1)
 
-	s := newIn(t, ns, Config{Interfaces: []string{"vt0", "vt1"}, Attach: tcx.ModeLegacy})
+	addVeth(t, ns, "vt2")
+
+	s := newIn(t, ns, Config{Interfaces: []string{"vt0", "vt1", "vt2"}, Attach: tcx.ModeLegacy})
 	if s.Mode() != tcx.ModeLegacy {
 		t.Fatalf("Mode() = %s", s.Mode())
 	}
-	if got := s.Attached(); !slices.Equal(got, []string{"vt0", "vt1"}) {
+	// Another tool adds a filter to the qdisc cloudsteer made on vt2.
+	foreignFilter(t, ns, "vt2", "later", 1, 1)
+	if got := s.Attached(); !slices.Equal(got, []string{"vt0", "vt1", "vt2"}) {
 		t.Fatalf("Attached() = %v", got)
 	}
 	if got := tcxIngress(t, ns, "vt0"); !slices.Equal(got, []ebpf.ProgramID{programID(t, s)}) {
@@ -200,6 +205,9 @@ func TestLegacyAttachDetach(t *testing.T) {
 	}
 	if fs := ingressFilters(t, ns, "vt1"); len(fs) != 1 || fs[0].Name != "other" || !hasClsact(t, ns, "vt1") {
 		t.Errorf("after Close, vt1 has filters %+v (want only other's) / clsact %v (want kept)", fs, hasClsact(t, ns, "vt1"))
+	}
+	if fs := ingressFilters(t, ns, "vt2"); len(fs) != 1 || fs[0].Name != "later" || !hasClsact(t, ns, "vt2") {
+		t.Errorf("after Close, vt2 has filters %+v (want only later's) / clsact %v (want kept: it is in use)", fs, hasClsact(t, ns, "vt2"))
 	}
 }
 
