@@ -345,4 +345,3 @@ func TestCleanupRemovesKilledFilters(t *testing.T) {
 		t.Fatalf("after cleanup the query did not reach the resolver:\n%s", out)
 	}
 }
-
