@@ -25,8 +25,13 @@ build: ## build cloudsteer and the lab tool into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer ./cmd/cloudsteer
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer-lab ./cmd/cloudsteer-lab
 
-test: deps build ## all tests, privileged ones included (run as root), then each fuzz target briefly
+# The privileged packages that attach eBPF programs run a second time in
+# legacy attach mode (clsact + cls_bpf, what kernels before 6.6 get).
+LEGACY_PKGS := ./dataplane/steer/ ./dataplane/dnscache/ ./dataplane/tcx/ ./e2e/
+
+test: deps build ## all tests, privileged ones included (run as root), the eBPF ones again in legacy attach mode, then each fuzz target briefly
 	$(GO) test -count=1 -timeout 30m ./...
+	CLOUDSTEER_ATTACH=legacy $(GO) test -count=1 -timeout 30m $(LEGACY_PKGS)
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 test-unit: ## only the tests that need no root

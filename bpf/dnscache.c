@@ -61,7 +61,7 @@ enum reason {
 	REASON_SHAPE = 1,    // not a plain query this program handles
 	REASON_NAME = 2,     // name too long, compressed or malformed
 	REASON_MISS = 3,     // no map entry for the question
-	REASON_EXPIRED = 4,  // entry past its expiry (or its TTLs are stale)
+	REASON_EXPIRED = 4,  // entry past its expiry (or its TTLs are stale, or the lease ran out)
 	REASON_TOO_BIG = 5,  // answer larger than the client accepts
 	REASON_ERROR = 6,    // a helper failed while rewriting: packet dropped
 	REASON_MARK = 7,     // packet lacks the mark the settings require
@@ -123,6 +123,26 @@ struct {
 	__type(key, __u32);
 	__type(value, struct settings);
 } config SEC(".maps");
+
+// lease holds the CLOCK_MONOTONIC time (ns) until which the process that
+// loaded this program is known to be alive; it renews it every 250 ms to
+// now + 1 s (dataplane/tcx, lease.go). In legacy attach mode a filter
+// outlives a killed process: the lease running out is what keeps the
+// program from acting on state nobody maintains any more.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lease SEC(".maps");
+
+static __always_inline int owner_alive(void)
+{
+	__u32 zero = 0;
+	__u64 *until = bpf_map_lookup_elem(&lease, &zero);
+
+	return until && bpf_ktime_get_ns() < *until;
+}
 
 // scratch holds the key being built: too big for comfort on the stack.
 struct {
@@ -357,7 +377,10 @@ static __always_inline enum reason lookup(struct qkey *k, struct query *q, struc
 
 	if (!a)
 		return REASON_MISS;
-	if (bpf_ktime_get_ns() >= a->expires)
+	// Past its expiry, or nobody renews the lease: the process that keeps
+	// the map is gone (or stalled), so the query goes on to the resolver
+	// path, whoever serves it now.
+	if (bpf_ktime_get_ns() >= a->expires || !owner_alive())
 		return REASON_EXPIRED;
 	__u32 len = a->len[q->edns & 1];
 	if (len == 0 || len > DATA_MAX)

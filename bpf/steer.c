@@ -123,6 +123,26 @@ struct {
 	__type(value, struct counter);
 } forwarded SEC(".maps");
 
+// lease holds the CLOCK_MONOTONIC time (ns) until which the process that
+// loaded this program is known to be alive; it renews it every 250 ms to
+// now + 1 s (dataplane/tcx, lease.go). In legacy attach mode a filter
+// outlives a killed process: the lease running out is what keeps the
+// program from acting on state nobody maintains any more.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lease SEC(".maps");
+
+static __always_inline int owner_alive(void)
+{
+	__u32 zero = 0;
+	__u64 *until = bpf_map_lookup_elem(&lease, &zero);
+
+	return until && bpf_ktime_get_ns() < *until;
+}
+
 // LPM tries must be created with BPF_F_NO_PREALLOC.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -341,12 +361,15 @@ static __always_inline int paused(void)
 	return s && s->paused;
 }
 
+// fastpath_on is the fast path switch, honoured only while the owner's
+// lease holds: forwarding around the stack must stop when nobody watches
+// for other rulesets any more.
 static __always_inline int fastpath_on(void)
 {
 	__u32 zero = 0;
 	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
 
-	return s && s->fastpath;
+	return s && s->fastpath && owner_alive();
 }
 
 // fast_forward forwards the TCP packet whose IP header (v6 when is_v6) is

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 	"github.com/cloudsteer/cloudsteer/lab"
 	"github.com/cloudsteer/cloudsteer/lab/gateway"
@@ -283,12 +284,31 @@ func hostOf(addrPort string) string {
 }
 
 // kernelState is what cloudsteer may leave in the gateway namespace: TCX
-// programs on the LAN and WAN interfaces, nftables tables, policy rules and routes.
+// programs and (legacy mode) cls_bpf filters and clsact qdiscs on the LAN
+// and WAN interfaces, nftables tables, policy rules and routes.
 type kernelState struct {
-	tcx    int
-	tables string
-	rules  string
-	routes string
+	tcx     int
+	filters int
+	clsact  int
+	tables  string
+	rules   string
+	routes  string
+}
+
+// attachMode is the mode the gateways of this run attach in: what
+// $CLOUDSTEER_ATTACH says, else what auto picks on this kernel.
+func attachMode(t *testing.T) tcx.Mode {
+	t.Helper()
+	m, _, err := tcx.Choose("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// clean reports whether nothing of cloudsteer's is in ks.
+func (ks kernelState) clean() bool {
+	return ks.tcx == 0 && ks.filters == 0 && ks.clsact == 0 && strings.TrimSpace(ks.tables) == ""
 }
 
 func (e *env) kernelState() kernelState {
@@ -306,6 +326,20 @@ func (e *env) kernelState() kernelState {
 					return fmt.Errorf("query tcx programs on %s: %w", name, err)
 				}
 				ks.tcx += len(res.Programs)
+			}
+			_, legacy, err := tcx.IngressPrograms(l.Attrs().Index)
+			if err != nil {
+				return err
+			}
+			ks.filters += len(legacy)
+			qs, err := netlink.QdiscList(l)
+			if err != nil {
+				return err
+			}
+			for _, q := range qs {
+				if q.Type() == "clsact" {
+					ks.clsact++
+				}
 			}
 		}
 		return nil

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"github.com/cloudsteer/cloudsteer/lab"
 	"github.com/cloudsteer/cloudsteer/lab/gateway"
 )
@@ -19,9 +21,11 @@ func TestStopAndCrashLeaveNothing(t *testing.T) {
 	e := newEnv(t, false)
 	www := site(t, "www.example.com")
 	before := e.kernelState()
-	if before.tcx != 0 || strings.TrimSpace(before.tables) != "" {
+	if !before.clean() {
 		t.Fatalf("lab gateway not clean before start: %+v", before)
 	}
+	legacy := attachMode(t) == tcx.ModeLegacy
+	sock := gateway.SocketPath(e.lab, "gw")
 
 	steered := func(t *testing.T, tag string) {
 		t.Helper()
@@ -90,14 +94,80 @@ func TestStopAndCrashLeaveNothing(t *testing.T) {
 
 	g = e.startGateway(gateway.Options{})
 	steered(t, "h-run2")
+	// The name is now in the kernel DNS cache too: after SIGKILL it must
+	// not be answered from there (direct checks).
+	if ans, err := e.dig(lab.NobodyDNSV4.String(), "www.example.com", "A"); err != nil || strings.TrimSpace(ans) != www.V4.String() {
+		t.Fatalf("h-run2: dig = %q, %v", ans, err)
+	}
+	var st model.Status
+	e.cliJSON(sock, &st, "status")
+	if st.AttachMode != string(attachMode(t)) {
+		t.Fatalf("status attach_mode = %q, want %q", st.AttachMode, attachMode(t))
+	}
 	if err := g.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	sameAsBefore(t, "after SIGKILL")
+	if !legacy {
+		sameAsBefore(t, "after SIGKILL")
+		direct(t, "h-after-kill")
+		e.startGateway(gateway.Options{})
+		steered(t, "h-run3")
+		return
+	}
+
+	// Legacy mode: the cls_bpf filters outlive the process (the owner
+	// table does not); once the owner lease has run out they neither
+	// forward nor answer DNS, and the LAN goes direct.
+	ks := e.kernelState()
+	if ks.filters == 0 || strings.TrimSpace(ks.tables) != "" {
+		t.Fatalf("after SIGKILL in legacy mode: %+v, want the filters kept and no nftables table", ks)
+	}
+	time.Sleep(tcx.LeaseTime + 100*time.Millisecond)
 	direct(t, "h-after-kill")
 
-	e.startGateway(gateway.Options{})
+	// The next start replaces them ...
+	g = e.startGateway(gateway.Options{})
 	steered(t, "h-run3")
+	if !strings.Contains(g.Log(), "removed a filter a killed cloudsteer left") {
+		t.Fatalf("the restart did not say it replaced the stale filters:\n%s", g.Log())
+	}
+	if got := e.kernelState(); got.filters != ks.filters {
+		t.Fatalf("after the restart %d filters, want %d (each stale one replaced)", got.filters, ks.filters)
+	}
+	// ... and cleanup removes them, but only once the daemon is gone.
+	if _, errOut, code := e.cleanup(sock); code == 0 || !strings.Contains(errOut, "stop it first") {
+		t.Fatalf("cleanup with the daemon running: exit %d, %q", code, errOut)
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := e.cleanup(sock)
+	if code != 0 || !strings.Contains(out, "removed filter cloudsteer-classifier") || !strings.Contains(out, "removed filter cloudsteer-dnscache") {
+		t.Fatalf("cleanup: exit %d\n%s%s", code, out, errOut)
+	}
+	sameAsBefore(t, "after SIGKILL and cleanup")
+	direct(t, "h-after-cleanup")
+	if out, _, code := e.cleanup(sock); code != 0 || !strings.Contains(out, "nothing to clean up") {
+		t.Fatalf("second cleanup: exit %d, %q", code, out)
+	}
+	e.startGateway(gateway.Options{})
+	steered(t, "h-run4")
+}
+
+// cleanup runs `cloudsteer cleanup --socket sock` in the gateway namespace.
+func (e *env) cleanup(sock string) (string, string, int) {
+	e.t.Helper()
+	cmd := e.lab.Command(e.t.Context(), lab.RoleGW, bins.cloudsteer, "cleanup", "--socket", sock)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run cloudsteer cleanup: %v", err)
+	}
+	return out.String(), errb.String(), code
 }
 
 // TestWrongEntitlementCode checks case i: a code the cloud proxy refuses is
@@ -148,7 +218,7 @@ func TestBadConfig(t *testing.T) {
 			if len(lines) != 1 || !strings.Contains(lines[0], tc.key) {
 				t.Fatalf("output %q: want one line naming %s", out, tc.key)
 			}
-			if ks := e.kernelState(); ks.tcx != 0 || strings.TrimSpace(ks.tables) != "" {
+			if ks := e.kernelState(); !ks.clean() {
 				t.Fatalf("kernel state after a bad config: %+v", ks)
 			}
 		})

@@ -160,6 +160,22 @@ Reasons:
   program_not_attached     program not attached on lan1
 `, "")
 	})
+	t.Run("legacy attach mode", func(t *testing.T) {
+		d := startDaemon(t)
+		d.fake.SetStatus(model.Status{
+			State: model.Protected, Interfaces: []string{"lan0"}, Attached: []string{"lan0"}, AttachMode: "legacy",
+		})
+		want(t, d.run(t, "status"), exitOK, `State:             Protected
+Entitlement code:  3315…a8e3
+Cloud proxy:       -
+LAN interfaces:    lan0 (attached)
+eBPF attach:       legacy (clsact/cls_bpf)
+Version:           test
+Running since:     -
+Last check:        -
+Reasons:           none
+`, "")
+	})
 	t.Run("json", func(t *testing.T) {
 		d := startDaemon(t)
 		for _, args := range [][]string{{"--json", "status"}, {"status", "--json"}} {

@@ -130,6 +130,13 @@ func (c *cli) printStatus(st model.Status) {
 		}
 	}
 	fmt.Fprintf(w, "LAN interfaces:\t%s\n", orDash(strings.Join(lan, ", ")))
+	switch st.AttachMode {
+	case "":
+	case "legacy":
+		fmt.Fprintf(w, "eBPF attach:\tlegacy (clsact/cls_bpf)\n")
+	default:
+		fmt.Fprintf(w, "eBPF attach:\t%s\n", st.AttachMode)
+	}
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(st.Version))
 	fmt.Fprintf(w, "Running since:\t%s\n", c.when(st.Started))
 	fmt.Fprintf(w, "Last check:\t%s\n", c.when(st.CheckedAt))

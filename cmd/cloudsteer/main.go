@@ -34,6 +34,7 @@ const usage = `usage: cloudsteer <command> [flags]
 commands:
   run --config FILE          run the gateway until SIGTERM/SIGINT; SIGHUP re-reads FILE
   check-config --config FILE validate a configuration file and exit
+  cleanup                    remove the eBPF filters a killed cloudsteer left (legacy attach mode)
   version                    print the version
   help                       this text, with the admin commands
 `
@@ -52,6 +53,8 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "cleanup":
+		return cmdCleanup(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "cloudsteer", version)
 		return exitOK

@@ -42,6 +42,17 @@ type Config struct {
 	Firewall Firewall `yaml:"firewall"`
 	Limits   Limits   `yaml:"limits"`
 	Console  Console  `yaml:"console"`
+	// Dataplane says how the eBPF programs are attached.
+	Dataplane Dataplane `yaml:"dataplane"`
+}
+
+// Dataplane tunes how the eBPF programs are attached.
+type Dataplane struct {
+	// Attach is "auto" (the default: TCX when the kernel has it, Linux
+	// >= 6.6, else legacy), "tcx" (fail without it) or "legacy" (a clsact
+	// qdisc and direct-action cls_bpf filters, which stay after a SIGKILL
+	// until the next start or `cloudsteer cleanup`).
+	Attach string `yaml:"attach"`
 }
 
 // Firewall tunes cloudsteer's nftables table.
@@ -208,6 +219,7 @@ const (
 	DefaultAdminPort      = 9080
 	DefaultProbeTarget    = "www.akamai.com:443"
 	DefaultHealthInterval = 30 * time.Second
+	DefaultAttach         = "auto"
 )
 
 // Error is a configuration problem: the key it concerns and what is wrong.
@@ -348,6 +360,9 @@ func (c *Config) setDefaults() {
 	}
 	c.Limits.setDefaults()
 	c.Console.setDefaults()
+	if c.Dataplane.Attach == "" {
+		c.Dataplane.Attach = DefaultAttach
+	}
 }
 
 var (
@@ -451,6 +466,11 @@ func (c *Config) Validate() error {
 		if err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
 			return bad("debug.pprof_listen", "%q must be a loopback address:port, e.g. 127.0.0.1:6060", c.Debug.PprofListen)
 		}
+	}
+	switch c.Dataplane.Attach {
+	case "auto", "tcx", "legacy":
+	default:
+		return bad("dataplane.attach", "%q is not one of auto, tcx, legacy", c.Dataplane.Attach)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

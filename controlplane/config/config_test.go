@@ -46,6 +46,14 @@ func TestParseGood(t *testing.T) {
 	if c.Firewall.FastPath == nil || !*c.Firewall.FastPath || len(c.Firewall.WANInterfaces) != 0 {
 		t.Errorf("firewall.fast_path not on by default, or WAN interfaces set: %+v", c.Firewall)
 	}
+	if c.Dataplane.Attach != "auto" {
+		t.Errorf("dataplane.attach = %q, want auto by default", c.Dataplane.Attach)
+	}
+	for _, m := range []string{"auto", "tcx", "legacy"} {
+		if c, err := Parse([]byte(good + "dataplane:\n  attach: " + m + "\n")); err != nil || c.Dataplane.Attach != m {
+			t.Errorf("dataplane.attach: %s parsed as %v, %v", m, c, err)
+		}
+	}
 	tracked, err := Parse([]byte(good + "firewall:\n  untrack_unsteered: false\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +122,7 @@ func TestParseBad(t *testing.T) {
 		{"two /8s", strings.Replace(good, "192.0.2.0/24", "10.0.0.0/8, 11.0.0.0/8", 1), "bypass.cidrs"},
 		{"a v6 /16 and more", strings.Replace(good, "192.0.2.0/24", "\"2a00::/16\"", 1), "bypass.cidrs"},
 		{"bad admin hostname", good + "admin:\n  hostnames: [\"gw lan\"]\n", "admin.hostnames[0]"},
+		{"attach mode", good + "dataplane:\n  attach: clsact\n", "dataplane.attach"},
 		{"pprof off loopback", good + "debug:\n  pprof_listen: 0.0.0.0:6060\n", "debug.pprof_listen"},
 	}
 	for _, tt := range tests {

@@ -464,6 +464,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
 		Interfaces: d.cfg.LANInterfaces,
 		Attached:   in.Attached,
+		AttachMode: string(d.steer.Mode()),
 		Version:    Version,
 		Started:    d.started,
 		CheckedAt:  in.Probe.Time,

@@ -38,6 +38,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 )
 
 // Version is the daemon's version, set by the main package.
@@ -122,7 +123,14 @@ func loadCA(path string) (*x509.CertPool, error) {
 
 // Start brings the gateway up. On error everything already set up is undone.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Options) (_ *Daemon, err error) {
+	if err := tcx.CheckKernel(tcx.Release()); err != nil {
+		return nil, err
+	}
 	if err := CheckEnvironment(cfg); err != nil {
+		return nil, err
+	}
+	attach, err := chooseAttach(cfg, log)
+	if err != nil {
 		return nil, err
 	}
 	var o Options
@@ -301,7 +309,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 
 	// 3. eBPF classifier, paused first when protection is paused or there
 	// is no code yet.
-	d.steer, err = steer.New(ctx, steer.Config{Interfaces: cfg.LANInterfaces})
+	removeStale(log)
+	d.steer, err = steer.New(ctx, steer.Config{Interfaces: cfg.LANInterfaces, Attach: attach})
 	if err != nil {
 		return nil, fmt.Errorf("attach eBPF classifier: %w", err)
 	}
@@ -319,7 +328,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	// only the queries the classifier marked for the resolver. Without it
 	// every query still reaches the resolver, so a failure only warns.
 	if *cfg.DNS.KernelCache {
-		dc, err := dnscache.New(ctx, cfg.LANInterfaces, dnscache.Options{Mark: steer.MarkDNS, After: d.steer.Program(), Logger: log})
+		dc, err := dnscache.New(ctx, cfg.LANInterfaces, dnscache.Options{Mark: steer.MarkDNS, After: d.steer.Program(), Logger: log, Attach: attach})
 		if err != nil {
 			d.log.Warn("kernel DNS cache off: every query goes to the resolver", "err", err)
 		} else {
@@ -334,6 +343,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,
+		"attach", attach,
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
 		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
 		"activated", d.hasCredentials(),

@@ -106,6 +106,10 @@ type Status struct {
 	Version    string    `json:"version"`
 	Started    time.Time `json:"started"`
 	CheckedAt  time.Time `json:"checked_at,omitzero"` // last health probe
+
+	// AttachMode is how the eBPF programs are attached: "tcx" or "legacy"
+	// (clsact/cls_bpf, on kernels without TCX or by dataplane.attach).
+	AttachMode string `json:"attach_mode,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's

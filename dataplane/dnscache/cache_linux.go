@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -32,6 +31,7 @@ type Cache struct {
 	closed  bool
 
 	links tcx.Links
+	lease *tcx.Lease
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -60,7 +60,11 @@ func New(ctx context.Context, ifaces []string, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Load(ctx, opts)
+	mode, why, err := tcx.Choose(opts.Attach)
+	if err != nil {
+		return nil, fmt.Errorf("dnscache: %w", err)
+	}
+	c, err := load(ctx, opts, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -72,13 +76,18 @@ func New(ctx context.Context, ifaces []string, opts Options) (*Cache, error) {
 			return nil, errors.Join(err, c.Close())
 		}
 	}
-	c.log.Info("dns answer cache attached", "interfaces", ifaces)
+	c.log.Info("dns answer cache attached", "interfaces", ifaces, "attach_mode", mode, "why", why)
 	return c, nil
 }
 
-// Load loads the program and its maps and starts the refresher without
-// attaching anywhere; tests use it with Program.
-func Load(ctx context.Context, opts Options) (*Cache, error) {
+// filterName names the program's filter in legacy attach mode.
+const filterName = tcx.FilterPrefix + "dnscache"
+
+// Load loads the program and its maps and starts the refresher and the
+// owner lease without attaching anywhere; tests use it with Program.
+func Load(ctx context.Context, opts Options) (*Cache, error) { return load(ctx, opts, tcx.ModeTCX) }
+
+func load(ctx context.Context, opts Options, mode tcx.Mode) (*Cache, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -91,6 +100,13 @@ func Load(ctx context.Context, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("load dns cache spec: %w", err)
 	}
 	spec.Maps["answers"].MaxEntries = uint32(opts.MaxEntries)
+	if mode == tcx.ModeLegacy {
+		// A cls_bpf filter takes a plain sched_cls program; kernels
+		// without TCX do not know its attach type.
+		for _, p := range spec.Programs {
+			p.AttachType = ebpf.AttachNone
+		}
+	}
 	c := &Cache{
 		log:     opts.Logger.With("component", "dnscache"),
 		refresh: opts.Refresh,
@@ -98,10 +114,16 @@ func Load(ctx context.Context, opts Options) (*Cache, error) {
 		entries: make(map[dnscacheQkey]*entry),
 		done:    make(chan struct{}),
 	}
+	c.links.Mode = mode
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, explainLoad(err)
 	}
+	if c.lease, err = tcx.StartLease(c.objs.Lease); err != nil {
+		c.objs.Close()
+		return nil, err
+	}
 	if err := c.objs.Config.Update(uint32(0), dnscacheSettings{Mark: opts.Mark}, ebpf.UpdateAny); err != nil {
+		c.lease.Stop()
 		c.objs.Close()
 		return nil, fmt.Errorf("write dns cache settings: %w", err)
 	}
@@ -115,7 +137,7 @@ func explainLoad(err error) error {
 	var verr *ebpf.VerifierError
 	switch {
 	case errors.As(err, &verr):
-		return fmt.Errorf("load eBPF dns cache: the kernel verifier rejected it (needs Linux >= 6.6): %+v", verr)
+		return fmt.Errorf("load eBPF dns cache: the kernel verifier rejected it (needs Linux >= 5.12): %+v", verr)
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("load eBPF dns cache: %w (needs root, or CAP_BPF and CAP_NET_ADMIN)", err)
 	default:
@@ -123,15 +145,14 @@ func explainLoad(err error) error {
 	}
 }
 
-// attach links the program at TCX ingress of ifc: right after the program
+// attach attaches the program at ingress of ifc: right after the program
 // after when it is given, first otherwise.
 func (c *Cache) attach(ifc *net.Interface, after *ebpf.Program) error {
-	anchor := link.Head()
-	if after != nil {
-		anchor = link.AfterProgram(after)
-	}
-	return c.links.Attach(ifc, c.objs.DnscacheIngress, anchor)
+	return c.links.Attach(ifc, c.objs.DnscacheIngress, filterName, tcx.Place{After: after, First: after == nil})
 }
+
+// Mode is the attach mode: tcx or legacy.
+func (c *Cache) Mode() tcx.Mode { return c.links.Mode }
 
 // Program returns the loaded program, e.g. for ebpf.Program.Run in tests.
 // It stays owned by c.
@@ -361,11 +382,12 @@ func (c *Cache) Stats() (Stats, error) {
 	return s, nil
 }
 
-// Attached returns the interfaces whose link is still attached.
+// Attached returns the interfaces where the program is still attached.
 func (c *Cache) Attached() []string { return c.links.Attached() }
 
-// Close stops the refresher, detaches the program everywhere and releases
-// its maps. Calling it again does nothing.
+// Close ends the owner lease (the program stops answering at once), stops
+// the refresher, detaches the program everywhere and releases its maps.
+// Calling it again does nothing.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -374,12 +396,13 @@ func (c *Cache) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	leaseErr := c.lease.Lapse()
 	c.stop()
 	<-c.done
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	errs := []error{c.links.Close()}
+	errs := []error{leaseErr, c.links.Close()}
 	c.entries = nil
 	if err := c.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))

@@ -54,6 +54,7 @@ type dnscacheSettings struct {
 const (
 	dnscacheMapAnswers          = "answers"
 	dnscacheMapConfig           = "config"
+	dnscacheMapLease            = "lease"
 	dnscacheMapScratch          = "scratch"
 	dnscacheMapStats            = "stats"
 	dnscacheProgDnscacheIngress = "dnscache_ingress"
@@ -110,6 +111,7 @@ type dnscacheProgramSpecs struct {
 type dnscacheMapSpecs struct {
 	Answers *ebpf.MapSpec `ebpf:"answers"`
 	Config  *ebpf.MapSpec `ebpf:"config"`
+	Lease   *ebpf.MapSpec `ebpf:"lease"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
 	Stats   *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -142,6 +144,7 @@ func (o *dnscacheObjects) Close() error {
 type dnscacheMaps struct {
 	Answers *ebpf.Map `ebpf:"answers"`
 	Config  *ebpf.Map `ebpf:"config"`
+	Lease   *ebpf.Map `ebpf:"lease"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
 	Stats   *ebpf.Map `ebpf:"stats"`
 }
@@ -150,6 +153,7 @@ func (m *dnscacheMaps) Close() error {
 	return _DnscacheClose(
 		m.Answers,
 		m.Config,
+		m.Lease,
 		m.Scratch,
 		m.Stats,
 	)

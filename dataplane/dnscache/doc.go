@@ -62,6 +62,14 @@
 // is only learned once its answer leaves this cache: Flush when the bypass
 // names change.
 //
-// Every piece of kernel state is an unpinned bpf_link or map held by this
-// process's file descriptors: when the process exits the program is gone.
+// # When the process is gone
+//
+// In TCX mode every piece of kernel state is an unpinned bpf_link or map
+// held by this process's file descriptors: when the process exits the
+// program is gone. In legacy mode (a clsact cls_bpf filter, dataplane/tcx)
+// the filter and its map stay after a SIGKILL, so the program answers only
+// while the owner lease holds (renewed every 250 ms to 1 s ahead; Close
+// ends it first): within a second of the process's death every query goes
+// on to the resolver path again, whoever serves it. Each value's own
+// expiry (at most two seconds ahead, see TTLs) bounds it too.
 package dnscache

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 )
 
 // Defaults used when the matching Options field is zero.
@@ -33,6 +35,10 @@ type Options struct {
 	Refresh time.Duration
 	// Logger is the parent logger (default slog.Default()).
 	Logger *slog.Logger
+	// Attach is the attach mode (tcx.Choose resolves it: the zero value
+	// takes $CLOUDSTEER_ATTACH, then auto); use the classifier's when
+	// After is set.
+	Attach tcx.Mode
 }
 
 func (o Options) withDefaults() Options {
@@ -58,7 +64,7 @@ type Stats struct {
 	Shape    uint64 // port 53 packets that are not a plain query the program serves
 	Name     uint64 // question name too long, compressed or malformed
 	Misses   uint64 // no answer in the map
-	Expired  uint64 // answer in the map past its expiry, or its TTLs not yet lowered
+	Expired  uint64 // answer in the map past its expiry, or its TTLs not yet lowered, or the owner lease ran out
 	TooBig   uint64 // answer larger than the client accepts
 	Errors   uint64 // rewrite failed half way: packet dropped (client retries)
 	Unmarked uint64 // packet without Options.Mark

@@ -80,6 +80,7 @@ const (
 	steerMapBypassV6        = "bypass_v6"
 	steerMapCounters        = "counters"
 	steerMapForwarded       = "forwarded"
+	steerMapLease           = "lease"
 	steerMapSettings        = "settings"
 	steerMapUntrackedFlows  = "untracked_flows"
 	steerProgForwardIngress = "forward_ingress"
@@ -140,6 +141,7 @@ type steerMapSpecs struct {
 	BypassV6       *ebpf.MapSpec `ebpf:"bypass_v6"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
 	Forwarded      *ebpf.MapSpec `ebpf:"forwarded"`
+	Lease          *ebpf.MapSpec `ebpf:"lease"`
 	Settings       *ebpf.MapSpec `ebpf:"settings"`
 	UntrackedFlows *ebpf.MapSpec `ebpf:"untracked_flows"`
 }
@@ -174,6 +176,7 @@ type steerMaps struct {
 	BypassV6       *ebpf.Map `ebpf:"bypass_v6"`
 	Counters       *ebpf.Map `ebpf:"counters"`
 	Forwarded      *ebpf.Map `ebpf:"forwarded"`
+	Lease          *ebpf.Map `ebpf:"lease"`
 	Settings       *ebpf.Map `ebpf:"settings"`
 	UntrackedFlows *ebpf.Map `ebpf:"untracked_flows"`
 }
@@ -184,6 +187,7 @@ func (m *steerMaps) Close() error {
 		m.BypassV6,
 		m.Counters,
 		m.Forwarded,
+		m.Lease,
 		m.Settings,
 		m.UntrackedFlows,
 	)

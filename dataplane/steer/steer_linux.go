@@ -13,8 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 )
 
 // Config is what New needs: the LAN interfaces to classify ingress traffic on.
@@ -23,7 +24,16 @@ type Config struct {
 	Interfaces []string
 	// Logger receives lifecycle messages; nil means slog.Default().
 	Logger *slog.Logger
+	// Attach is the attach mode (tcx.Choose resolves it: the zero value
+	// takes $CLOUDSTEER_ATTACH, then auto).
+	Attach tcx.Mode
 }
+
+// Filter names of the programs in legacy attach mode.
+const (
+	filterClassifier = tcx.FilterPrefix + "classifier"
+	filterForwarder  = tcx.FilterPrefix + "forwarder"
+)
 
 // Steer is the loaded classifier, its maps and its TCX ingress links.
 // Its methods are safe for concurrent use.
@@ -33,6 +43,7 @@ type Steer struct {
 
 	links tcx.Links // the classifier on the LAN interfaces
 	wan   tcx.Links // the forwarder on the WAN interfaces
+	lease *tcx.Lease
 
 	mu     sync.Mutex // also serializes read-modify-writes of the settings
 	closed bool
@@ -51,8 +62,12 @@ func New(ctx context.Context, cfg Config) (*Steer, error) {
 	if err != nil {
 		return nil, err
 	}
+	mode, why, err := tcx.Choose(cfg.Attach)
+	if err != nil {
+		return nil, fmt.Errorf("steer: %w", err)
+	}
 
-	s, err := Load(ctx)
+	s, err := load(ctx, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -65,18 +80,21 @@ func New(ctx context.Context, cfg Config) (*Steer, error) {
 		}
 		// After any programs already there, so those keep precedence and
 		// we never hide traffic from them.
-		if err := s.links.Attach(ifc, s.objs.SteerIngress, nil); err != nil {
+		if err := s.links.Attach(ifc, s.objs.SteerIngress, filterClassifier, tcx.Place{}); err != nil {
 			return nil, errors.Join(err, s.Close())
 		}
 	}
-	s.log.Info("classifier attached", "interfaces", s.Attached())
+	s.log.Info("classifier attached", "interfaces", s.Attached(), "attach_mode", mode, "why", why)
 	return s, nil
 }
 
 // Load loads the classifier and its maps into the kernel without attaching
-// it anywhere. Tests use it with Program to run packets through the
-// classifier; New uses it before attaching.
-func Load(ctx context.Context) (*Steer, error) {
+// it anywhere, and starts renewing the owner lease. Tests use it with
+// Program to run packets through the classifier; New uses it before
+// attaching.
+func Load(ctx context.Context) (*Steer, error) { return load(ctx, tcx.ModeTCX) }
+
+func load(ctx context.Context, mode tcx.Mode) (*Steer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -85,11 +103,30 @@ func Load(ctx context.Context) (*Steer, error) {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for eBPF maps: %w (run as root or with CAP_SYS_RESOURCE)", err)
 	}
 	s := &Steer{log: slog.Default().With("component", "steer")}
-	if err := loadSteerObjects(&s.objs, nil); err != nil {
+	s.links.Mode, s.wan.Mode = mode, mode
+	spec, err := loadSteer()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF classifier spec: %w", err)
+	}
+	if mode == tcx.ModeLegacy {
+		// A cls_bpf filter takes a plain sched_cls program; kernels
+		// without TCX do not know its attach type.
+		for _, p := range spec.Programs {
+			p.AttachType = ebpf.AttachNone
+		}
+	}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		return nil, explainLoad(err)
+	}
+	if s.lease, err = tcx.StartLease(s.objs.Lease); err != nil {
+		s.objs.Close()
+		return nil, err
 	}
 	return s, nil
 }
+
+// Mode is the attach mode of the classifier: tcx or legacy.
+func (s *Steer) Mode() tcx.Mode { return s.links.Mode }
 
 // explainLoad adds what the user can do to an error from loading the
 // classifier.
@@ -99,9 +136,9 @@ func explainLoad(err error) error {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("load eBPF classifier: %w (needs root, or CAP_BPF and CAP_NET_ADMIN)", err)
 	case errors.As(err, &verr):
-		return fmt.Errorf("load eBPF classifier: the kernel verifier rejected it (needs Linux >= 6.6): %+v", verr)
+		return fmt.Errorf("load eBPF classifier: the kernel verifier rejected it (needs Linux >= 5.12): %+v", verr)
 	case errors.Is(err, ebpf.ErrNotSupported):
-		return fmt.Errorf("load eBPF classifier: %w (needs Linux >= 6.6 with BPF and LPM trie maps)", err)
+		return fmt.Errorf("load eBPF classifier: %w (needs Linux >= 5.12 with BPF and LPM trie maps)", err)
 	default:
 		return fmt.Errorf("load eBPF classifier: %w", err)
 	}
@@ -111,13 +148,14 @@ func explainLoad(err error) error {
 // It stays owned by s.
 func (s *Steer) Program() *ebpf.Program { return s.objs.SteerIngress }
 
-// Attached returns the interfaces on which the classifier's link is still
-// attached. A link whose interface was deleted is detached by the kernel and
-// is not listed.
+// Attached returns the interfaces on which the classifier is still
+// attached. One whose interface was deleted is gone with it and is not
+// listed.
 func (s *Steer) Attached() []string { return s.links.Attached() }
 
-// AttachWAN attaches the fast path's forwarder at TCX ingress of the WAN
-// interfaces named, after any programs already there. It forwards nothing
+// AttachWAN attaches the fast path's forwarder at ingress of the WAN
+// interfaces named (in the classifier's mode), after any programs already
+// there. It forwards nothing
 // until SetFastPath(true). An interface already holding it is skipped.
 func (s *Steer) AttachWAN(names []string) error {
 	have := map[string]bool{}
@@ -135,7 +173,7 @@ func (s *Steer) AttachWAN(names []string) error {
 		return err
 	}
 	for _, ifc := range ifaces {
-		if err := s.wan.Attach(ifc, s.objs.ForwardIngress, nil); err != nil {
+		if err := s.wan.Attach(ifc, s.objs.ForwardIngress, filterForwarder, tcx.Place{}); err != nil {
 			return err
 		}
 	}
@@ -205,8 +243,9 @@ func (s *Steer) Forwarded() (fromLAN, fromWAN Counter, err error) {
 	return out[0], out[1], nil
 }
 
-// Close detaches the classifier from every interface and releases its maps.
-// Calling it again does nothing.
+// Close ends the owner lease (the programs stop forwarding at once),
+// detaches the classifier and the forwarder from every interface and
+// releases the maps. Calling it again does nothing.
 func (s *Steer) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -215,6 +254,9 @@ func (s *Steer) Close() error {
 	}
 	s.closed = true
 	var errs []error
+	if err := s.lease.Lapse(); err != nil {
+		errs = append(errs, err)
+	}
 	if n := s.links.Len(); n > 0 {
 		s.log.Info("detaching classifier", "interfaces", n)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -17,14 +18,22 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 )
 
 // helperEnv, when set in the environment, turns the test binary into a
 // helper that attaches the classifier to the named interface, says
-// "attached" and waits to be killed (see TestProcessDeathDetaches).
-const helperEnv = "CLOUDSTEER_STEER_HELPER_IFACE"
+// "attached" and waits to be killed (see TestProcessDeathDetaches). With
+// helperWANEnv it also attaches the forwarder there and turns the fast
+// path on; with helperBypassEnv it bypasses that prefix. The attach mode
+// comes from $CLOUDSTEER_ATTACH.
+const (
+	helperEnv       = "CLOUDSTEER_STEER_HELPER_IFACE"
+	helperWANEnv    = "CLOUDSTEER_STEER_HELPER_WAN"
+	helperBypassEnv = "CLOUDSTEER_STEER_HELPER_BYPASS"
+)
 
 func TestMain(m *testing.M) {
 	if iface := os.Getenv(helperEnv); iface != "" {
@@ -38,6 +47,22 @@ func attachAndWait(iface string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if wan := os.Getenv(helperWANEnv); wan != "" {
+		if err := errors.Join(s.AttachWAN([]string{wan}), s.SetFastPath(true)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if p := os.Getenv(helperBypassEnv); p != "" {
+		pr, err := netip.ParsePrefix(p)
+		if err == nil {
+			err = s.AddBypass(pr)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	fmt.Println("attached")
 	// The parent SIGKILLs us; the sleep only bounds an orphan's life.
@@ -90,8 +115,9 @@ func newIn(tb testing.TB, ns string, cfg Config) *Steer {
 	return s
 }
 
-// tcxIngress returns the IDs of the programs attached at TCX ingress of
-// iface in namespace ns.
+// tcxIngress returns the IDs of the programs attached at ingress of iface
+// in namespace ns, in the order they run: TCX links first, then cls_bpf
+// filters (legacy mode).
 func tcxIngress(tb testing.TB, ns, iface string) []ebpf.ProgramID {
 	tb.Helper()
 	var ids []ebpf.ProgramID
@@ -100,14 +126,9 @@ func tcxIngress(tb testing.TB, ns, iface string) []ebpf.ProgramID {
 		if err != nil {
 			return err
 		}
-		res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
-		if err != nil {
-			return err
-		}
-		for _, p := range res.Programs {
-			ids = append(ids, p.ID)
-		}
-		return nil
+		t, l, err := tcx.IngressPrograms(ifc.Index)
+		ids = append(t, l...)
+		return err
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -187,7 +208,7 @@ func markCounter(tb testing.TB, ns string) func(mark uint32) int {
 	privtest.RequireCommand(tb, "nft")
 	var rules strings.Builder
 	rules.WriteString("table inet steertest {\n chain pre {\n  type filter hook prerouting priority -300;\n")
-	for _, m := range []uint32{MarkBypass, MarkHTTP, MarkTLS, MarkDNS, MarkQUIC} {
+	for _, m := range []uint32{MarkBypass, MarkHTTP, MarkTLS, MarkDNS, MarkQUIC, MarkUntrack} {
 		fmt.Fprintf(&rules, "  meta mark %#08x counter\n", m)
 	}
 	rules.WriteString(" }\n}\n")
@@ -218,7 +239,10 @@ func TestAttachClassifiesRealTraffic(t *testing.T) {
 		t.Fatalf("Attached() = %v, want [lan0]", got)
 	}
 	if got, want := tcxIngress(t, gw, "lan0"), programID(t, s); !slices.Equal(got, []ebpf.ProgramID{want}) {
-		t.Fatalf("TCX ingress programs on lan0: %v, want [%d]", got, want)
+		t.Fatalf("ingress programs on lan0: %v, want [%d]", got, want)
+	}
+	if got, want := s.Mode(), testMode(t); got != want {
+		t.Fatalf("Mode() = %s, want %s", got, want)
 	}
 
 	// Steered traffic, one class at a time.
@@ -278,7 +302,10 @@ func TestAttachClassifiesRealTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := tcxIngress(t, gw, "lan0"); len(got) != 0 {
-		t.Errorf("after Close, TCX ingress programs on lan0: %v", got)
+		t.Errorf("after Close, ingress programs on lan0: %v", got)
+	}
+	if hasClsact(t, gw, "lan0") {
+		t.Error("after Close, the clsact qdisc cloudsteer made is still there")
 	}
 	if got := s.Attached(); len(got) != 0 {
 		t.Errorf("after Close, Attached() = %v", got)
@@ -317,7 +344,10 @@ func TestNewAttachesNothingOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := tcxIngress(t, ns, "vt0"); len(got) != 0 {
-		t.Errorf("TCX ingress programs on vt0 after failed New: %v", got)
+		t.Errorf("ingress programs on vt0 after failed New: %v", got)
+	}
+	if hasClsact(t, ns, "vt0") {
+		t.Error("clsact qdisc left after failed New")
 	}
 }
 
@@ -351,8 +381,9 @@ func TestProcessDeathDetaches(t *testing.T) {
 	if err != nil || line != "attached\n" {
 		t.Fatalf("helper said %q, %v; want \"attached\"", line, err)
 	}
-	if got := tcxIngress(t, ns, "vt0"); len(got) != 1 {
-		t.Fatalf("with the helper running, TCX ingress programs on vt0: %v, want one", got)
+	held := tcxIngress(t, ns, "vt0")
+	if len(held) != 1 {
+		t.Fatalf("with the helper running, ingress programs on vt0: %v, want one", held)
 	}
 
 	// `ip netns exec` execs the helper, so the process is the helper.
@@ -365,7 +396,24 @@ func TestProcessDeathDetaches(t *testing.T) {
 	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("helper ended with %v, want killed by SIGKILL", err)
 	}
+	if testMode(t) == tcx.ModeLegacy {
+		// A cls_bpf filter outlives its process (legacy.go): it stays,
+		// inert without the lease, until the next start replaces it.
+		if got := tcxIngress(t, ns, "vt0"); !slices.Equal(got, held) {
+			t.Fatalf("after the helper was killed, ingress programs on vt0: %v, want its filter %v kept", got, held)
+		}
+		s := newIn(t, ns, Config{Interfaces: []string{"vt0"}})
+		if got, want := tcxIngress(t, ns, "vt0"), programID(t, s); !slices.Equal(got, []ebpf.ProgramID{want}) {
+			t.Fatalf("after a new start, ingress programs on vt0: %v, want only the new %d", got, want)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if hasClsact(t, ns, "vt0") {
+			t.Error("clsact qdisc left after the new owner closed")
+		}
+	}
 	if got := tcxIngress(t, ns, "vt0"); len(got) != 0 {
-		t.Errorf("after the helper was killed, TCX ingress programs on vt0: %v", got)
+		t.Errorf("after the helper was killed, ingress programs on vt0: %v", got)
 	}
 }

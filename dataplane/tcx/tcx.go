@@ -1,8 +1,11 @@
-// Package tcx attaches cloudsteer's eBPF programs at TCX ingress of the LAN
-// interfaces and keeps their links: the check of the interface list, the
-// attach with errors that say what the user can do, the list of links
-// still attached, and detaching. A link is held only by this process's
-// file descriptors (nothing is pinned), so it is gone when the process is.
+// Package tcx attaches cloudsteer's eBPF programs at ingress of the LAN and
+// WAN interfaces and keeps them: the check of the interface list, the
+// choice of attach mode (TCX from Linux 6.6, clsact/cls_bpf before: see
+// mode.go and legacy.go), the attach with errors that say what the user
+// can do, the list of attachments still there, detaching, and the owner
+// lease the programs check (lease.go). A TCX link is held only by this
+// process's file descriptors (nothing is pinned), so it is gone when the
+// process is; a legacy filter stays, inert once the lease runs out.
 package tcx
 
 import (
@@ -52,22 +55,53 @@ func Lookup(names []string) ([]*net.Interface, error) {
 	return ifaces, nil
 }
 
-// Links are the TCX ingress links of one program. Their methods are safe
-// for concurrent use.
+// Links are the ingress attachments of one program: TCX links, or in
+// legacy mode cls_bpf filters (see legacy.go). Set Mode before the first
+// Attach. Their methods are safe for concurrent use.
 type Links struct {
+	// Mode is ModeTCX (also the zero value) or ModeLegacy.
+	Mode Mode
+
 	mu    sync.Mutex
 	links []attachment
+	ns    *nsLink // legacy mode: the namespace the filters are in
 }
 
-// attachment is one TCX ingress link and the interface it was made on.
+// attachment is one TCX ingress link or legacy filter and the interface it
+// was made on.
 type attachment struct {
-	iface string
-	link  link.Link
+	iface  string
+	link   link.Link     // TCX
+	filter *legacyFilter // legacy
 }
 
-// Attach links prog at TCX ingress of ifc, at anchor; a nil anchor puts it
-// after the programs already there, so those keep precedence.
-func (l *Links) Attach(ifc *net.Interface, prog *ebpf.Program, anchor link.Anchor) error {
+// Place says where a program goes among those already at ingress.
+type Place struct {
+	// After puts it right after this program, which must be attached
+	// there in the same mode (TCX: link.AfterProgram; legacy: the next
+	// priority after its filter's).
+	After *ebpf.Program
+	// First puts it before the others (TCX: link.Head; legacy: PrioFirst,
+	// before cloudsteer's other filters). Neither: after the programs
+	// already there (TCX: no anchor; legacy: PrioLast).
+	First bool
+}
+
+// Attach attaches prog at ingress of ifc, placed by at. In legacy mode
+// name names the filter (it must start with FilterPrefix), and a stale
+// cloudsteer filter of that name or in that place (left by a killed
+// process) is replaced.
+func (l *Links) Attach(ifc *net.Interface, prog *ebpf.Program, name string, at Place) error {
+	if l.Mode == ModeLegacy {
+		return l.attachLegacy(ifc, prog, name, at)
+	}
+	var anchor link.Anchor
+	switch {
+	case at.After != nil:
+		anchor = link.AfterProgram(at.After)
+	case at.First:
+		anchor = link.Head()
+	}
 	lk, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifc.Index,
 		Program:   prog,
@@ -78,7 +112,7 @@ func (l *Links) Attach(ifc *net.Interface, prog *ebpf.Program, anchor link.Ancho
 		hint := ""
 		switch {
 		case errors.Is(err, ebpf.ErrNotSupported):
-			hint = " (TCX needs Linux >= 6.6; running " + kernelRelease() + ")"
+			hint = " (TCX needs Linux >= 6.6; running " + KernelRelease() + "; set dataplane.attach: legacy or auto)"
 		case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 			hint = " (needs root, or CAP_BPF and CAP_NET_ADMIN)"
 		case errors.Is(err, unix.ENODEV):
@@ -94,14 +128,45 @@ func (l *Links) Attach(ifc *net.Interface, prog *ebpf.Program, anchor link.Ancho
 	return nil
 }
 
-// Attached returns the interfaces on which a link is still attached. A
-// link whose interface was deleted is detached by the kernel and is not
+func (l *Links) attachLegacy(ifc *net.Interface, prog *ebpf.Program, name string, at Place) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ns == nil {
+		n, err := openNS()
+		if err != nil {
+			return fmt.Errorf("attach cls_bpf ingress on %s: %w", ifc.Name, err)
+		}
+		l.ns = n
+	}
+	f, err := legacyAttach(l.ns, ifc, prog, name, at)
+	if err != nil {
+		hint := ""
+		switch {
+		case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+			hint = " (needs root, or CAP_BPF and CAP_NET_ADMIN)"
+		case errors.Is(err, unix.ENODEV):
+			hint = " (interface is gone)"
+		}
+		return fmt.Errorf("attach cls_bpf ingress on %s: %w%s", ifc.Name, err, hint)
+	}
+	l.links = append(l.links, attachment{iface: ifc.Name, filter: f})
+	return nil
+}
+
+// Attached returns the interfaces on which a link or filter is still
+// attached. One whose interface was deleted is gone with it and is not
 // listed.
 func (l *Links) Attached() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var names []string
 	for _, a := range l.links {
+		if a.filter != nil {
+			if legacyAttached(l.ns, a.filter) {
+				names = append(names, a.iface)
+			}
+			continue
+		}
 		info, err := a.link.Info()
 		if err != nil {
 			continue
@@ -120,24 +185,43 @@ func (l *Links) Len() int {
 	return len(l.links)
 }
 
-// Close detaches every link; the Links can be used again afterwards.
+// Close detaches everything; the Links can be used again afterwards.
 func (l *Links) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error
 	for _, a := range l.links {
+		if a.filter != nil {
+			if err := legacyDetach(l.ns, a.filter); err != nil {
+				errs = append(errs, fmt.Errorf("detach cls_bpf ingress on %s: %w", a.iface, err))
+			}
+			continue
+		}
 		if err := a.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("detach TCX ingress on %s: %w", a.iface, err))
 		}
 	}
 	l.links = nil
+	if l.ns != nil {
+		l.ns.close()
+		l.ns = nil
+	}
 	return errors.Join(errs...)
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown kernel"
+// tcxPrograms returns the programs at TCX ingress of ifindex, in order;
+// none on a kernel without TCX.
+func tcxPrograms(ifindex int) ([]ebpf.ProgramID, error) {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return nil, nil
 	}
-	return "Linux " + unix.ByteSliceToString(u.Release[:])
+	if err != nil {
+		return nil, fmt.Errorf("query TCX ingress: %w", err)
+	}
+	ids := make([]ebpf.ProgramID, 0, len(res.Programs))
+	for _, p := range res.Programs {
+		ids = append(ids, p.ID)
+	}
+	return ids, nil
 }

@@ -39,7 +39,14 @@ type Options struct {
 	NoCode bool
 	// Extra is appended to the config verbatim.
 	Extra string
+	// Attach is dataplane.attach (auto, tcx, legacy); empty takes
+	// $CLOUDSTEER_ATTACH, and without it the key is left out (auto).
+	Attach string
 }
+
+// EnvAttach is the environment variable the tests set to run every
+// gateway in one attach mode (CLOUDSTEER_ATTACH=legacy).
+const EnvAttach = "CLOUDSTEER_ATTACH"
 
 // SocketPath is the admin socket of a gateway run with that name.
 func SocketPath(l *lab.Lab, name string) string {
@@ -100,6 +107,13 @@ func ConfigYAML(o Options) string {
 		fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", state, SocketPath(o.Lab, name))
 	}
 	fmt.Fprintf(&b, "health:\n  probe_target: www.example.com:443\n  interval: 2s\n")
+	attach := o.Attach
+	if attach == "" {
+		attach = os.Getenv(EnvAttach)
+	}
+	if attach != "" {
+		fmt.Fprintf(&b, "dataplane:\n  attach: %s\n", attach)
+	}
 	b.WriteString(o.Extra)
 	return b.String()
 }
