@@ -130,6 +130,9 @@ func (c *cli) printStatus(st model.Status) {
 		}
 	}
 	fmt.Fprintf(w, "LAN interfaces:\t%s\n", orDash(strings.Join(lan, ", ")))
+	if len(st.WANInterfaces) > 0 {
+		fmt.Fprintf(w, "Fast path WAN:\t%s\n", strings.Join(st.WANInterfaces, ", "))
+	}
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(st.Version))
 	fmt.Fprintf(w, "Running since:\t%s\n", c.when(st.Started))
 	fmt.Fprintf(w, "Last check:\t%s\n", c.when(st.CheckedAt))
