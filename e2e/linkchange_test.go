@@ -1,0 +1,368 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/internal/privtest"
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+)
+
+// Bounds on the time from a link being back until the client works again
+// through it. The daemon acts within a second of the burst of netlink
+// events (linkQuiet, linkMaxWait); the rest is the client's retries and
+// the dials to the cloud proxy.
+const (
+	wanRecoverBound = 10 * time.Second
+	lanRecoverBound = 5 * time.Second
+)
+
+// clientLoop runs probes from the LAN client in rounds until stopped and
+// records when each round ended and whether every probe succeeded.
+type clientLoop struct {
+	mu     sync.Mutex
+	rounds []loopRound
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+type loopRound struct {
+	end time.Time
+	err error // the first probe that failed, nil when all succeeded
+}
+
+func (e *env) startClientLoop(t *testing.T, probes map[string]func(round int) error) *clientLoop {
+	t.Helper()
+	names := make([]string, 0, len(probes))
+	for n := range probes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	l := &clientLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for i := 0; ; i++ {
+			var first error
+			for _, n := range names {
+				if err := probes[n](i); err != nil && first == nil {
+					first = fmt.Errorf("%s: %w", n, err)
+				}
+			}
+			l.mu.Lock()
+			l.rounds = append(l.rounds, loopRound{end: time.Now(), err: first})
+			l.mu.Unlock()
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(l.close)
+	return l
+}
+
+func (l *clientLoop) close() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+}
+
+// okAfter waits up to bound for a round that began after since (its
+// previous round ended after since) and succeeded; it returns when that
+// round ended, or the last error seen.
+func (l *clientLoop) okAfter(since time.Time, bound time.Duration) (time.Time, error) {
+	var last error = fmt.Errorf("no round began after %s", since.Format(time.StampMilli))
+	deadline := since.Add(bound)
+	for {
+		l.mu.Lock()
+		for i := 1; i < len(l.rounds); i++ {
+			r := l.rounds[i]
+			if l.rounds[i-1].end.Before(since) {
+				continue
+			}
+			if r.err == nil {
+				l.mu.Unlock()
+				return r.end, nil
+			}
+			last = r.err
+		}
+		l.mu.Unlock()
+		if time.Now().After(deadline) {
+			return time.Time{}, last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// failedBetween reports whether a round that ended after from and not
+// after to failed: the link change really cut the client off.
+func (l *clientLoop) failedBetween(from, to time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.rounds {
+		if r.end.After(from) && !r.end.After(to) && r.err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// status returns the gateway's status over the admin socket.
+func (e *env) status(sock string) model.Status {
+	e.t.Helper()
+	var st model.Status
+	e.cliJSON(sock, &st, "status")
+	return st
+}
+
+func hasReason(st model.Status, code string) bool {
+	return slices.ContainsFunc(st.Reasons, func(r model.Reason) bool { return r.Code == code })
+}
+
+// tcxIngressCount returns how many programs are attached at TCX ingress of
+// dev in the gateway namespace.
+func (e *env) tcxIngressCount(t *testing.T, dev string) int {
+	t.Helper()
+	var n int
+	err := privtest.Do(e.lab.NS(lab.RoleGW), func() error {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		n = len(res.Programs)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// linkProbes are the client loop's probes: a steered HTTPS flow (through
+// the cloud proxy), a bypassed one (routed, so by the fast path when it is
+// on) and a DNS query the gateway answers.
+func (e *env) linkProbes(steered, bypassed lab.Site) map[string]func(int) error {
+	return map[string]func(int) error{
+		"steered": func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", steered.Name, i), steered.Name, steered.V4.String(), "--max-time", "3")
+			return err
+		},
+		"bypassed": func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", bypassed.Name, i), bypassed.Name, bypassed.V4.String(), "--max-time", "3")
+			return err
+		},
+		"dns": func(int) error {
+			ans, err := e.dig(lab.NobodyDNSV4.String(), steered.Name, "A", "+time=1")
+			if err == nil && strings.TrimSpace(ans) != steered.V4.String() {
+				err = fmt.Errorf("answer %q", ans)
+			}
+			return err
+		},
+	}
+}
+
+// fastPathFromWANGrows downloads size bytes from a bypassed site and
+// checks that the fast path's forwarder on the WAN side forwarded them.
+func (e *env) fastPathFromWANGrows(t *testing.T, site lab.Site, size int, what string) {
+	t.Helper()
+	before := e.metric(t, `cloudsteer_fast_path_bytes_total{from="wan"}`)
+	out, err := e.curl(fmt.Sprintf("https://%s/bytes?n=%d", site.Name, size), site.Name, site.V4.String(),
+		"-o", "/dev/null", "-w", "%{size_download}")
+	if err != nil || strings.TrimSpace(out) != fmt.Sprint(size) {
+		t.Fatalf("%s: bypassed download: %q, %v", what, out, err)
+	}
+	if got := e.metric(t, `cloudsteer_fast_path_bytes_total{from="wan"}`) - before; got < float64(size) {
+		t.Fatalf("%s: the fast path forwarded %.0f bytes from the WAN side, want at least %d (is the forwarder on the new %s?)",
+			what, got, size, lab.GWWANIf)
+	}
+}
+
+// TestWANChange deletes and re-creates the gateway's WAN link (a PPPoE
+// re-dial) and renumbers it (a DHCP renew with a new lease) while a LAN
+// client keeps making steered and bypassed flows and DNS queries: the
+// client works again within wanRecoverBound of the link being back, the
+// status names the WAN interface in use, and the fast path's forwarder
+// forwards from the new device.
+func TestWANChange(t *testing.T) {
+	e := newEnv(t, false)
+	bank := site(t, "bank.example")
+	www := site(t, "www.example.com")
+	e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	sock := gateway.SocketPath(e.lab, "gw")
+	if e.metric(t, "cloudsteer_fast_path") != 1 {
+		t.Fatal("the fast path is not on in the lab")
+	}
+	if st := e.status(sock); !slices.Equal(st.WANInterfaces, []string{lab.GWWANIf}) {
+		t.Fatalf("status wan_interfaces = %v, want [%s]", st.WANInterfaces, lab.GWWANIf)
+	}
+	e.fastPathFromWANGrows(t, bank, 1<<20, "before any change")
+
+	loop := e.startClientLoop(t, e.linkProbes(www, bank))
+	if _, err := loop.okAfter(time.Now(), 10*time.Second); err != nil {
+		t.Fatalf("the client loop does not work before any change: %v", err)
+	}
+
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		gone := time.Now()
+		if err := e.lab.DeleteWAN(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(3*time.Second, func() bool { return len(e.status(sock).WANInterfaces) == 0 }) {
+			t.Errorf("round %d: with %s gone, status wan_interfaces = %v", i, lab.GWWANIf, e.status(sock).WANInterfaces)
+		}
+		time.Sleep(3 * time.Second)
+		if err := e.lab.AddWAN(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		back := time.Now()
+		at, err := loop.okAfter(back, wanRecoverBound)
+		if err != nil {
+			t.Fatalf("round %d: the client does not work within %s of %s being back: %v", i, wanRecoverBound, lab.GWWANIf, err)
+		}
+		if !loop.failedBetween(gone, at) {
+			t.Errorf("round %d: the client never failed while %s was gone", i, lab.GWWANIf)
+		}
+		t.Logf("round %d: %s re-created; the client works again after %s", i, lab.GWWANIf, at.Sub(back).Round(time.Millisecond))
+		if st := e.status(sock); !slices.Equal(st.WANInterfaces, []string{lab.GWWANIf}) {
+			t.Errorf("round %d: status wan_interfaces = %v, want [%s]", i, st.WANInterfaces, lab.GWWANIf)
+		}
+		e.fastPathFromWANGrows(t, bank, 1<<20, fmt.Sprintf("round %d, after re-creating %s", i, lab.GWWANIf))
+	}
+
+	// A new lease: new addresses on the same device.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	renumbered := time.Now()
+	if err := e.lab.RenumberWAN(ctx, netip.MustParsePrefix("10.20.0.3/24"), netip.MustParsePrefix("fd00:20::3/64")); err != nil {
+		t.Fatal(err)
+	}
+	at, err := loop.okAfter(renumbered, wanRecoverBound)
+	if err != nil {
+		t.Fatalf("the client does not work within %s of the WAN renumbering: %v", wanRecoverBound, err)
+	}
+	t.Logf("WAN renumbered; the client works again after %s", at.Sub(renumbered).Round(time.Millisecond))
+	e.fastPathFromWANGrows(t, bank, 1<<20, "after renumbering")
+	// The gateway's own dials (to the cloud proxy) come from the new
+	// address now.
+	start := time.Now()
+	if got := e.pathOf(t, www.Name, www.V4.String(), "renumbered"); got != "proxy" {
+		t.Fatalf("a steered flow after renumbering went %s", got)
+	}
+	for _, r := range e.proxyLog(start) {
+		if r.XFF == clientV4 && !strings.HasPrefix(r.Remote, "10.20.0.3:") {
+			t.Errorf("the cloud proxy saw the gateway from %s, want the new address 10.20.0.3", r.Remote)
+		}
+	}
+}
+
+// TestLANChange deletes and re-creates the gateway's LAN link (a bridge
+// re-made: same names and addresses, a new ifindex) while the client
+// keeps working through it: status says program_not_attached exactly
+// while the link is gone, and within lanRecoverBound of its return the
+// client's flows are steered again (the cloud proxy sees them: the
+// classifier and the listeners are back), DNS is answered, the DNS
+// answerer is attached again and the admin API answers on the LAN.
+func TestLANChange(t *testing.T) {
+	e := newEnv(t, false)
+	bank := site(t, "bank.example")
+	www := site(t, "www.example.com")
+	e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	sock := gateway.SocketPath(e.lab, "gw")
+	if st := e.status(sock); hasReason(st, model.ReasonNotAttached) || !slices.Contains(st.Attached, lab.GWLANIf) {
+		t.Fatalf("status before any change: attached %v, reasons %v", st.Attached, st.Reasons)
+	}
+	progs := e.tcxIngressCount(t, lab.GWLANIf)
+	if progs < 2 {
+		t.Fatalf("%d programs at TCX ingress of %s, want the classifier and the DNS answerer", progs, lab.GWLANIf)
+	}
+	loop := e.startClientLoop(t, e.linkProbes(www, bank))
+	if _, err := loop.okAfter(time.Now(), 10*time.Second); err != nil {
+		t.Fatalf("the client loop does not work before any change: %v", err)
+	}
+
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := e.lab.DeleteLAN(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(3*time.Second, func() bool { return hasReason(e.status(sock), model.ReasonNotAttached) }) {
+			t.Errorf("round %d: with %s gone, status does not say %s", i, lab.GWLANIf, model.ReasonNotAttached)
+		}
+		time.Sleep(time.Second)
+		if err := e.lab.AddLAN(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		back := time.Now()
+		at, err := loop.okAfter(back, lanRecoverBound)
+		if err != nil {
+			t.Fatalf("round %d: the client does not work within %s of %s being back: %v", i, lanRecoverBound, lab.GWLANIf, err)
+		}
+		t.Logf("round %d: %s re-created; the client works again after %s", i, lab.GWLANIf, at.Sub(back).Round(time.Millisecond))
+		st := e.status(sock)
+		if hasReason(st, model.ReasonNotAttached) || !slices.Contains(st.Attached, lab.GWLANIf) {
+			t.Errorf("round %d: status after %s is back: attached %v, reasons %v", i, lab.GWLANIf, st.Attached, st.Reasons)
+		}
+		// Steered, not just working: the cloud proxy sees the client's flow.
+		if got := e.pathOf(t, www.Name, www.V4.String(), fmt.Sprintf("lanback%d", i)); got != "proxy" {
+			t.Fatalf("round %d: a flow after %s is back went %s, want proxy", i, lab.GWLANIf, got)
+		}
+		if got := e.pathOf(t, bank.Name, bank.V4.String(), fmt.Sprintf("lanbackbypass%d", i)); got != "bypass" {
+			t.Errorf("round %d: a bypassed flow after %s is back went %s", i, lab.GWLANIf, got)
+		}
+		if n := e.tcxIngressCount(t, lab.GWLANIf); n != progs {
+			t.Errorf("round %d: %d programs at TCX ingress of the new %s, want %d (classifier and DNS answerer)", i, n, lab.GWLANIf, progs)
+		}
+		// The admin API's LAN listener is bound again too.
+		if e.metric(t, "cloudsteer_fast_path") != 1 {
+			t.Errorf("round %d: the fast path is off after %s is back", i, lab.GWLANIf)
+		}
+	}
+
+	// Down and up (a switch rebooting): the same device, its programs and
+	// sockets stay, and status never says they are not attached.
+	if _, err := e.run(lab.RoleGW, 5*time.Second, "ip", "link", "set", lab.GWLANIf, "down"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if st := e.status(sock); hasReason(st, model.ReasonNotAttached) {
+		t.Errorf("with %s down, status says %s: %v", lab.GWLANIf, model.ReasonNotAttached, st.Reasons)
+	}
+	if _, err := e.run(lab.RoleGW, 5*time.Second, "ip", "link", "set", lab.GWLANIf, "up"); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	at, err := loop.okAfter(up, lanRecoverBound)
+	if err != nil {
+		t.Fatalf("the client does not work within %s of %s up again: %v", lanRecoverBound, lab.GWLANIf, err)
+	}
+	t.Logf("%s down and up; the client works again after %s", lab.GWLANIf, at.Sub(up).Round(time.Millisecond))
+	if got := e.pathOf(t, www.Name, www.V4.String(), "lanup"); got != "proxy" {
+		t.Fatalf("a flow after %s is up again went %s, want proxy", lab.GWLANIf, got)
+	}
+	if n := e.tcxIngressCount(t, lab.GWLANIf); n != progs {
+		t.Errorf("%d programs at TCX ingress of %s after down and up, want %d", n, lab.GWLANIf, progs)
+	}
+}
