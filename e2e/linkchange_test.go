@@ -123,6 +123,19 @@ func (l *clientLoop) failedBetween(from, to time.Time) bool {
 	return false
 }
 
+// logLinkLines logs what the daemon said about the links (and their
+// timing), for reading the test's -v output.
+func logLinkLines(t *testing.T, g *gateway.Gateway) {
+	for _, line := range strings.Split(g.Log(), "\n") {
+		for _, k := range []string{"LAN interface", "LAN listeners", "attached again", "WAN interfaces", "follow interface"} {
+			if strings.Contains(line, k) {
+				t.Log(line)
+				break
+			}
+		}
+	}
+}
+
 // status returns the gateway's status over the admin socket.
 func (e *env) status(sock string) model.Status {
 	e.t.Helper()
@@ -207,7 +220,8 @@ func TestWANChange(t *testing.T) {
 	e := newEnv(t, false)
 	bank := site(t, "bank.example")
 	www := site(t, "www.example.com")
-	e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	defer logLinkLines(t, g)
 	sock := gateway.SocketPath(e.lab, "gw")
 	if e.metric(t, "cloudsteer_fast_path") != 1 {
 		t.Fatal("the fast path is not on in the lab")
@@ -288,7 +302,8 @@ func TestLANChange(t *testing.T) {
 	e := newEnv(t, false)
 	bank := site(t, "bank.example")
 	www := site(t, "www.example.com")
-	e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	defer logLinkLines(t, g)
 	sock := gateway.SocketPath(e.lab, "gw")
 	if st := e.status(sock); hasReason(st, model.ReasonNotAttached) || !slices.Contains(st.Attached, lab.GWLANIf) {
 		t.Fatalf("status before any change: attached %v, reasons %v", st.Attached, st.Reasons)
