@@ -216,11 +216,22 @@ func (e *env) fastPathFromWANGrows(t *testing.T, site lab.Site, size int, what s
 // client works again within wanRecoverBound of the link being back, the
 // status names the WAN interface in use, and the fast path's forwarder
 // forwards from the new device.
+// It runs with the WAN interfaces found from the default routes and with
+// them named in firewall.wan_interfaces.
 func TestWANChange(t *testing.T) {
+	for _, tc := range []struct{ name, extra string }{
+		{"default routes", ""},
+		{"wan_interfaces", "firewall:\n  wan_interfaces: [" + lab.GWWANIf + "]\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testWANChange(t, tc.extra) })
+	}
+}
+
+func testWANChange(t *testing.T, extra string) {
 	e := newEnv(t, false)
 	bank := site(t, "bank.example")
 	www := site(t, "www.example.com")
-	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})
+	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}, Extra: extra})
 	defer logLinkLines(t, g)
 	sock := gateway.SocketPath(e.lab, "gw")
 	if e.metric(t, "cloudsteer_fast_path") != 1 {
