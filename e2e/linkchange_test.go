@@ -323,6 +323,9 @@ func TestLANChange(t *testing.T) {
 	if progs < 2 {
 		t.Fatalf("%d programs at TCX ingress of %s, want the classifier and the DNS answerer", progs, lab.GWLANIf)
 	}
+	if code, _, _ := e.httpCode(lab.RoleLAN, "https://10.10.0.1/"); code == 0 {
+		t.Fatal("the console does not answer before any change")
+	}
 	loop := e.startClientLoop(t, e.linkProbes(www, bank))
 	if _, err := loop.okAfter(time.Now(), 10*time.Second); err != nil {
 		t.Fatalf("the client loop does not work before any change: %v", err)
@@ -361,9 +364,12 @@ func TestLANChange(t *testing.T) {
 		if n := e.tcxIngressCount(t, lab.GWLANIf); n != progs {
 			t.Errorf("round %d: %d programs at TCX ingress of the new %s, want %d (classifier and DNS answerer)", i, n, lab.GWLANIf, progs)
 		}
-		// The admin API's LAN listener is bound again too.
+		// The admin API's and the console's LAN listeners are bound again too.
 		if e.metric(t, "cloudsteer_fast_path") != 1 {
 			t.Errorf("round %d: the fast path is off after %s is back", i, lab.GWLANIf)
+		}
+		if code, _, _ := e.httpCode(lab.RoleLAN, "https://10.10.0.1/"); code == 0 {
+			t.Errorf("round %d: the console does not answer on the new %s", i, lab.GWLANIf)
 		}
 	}
 
