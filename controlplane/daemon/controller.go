@@ -457,21 +457,21 @@ func (c *controller) Status(ctx context.Context) model.Status {
 	}
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
-		State:         health.State(in),
-		Reasons:       health.Reasons(in),
-		Code:          model.MaskCode(code),
-		CodeSource:    source,
-		CloudProxy:    d.cfg.CloudProxy.ProxyURL().Redacted(),
-		Interfaces:    d.cfg.LANInterfaces,
-		Attached:      in.Attached,
-		WANInterfaces: d.links.WANInUse(),
-		Version:       Version,
-		Started:       d.started,
-		CheckedAt:     in.Probe.Time,
+		State:      health.State(in),
+		Reasons:    health.Reasons(in),
+		Code:       model.MaskCode(code),
+		CodeSource: source,
+		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
+		Interfaces: d.cfg.LANInterfaces,
+		Attached:   in.Attached,
+		Version:    Version,
+		Started:    d.started,
+		CheckedAt:  in.Probe.Time,
 	}
 	if pause.Paused {
 		st.PauseUntil = pause.Until
 	}
+	st.WANInterfaces = d.links.WANInUse()
 	return st
 }
 

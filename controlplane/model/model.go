@@ -99,16 +99,17 @@ type Status struct {
 	Code string `json:"entitlement_code"`
 	// CodeSource says where the code came from: "config" (the config
 	// file) or "activate" (`cloudsteer activate`); empty without a code.
-	CodeSource string   `json:"entitlement_code_source,omitempty"`
-	CloudProxy string   `json:"cloud_proxy"`
-	Interfaces []string `json:"lan_interfaces"`
-	Attached   []string `json:"attached"`
+	CodeSource string    `json:"entitlement_code_source,omitempty"`
+	CloudProxy string    `json:"cloud_proxy"`
+	Interfaces []string  `json:"lan_interfaces"`
+	Attached   []string  `json:"attached"`
+	Version    string    `json:"version"`
+	Started    time.Time `json:"started"`
+	CheckedAt  time.Time `json:"checked_at,omitzero"` // last health probe
+
 	// WANInterfaces are the WAN interfaces the fast path's forwarder is on
 	// now (followed as links come and go); empty without the fast path.
-	WANInterfaces []string  `json:"wan_interfaces,omitempty"`
-	Version       string    `json:"version"`
-	Started       time.Time `json:"started"`
-	CheckedAt     time.Time `json:"checked_at,omitzero"` // last health probe
+	WANInterfaces []string `json:"wan_interfaces,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's
