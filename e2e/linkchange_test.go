@@ -29,47 +29,41 @@ const (
 	lanRecoverBound = 5 * time.Second
 )
 
-// clientLoop runs probes from the LAN client in rounds until stopped and
-// records when each round ended and whether every probe succeeded.
+// clientLoop runs each probe from the LAN client in a loop of its own
+// until stopped and records when each attempt began and ended and whether
+// it succeeded.
 type clientLoop struct {
-	mu     sync.Mutex
-	rounds []loopRound
-	stop   chan struct{}
-	done   chan struct{}
+	mu       sync.Mutex
+	attempts map[string][]attempt
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
-type loopRound struct {
-	end time.Time
-	err error // the first probe that failed, nil when all succeeded
+type attempt struct {
+	begin, end time.Time
+	err        error
 }
 
 func (e *env) startClientLoop(t *testing.T, probes map[string]func(round int) error) *clientLoop {
 	t.Helper()
-	names := make([]string, 0, len(probes))
-	for n := range probes {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	l := &clientLoop{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for i := 0; ; i++ {
-			var first error
-			for _, n := range names {
-				if err := probes[n](i); err != nil && first == nil {
-					first = fmt.Errorf("%s: %w", n, err)
+	l := &clientLoop{attempts: map[string][]attempt{}, stop: make(chan struct{})}
+	for name, probe := range probes {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				a := attempt{begin: time.Now()}
+				a.err = probe(i)
+				a.end = time.Now()
+				l.mu.Lock()
+				l.attempts[name] = append(l.attempts[name], a)
+				l.mu.Unlock()
+				select {
+				case <-l.stop:
+					return
+				case <-time.After(100 * time.Millisecond):
 				}
 			}
-			l.mu.Lock()
-			l.rounds = append(l.rounds, loopRound{end: time.Now(), err: first})
-			l.mu.Unlock()
-			select {
-			case <-l.stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
+		})
+	}
 	t.Cleanup(l.close)
 	return l
 }
@@ -80,44 +74,59 @@ func (l *clientLoop) close() {
 	default:
 		close(l.stop)
 	}
-	<-l.done
+	l.wg.Wait()
 }
 
-// okAfter waits up to bound for a round that began after since (its
-// previous round ended after since) and succeeded; it returns when that
-// round ended, or the last error seen.
+// okAfter waits up to bound for every probe to succeed in an attempt that
+// began after since; it returns when the last of those attempts ended, or
+// the last error of a probe that did not get there.
 func (l *clientLoop) okAfter(since time.Time, bound time.Duration) (time.Time, error) {
-	var last error = fmt.Errorf("no round began after %s", since.Format(time.StampMilli))
 	deadline := since.Add(bound)
 	for {
+		var last time.Time
+		var missing error
 		l.mu.Lock()
-		for i := 1; i < len(l.rounds); i++ {
-			r := l.rounds[i]
-			if l.rounds[i-1].end.Before(since) {
-				continue
+		for name, as := range l.attempts {
+			var ok bool
+			var lastErr error = fmt.Errorf("no attempt began after %s", since.Format(time.StampMilli))
+			for _, a := range as {
+				if a.begin.Before(since) {
+					continue
+				}
+				if a.err == nil {
+					ok = true
+					if a.end.After(last) {
+						last = a.end
+					}
+					break
+				}
+				lastErr = a.err
 			}
-			if r.err == nil {
-				l.mu.Unlock()
-				return r.end, nil
+			if !ok && missing == nil {
+				missing = fmt.Errorf("%s: %w", name, lastErr)
 			}
-			last = r.err
 		}
 		l.mu.Unlock()
+		if missing == nil && !last.IsZero() {
+			return last, nil
+		}
 		if time.Now().After(deadline) {
-			return time.Time{}, last
+			return time.Time{}, missing
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// failedBetween reports whether a round that ended after from and not
+// failedBetween reports whether an attempt that ended after from and not
 // after to failed: the link change really cut the client off.
 func (l *clientLoop) failedBetween(from, to time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, r := range l.rounds {
-		if r.end.After(from) && !r.end.After(to) && r.err != nil {
-			return true
+	for _, as := range l.attempts {
+		for _, a := range as {
+			if a.end.After(from) && !a.end.After(to) && a.err != nil {
+				return true
+			}
 		}
 	}
 	return false
