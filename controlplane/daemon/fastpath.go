@@ -75,15 +75,30 @@ func (d *Daemon) wantedWAN() ([]string, error) {
 	return defaultRouteInterfaces(d.cfg.LANInterfaces)
 }
 
-// followWAN attaches the forwarder to each wanted WAN interface there is
-// that lacks it (a new one, or one made anew) and logs the WAN interfaces
-// in use when they changed. The forwarder stays on an interface that is no
-// longer wanted: it only forwards what the FIB routes, as the stack would.
+// followWAN finds the WAN interfaces wanted now and, with the fast path,
+// attaches the forwarder to each one there is that lacks it (a new one, or
+// one made anew) and logs the WAN interfaces in use when they changed. The
+// forwarder stays on an interface that is no longer wanted: it only
+// forwards what the FIB routes, as the stack would.
 func (d *Daemon) followWAN() {
 	w := d.links
 	want, err := d.wantedWAN()
 	if err != nil {
-		w.warnOnce(d, "wan", "fast path: cannot find the WAN interfaces", err)
+		w.warnOnce(d, "wan", "cannot find the WAN interfaces", err)
+		return
+	}
+	idx := map[int]string{}
+	for _, n := range want {
+		if ifc, err := net.InterfaceByName(n); err == nil {
+			idx[ifc.Index] = n
+		}
+	}
+	w.mu.Lock()
+	// An interface that goes takes its addresses with it before the burst
+	// of events ends, so the old ifindex is still known when they do.
+	w.wanIdx = idx
+	w.mu.Unlock()
+	if !d.fastPathConfigured() {
 		return
 	}
 	got, err := d.steer.ReattachWAN(want)

@@ -30,6 +30,10 @@ import (
 //   - WAN interfaces (with the fast path): the default routes' interfaces
 //     are recomputed (or firewall.wan_interfaces are followed as they come
 //     and go) and the forwarder is attached to each one that lacks it.
+//   - An address of a WAN interface that goes (a new DHCP lease, a
+//     re-dial with a new address, the interface itself going) kills the
+//     warm connections to the cloud proxy made from it: the cloud proxy
+//     client is replaced by a fresh one, so that no new flow waits on one.
 //
 // Each change is logged once. Everything is also checked every
 // linkResync, in case events were lost (a full socket buffer); the
@@ -47,13 +51,17 @@ type linkWatch struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	wan    []string          // WAN interfaces in use: wanted and holding the forwarder
-	lanIdx map[string]int    // LAN interface → ifindex last seen (0: missing)
-	warned map[string]string // what → the last problem logged, to log each once
+	wan    []string       // WAN interfaces in use: wanted and holding the forwarder
+	wanIdx map[int]string // ifindex → name of the wanted WAN interfaces last seen
+	// wanAddrGone is set when an address of a WAN interface went away:
+	// the warm connections to the cloud proxy made from it are dead.
+	wanAddrGone bool
+	lanIdx      map[string]int    // LAN interface → ifindex last seen (0: missing)
+	warned      map[string]string // what → the last problem logged, to log each once
 }
 
 func newLinkWatch() *linkWatch {
-	return &linkWatch{lanIdx: map[string]int{}, warned: map[string]string{}}
+	return &linkWatch{lanIdx: map[string]int{}, wanIdx: map[int]string{}, warned: map[string]string{}}
 }
 
 // WANInUse returns the WAN interfaces the fast path's forwarder is on.
@@ -183,8 +191,11 @@ func (d *Daemon) followLinks(ctx context.Context, ns netns.NsHandle) {
 		case _, ok := <-ev.links:
 			lost = !ok
 			kick()
-		case _, ok := <-ev.addrs:
+		case u, ok := <-ev.addrs:
 			lost = !ok
+			if ok && !u.NewAddr {
+				d.links.noteAddrGone(u.LinkIndex)
+			}
 			kick()
 		case u, ok := <-ev.routes:
 			lost = !ok
@@ -203,6 +214,25 @@ func (d *Daemon) followLinks(ctx context.Context, ns netns.NsHandle) {
 			ev = nil
 		}
 	}
+}
+
+// noteAddrGone notes that an address of the interface with ifindex went
+// away, when it is a WAN interface.
+func (w *linkWatch) noteAddrGone(ifindex int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.wanIdx[ifindex]; ok {
+		w.wanAddrGone = true
+	}
+}
+
+// takeAddrGone reports and clears wanAddrGone.
+func (w *linkWatch) takeAddrGone() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	gone := w.wanAddrGone
+	w.wanAddrGone = false
+	return gone
 }
 
 // isDefaultRoute reports whether r is a default route of the main table.
@@ -295,7 +325,32 @@ func (d *Daemon) reconcileLinks() {
 			d.log.Info("DNS answerer attached again", "interfaces", got)
 		}
 	}
-	if d.fastPathConfigured() {
-		d.followWAN()
+	d.followWAN()
+	if w.takeAddrGone() {
+		d.renewCloud()
 	}
+}
+
+// renewCloud replaces the cloud proxy client with a new one, so that its
+// warm connections, made from a WAN address that is gone (a new DHCP
+// lease, a re-dial with a new address), are not handed to flows that
+// would wait for an answer that never comes. Tunnels already made stay.
+func (d *Daemon) renewCloud() {
+	if d.proxy == nil || d.proxy.Cloud() == nil {
+		return
+	}
+	d.ctrl.mu.Lock() // as a code change does
+	defer d.ctrl.mu.Unlock()
+	code, err := d.store.Code()
+	if err != nil {
+		d.log.Warn("WAN address gone: cannot read the code to renew the cloud proxy client", "err", err)
+		return
+	}
+	client, err := d.newCloudClient(code)
+	if err != nil {
+		d.log.Warn("WAN address gone: cannot renew the cloud proxy client", "err", err)
+		return
+	}
+	d.setCloud(client)
+	d.log.Info("WAN address gone: warm connections to the cloud proxy dropped")
 }
