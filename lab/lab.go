@@ -90,6 +90,9 @@ type Lab struct {
 	mu     sync.Mutex
 	procs  []*proc
 	closed bool
+	// wan4 and wan6 are the gateway's WAN addresses after RenumberWAN;
+	// invalid: GWWANV4 and GWWANV6.
+	wan4, wan6 netip.Prefix
 }
 
 // proc is a long-running process the lab started.

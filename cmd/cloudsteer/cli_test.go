@@ -143,6 +143,7 @@ Reasons:           none
 		d := startDaemon(t)
 		d.fake.SetStatus(model.Status{
 			State: model.NotProtected, Interfaces: []string{"lan0", "lan1"}, Attached: []string{"lan0"},
+			WANInterfaces: []string{"ppp0"},
 			Reasons: []model.Reason{
 				{Code: model.ReasonProxyUnreachable, Message: "cloud proxy 198.51.100.10:8080 unreachable"},
 				{Code: model.ReasonNotAttached, Message: "program not attached on lan1"},
@@ -152,6 +153,7 @@ Reasons:           none
 Entitlement code:  3315…a8e3
 Cloud proxy:       -
 LAN interfaces:    lan0 (attached), lan1 (NOT attached)
+Fast path WAN:     ppp0
 Version:           test
 Running since:     -
 Last check:        -

@@ -137,6 +137,9 @@ func (c *cli) printStatus(st model.Status) {
 	default:
 		fmt.Fprintf(w, "eBPF attach:\t%s\n", st.AttachMode)
 	}
+	if len(st.WANInterfaces) > 0 {
+		fmt.Fprintf(w, "Fast path WAN:\t%s\n", strings.Join(st.WANInterfaces, ", "))
+	}
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(st.Version))
 	fmt.Fprintf(w, "Running since:\t%s\n", c.when(st.Started))
 	fmt.Fprintf(w, "Last check:\t%s\n", c.when(st.CheckedAt))

@@ -58,17 +58,34 @@ func (d *Daemon) startAPI(ctx context.Context) error {
 	if d.cfg.Admin.Port == 0 {
 		return nil
 	}
-	for _, dev := range append(append([]string{}, d.cfg.LANInterfaces...), "lo") {
-		for _, fam := range []string{"4", "6"} {
-			ln, err := listenTCP(ctx, fam, dev, d.cfg.Admin.Port, false)
-			if err != nil {
-				return err
-			}
-			d.closers = append(d.closers, ln.Close)
-			d.goServe("admin"+fam+"@"+dev, func() error { return d.api.ServeNetwork(ctx, ln) })
+	// lo's are never made anew; the LAN interfaces' are bound again when
+	// their interface is (lanbind.go).
+	closers, err := d.openAdmin(ctx, "lo")
+	d.closers = append(d.closers, closers...)
+	if err != nil {
+		return err
+	}
+	for _, dev := range d.cfg.LANInterfaces {
+		if err := d.lanLn.add(dev, d.openAdmin); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// openAdmin opens the admin API's network listeners on dev and serves them
+// until ctx ends.
+func (d *Daemon) openAdmin(ctx context.Context, dev string) ([]func() error, error) {
+	var closers []func() error
+	for _, fam := range []string{"4", "6"} {
+		ln, err := listenTCP(ctx, fam, dev, d.cfg.Admin.Port, false)
+		if err != nil {
+			return closers, err
+		}
+		closers = append(closers, ln.Close)
+		d.goServe("admin"+fam+"@"+dev, func() error { return d.api.ServeNetwork(ctx, ln) })
+	}
+	return closers, nil
 }
 
 // startPprof serves net/http/pprof on the configured loopback address.
@@ -209,7 +226,7 @@ func (d *Daemon) serving(names ...string) func(context.Context) error {
 		d.servingMu.Lock()
 		defer d.servingMu.Unlock()
 		for _, n := range names {
-			if !d.servingNow[n] {
+			if d.servingNow[n] == 0 {
 				return fmt.Errorf("%s listener is not serving", n)
 			}
 		}

@@ -103,23 +103,30 @@ func (d *Daemon) startConsole(ctx context.Context) error {
 		toHTTPS.ServeHTTP(w, r)
 	})
 	httpPort := cc.PlainHTTPPort()
-	for _, dev := range d.cfg.LANInterfaces {
+	// Bound again when a LAN interface is made anew (lanbind.go).
+	open := func(ctx context.Context, dev string) ([]func() error, error) {
+		var closers []func() error
 		for _, fam := range []string{"4", "6"} {
 			ln, err := listenTCP(ctx, fam, dev, cc.Port, false)
 			if err != nil {
-				return err
+				return closers, err
 			}
-			d.closers = append(d.closers, ln.Close)
-			d.serveHTTP(ctx, "console"+fam+"@"+dev, tls.NewListener(ln, tlsCfg), st.c.Handler())
+			closers = append(closers, ln.Close,
+				d.serveHTTP(ctx, "console"+fam+"@"+dev, tls.NewListener(ln, tlsCfg), st.c.Handler()))
 			if httpPort == 0 {
 				continue
 			}
 			hln, err := listenTCP(ctx, fam, dev, httpPort, false)
 			if err != nil {
-				return err
+				return closers, err
 			}
-			d.closers = append(d.closers, hln.Close)
-			d.serveHTTP(ctx, "console-http"+fam+"@"+dev, hln, redirect)
+			closers = append(closers, hln.Close, d.serveHTTP(ctx, "console-http"+fam+"@"+dev, hln, redirect))
+		}
+		return closers, nil
+	}
+	for _, dev := range d.cfg.LANInterfaces {
+		if err := d.lanLn.add(dev, open); err != nil {
+			return err
 		}
 	}
 	urls := d.consoleURLs()
@@ -150,17 +157,18 @@ func certSource(cc config.Console) string {
 	return "self-signed"
 }
 
-// serveHTTP serves h on ln with the admin API's timeouts until ctx ends.
-func (d *Daemon) serveHTTP(ctx context.Context, name string, ln net.Listener, h http.Handler) {
+// serveHTTP serves h on ln with the admin API's timeouts until the
+// returned function closes it.
+func (d *Daemon) serveHTTP(ctx context.Context, name string, ln net.Listener, h http.Handler) func() error {
 	srv := api.NewHTTPServer(h, d.log.With("component", "console"))
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
-	d.closers = append(d.closers, srv.Close)
 	d.goServe(name, func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
+	return srv.Close
 }
 
 // consoleAddrs are the LAN addresses the console's certificate names:

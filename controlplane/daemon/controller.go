@@ -472,6 +472,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 	if pause.Paused {
 		st.PauseUntil = pause.Until
 	}
+	st.WANInterfaces = d.links.WANInUse()
 	return st
 }
 

@@ -74,7 +74,9 @@ type Daemon struct {
 	lastReport atomic.Pointer[model.Report] // the last quick test, by anyone
 
 	servingMu  sync.Mutex
-	servingNow map[string]bool // listener name → serve loop running
+	servingNow map[string]int // listener name → serve loops running
+	lanLn      *lanListeners  // the listeners bound to each LAN interface
+	links      *linkWatch     // follows LAN and WAN interfaces; nil until started
 
 	cloudMu      sync.Mutex
 	retiredCloud cloudproxy.Stats // warm-pool counters of cloud clients swapped out
@@ -267,33 +269,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("install nftables table: %w", err)
 	}
 
-	// 2. Listeners, each bound to one LAN interface.
+	// 2. Listeners, each bound to one LAN interface (and bound again when
+	// that interface is made anew: see lanbind.go).
+	d.lanLn = newLANListeners(ctx)
+	d.closers = append(d.closers, d.lanLn.closeAll)
 	for _, dev := range cfg.LANInterfaces {
-		for _, fam := range []string{"4", "6"} {
-			tlsLn, err := listenTCP(ctx, fam, dev, cfg.Listen.TLSPort, true)
-			if err != nil {
-				return nil, err
-			}
-			d.closers = append(d.closers, tlsLn.Close)
-			httpLn, err := listenTCP(ctx, fam, dev, cfg.Listen.HTTPPort, true)
-			if err != nil {
-				return nil, err
-			}
-			d.closers = append(d.closers, httpLn.Close)
-			dnsTCP, err := listenTCP(ctx, fam, dev, cfg.Listen.DNSPort, false)
-			if err != nil {
-				return nil, err
-			}
-			d.closers = append(d.closers, dnsTCP.Close)
-			dnsUDP, err := listenUDP(ctx, fam, dev, cfg.Listen.DNSPort)
-			if err != nil {
-				return nil, err
-			}
-			d.closers = append(d.closers, dnsUDP.Close)
-			at := fam + "@" + dev
-			d.goServe("tls"+at, func() error { return d.proxy.ServeTLS(ctx, tlsLn) })
-			d.goServe("http"+at, func() error { return d.proxy.ServePlainHTTP(ctx, httpLn) })
-			d.goServe("dns"+at, func() error { return d.resolver.Serve(ctx, dnsUDP, dnsTCP) })
+		if err := d.lanLn.add(dev, d.openSteered); err != nil {
+			return nil, err
 		}
 	}
 	if err := d.startAPI(ctx); err != nil {
@@ -321,7 +303,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := pending.attach(d.steer); err != nil {
 		return nil, fmt.Errorf("fill bypass map: %w", err)
 	}
-	if *cfg.Firewall.UntrackUnsteered && *cfg.Firewall.FastPath {
+	d.links = newLinkWatch()
+	if d.fastPathConfigured() {
 		d.startFastPath()
 	}
 	// 4. The eBPF DNS answerer, after the classifier so that it answers
@@ -340,6 +323,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
 	d.goRun(func() { d.sampleFlows(ctx) })
+	if err := d.startLinkWatch(ctx); err != nil {
+		return nil, fmt.Errorf("follow interface changes: %w", err)
+	}
 
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,
@@ -449,16 +435,16 @@ func (d *Daemon) setCloud(client *cloudproxy.Client) {
 func (d *Daemon) goServe(name string, serve func() error) {
 	d.servingMu.Lock()
 	if d.servingNow == nil {
-		d.servingNow = map[string]bool{}
+		d.servingNow = map[string]int{}
 	}
-	d.servingNow[name] = true
+	d.servingNow[name]++
 	d.servingMu.Unlock()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		defer func() {
 			d.servingMu.Lock()
-			d.servingNow[name] = false
+			d.servingNow[name]--
 			d.servingMu.Unlock()
 		}()
 		if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
@@ -490,6 +476,7 @@ func (d *Daemon) Bypass() *bypass.Set { return d.bypass }
 // the nftables table (the listeners never take WAN packets anyway).
 func (d *Daemon) Close() error {
 	var errs []error
+	d.stopLinkWatch() // it attaches programs and opens listeners
 	if dc := d.kdns.c.Swap(nil); dc != nil {
 		errs = append(errs, dc.Close())
 	}

@@ -110,6 +110,9 @@ type Status struct {
 	// AttachMode is how the eBPF programs are attached: "tcx" or "legacy"
 	// (clsact/cls_bpf, on kernels without TCX or by dataplane.attach).
 	AttachMode string `json:"attach_mode,omitempty"`
+	// WANInterfaces are the WAN interfaces the fast path's forwarder is on
+	// now (followed as links come and go); empty without the fast path.
+	WANInterfaces []string `json:"wan_interfaces,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's

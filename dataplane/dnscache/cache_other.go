@@ -45,3 +45,8 @@ func (c *Cache) Attached() []string { return nil }
 
 // Close does nothing off Linux.
 func (c *Cache) Close() error { return nil }
+
+// Reattach returns an error off Linux.
+func (c *Cache) Reattach(names []string, after *ebpf.Program) ([]string, error) {
+	return nil, errNotLinux
+}

@@ -1,0 +1,41 @@
+package dnscache
+
+import (
+	"errors"
+	"net"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// Reattach links the answerer again at TCX ingress of those interfaces in
+// names that exist and hold no live link of it (deleted and made anew),
+// right after the program after when it is given, as New does; links the
+// kernel detached with their device are closed first. It returns the
+// interfaces attached now; a missing interface is skipped.
+func (c *Cache) Reattach(names []string, after *ebpf.Program) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("dns cache is closed")
+	}
+	c.links.Prune()
+	have := c.links.Attached()
+	var done []string
+	var errs []error
+	for _, n := range names {
+		if slices.Contains(have, n) {
+			continue
+		}
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			continue
+		}
+		if err := c.attach(ifc, after); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, n)
+	}
+	return done, errors.Join(errs...)
+}
