@@ -326,12 +326,17 @@ func (s *consoleSession) targets() []consoleTarget {
 // connection, so dial and handshake count), and to the last byte read.
 // The console renders a page into a buffer before it writes the first
 // byte, so the first byte comes after all of the server's work: that is
-// the server time plus one round trip on the lab's veth. Every answer
-// must be 200.
-func (s *consoleSession) measure(ctx context.Context, t consoleTarget, warm, n int) ConsolePage {
+// the server time plus one round trip on the lab's veth. gwCPU reads the
+// CPU seconds the gateway namespace's processes have used (for the CPU
+// time per timed request). Every answer must be 200.
+func (s *consoleSession) measure(ctx context.Context, t consoleTarget, warm, n int, gwCPU func() float64) ConsolePage {
 	p := ConsolePage{Name: t.name, Kind: t.kind}
 	var ds, whole []time.Duration
+	var cpu0 float64
 	for i := range warm + n {
+		if i == warm {
+			cpu0 = gwCPU()
+		}
 		var start, wrote, first time.Time
 		reused := false
 		trace := &httptrace.ClientTrace{
@@ -381,6 +386,9 @@ func (s *consoleSession) measure(ctx context.Context, t consoleTarget, warm, n i
 		whole = append(whole, done.Sub(from))
 	}
 	p.Latency, p.LastByte = latencyOf(ds), latencyOf(whole)
+	if len(ds) > 0 {
+		p.GatewayCPUms = (gwCPU() - cpu0) * 1000 / float64(len(ds))
+	}
 	if p.Problem == "" && t.kind != consoleFresh && p.NewConns > 0 {
 		p.Problem = fmt.Sprintf("%d of %d timed requests opened a new connection", p.NewConns, n)
 	}

@@ -134,14 +134,14 @@ func TestBenchPassword(t *testing.T) {
 
 func TestConsoleMarkdown(t *testing.T) {
 	r := &Results{Console: &Console{TargetMS: 100, Samples: 200, Proto: "HTTP/2.0", Pages: []ConsolePage{
-		{Name: "/events", Kind: consolePage, Status: 200, Bytes: 51234, Latency: Latency{N: 200, P50: 3.2, P95: 4.1, P99: 5.5, Max: 9}, LastByte: Latency{N: 200, P99: 6}},
+		{Name: "/events", Kind: consolePage, Status: 200, Bytes: 51234, Latency: Latency{N: 200, P50: 3.2, P95: 4.1, P99: 5.5, Max: 9}, LastByte: Latency{N: 200, P99: 6}, GatewayCPUms: 2.5},
 		{Name: "/slow", Kind: consolePage, Status: 200, Latency: Latency{N: 200, P99: 150}},
 	}, Fresh: &ConsolePage{Name: "/ (new connection each)", Kind: consoleFresh, Status: 200, Latency: Latency{N: 200, P99: 150}}}}
 	md := r.ConsoleMarkdown()
 	for _, want := range []string{
-		"| URL | kind | status | bytes | p50 ms | p95 ms | p99 ms | max ms | last byte p99 ms | p99 ≤ 100 ms |",
-		"| /events | page | 200 | 51234 | 3.20 | 4.10 | 5.50 | 9.00 | 6.00 | holds |",
-		"| /slow | page | 200 | 0 | 0.00 | 0.00 | 150.00 | 0.00 | 0.00 | MISS |",
+		"| URL | kind | status | bytes | p50 ms | p95 ms | p99 ms | max ms | last byte p99 ms | gw CPU ms/req | p99 ≤ 100 ms |",
+		"| /events | page | 200 | 51234 | 3.20 | 4.10 | 5.50 | 9.00 | 6.00 | 2.50 | holds |",
+		"| /slow | page | 200 | 0 | 0.00 | 0.00 | 150.00 | 0.00 | 0.00 | 0.00 | MISS |",
 		"(scale) |",
 	} {
 		if !strings.Contains(md, want) {
