@@ -27,6 +27,9 @@ const (
 	// it matches live-1, live-10…19 and live-100…199 of the DNS blocks,
 	// 111 events, more than the page's 100 rows.
 	consoleNameFilter = "live-1"
+	// consoleFullPage is the Events page's row limit (console's
+	// eventsPageLimit): the figure measures it full.
+	consoleFullPage = 100
 )
 
 // Console is the web console figure: time to first byte of each console
@@ -150,7 +153,7 @@ func (r *runner) console(ctx context.Context) Console {
 	}
 	r.say("console: %d events stored %v", f.Events, f.EventsByReason)
 
-	r.say("console: setup link, first-run setup and TOTP enrolment from %s", "the LAN client")
+	r.say("console: setup link, first-run setup and TOTP enrolment from the LAN client")
 	s, err := r.consoleSignIn(ctx, cs)
 	if err != nil {
 		f.Problem = "sign in: " + err.Error()
@@ -164,6 +167,11 @@ func (r *runner) console(ctx context.Context) Console {
 	}
 	if f.EventRows, f.FilteredRows, err = s.eventRows(ctx); err != nil {
 		f.Problem = err.Error()
+		return f
+	}
+	// A full page each (the Events page shows at most 100 rows).
+	if f.EventRows < consoleFullPage || f.FilteredRows < consoleFullPage {
+		f.Problem = fmt.Sprintf("the Events page shows %d rows, filtered %d: want a full page of %d", f.EventRows, f.FilteredRows, consoleFullPage)
 		return f
 	}
 
