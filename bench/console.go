@@ -220,6 +220,8 @@ func (r *Results) writeConsole(w *strings.Builder) {
 			mark = "MISS"
 		}
 		fmt.Fprintf(w, "  %s: every page and script call p99 ≤ %.0f ms (worst p99 %.2f ms, %s)\n", mark, c.TargetMS, worst.Latency.P99, worst.Name)
+		busy := c.busiest()
+		fmt.Fprintf(w, "  cloudsteer's CPU time per request, which load on the machine does not inflate: at most %.2f ms (%s)\n", busy.GatewayCPUms, busy.Name)
 	}
 	if c.Problem != "" {
 		fmt.Fprintf(w, "  problem: %s\n", c.Problem)
@@ -237,6 +239,17 @@ func (c *Console) worst() (ConsolePage, bool) {
 		}
 	}
 	return w, found
+}
+
+// busiest is the kept-alive row with the most gateway CPU per request.
+func (c *Console) busiest() ConsolePage {
+	var b ConsolePage
+	for i, p := range c.Pages {
+		if i == 0 || p.GatewayCPUms > b.GatewayCPUms {
+			b = p
+		}
+	}
+	return b
 }
 
 // holds reports whether every kept-alive row meets the target (the

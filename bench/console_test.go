@@ -150,7 +150,8 @@ func TestConsoleMarkdown(t *testing.T) {
 	}
 	var w strings.Builder
 	r.writeConsole(&w)
-	if !strings.Contains(w.String(), "MISS: every page and script call p99 ≤ 100 ms (worst p99 150.00 ms, /slow)") {
+	if !strings.Contains(w.String(), "MISS: every page and script call p99 ≤ 100 ms (worst p99 150.00 ms, /slow)") ||
+		!strings.Contains(w.String(), "at most 2.50 ms (/events)") {
 		t.Errorf("report:\n%s", w.String())
 	}
 }
