@@ -34,6 +34,11 @@ func WriteOutputs(r *Results, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
+	if md := r.ConsoleMarkdown(); md != "" {
+		if err := os.WriteFile(filepath.Join(dir, "console.md"), []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
 	return writeChart(r.Summary, r.Flows, filepath.Join(dir, "chart.png"))
 }
 

@@ -75,6 +75,9 @@ func (r *runner) startGatewayWith(ctx context.Context, kind string, o gwOptions)
 		}
 		return g, nil
 	case GWCloudsteer:
+		// Its own state directory and admin socket in the run's directory:
+		// left out they are the host's /var/lib/cloudsteer and
+		// /run/cloudsteer/admin.sock.
 		cfg := filepath.Join(r.dir, "cloudsteer.yaml")
 		yaml := fmt.Sprintf(`lan_interfaces: [%s]
 cloud_proxy:
@@ -87,7 +90,11 @@ bypass:
   cidrs: [%q]
 log:
   level: info
-`, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String())
+state_dir: %s
+admin:
+  socket: %s
+`, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String(),
+			filepath.Join(r.dir, "state"), filepath.Join(r.dir, "admin.sock"))
 		if !o.defaultLimits {
 			yaml += noLimits
 		}

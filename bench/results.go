@@ -120,6 +120,7 @@ type Results struct {
 	DNS         []DNSSample `json:"dns"`
 	Memory      Memory      `json:"memory"`
 	Fairness    *Fairness   `json:"fairness,omitempty"`
+	Console     *Console    `json:"console,omitempty"`
 	BinaryBytes int64       `json:"binary_bytes"`
 	Problems    []string    `json:"problems,omitempty"`
 	Summary     *Summary    `json:"summary,omitempty"`
@@ -400,6 +401,19 @@ func (r *Results) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "cloudsteer benchmark — %s — %s, %d rounds, %.0fs per figure\n", r.Started.Format(time.RFC3339), r.Machine, r.Repeats, r.DurationS)
 	fmt.Fprintf(w, "medians over the rounds, (min–max) spread; every sample checked against what the cloud proxy and origins counted\n\n")
 
+	// A run of extra figures only (--only fairness, --only console) has no
+	// path, DNS or memory figures: print just those it has.
+	if len(r.Samples) == 0 && len(r.Baselines) == 0 && len(r.DNS) == 0 && (r.Fairness != nil || r.Console != nil) {
+		var b bytes.Buffer
+		r.writeFairness(&b)
+		w.Write(b.Bytes())
+		var cb strings.Builder
+		r.writeConsole(&cb)
+		io.WriteString(w, cb.String())
+		fmt.Fprintf(w, "stripped cloudsteer binary: %.1f MiB\n", float64(r.BinaryBytes)/(1<<20))
+		r.writeProblems(w)
+		return
+	}
 	fmt.Fprintln(w, "Baselines (the benchmark's origin and cloud proxy alone; the lab's Go proxy vs the benchmark proxy):")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  WHAT\tMODE\tFLOWS\tRESULT")
@@ -450,6 +464,9 @@ func (r *Results) WriteTable(w io.Writer) {
 	var fb bytes.Buffer
 	r.writeFairness(&fb)
 	w.Write(fb.Bytes())
+	var cb strings.Builder
+	r.writeConsole(&cb)
+	io.WriteString(w, cb.String())
 
 	fmt.Fprintln(w, "Targets (issue 4), judged on the median of per-round ratios:")
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -465,6 +482,11 @@ func (r *Results) WriteTable(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%.2f %s\t[%s]%s\n", mark, v.Target, v.Median, v.Unit, strings.Join(per, " "), problemSuffix(v.Detail))
 	}
 	tw.Flush()
+	r.writeProblems(w)
+}
+
+// writeProblems lists the run's problems and invalid samples.
+func (r *Results) writeProblems(w io.Writer) {
 	if len(r.Problems) > 0 {
 		fmt.Fprintln(w, "\nProblems:")
 		for _, p := range r.Problems {

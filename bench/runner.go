@@ -142,6 +142,11 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		f := r.fairness(ctx)
 		res.Fairness = &f
 	}
+	if len(opts.Only) == 0 || slices.Contains(opts.Only, ConsoleOnly) {
+		r.say("console")
+		c := r.console(ctx)
+		res.Console = &c
+	}
 	if fi, err := os.Stat(filepath.Join(opts.BinDir, "cloudsteer")); err == nil {
 		res.BinaryBytes = fi.Size()
 	}

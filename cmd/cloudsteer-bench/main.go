@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string) error {
 	samples := fs.Int("samples", 1000, "time-to-first-byte samples per path and round (p99 is the 10th slowest)")
 	flows := fs.Int("flows", 32, "parallel flows of the many-flows throughput figure")
 	idle := fs.Int("idle", 10000, "idle flows of the memory figure")
-	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory); \""+bench.FairnessOnly+"\" for the fairness figure alone")
+	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory); \""+bench.FairnessOnly+"\" for the fairness figure alone, \""+bench.ConsoleOnly+"\" for the web console figure alone (both may be given)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,7 +92,11 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 	res.WriteTable(os.Stdout)
-	fmt.Fprintf(os.Stdout, "\nwritten: %s/{table.txt,results.json,chart.png} in %s\n", *out, time.Since(start).Round(time.Second))
+	files := "table.txt,results.json,chart.png"
+	if res.Console != nil {
+		files += ",console.md"
+	}
+	fmt.Fprintf(os.Stdout, "\nwritten: %s/{%s} in %s\n", *out, files, time.Since(start).Round(time.Second))
 	return nil
 }
 
