@@ -153,8 +153,15 @@ type eventRow struct {
 	model.Event
 	ClientName string
 	Reason     string // the reason in words (the code itself when unknown)
-	NameFor    string // the naming field's label
-	Index      int
+}
+
+// clientRow is one client of the rows shown, with its naming form (one
+// per client, not per row: a page of 100 rows from three clients has three
+// forms).
+type clientRow struct {
+	Client, Name string
+	NameFor      string // the naming field's label
+	Index        int
 }
 
 // eventsData is the Events page's data.
@@ -162,6 +169,7 @@ type eventsData struct {
 	Form     eventForm
 	Error    string // the filter problem, translated
 	Rows     []eventRow
+	Clients  []clientRow // the rows' clients, in order of first appearance
 	Top      uint64 // the newest event's ID shown
 	APIQuery string // the same filter for GET /api/v1/events
 	Back     string // this page with its query, for the naming form
@@ -170,7 +178,7 @@ type eventsData struct {
 
 // eventLabels are the texts every row repeats, looked up once per page.
 type eventLabels struct {
-	Time, Client, MAC, CName, Name, Reason, Dest, Rename, GiveName, Save string
+	Time, Client, MAC, CName, Name, Reason, Dest, Save string
 }
 
 func (c *Console) eventLabels(lang string) eventLabels {
@@ -178,7 +186,7 @@ func (c *Console) eventLabels(lang string) eventLabels {
 	return eventLabels{
 		Time: t("events.col_time"), Client: t("events.col_client"), MAC: t("events.col_mac"), CName: t("events.col_cname"),
 		Name: t("events.col_name"), Reason: t("events.col_reason"), Dest: t("events.col_dest"),
-		Rename: t("events.rename"), GiveName: t("events.give_name"), Save: t("events.save"),
+		Save: t("events.save"),
 	}
 }
 
@@ -209,11 +217,16 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, p pageData)
 			c.log.Error("events page: read events", "err", err)
 			d.Error = c.cat.text(p.Lang, "events.err.read")
 		}
-		for i, e := range evs {
-			row := eventRow{Event: e, ClientName: names[e.Client], Reason: e.Reason, Index: i,
-				NameFor: c.cat.text(p.Lang, "events.name_for", e.Client)}
+		seenClient := map[string]bool{}
+		for _, e := range evs {
+			row := eventRow{Event: e, ClientName: names[e.Client], Reason: e.Reason}
 			if row.ClientName == "" && e.MAC != "" {
 				row.ClientName = names[strings.ToLower(e.MAC)]
+			}
+			if e.Client != "" && !seenClient[e.Client] {
+				seenClient[e.Client] = true
+				d.Clients = append(d.Clients, clientRow{Client: e.Client, Name: names[e.Client], Index: len(d.Clients),
+					NameFor: c.cat.text(p.Lang, "events.name_for", e.Client)})
 			}
 			if slices.Contains(eventReasons, e.Reason) {
 				row.Reason = c.cat.text(p.Lang, "event.reason."+e.Reason)

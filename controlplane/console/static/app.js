@@ -175,7 +175,8 @@ const pages = {
     if (tz) tz.value = String(new Date().getTimezoneOffset());
     const table = $("#events"), live = $("#events-live");
     const seen = (id) => { if (id) cs.form("/events/seen", { id }).catch(() => {}); };
-    table.addEventListener("submit", async (ev) => {
+    const clients = $("#events-clients");
+    if (clients) clients.addEventListener("submit", async (ev) => {
       const f = ev.target.closest(".client-form");
       if (!f) return;
       ev.preventDefault();
@@ -185,7 +186,7 @@ const pages = {
         $$(".cname").filter((s) => s.dataset.client === r.client).forEach((s) => { s.textContent = r.name; });
         $$(".client-form").filter((g) => g.elements.client.value === r.client).forEach((g) => { g.elements.name.value = r.name; });
         cs.say($(".error", f), "");
-        const d = f.closest("details"); if (d) { d.open = false; $("summary", d).focus(); }
+        cs.say(live, cs.msg("saved"));
       } catch (e) { cs.say($(".error", f), cs.why(e)); }
     });
     if (table.dataset.off) return;
@@ -195,8 +196,6 @@ const pages = {
       try { r = await cs.api("GET", "/events?" + (q ? q + "&" : "") + "limit=1"); } catch (e) { return; }
       const top = r.events.length ? String(r.events[0].id) : "0";
       if (top === table.dataset.top) return;
-      const open = $$("details[open]", table).length > 0;
-      if (open) return; // do not throw away a name being typed
       let html;
       try { html = await (await fetch(location.href, { credentials: "same-origin" })).text(); } catch (e) { return; }
       const doc = new DOMParser().parseFromString(html, "text/html");
