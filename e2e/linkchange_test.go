@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 	"github.com/cloudsteer/cloudsteer/lab"
 	"github.com/cloudsteer/cloudsteer/lab/gateway"
@@ -157,9 +156,9 @@ func hasReason(st model.Status, code string) bool {
 	return slices.ContainsFunc(st.Reasons, func(r model.Reason) bool { return r.Code == code })
 }
 
-// tcxIngressCount returns how many programs are attached at TCX ingress of
+// ingressCount returns how many programs are attached at ingress (TCX, or cls_bpf in legacy mode) of
 // dev in the gateway namespace.
-func (e *env) tcxIngressCount(t *testing.T, dev string) int {
+func (e *env) ingressCount(t *testing.T, dev string) int {
 	t.Helper()
 	var n int
 	err := privtest.Do(e.lab.NS(lab.RoleGW), func() error {
@@ -167,11 +166,12 @@ func (e *env) tcxIngressCount(t *testing.T, dev string) int {
 		if err != nil {
 			return err
 		}
-		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+		// TCX links, or in legacy attach mode the cls_bpf filters.
+		viaTCX, viaLegacy, err := tcx.IngressPrograms(l.Attrs().Index)
 		if err != nil {
 			return err
 		}
-		n = len(res.Programs)
+		n = len(viaTCX) + len(viaLegacy)
 		return nil
 	})
 	if err != nil {
@@ -347,9 +347,9 @@ func TestLANChange(t *testing.T) {
 	if st := e.status(sock); hasReason(st, model.ReasonNotAttached) || !slices.Contains(st.Attached, lab.GWLANIf) {
 		t.Fatalf("status before any change: attached %v, reasons %v", st.Attached, st.Reasons)
 	}
-	progs := e.tcxIngressCount(t, lab.GWLANIf)
+	progs := e.ingressCount(t, lab.GWLANIf)
 	if progs < 2 {
-		t.Fatalf("%d programs at TCX ingress of %s, want the classifier and the DNS answerer", progs, lab.GWLANIf)
+		t.Fatalf("%d programs at ingress (TCX or cls_bpf) of %s, want the classifier and the DNS answerer", progs, lab.GWLANIf)
 	}
 	if code, _, _ := e.httpCode(lab.RoleLAN, "https://10.10.0.1/"); code == 0 {
 		t.Fatal("the console does not answer before any change")
@@ -389,8 +389,8 @@ func TestLANChange(t *testing.T) {
 		if got := e.pathOf(t, bank.Name, bank.V4.String(), fmt.Sprintf("lanbackbypass%d", i)); got != "bypass" {
 			t.Errorf("round %d: a bypassed flow after %s is back went %s", i, lab.GWLANIf, got)
 		}
-		if n := e.tcxIngressCount(t, lab.GWLANIf); n != progs {
-			t.Errorf("round %d: %d programs at TCX ingress of the new %s, want %d (classifier and DNS answerer)", i, n, lab.GWLANIf, progs)
+		if n := e.ingressCount(t, lab.GWLANIf); n != progs {
+			t.Errorf("round %d: %d programs at ingress (TCX or cls_bpf) of the new %s, want %d (classifier and DNS answerer)", i, n, lab.GWLANIf, progs)
 		}
 		// The admin API's and the console's LAN listeners are bound again too.
 		if e.metric(t, "cloudsteer_fast_path") != 1 {
@@ -422,7 +422,7 @@ func TestLANChange(t *testing.T) {
 	if got := e.pathOf(t, www.Name, www.V4.String(), "lanup"); got != "proxy" {
 		t.Fatalf("a flow after %s is up again went %s, want proxy", lab.GWLANIf, got)
 	}
-	if n := e.tcxIngressCount(t, lab.GWLANIf); n != progs {
-		t.Errorf("%d programs at TCX ingress of %s after down and up, want %d", n, lab.GWLANIf, progs)
+	if n := e.ingressCount(t, lab.GWLANIf); n != progs {
+		t.Errorf("%d programs at ingress (TCX or cls_bpf) of %s after down and up, want %d", n, lab.GWLANIf, progs)
 	}
 }
