@@ -454,6 +454,8 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Attached:     d.steer.Attached(),
 		TablePresent: present,
 		Probe:        d.prober.Last(),
+		Cloud:        d.cloudStates(),
+		FailureMode:  d.cfg.CloudProxy.FailureMode,
 	}
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
@@ -461,12 +463,15 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Reasons:    health.Reasons(in),
 		Code:       model.MaskCode(code),
 		CodeSource: source,
-		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
+		CloudProxy: d.proxy.Cloud().String(),
 		Interfaces: d.cfg.LANInterfaces,
 		Attached:   in.Attached,
 		Version:    Version,
 		Started:    d.started,
 		CheckedAt:  in.Probe.Time,
+
+		CloudProxies: in.Cloud,
+		FailureMode:  in.FailureMode,
 	}
 	if pause.Paused {
 		st.PauseUntil = pause.Until

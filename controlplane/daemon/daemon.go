@@ -80,6 +80,8 @@ type Daemon struct {
 
 	fds fdPlan // descriptor limit, reserve and the effective flows limit
 
+	failover failoverState // the cloud proxies' switches (failover.go)
+
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
@@ -184,6 +186,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.events = newEvents(d)
 	d.events.onDrop = d.metrics.EventsDropped
+	d.failoverEventsReady(d.events)
 
 	rcfg := resolver.Config{
 		Upstreams: cfg.DNS.UpstreamAddrs(),
@@ -222,6 +225,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		// proxy holds the same line and the overall one.
 		MaxFlows:          d.EffectiveMaxFlows(),
 		MaxFlowsPerClient: config.Value(cfg.Limits.FlowsPerClient),
+		FailureMode:       cfg.CloudProxy.FailureMode,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set up proxy: %w", err)
@@ -335,6 +339,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.log.Info("steering",
 		"lan", cfg.LANInterfaces,
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
+		"cloud_proxy_backups", len(cfg.CloudProxy.ProxyURLs())-1,
+		"failure_mode", cfg.CloudProxy.FailureMode,
 		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
 		"activated", d.hasCredentials(),
 		"admin_socket", cfg.Admin.Socket,
@@ -367,8 +373,11 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 	if user == "" {
 		user = strings.ToLower(code)
 	}
+	urls := d.cfg.CloudProxy.ProxyURLs()
 	return cloudproxy.New(cloudproxy.Config{
-		URL:         d.cfg.CloudProxy.ProxyURL(),
+		URL:         urls[0],
+		Backups:     urls[1:],
+		Health:      d.cloudHealth(),
 		RootCAs:     d.roots,
 		Username:    user,
 		Password:    pass,

@@ -88,7 +88,25 @@ const (
 	ReasonNoFirewallTable    = "nftables_table_missing"
 	ReasonPaused             = "paused"
 	ReasonHealthNotYetProbed = "health_not_probed"
+	// No cloud proxy is healthy; steered web traffic goes direct
+	// (cloud_proxy.failure_mode open: blocking) or only to bypass
+	// destinations (closed: listed, not blocking, as nothing leaves
+	// uninspected).
+	ReasonProxyFailedOpen   = "cloud_proxy_failed_open"
+	ReasonProxyFailedClosed = "cloud_proxy_failed_closed"
+	// ReasonProxyOnBackup: the primary cloud proxy is down and a backup
+	// carries the traffic (listed, not blocking).
+	ReasonProxyOnBackup = "cloud_proxy_on_backup"
 )
+
+// CloudProxyState is one configured cloud proxy's health in Status.
+type CloudProxyState struct {
+	URL     string    `json:"url"`
+	Healthy bool      `json:"healthy"`
+	Active  bool      `json:"active"` // the one new flows use
+	Since   time.Time `json:"since"`  // when Healthy last changed
+	Error   string    `json:"error,omitempty"`
+}
 
 // Status is the gateway's "info" view.
 type Status struct {
@@ -106,6 +124,11 @@ type Status struct {
 	Version    string    `json:"version"`
 	Started    time.Time `json:"started"`
 	CheckedAt  time.Time `json:"checked_at,omitzero"` // last health probe
+	// CloudProxies are the configured cloud proxies, primary first, with
+	// their health and which one is in use; FailureMode is
+	// cloud_proxy.failure_mode ("open" or "closed").
+	CloudProxies []CloudProxyState `json:"cloud_proxies,omitempty"`
+	FailureMode  string            `json:"failure_mode,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/upstream"
+)
+
+// Event reasons of the cloud proxies' failover (Proto "cloud"; Name is
+// the proxy switched to, Target the one switched from).
+const (
+	EventCloudSwitch       = "cloud_proxy_switch"        // to a backup, or back to the primary
+	EventCloudFailedOpen   = "cloud_proxy_failed_open"   // no proxy healthy: web goes direct
+	EventCloudFailedClosed = "cloud_proxy_failed_closed" // no proxy healthy: only bypass reachable
+	EventCloudRecovered    = "cloud_proxy_recovered"     // a proxy healthy again after none was
+)
+
+// failoverState follows the cloud proxies' switches for events and
+// metrics, across cloud clients (a new code makes a new client).
+type failoverState struct {
+	switches atomic.Uint64
+
+	mu      sync.Mutex
+	events  *events       // nil until Start made it: the switches wait in pending
+	pending []model.Event // switches before events existed
+}
+
+// cloudHealth is the health-check config of the cloud clients.
+func (d *Daemon) cloudHealth() *cloudproxy.HealthConfig {
+	cp := d.cfg.CloudProxy
+	return &cloudproxy.HealthConfig{
+		ProbeTarget:   d.cfg.Health.ProbeTarget,
+		ProbeInterval: cp.ProbeInterval.D(),
+		ProbeTimeout:  cp.ProbeTimeout.D(),
+		Params:        upstream.Params{RecoverAfter: cp.RecoverAfter.D()},
+		OnSwitch:      d.cloudSwitch,
+		Logger:        d.log,
+	}
+}
+
+// cloudSwitch records a change of the proxy new flows use: an event
+// (the failure mode's start and end are events of their own) and a log line.
+func (d *Daemon) cloudSwitch(sw cloudproxy.Switch) {
+	d.failover.switches.Add(1)
+	reason := EventCloudSwitch
+	switch {
+	case sw.To == "" && d.cfg.CloudProxy.FailureMode == "closed":
+		reason = EventCloudFailedClosed
+	case sw.To == "":
+		reason = EventCloudFailedOpen
+	case sw.From == "":
+		reason = EventCloudRecovered
+	}
+	attrs := []any{"event", reason, "from", sw.From, "to", sw.To}
+	if sw.Cause != nil {
+		attrs = append(attrs, "cause", sw.Cause.Error())
+	}
+	if sw.To == "" {
+		d.log.Error("no cloud proxy is healthy: failure mode "+d.cfg.CloudProxy.FailureMode+" applies", attrs...)
+	} else {
+		d.log.Warn("cloud proxy switch", attrs...)
+	}
+	ev := model.Event{Time: time.Now(), Proto: "cloud", Reason: reason, Name: sw.To, Target: sw.From}
+	f := &d.failover
+	f.mu.Lock()
+	e := f.events
+	if e == nil {
+		f.pending = append(f.pending, ev)
+	}
+	f.mu.Unlock()
+	if e != nil {
+		e.offer(ev)
+	}
+}
+
+// failoverEventsReady hands the switches so far to the event writer.
+func (d *Daemon) failoverEventsReady(e *events) {
+	f := &d.failover
+	f.mu.Lock()
+	f.events = e
+	pending := f.pending
+	f.pending = nil
+	f.mu.Unlock()
+	for _, ev := range pending {
+		e.offer(ev)
+	}
+}
+
+// CloudProxyStates returns each cloud proxy's health (metrics).
+func (d *Daemon) CloudProxyStates() []cloudproxy.ProxyState {
+	if d.proxy == nil {
+		return nil
+	}
+	return d.proxy.Cloud().States()
+}
+
+// CloudProxySwitches counts the switches since start (metrics).
+func (d *Daemon) CloudProxySwitches() uint64 { return d.failover.switches.Load() }
+
+// cloudStates returns the cloud proxies' health for status.
+func (d *Daemon) cloudStates() []model.CloudProxyState {
+	ps := d.CloudProxyStates()
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]model.CloudProxyState, len(ps))
+	for i, p := range ps {
+		out[i] = model.CloudProxyState{URL: p.URL, Healthy: p.Up, Active: p.Active, Since: p.Since, Error: p.LastErr}
+	}
+	return out
+}
