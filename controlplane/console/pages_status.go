@@ -20,6 +20,9 @@ var reasonCodes = []string{
 	model.ReasonNoFirewallTable,
 	model.ReasonPaused,
 	model.ReasonHealthNotYetProbed,
+	model.ReasonProxyFailedOpen,
+	model.ReasonProxyFailedClosed,
+	model.ReasonProxyOnBackup,
 }
 
 // reasonView is one reason as the pages show it.
