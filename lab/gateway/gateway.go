@@ -39,6 +39,12 @@ type Options struct {
 	NoCode bool
 	// Extra is appended to the config verbatim.
 	Extra string
+	// ProxyURLs, when set, are written as cloud_proxy.urls (primary
+	// first) instead of ProxyURL.
+	ProxyURLs []string
+	// CloudProxy are more lines of the cloud_proxy section, each
+	// "key: value" (failure_mode, recover_after, ...).
+	CloudProxy []string
 }
 
 // SocketPath is the admin socket of a gateway run with that name.
@@ -72,7 +78,14 @@ func ConfigYAML(o Options) string {
 		lanIfs = o.Lab.LANInterfaces() // lan0, and lan1 when the lab has a second LAN host
 	}
 	fmt.Fprintf(&b, "lan_interfaces: [%s]\n", strings.Join(lanIfs, ", "))
-	fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
+	if len(o.ProxyURLs) > 0 {
+		fmt.Fprintf(&b, "cloud_proxy:\n  urls: [%s]\n", quoteList(o.ProxyURLs))
+	} else {
+		fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
+	}
+	for _, line := range o.CloudProxy {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
 	if o.Username != "" {
 		fmt.Fprintf(&b, "  username: %q\n  password: %q\n", o.Username, o.Password)
 	} else if !o.NoCode {
