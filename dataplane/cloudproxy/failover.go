@@ -117,6 +117,9 @@ type member struct {
 	end   context.CancelCauseFunc
 	live  map[net.Conn]struct{} // connections handed out (some closed since)
 	sweep int                   // len(live) that triggers the next sweep
+	// inflight are the start times of the attempts running on the proxy.
+	inflight map[uint64]time.Time
+	nextID   uint64
 }
 
 func newFailover(cfg Config) (*Client, error) {
@@ -149,7 +152,7 @@ func newFailover(cfg Config) (*Client, error) {
 			fo.closeMembers()
 			return nil, err
 		}
-		m := &member{fo: fo, idx: i, c: c, live: map[net.Conn]struct{}{}, sweep: 64}
+		m := &member{fo: fo, idx: i, c: c, live: map[net.Conn]struct{}{}, sweep: 64, inflight: map[uint64]time.Time{}}
 		m.epoch, m.end = context.WithCancelCause(context.Background())
 		m.h = upstream.New(hc.Params, hc.Now(), func(up bool, err error) { fo.changed(m, up, err) })
 		fo.members = append(fo.members, m)
@@ -342,7 +345,15 @@ func (fo *failover) try(ctx context.Context, open func(context.Context, *member)
 func (m *member) attempt(ctx context.Context, more bool, open func(context.Context, *member) (net.Conn, error)) (net.Conn, error) {
 	m.mu.Lock()
 	epoch := m.epoch
+	m.nextID++
+	id := m.nextID
+	m.inflight[id] = time.Now()
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.inflight, id)
+		m.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(epoch, func() { cancel(context.Cause(epoch)) })
@@ -420,8 +431,32 @@ func (m *member) cut(cause error) {
 		m.c.pool.flush()
 	}
 	for c := range live {
-		c.Close()
+		shutdown(c)
 	}
+}
+
+// shutdown ends both directions of conn's socket without closing it: a
+// tunnel waiting on it (parked in epoll) wakes up, sees the end and
+// closes its connections itself, which a close from here would not make
+// it do.
+func shutdown(conn net.Conn) {
+	raw := conn
+	for {
+		nc, ok := raw.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		raw = nc.NetConn()
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }); err == nil && serr == nil {
+				return
+			}
+		}
+	}
+	conn.Close()
 }
 
 // isClosed reports whether conn's socket was closed by its user.
@@ -456,6 +491,11 @@ func (m *member) probeLoop(ctx context.Context) {
 			m.h.Success(now)
 		} else {
 			m.h.Failure(now, err)
+			if m.stalled(m.fo.cfg.ProbeTimeout) {
+				// The probe failed and real flows wait for an answer
+				// longer than a probe may: no need for a second probe.
+				m.h.Down(now, err)
+			}
 			if m.h.State().Fails == 1 {
 				wait = 0
 			}
@@ -466,6 +506,18 @@ func (m *member) probeLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// stalled reports whether an attempt on m has been running longer than d.
+func (m *member) stalled(d time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.inflight {
+		if time.Since(t) > d {
+			return true
+		}
+	}
+	return false
 }
 
 // probe CONNECTs to the probe target on a fresh connection. A tunnel or
