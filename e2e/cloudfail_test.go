@@ -44,9 +44,13 @@ func runFailover(t *testing.T, e *env, backupURL, backupSource string) {
 		t.Run(fault, func(t *testing.T) {
 			p := e.startStandalone(t, "primary")
 			name := "gw-" + fault
-			g := e.gatewayFor(t, gateway.Options{Name: name, ProxyURLs: []string{primaryURL, backupURL},
-				CloudProxy: []string{"recover_after: " + recoverAfter.String()}})
-			_ = g
+			o := gateway.Options{Name: name, ProxyURLs: []string{primaryURL, backupURL},
+				CloudProxy: []string{"recover_after: " + recoverAfter.String()}}
+			if backupURL == squidURL {
+				// Squid refuses an empty password; the lab Go proxy takes any.
+				o.Username, o.Password = lab.EntitlementCode, lab.SquidCodePassword
+			}
+			e.gatewayFor(t, o)
 			sock := gateway.SocketPath(e.lab, name)
 			t0 := time.Now()
 			l := e.loop(t, "https://"+site.Name, site.Name, site.V4.String(), fault)
