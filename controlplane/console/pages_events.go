@@ -185,7 +185,7 @@ func (c *Console) eventLabels(lang string) eventLabels {
 // eventReasons are the event reasons the catalogs translate
 // (event.reason.<reason>).
 var eventReasons = []string{"blocked", "dns_blocked", "auth_failed", "login_failed",
-	"cloud_proxy_switch", "cloud_proxy_failed_open", "cloud_proxy_failed_closed", "cloud_proxy_recovered"}
+	"cloud_proxy_switch", "cloud_proxy_failed_open", "cloud_proxy_failed_closed", "cloud_proxy_recovered", "cloud_dns_switch"}
 
 func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, p pageData) {
 	ctx := r.Context()

@@ -23,6 +23,7 @@ var reasonCodes = []string{
 	model.ReasonProxyFailedOpen,
 	model.ReasonProxyFailedClosed,
 	model.ReasonProxyOnBackup,
+	model.ReasonDNSOnBackup,
 }
 
 // reasonView is one reason as the pages show it.

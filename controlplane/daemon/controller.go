@@ -456,6 +456,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Probe:        d.prober.Last(),
 		Cloud:        d.cloudStates(),
 		FailureMode:  d.cfg.CloudProxy.FailureMode,
+		DNS:          d.dnsStates(),
 	}
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
@@ -472,6 +473,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 
 		CloudProxies: in.Cloud,
 		FailureMode:  in.FailureMode,
+		DNSUpstreams: in.DNS,
 	}
 	if pause.Paused {
 		st.PauseUntil = pause.Until

@@ -194,7 +194,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		CacheSize: cfg.DNS.CacheSize,
 		Snoop:     d.bypass.Snoop,
 		OnQuery:   d.dnsQuery,
-		Logger:    log,
+		// A dead first resolver costs one timeout, then probes (failover.go).
+		OnUpstreamSwitch: d.dnsSwitch,
+		Logger:           log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
 		MaxTCPPerClient:           config.Value(cfg.Limits.DNSTCPPerClient),
@@ -334,6 +336,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
+	d.goRun(func() { d.resolver.RunHealth(ctx, 0) })
 	d.goRun(func() { d.sampleFlows(ctx) })
 
 	d.log.Info("steering",

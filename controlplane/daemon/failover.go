@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/upstream"
 )
 
@@ -17,6 +19,9 @@ const (
 	EventCloudFailedOpen   = "cloud_proxy_failed_open"   // no proxy healthy: web goes direct
 	EventCloudFailedClosed = "cloud_proxy_failed_closed" // no proxy healthy: only bypass reachable
 	EventCloudRecovered    = "cloud_proxy_recovered"     // a proxy healthy again after none was
+	// EventDNSSwitch: the cloud resolver queries go to first changed
+	// (Name the new one, "" when every one fails; Target the old one).
+	EventDNSSwitch = "cloud_dns_switch"
 )
 
 // failoverState follows the cloud proxies' switches for events and
@@ -64,7 +69,23 @@ func (d *Daemon) cloudSwitch(sw cloudproxy.Switch) {
 	} else {
 		d.log.Warn("cloud proxy switch", attrs...)
 	}
-	ev := model.Event{Time: time.Now(), Proto: "cloud", Reason: reason, Name: sw.To, Target: sw.From}
+	d.offerFailoverEvent(model.Event{Time: time.Now(), Proto: "cloud", Reason: reason, Name: sw.To, Target: sw.From})
+}
+
+// dnsSwitch records a change of the cloud resolver queries go to first.
+func (d *Daemon) dnsSwitch(from, to netip.AddrPort) {
+	name, target := "", ""
+	if to.IsValid() {
+		name = to.String()
+	}
+	if from.IsValid() {
+		target = from.String()
+	}
+	d.offerFailoverEvent(model.Event{Time: time.Now(), Proto: "dns", Reason: EventDNSSwitch, Name: name, Target: target})
+}
+
+// offerFailoverEvent queues ev, or keeps it until the event writer exists.
+func (d *Daemon) offerFailoverEvent(ev model.Event) {
 	f := &d.failover
 	f.mu.Lock()
 	e := f.events
@@ -75,6 +96,14 @@ func (d *Daemon) cloudSwitch(sw cloudproxy.Switch) {
 	if e != nil {
 		e.offer(ev)
 	}
+}
+
+// DNSUpstreamStates returns each cloud resolver's health (metrics).
+func (d *Daemon) DNSUpstreamStates() []resolver.UpstreamState {
+	if d.resolver == nil {
+		return nil
+	}
+	return d.resolver.UpstreamStates()
 }
 
 // failoverEventsReady hands the switches so far to the event writer.
@@ -110,6 +139,19 @@ func (d *Daemon) cloudStates() []model.CloudProxyState {
 	out := make([]model.CloudProxyState, len(ps))
 	for i, p := range ps {
 		out[i] = model.CloudProxyState{URL: p.URL, Healthy: p.Up, Active: p.Active, Since: p.Since, Error: p.LastErr}
+	}
+	return out
+}
+
+// dnsStates returns the cloud resolvers' health for status.
+func (d *Daemon) dnsStates() []model.DNSUpstreamState {
+	us := d.DNSUpstreamStates()
+	if len(us) == 0 {
+		return nil
+	}
+	out := make([]model.DNSUpstreamState, len(us))
+	for i, u := range us {
+		out[i] = model.DNSUpstreamState{Addr: u.Addr.String(), Healthy: u.Up, Active: u.Active}
 	}
 	return out
 }

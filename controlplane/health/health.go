@@ -36,6 +36,9 @@ type Inputs struct {
 	Cloud []model.CloudProxyState
 	// FailureMode is cloud_proxy.failure_mode: "open" or "closed".
 	FailureMode string
+	// DNS is the health of each cloud resolver, in order
+	// (resolver.Resolver.UpstreamStates).
+	DNS []model.DNSUpstreamState
 }
 
 // Blocking reports whether a reason code means LAN traffic is not
@@ -105,6 +108,13 @@ func Reasons(in Inputs) []model.Reason {
 	}
 	if p.DNSErr != nil {
 		add(model.ReasonDNSFailing, "the cloud DNS is not answering: %v", p.DNSErr)
+	} else if len(in.DNS) > 1 && !in.DNS[0].Healthy {
+		for _, u := range in.DNS[1:] {
+			if u.Active {
+				add(model.ReasonDNSOnBackup, "the first cloud resolver %s fails: queries go to %s first", in.DNS[0].Addr, u.Addr)
+				break
+			}
+		}
 	}
 	return rs
 }

@@ -97,7 +97,17 @@ const (
 	// ReasonProxyOnBackup: the primary cloud proxy is down and a backup
 	// carries the traffic (listed, not blocking).
 	ReasonProxyOnBackup = "cloud_proxy_on_backup"
+	// ReasonDNSOnBackup: the first cloud resolver fails and queries go to
+	// another one first (listed, not blocking).
+	ReasonDNSOnBackup = "cloud_dns_on_backup"
 )
+
+// DNSUpstreamState is one configured cloud resolver's health in Status.
+type DNSUpstreamState struct {
+	Addr    string `json:"addr"`
+	Healthy bool   `json:"healthy"`
+	Active  bool   `json:"active"` // the one queries go to first
+}
 
 // CloudProxyState is one configured cloud proxy's health in Status.
 type CloudProxyState struct {
@@ -129,6 +139,8 @@ type Status struct {
 	// cloud_proxy.failure_mode ("open" or "closed").
 	CloudProxies []CloudProxyState `json:"cloud_proxies,omitempty"`
 	FailureMode  string            `json:"failure_mode,omitempty"`
+	// DNSUpstreams are the cloud resolvers, in order, with their health.
+	DNSUpstreams []DNSUpstreamState `json:"dns_upstreams,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's
