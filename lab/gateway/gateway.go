@@ -42,6 +42,8 @@ type Options struct {
 	// ProxyURLs, when set, are written as cloud_proxy.urls (primary
 	// first) instead of ProxyURL.
 	ProxyURLs []string
+	// DNSUpstreams replace the lab's cloud resolvers in dns.upstreams.
+	DNSUpstreams []string
 	// CloudProxy are more lines of the cloud_proxy section, each
 	// "key: value" (failure_mode, recover_after, ...).
 	CloudProxy []string
@@ -98,7 +100,11 @@ func ConfigYAML(o Options) string {
 	if o.CAFile != "" {
 		fmt.Fprintf(&b, "  ca_file: %s\n", o.CAFile)
 	}
-	fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
+	if len(o.DNSUpstreams) > 0 {
+		fmt.Fprintf(&b, "dns:\n  upstreams: [%s]\n", quoteList(o.DNSUpstreams))
+	} else {
+		fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
+	}
 	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
 	b.WriteString("log:\n  level: debug\n")
 	if o.Lab != nil {
