@@ -173,6 +173,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("set up cloud proxy client: %w", err)
 	}
+	d.failover.current.Store(cloud)
 
 	// The bypass set needs the kernel map, which comes last; until then it
 	// writes into a buffer that is replayed into the map.
@@ -377,10 +378,11 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 		user = strings.ToLower(code)
 	}
 	urls := d.cfg.CloudProxy.ProxyURLs()
-	return cloudproxy.New(cloudproxy.Config{
+	var self atomic.Pointer[cloudproxy.Client]
+	c, err := cloudproxy.New(cloudproxy.Config{
 		URL:         urls[0],
 		Backups:     urls[1:],
-		Health:      d.cloudHealth(),
+		Health:      d.cloudHealth(&self),
 		RootCAs:     d.roots,
 		Username:    user,
 		Password:    pass,
@@ -389,6 +391,8 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 		PoolMax:     poolMax(*d.cfg.CloudProxy.WarmConnections),
 		PoolMaxAge:  d.cfg.CloudProxy.WarmMaxAge.D(),
 	})
+	self.Store(c)
+	return c, err
 }
 
 // deferAcceptSeconds is how long the kernel holds a connection that has
@@ -442,6 +446,7 @@ func (d *Daemon) setCloud(client *cloudproxy.Client) {
 	defer d.cloudMu.Unlock()
 	old := d.proxy.Cloud()
 	d.proxy.SetCloud(client)
+	d.failover.current.Store(client)
 	if old != nil && old != client {
 		old.Close()
 		d.retiredCloud = d.retiredCloud.Add(old.Stats())

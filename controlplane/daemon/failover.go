@@ -28,22 +28,30 @@ const (
 // metrics, across cloud clients (a new code makes a new client).
 type failoverState struct {
 	switches atomic.Uint64
+	// current is the cloud client in use: switches of another one (a
+	// client made to check a new code) are not the office's.
+	current atomic.Pointer[cloudproxy.Client]
 
 	mu      sync.Mutex
 	events  *events       // nil until Start made it: the switches wait in pending
 	pending []model.Event // switches before events existed
 }
 
-// cloudHealth is the health-check config of the cloud clients.
-func (d *Daemon) cloudHealth() *cloudproxy.HealthConfig {
+// cloudHealth is the health-check config of a cloud client; self is set
+// to the client once made.
+func (d *Daemon) cloudHealth(self *atomic.Pointer[cloudproxy.Client]) *cloudproxy.HealthConfig {
 	cp := d.cfg.CloudProxy
 	return &cloudproxy.HealthConfig{
 		ProbeTarget:   d.cfg.Health.ProbeTarget,
 		ProbeInterval: cp.ProbeInterval.D(),
 		ProbeTimeout:  cp.ProbeTimeout.D(),
 		Params:        upstream.Params{RecoverAfter: cp.RecoverAfter.D()},
-		OnSwitch:      d.cloudSwitch,
-		Logger:        d.log,
+		OnSwitch: func(sw cloudproxy.Switch) {
+			if c := self.Load(); c != nil && c == d.failover.current.Load() {
+				d.cloudSwitch(sw)
+			}
+		},
+		Logger: d.log,
 	}
 }
 

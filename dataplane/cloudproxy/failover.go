@@ -274,6 +274,15 @@ func (c *Client) States() []ProxyState {
 	return out
 }
 
+// DownCause returns the latest failure of the primary proxy (a
+// *RefusedError for a 407), or nil.
+func (c *Client) DownCause() error {
+	if c.fo == nil {
+		return nil
+	}
+	return c.fo.members[0].h.State().LastErr
+}
+
 // Switches returns how often the proxy new flows use has changed.
 func (c *Client) Switches() uint64 {
 	if c.fo == nil {

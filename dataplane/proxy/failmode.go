@@ -34,6 +34,17 @@ func cloudDown(c *cloudproxy.Client, err error) bool {
 	return c.Unavailable()
 }
 
+// failedClosedFlow counts a flow refused in FailClosed mode and, when the
+// cloud proxy is down for refusing the credentials, records it as such
+// (an auth_failed event, as when the proxy itself answered 407).
+func (p *Proxy) failedClosedFlow(f *flow, ev Event) {
+	p.failedClosed.Add(1)
+	var re *cloudproxy.RefusedError
+	if cause := p.Cloud().DownCause(); errors.As(cause, &re) {
+		p.refused(f, ev, cause)
+	}
+}
+
 // failOpenTLS dials dst for a TLS flow while the cloud is down and the
 // mode is open; false means the flow was refused (and the client told).
 func (p *Proxy) failOpenTLS(ctx context.Context, f *flow, ev Event, dst netip.AddrPort) (net.Conn, bool) {
@@ -55,8 +66,10 @@ func (p *Proxy) failOpenTLS(ctx context.Context, f *flow, ev Event, dst netip.Ad
 	return up, true
 }
 
-// failClosedPage is the local page plain HTTP gets in FailClosed mode.
-func (h *httpFlow) failClosedPage(acceptLanguage string) {
+// failClosedPage is the local page plain HTTP gets in FailClosed mode;
+// ev, when not nil, is the request's event to record (nil: recorded
+// already).
+func (h *httpFlow) failClosedPage(acceptLanguage string, ev *Event) {
 	lang := pickLanguage(acceptLanguage)
 	t := failTexts[lang]
 	body := fmt.Sprintf(`<!doctype html>
@@ -67,7 +80,11 @@ func (h *httpFlow) failClosedPage(acceptLanguage string) {
 	fmt.Fprintf(h.client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\nContent-Language: %s\r\n"+
 		"Cache-Control: no-store\r\nRetry-After: 30\r\nX-Cloudsteer-Reason: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		lang, ReasonFailedClosed, len(body), body)
-	h.p.failedClosed.Add(1)
+	if ev != nil {
+		h.p.failedClosedFlow(h.f, *ev)
+	} else {
+		h.p.failedClosed.Add(1)
+	}
 }
 
 // ReasonFailedClosed is the reason code the fail-closed page names (the

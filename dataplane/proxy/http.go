@@ -200,7 +200,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	if !bypass && cloudDown(p.Cloud(), nil) {
 		if p.cfg.FailureMode == FailClosed {
 			h.discardBody(req)
-			h.failClosedPage(req.Header.Get("Accept-Language"))
+			h.failClosedPage(req.Header.Get("Accept-Language"), &ev)
 			return false
 		}
 		if ok, why := p.destAllowed(h.dst.Addr()); !ok {
@@ -266,7 +266,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		ev.Status = http.StatusBadGateway
 		p.refused(h.f, ev, err)
 		if !bypass && p.cfg.FailureMode == FailClosed && cloudDown(p.Cloud(), err) {
-			h.failClosedPage(req.Header.Get("Accept-Language"))
+			h.failClosedPage(req.Header.Get("Accept-Language"), nil)
 			return false
 		}
 		h.reply(http.StatusBadGateway, "cloudsteer could not reach the upstream server\n")

@@ -80,7 +80,7 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 		if up == nil && ctx.Err() == nil && cloudDown(cloud, err) {
 			// No cloud proxy is healthy: the failure mode decides.
 			if p.cfg.FailureMode == FailClosed {
-				p.failedClosed.Add(1)
+				p.failedClosedFlow(f, ev)
 				sendAlert(f.client, alertAccessDenied)
 				return
 			}
