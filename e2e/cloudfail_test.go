@@ -259,6 +259,14 @@ func TestCloudFailOpen(t *testing.T) {
 		if !hasCloudEvent(e.cloudEvents(t, sock), "cloud_proxy_failed_open", "") {
 			t.Errorf("no cloud_proxy_failed_open event: %+v", e.cloudEvents(t, sock))
 		}
+		// A long download that went direct is cut once the proxy is back
+		// (its client reconnects, inspected).
+		slow := make(chan error, 1)
+		go func() {
+			_, err := e.curl("https://"+site.Name+"/slow?delay=40s&cf=opendirect", site.Name, site.V4.String())
+			slow <- err
+		}()
+		time.Sleep(500 * time.Millisecond)
 		// Back: inspected again after recover_after.
 		tr := time.Now()
 		p.start(t)
@@ -269,6 +277,19 @@ func TestCloudFailOpen(t *testing.T) {
 		}
 		t.Logf("RECOVERY open: through the proxy again %s after its restart", a.start.Sub(tr).Round(time.Millisecond))
 		e.waitReason(t, sock, model.ReasonProxyFailedOpen, false, 10*time.Second)
+		select {
+		case err := <-slow:
+			if err == nil {
+				t.Error("the direct download completed; want it cut at the recovery")
+			}
+			t.Logf("the direct download was cut %s after the proxy restart: %v", time.Since(tr).Round(time.Millisecond), err)
+			if d := time.Since(tr); d > 7*time.Second {
+				// (curl itself gives up 10 s after its start)
+				t.Errorf("the direct download ended only %s after the restart: not cut at the recovery", d)
+			}
+		case <-time.After(8 * time.Second):
+			t.Error("the download that went direct was not cut after the recovery")
+		}
 		if !hasCloudEvent(e.cloudEvents(t, sock), "cloud_proxy_recovered", primaryURL) {
 			t.Errorf("no cloud_proxy_recovered event: %+v", e.cloudEvents(t, sock))
 		}

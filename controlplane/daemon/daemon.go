@@ -233,6 +233,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("set up proxy: %w", err)
 	}
+	d.failover.proxy.Store(d.proxy)
 	d.prober = health.NewProber(health.ProberConfig{
 		Cloud:       d.proxy.Cloud,
 		ProbeTarget: cfg.Health.ProbeTarget,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
+	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/upstream"
 )
@@ -31,6 +32,8 @@ type failoverState struct {
 	// current is the cloud client in use: switches of another one (a
 	// client made to check a new code) are not the office's.
 	current atomic.Pointer[cloudproxy.Client]
+	// proxy is the transparent proxy once Start made it.
+	proxy atomic.Pointer[proxy.Proxy]
 
 	mu      sync.Mutex
 	events  *events       // nil until Start made it: the switches wait in pending
@@ -78,6 +81,13 @@ func (d *Daemon) cloudSwitch(sw cloudproxy.Switch) {
 		d.log.Warn("cloud proxy switch", attrs...)
 	}
 	d.offerFailoverEvent(model.Event{Time: time.Now(), Proto: "cloud", Reason: reason, Name: sw.To, Target: sw.From})
+	if reason == EventCloudRecovered && d.cfg.CloudProxy.FailureMode == "open" {
+		// Inspection resumes for every flow, not only the new ones: the
+		// flows that went direct meanwhile reconnect through the proxy.
+		if p := d.failover.proxy.Load(); p != nil {
+			d.log.Info("cut the flows that went direct while no cloud proxy was healthy", "flows", p.CutFailedOpen())
+		}
+	}
 }
 
 // dnsSwitch records a change of the cloud resolver queries go to first.

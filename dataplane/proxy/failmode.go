@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 )
@@ -63,13 +65,84 @@ func (p *Proxy) failOpenTLS(ctx context.Context, f *flow, ev Event, dst netip.Ad
 		return nil, false
 	}
 	p.failedOpen.Add(1)
+	p.openConns.add(up)
 	return up, true
+}
+
+// CutFailedOpen ends the flows that went direct while no cloud proxy was
+// healthy (FailOpen), so that their clients reconnect through the cloud
+// proxy now that one is back: a long-lived connection does not stay
+// uninspected. The daemon calls it when a cloud proxy is healthy again.
+func (p *Proxy) CutFailedOpen() int { return p.openConns.cut() }
+
+// connSet holds upstream connections to cut later; closed ones are swept
+// out as it grows.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	sweep int
+}
+
+func (s *connSet) add(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns, s.sweep = map[net.Conn]struct{}{}, 64
+	}
+	s.conns[c] = struct{}{}
+	if len(s.conns) < s.sweep {
+		return
+	}
+	for c := range s.conns {
+		if connClosed(c) {
+			delete(s.conns, c)
+		}
+	}
+	s.sweep = max(64, 2*len(s.conns))
+}
+
+// cut shuts every connection down (a tunnel parked on one wakes and ends)
+// and returns how many were still open.
+func (s *connSet) cut() int {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	n := 0
+	for c := range conns {
+		if connClosed(c) {
+			continue
+		}
+		n++
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.CloseRead()
+			tc.CloseWrite()
+			continue
+		}
+		c.Close()
+	}
+	return n
+}
+
+// connClosed reports whether c was closed by its user.
+func connClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	return err != nil || rc.Control(func(uintptr) {}) != nil
 }
 
 // failClosedPage is the local page plain HTTP gets in FailClosed mode;
 // ev, when not nil, is the request's event to record (nil: recorded
 // already).
 func (h *httpFlow) failClosedPage(acceptLanguage string, ev *Event) {
+	if ev != nil {
+		h.p.failedClosedFlow(h.f, *ev)
+	} else {
+		h.p.failedClosed.Add(1)
+	}
 	lang := pickLanguage(acceptLanguage)
 	t := failTexts[lang]
 	body := fmt.Sprintf(`<!doctype html>
@@ -80,11 +153,6 @@ func (h *httpFlow) failClosedPage(acceptLanguage string, ev *Event) {
 	fmt.Fprintf(h.client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\nContent-Language: %s\r\n"+
 		"Cache-Control: no-store\r\nRetry-After: 30\r\nX-Cloudsteer-Reason: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		lang, ReasonFailedClosed, len(body), body)
-	if ev != nil {
-		h.p.failedClosedFlow(h.f, *ev)
-	} else {
-		h.p.failedClosed.Add(1)
-	}
 }
 
 // ReasonFailedClosed is the reason code the fail-closed page names (the

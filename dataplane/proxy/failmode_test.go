@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +109,28 @@ func TestFailOpenGoesDirect(t *testing.T) {
 				t.Errorf("FailedOpen = %d, want 1", n)
 			}
 		})
+	}
+}
+
+// The tunnels that went direct while the cloud was down are cut when the
+// daemon says a cloud proxy is back, so they reconnect inspected.
+func TestCutFailedOpen(t *testing.T) {
+	e := newEnv(t, envOpts{tls: true, failureMode: "open"})
+	e.cloudDies(t)
+	c, err := tls.Dial("tcp", e.addr, &tls.Config{ServerName: "www.example.com", RootCAs: e.ca.Pool})
+	if err != nil {
+		t.Fatalf("tls while failed open: %v", err)
+	}
+	defer c.Close()
+	if n := e.proxy.CutFailedOpen(); n != 1 {
+		t.Fatalf("CutFailedOpen = %d, want the 1 direct tunnel", n)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on a cut tunnel: %v, want its end at once", err)
+	}
+	if n := e.proxy.CutFailedOpen(); n != 0 {
+		t.Fatalf("second CutFailedOpen = %d", n)
 	}
 }

@@ -274,6 +274,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 	}
 	if failOpen {
 		p.failedOpen.Add(1)
+		p.openConns.add(up.conn.Conn) // cut when a cloud proxy is back
 	} else if bypass {
 		p.bypassed.Add(1)
 	} else {

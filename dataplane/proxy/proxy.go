@@ -150,6 +150,7 @@ type Proxy struct {
 	bytesUp, bytesDown                       atomic.Uint64
 	bypassRefused                            atomic.Uint64
 	failedOpen, failedClosed                 atomic.Uint64
+	openConns                                connSet // direct conns of FailOpen flows
 
 	limits flowLimits
 	local  destaddr.Local // the gateway's own addresses, never dialed for a client
