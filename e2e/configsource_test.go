@@ -405,6 +405,10 @@ func testConfigSourceAuthFailures(t *testing.T, nat bool) {
 	g := e.startGateway(gateway.Options{
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: "not-the-squid-password",
+		// Open (the default) would send the flows direct once the
+		// proxy is found refusing; closed keeps refusing them, each one
+		// still an auth_failed event.
+		CloudProxy: []string{"failure_mode: closed"},
 	})
 	sock := gateway.SocketPath(e.lab, "gw")
 	www := site(t, "www.example.com")

@@ -28,28 +28,28 @@ const (
 	lanRecoverBound = 5 * time.Second
 )
 
-// clientLoop runs each probe from the LAN client in a loop of its own
-// until stopped and records when each attempt began and ended and whether
+// probeLoop runs each probe from the LAN client in a loop of its own
+// until stopped and records when each probeAttempt began and ended and whether
 // it succeeded.
-type clientLoop struct {
+type probeLoop struct {
 	mu       sync.Mutex
-	attempts map[string][]attempt
+	attempts map[string][]probeAttempt
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
 
-type attempt struct {
+type probeAttempt struct {
 	begin, end time.Time
 	err        error
 }
 
-func (e *env) startClientLoop(t *testing.T, probes map[string]func(round int) error) *clientLoop {
+func (e *env) startClientLoop(t *testing.T, probes map[string]func(round int) error) *probeLoop {
 	t.Helper()
-	l := &clientLoop{attempts: map[string][]attempt{}, stop: make(chan struct{})}
+	l := &probeLoop{attempts: map[string][]probeAttempt{}, stop: make(chan struct{})}
 	for name, probe := range probes {
 		l.wg.Go(func() {
 			for i := 0; ; i++ {
-				a := attempt{begin: time.Now()}
+				a := probeAttempt{begin: time.Now()}
 				a.err = probe(i)
 				a.end = time.Now()
 				l.mu.Lock()
@@ -67,7 +67,7 @@ func (e *env) startClientLoop(t *testing.T, probes map[string]func(round int) er
 	return l
 }
 
-func (l *clientLoop) close() {
+func (l *probeLoop) close() {
 	select {
 	case <-l.stop:
 	default:
@@ -76,10 +76,10 @@ func (l *clientLoop) close() {
 	l.wg.Wait()
 }
 
-// okAfter waits up to bound for every probe to succeed in an attempt that
+// okAfter waits up to bound for every probe to succeed in an probeAttempt that
 // began after since; it returns when the last of those attempts ended, or
 // the last error of a probe that did not get there.
-func (l *clientLoop) okAfter(since time.Time, bound time.Duration) (time.Time, error) {
+func (l *probeLoop) okAfter(since time.Time, bound time.Duration) (time.Time, error) {
 	deadline := since.Add(bound)
 	for {
 		var last time.Time
@@ -87,7 +87,7 @@ func (l *clientLoop) okAfter(since time.Time, bound time.Duration) (time.Time, e
 		l.mu.Lock()
 		for name, as := range l.attempts {
 			var ok bool
-			var lastErr error = fmt.Errorf("no attempt began after %s", since.Format(time.StampMilli))
+			var lastErr error = fmt.Errorf("no probeAttempt began after %s", since.Format(time.StampMilli))
 			for _, a := range as {
 				if a.begin.Before(since) {
 					continue
@@ -116,9 +116,9 @@ func (l *clientLoop) okAfter(since time.Time, bound time.Duration) (time.Time, e
 	}
 }
 
-// failedBetween reports whether an attempt that ended after from and not
+// failedBetween reports whether an probeAttempt that ended after from and not
 // after to failed: the link change really cut the client off.
-func (l *clientLoop) failedBetween(from, to time.Time) bool {
+func (l *probeLoop) failedBetween(from, to time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, as := range l.attempts {
@@ -150,10 +150,6 @@ func (e *env) status(sock string) model.Status {
 	var st model.Status
 	e.cliJSON(sock, &st, "status")
 	return st
-}
-
-func hasReason(st model.Status, code string) bool {
-	return slices.ContainsFunc(st.Reasons, func(r model.Reason) bool { return r.Code == code })
 }
 
 // ingressCount returns how many programs are attached at ingress (TCX, or cls_bpf in legacy mode) of

@@ -42,10 +42,14 @@ var (
 	CloudProxyV6 = netip.MustParseAddr("2001:db8:51::10")
 	SquidV4      = netip.MustParseAddr("198.51.100.11") // Squid as the cloud proxy: :3128
 	SquidV6      = netip.MustParseAddr("2001:db8:51::11")
-	CloudDNSV4   = netip.MustParseAddr("198.51.100.53") // cloud resolver: :53
-	CloudDNSV6   = netip.MustParseAddr("2001:db8:51::53")
-	AuthDNSV4    = netip.MustParseAddr("198.51.100.54") // authoritative for the lab names: :53
-	AuthDNSV6    = netip.MustParseAddr("2001:db8:51::54")
+	// CloudProxy2V4/V6 are for a second lab cloud proxy run on its own
+	// (`cloudsteer-lab proxy`), the one failover tests kill: :8080, :8443.
+	CloudProxy2V4 = netip.MustParseAddr("198.51.100.12")
+	CloudProxy2V6 = netip.MustParseAddr("2001:db8:51::12")
+	CloudDNSV4    = netip.MustParseAddr("198.51.100.53") // cloud resolver: :53
+	CloudDNSV6    = netip.MustParseAddr("2001:db8:51::53")
+	AuthDNSV4     = netip.MustParseAddr("198.51.100.54") // authoritative for the lab names: :53
+	AuthDNSV6     = netip.MustParseAddr("2001:db8:51::54")
 	// NobodyDNSV4 is a resolver address nobody runs: LAN DNS sent there must
 	// still be answered, by cloudsteer.
 	NobodyDNSV4 = netip.MustParseAddr("192.0.2.53")

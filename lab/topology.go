@@ -20,6 +20,7 @@ func ServiceAddrs() []netip.Addr {
 	addrs := []netip.Addr{
 		CloudProxyV4, CloudProxyV6,
 		SquidV4, SquidV6,
+		CloudProxy2V4, CloudProxy2V6,
 		CloudDNSV4, CloudDNSV6,
 		AuthDNSV4, AuthDNSV6,
 	}

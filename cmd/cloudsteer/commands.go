@@ -121,6 +121,21 @@ func (c *cli) printStatus(st model.Status) {
 	}
 	fmt.Fprintf(w, "Entitlement code:\t%s\n", code)
 	fmt.Fprintf(w, "Cloud proxy:\t%s\n", orDash(st.CloudProxy))
+	if len(st.CloudProxies) > 0 {
+		var ps []string
+		for _, p := range st.CloudProxies {
+			switch {
+			case p.Active:
+				ps = append(ps, p.URL+" (in use)")
+			case p.Healthy:
+				ps = append(ps, p.URL+" (standby)")
+			default:
+				ps = append(ps, p.URL+" (DOWN)")
+			}
+		}
+		fmt.Fprintf(w, "Cloud proxies:\t%s\n", strings.Join(ps, ", "))
+		fmt.Fprintf(w, "Failure mode:\t%s\n", orDash(st.FailureMode))
+	}
 	var lan []string
 	for _, i := range st.Interfaces {
 		if contains(st.Attached, i) {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -126,6 +125,8 @@ type CloudProxy struct {
 	WarmConnections *int `yaml:"warm_connections"`
 	// WarmMaxAge is how long a warm connection may wait unused.
 	WarmMaxAge Duration `yaml:"warm_max_age"`
+	// CloudFailover: urls, failure_mode and the health checks (failover.go).
+	CloudFailover `yaml:",inline"`
 }
 
 // DNS configures the LAN resolver.
@@ -301,6 +302,7 @@ func (c *Config) setDefaults() {
 	if c.CloudProxy.WarmMaxAge == 0 {
 		c.CloudProxy.WarmMaxAge = Duration(DefaultWarmMaxAge)
 	}
+	c.CloudProxy.CloudFailover.setDefaults()
 	if c.DNS.Timeout == 0 {
 		c.DNS.Timeout = Duration(DefaultDNSTimeout)
 	}
@@ -486,32 +488,12 @@ func (c *Config) Validate() error {
 }
 
 func (p *CloudProxy) validate() error {
-	if p.URL == "" {
-		return bad("cloud_proxy.url", "required, e.g. http://proxy.example.net:8080")
-	}
-	u, err := url.Parse(p.URL)
+	anyHTTPS, err := p.validateURLs()
 	if err != nil {
-		return bad("cloud_proxy.url", "not a URL: %q", p.URL)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return bad("cloud_proxy.url", "scheme must be http or https, not %q", u.Scheme)
-	}
-	if u.Hostname() == "" {
-		return bad("cloud_proxy.url", "no host in %q", p.URL)
-	}
-	if u.User != nil {
-		return bad("cloud_proxy.url", "put credentials in entitlement_code or username/password, not in the URL")
-	}
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		return bad("cloud_proxy.url", "a proxy URL has no path or query: %q", p.URL)
-	}
-	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return bad("cloud_proxy.url", "bad port %q", port)
-		}
+		return err
 	}
 	if p.CAFile != "" {
-		if u.Scheme != "https" {
+		if !anyHTTPS {
 			return bad("cloud_proxy.ca_file", "only used with an https:// url")
 		}
 		if _, err := os.Stat(p.CAFile); err != nil {
@@ -542,10 +524,12 @@ func (p *CloudProxy) validate() error {
 	return nil
 }
 
-// ProxyURL returns the parsed cloud proxy URL.
+// ProxyURL returns the parsed primary cloud proxy URL.
 func (p *CloudProxy) ProxyURL() *url.URL {
-	u, _ := url.Parse(p.URL) // validated
-	return u
+	if us := p.ProxyURLs(); len(us) > 0 {
+		return us[0]
+	}
+	return &url.URL{}
 }
 
 // Credentials returns the Basic user name and password sent to the cloud

@@ -170,9 +170,9 @@ type eventsData struct {
 	Error    string // the filter problem, translated
 	Rows     []eventRow
 	Clients  []clientRow // the rows' clients, in order of first appearance
-	Top      uint64 // the newest event's ID shown
-	APIQuery string // the same filter for GET /api/v1/events
-	Back     string // this page with its query, for the naming form
+	Top      uint64      // the newest event's ID shown
+	APIQuery string      // the same filter for GET /api/v1/events
+	Back     string      // this page with its query, for the naming form
 	L        eventLabels
 }
 
@@ -192,7 +192,8 @@ func (c *Console) eventLabels(lang string) eventLabels {
 
 // eventReasons are the event reasons the catalogs translate
 // (event.reason.<reason>).
-var eventReasons = []string{"blocked", "dns_blocked", "auth_failed", "login_failed"}
+var eventReasons = []string{"blocked", "dns_blocked", "auth_failed", "login_failed",
+	"cloud_proxy_switch", "cloud_proxy_failed_open", "cloud_proxy_failed_closed", "cloud_proxy_recovered", "cloud_dns_switch"}
 
 func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, p pageData) {
 	ctx := r.Context()

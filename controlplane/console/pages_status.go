@@ -20,6 +20,10 @@ var reasonCodes = []string{
 	model.ReasonNoFirewallTable,
 	model.ReasonPaused,
 	model.ReasonHealthNotYetProbed,
+	model.ReasonProxyFailedOpen,
+	model.ReasonProxyFailedClosed,
+	model.ReasonProxyOnBackup,
+	model.ReasonDNSOnBackup,
 }
 
 // reasonView is one reason as the pages show it.

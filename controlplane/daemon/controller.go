@@ -454,6 +454,9 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Attached:     d.steer.Attached(),
 		TablePresent: present,
 		Probe:        d.prober.Last(),
+		Cloud:        d.cloudStates(),
+		FailureMode:  d.cfg.CloudProxy.FailureMode,
+		DNS:          d.dnsStates(),
 	}
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
@@ -461,13 +464,17 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Reasons:    health.Reasons(in),
 		Code:       model.MaskCode(code),
 		CodeSource: source,
-		CloudProxy: d.cfg.CloudProxy.ProxyURL().Redacted(),
+		CloudProxy: d.proxy.Cloud().String(),
 		Interfaces: d.cfg.LANInterfaces,
 		Attached:   in.Attached,
 		AttachMode: string(d.steer.Mode()),
 		Version:    Version,
 		Started:    d.started,
 		CheckedAt:  in.Probe.Time,
+
+		CloudProxies: in.Cloud,
+		FailureMode:  in.FailureMode,
+		DNSUpstreams: in.DNS,
 	}
 	if pause.Paused {
 		st.PauseUntil = pause.Until

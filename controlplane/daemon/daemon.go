@@ -83,6 +83,8 @@ type Daemon struct {
 
 	fds fdPlan // descriptor limit, reserve and the effective flows limit
 
+	failover failoverState // the cloud proxies' switches (failover.go)
+
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
@@ -181,6 +183,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("set up cloud proxy client: %w", err)
 	}
+	d.failover.current.Store(cloud)
 
 	// The bypass set needs the kernel map, which comes last; until then it
 	// writes into a buffer that is replayed into the map.
@@ -194,6 +197,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.events = newEvents(d)
 	d.events.onDrop = d.metrics.EventsDropped
+	d.failoverEventsReady(d.events)
 
 	rcfg := resolver.Config{
 		Upstreams: cfg.DNS.UpstreamAddrs(),
@@ -201,7 +205,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		CacheSize: cfg.DNS.CacheSize,
 		Snoop:     d.bypass.Snoop,
 		OnQuery:   d.dnsQuery,
-		Logger:    log,
+		// A dead first resolver costs one timeout, then probes (failover.go).
+		OnUpstreamSwitch: d.dnsSwitch,
+		Logger:           log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
 		MaxTCPPerClient:           config.Value(cfg.Limits.DNSTCPPerClient),
@@ -232,10 +238,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		// proxy holds the same line and the overall one.
 		MaxFlows:          d.EffectiveMaxFlows(),
 		MaxFlowsPerClient: config.Value(cfg.Limits.FlowsPerClient),
+		FailureMode:       cfg.CloudProxy.FailureMode,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set up proxy: %w", err)
 	}
+	d.failover.proxy.Store(d.proxy)
 	d.prober = health.NewProber(health.ProberConfig{
 		Cloud:       d.proxy.Cloud,
 		ProbeTarget: cfg.Health.ProbeTarget,
@@ -322,6 +330,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
+	d.goRun(func() { d.resolver.RunHealth(ctx, 0) })
 	d.goRun(func() { d.sampleFlows(ctx) })
 	if err := d.startLinkWatch(ctx); err != nil {
 		return nil, fmt.Errorf("follow interface changes: %w", err)
@@ -331,6 +340,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		"lan", cfg.LANInterfaces,
 		"attach", attach,
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
+		"cloud_proxy_backups", len(cfg.CloudProxy.ProxyURLs())-1,
+		"failure_mode", cfg.CloudProxy.FailureMode,
 		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
 		"activated", d.hasCredentials(),
 		"admin_socket", cfg.Admin.Socket,
@@ -363,8 +374,12 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 	if user == "" {
 		user = strings.ToLower(code)
 	}
-	return cloudproxy.New(cloudproxy.Config{
-		URL:         d.cfg.CloudProxy.ProxyURL(),
+	urls := d.cfg.CloudProxy.ProxyURLs()
+	var self atomic.Pointer[cloudproxy.Client]
+	c, err := cloudproxy.New(cloudproxy.Config{
+		URL:         urls[0],
+		Backups:     urls[1:],
+		Health:      d.cloudHealth(&self),
 		RootCAs:     d.roots,
 		Username:    user,
 		Password:    pass,
@@ -373,6 +388,8 @@ func (d *Daemon) newCloudClient(code string) (*cloudproxy.Client, error) {
 		PoolMax:     poolMax(*d.cfg.CloudProxy.WarmConnections),
 		PoolMaxAge:  d.cfg.CloudProxy.WarmMaxAge.D(),
 	})
+	self.Store(c)
+	return c, err
 }
 
 // deferAcceptSeconds is how long the kernel holds a connection that has
@@ -426,6 +443,7 @@ func (d *Daemon) setCloud(client *cloudproxy.Client) {
 	defer d.cloudMu.Unlock()
 	old := d.proxy.Cloud()
 	d.proxy.SetCloud(client)
+	d.failover.current.Store(client)
 	if old != nil && old != client {
 		old.Close()
 		d.retiredCloud = d.retiredCloud.Add(old.Stats())

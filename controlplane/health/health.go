@@ -31,6 +31,14 @@ type Inputs struct {
 	TablePresent bool
 	// Probe is the latest probe of the cloud proxy and DNS (Prober.Last).
 	Probe Result
+	// Cloud is the health of each cloud proxy, primary first
+	// (cloudproxy.Client.States); empty when they are not health-checked.
+	Cloud []model.CloudProxyState
+	// FailureMode is cloud_proxy.failure_mode: "open" or "closed".
+	FailureMode string
+	// DNS is the health of each cloud resolver, in order
+	// (resolver.Resolver.UpstreamStates).
+	DNS []model.DNSUpstreamState
 }
 
 // Blocking reports whether a reason code means LAN traffic is not
@@ -45,7 +53,7 @@ type Inputs struct {
 func Blocking(code string) bool {
 	switch code {
 	case model.ReasonNoCode, model.ReasonNotAttached, model.ReasonNoFirewallTable,
-		model.ReasonProxyUnreachable, model.ReasonProxyRefusesCode:
+		model.ReasonProxyUnreachable, model.ReasonProxyRefusesCode, model.ReasonProxyFailedOpen:
 		return true
 	}
 	return false
@@ -90,17 +98,56 @@ func Reasons(in Inputs) []model.Reason {
 		add(model.ReasonHealthNotYetProbed, "the cloud proxy and cloud DNS have not been checked yet")
 		return rs
 	}
+	down := cloudReasons(in, add)
 	switch {
 	case p.ProxyRefused && !in.HasCode:
 	case p.ProxyRefused:
 		add(model.ReasonProxyRefusesCode, "the cloud proxy rejects the entitlement code (407): check or replace it")
-	case p.ProxyErr != nil:
+	case p.ProxyErr != nil && !down:
 		add(model.ReasonProxyUnreachable, "the cloud proxy is unreachable: %v", p.ProxyErr)
 	}
 	if p.DNSErr != nil {
 		add(model.ReasonDNSFailing, "the cloud DNS is not answering: %v", p.DNSErr)
+	} else if len(in.DNS) > 1 && !in.DNS[0].Healthy {
+		for _, u := range in.DNS[1:] {
+			if u.Active {
+				add(model.ReasonDNSOnBackup, "the first cloud resolver %s fails: queries go to %s first", in.DNS[0].Addr, u.Addr)
+				break
+			}
+		}
 	}
 	return rs
+}
+
+// cloudReasons adds the failover reasons of in.Cloud: every proxy down
+// (failed open or closed, by in.FailureMode), or the primary down and a
+// backup in use. It reports whether every proxy is down.
+func cloudReasons(in Inputs, add func(code, format string, args ...any)) bool {
+	if len(in.Cloud) == 0 {
+		return false
+	}
+	var active *model.CloudProxyState
+	for i := range in.Cloud {
+		if in.Cloud[i].Active {
+			active = &in.Cloud[i]
+			break
+		}
+	}
+	primary := in.Cloud[0]
+	if primary.Error == "" {
+		primary.Error = "passing checks again, not trusted yet"
+	}
+	switch {
+	case active == nil && in.FailureMode == "closed":
+		add(model.ReasonProxyFailedClosed, "no cloud proxy is healthy (%s: %s): only bypass destinations are reachable (failure_mode closed)", primary.URL, primary.Error)
+		return true
+	case active == nil:
+		add(model.ReasonProxyFailedOpen, "no cloud proxy is healthy (%s: %s): web traffic goes direct, uninspected (failure_mode open)", primary.URL, primary.Error)
+		return true
+	case !primary.Healthy:
+		add(model.ReasonProxyOnBackup, "the primary cloud proxy %s is down (%s): using the backup %s", primary.URL, primary.Error, active.URL)
+	}
+	return false
 }
 
 // State is the headline for in: paused while a pause is active, else not

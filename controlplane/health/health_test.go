@@ -58,6 +58,27 @@ func TestReasonsAndState(t *testing.T) {
 			[]string{model.ReasonDNSFailing}, model.Protected, []string{"timeout"}},
 		{"not probed yet is listed but not blocking", func(in *health.Inputs) { in.Probe = health.Result{} },
 			[]string{model.ReasonHealthNotYetProbed}, model.Protected, []string{"not been checked"}},
+		{"on a backup is listed but not blocking", func(in *health.Inputs) {
+			in.Cloud = []model.CloudProxyState{{URL: "http://p1:8080", Error: "connection refused"}, {URL: "http://p2:8080", Healthy: true, Active: true}}
+		}, []string{model.ReasonProxyOnBackup}, model.Protected, []string{"http://p1:8080", "connection refused", "http://p2:8080"}},
+		{"every proxy down, open: blocking, no unreachable twice", func(in *health.Inputs) {
+			in.FailureMode = "open"
+			in.Cloud = []model.CloudProxyState{{URL: "http://p1:8080", Error: "i/o timeout"}, {URL: "http://p2:8080"}}
+			in.Probe.ProxyErr = errors.New("no cloud proxy is healthy")
+		}, []string{model.ReasonProxyFailedOpen}, model.NotProtected, []string{"direct", "i/o timeout"}},
+		{"every proxy down, closed: listed, not blocking", func(in *health.Inputs) {
+			in.FailureMode = "closed"
+			in.Cloud = []model.CloudProxyState{{URL: "http://p1:8080", Error: "i/o timeout"}}
+			in.Probe.ProxyErr = errors.New("no cloud proxy is healthy")
+		}, []string{model.ReasonProxyFailedClosed}, model.Protected, []string{"bypass"}},
+		{"every proxy refusing the code: failed open and refuses code", func(in *health.Inputs) {
+			in.FailureMode = "open"
+			in.Cloud = []model.CloudProxyState{{URL: "http://p1:8080", Error: "407"}}
+			in.Probe.ProxyErr, in.Probe.ProxyRefused = errors.New("407"), true
+		}, []string{model.ReasonProxyFailedOpen, model.ReasonProxyRefusesCode}, model.NotProtected, nil},
+		{"primary healthy, backup down: nothing to say", func(in *health.Inputs) {
+			in.Cloud = []model.CloudProxyState{{URL: "http://p1:8080", Healthy: true, Active: true}, {URL: "http://p2:8080"}}
+		}, nil, model.Protected, nil},
 		{"paused until a time", func(in *health.Inputs) {
 			in.Paused = model.PauseState{Paused: true, Since: now.Add(-time.Minute), Until: now.Add(time.Hour)}
 		}, []string{model.ReasonPaused}, model.Paused, []string{now.Add(time.Hour).Format(time.RFC3339)}},

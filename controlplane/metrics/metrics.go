@@ -139,6 +139,9 @@ func New(src Source) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if fs, ok := src.(FailoverSource); ok {
+		m.reg.MustRegister(newFailoverCollector(fs))
+	}
 	return m
 }
 
@@ -325,6 +328,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{proxy.KindUpstreamError, ps.UpstreamErrors},
 		{proxy.KindBadClient, ps.BadClients},
 		{proxy.KindBypassRefused, ps.BypassRefused},
+		{"failed_open", ps.FailedOpen},
+		{"failed_closed", ps.FailedClosed},
 	} {
 		counter(c.proxyRequests, float64(o.n), o.name)
 	}

@@ -88,7 +88,35 @@ const (
 	ReasonNoFirewallTable    = "nftables_table_missing"
 	ReasonPaused             = "paused"
 	ReasonHealthNotYetProbed = "health_not_probed"
+	// No cloud proxy is healthy; steered web traffic goes direct
+	// (cloud_proxy.failure_mode open: blocking) or only to bypass
+	// destinations (closed: listed, not blocking, as nothing leaves
+	// uninspected).
+	ReasonProxyFailedOpen   = "cloud_proxy_failed_open"
+	ReasonProxyFailedClosed = "cloud_proxy_failed_closed"
+	// ReasonProxyOnBackup: the primary cloud proxy is down and a backup
+	// carries the traffic (listed, not blocking).
+	ReasonProxyOnBackup = "cloud_proxy_on_backup"
+	// ReasonDNSOnBackup: the first cloud resolver fails and queries go to
+	// another one first (listed, not blocking).
+	ReasonDNSOnBackup = "cloud_dns_on_backup"
 )
+
+// DNSUpstreamState is one configured cloud resolver's health in Status.
+type DNSUpstreamState struct {
+	Addr    string `json:"addr"`
+	Healthy bool   `json:"healthy"`
+	Active  bool   `json:"active"` // the one queries go to first
+}
+
+// CloudProxyState is one configured cloud proxy's health in Status.
+type CloudProxyState struct {
+	URL     string    `json:"url"`
+	Healthy bool      `json:"healthy"`
+	Active  bool      `json:"active"` // the one new flows use
+	Since   time.Time `json:"since"`  // when Healthy last changed
+	Error   string    `json:"error,omitempty"`
+}
 
 // Status is the gateway's "info" view.
 type Status struct {
@@ -113,6 +141,13 @@ type Status struct {
 	// WANInterfaces are the WAN interfaces the fast path's forwarder is on
 	// now (followed as links come and go); empty without the fast path.
 	WANInterfaces []string `json:"wan_interfaces,omitempty"`
+	// CloudProxies are the configured cloud proxies, primary first, with
+	// their health and which one is in use; FailureMode is
+	// cloud_proxy.failure_mode ("open" or "closed").
+	CloudProxies []CloudProxyState `json:"cloud_proxies,omitempty"`
+	FailureMode  string            `json:"failure_mode,omitempty"`
+	// DNSUpstreams are the cloud resolvers, in order, with their health.
+	DNSUpstreams []DNSUpstreamState `json:"dns_upstreams,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's

@@ -61,6 +61,14 @@ type Config struct {
 	// PoolMaxAge is how long a warm connection may wait unused before it
 	// is closed; zero means DefaultPoolMaxAge.
 	PoolMaxAge time.Duration
+	// Backups are further proxies, in order, that new flows go to while
+	// URL (and the backups before) are down; each is health-checked like
+	// URL. They take the same credentials, CA and pool settings.
+	Backups []*url.URL
+	// Health, when set (or when there are Backups), health-checks every
+	// proxy actively and passively and fails over between them (see
+	// failover.go); nil keeps the Client a plain client of URL.
+	Health *HealthConfig
 }
 
 // Client opens connections through one cloud proxy, keeping a few
@@ -77,10 +85,20 @@ type Client struct {
 	onConnect  func(time.Duration, error)
 	pool       *pool // nil when Config.PoolMax < 0
 	stats      counters
+	fo         *failover // the health-checked proxies, when Config.Health or Backups is set
 }
 
-// New validates cfg and returns a Client.
+// New validates cfg and returns a Client. With Config.Health or Backups
+// set it starts the health checks, which Close stops.
 func New(cfg Config) (*Client, error) {
+	if cfg.Health == nil && len(cfg.Backups) == 0 {
+		return newSingle(cfg)
+	}
+	return newFailover(cfg)
+}
+
+// newSingle returns a Client of cfg.URL alone.
+func newSingle(cfg Config) (*Client, error) {
 	u := cfg.URL
 	if u == nil {
 		return nil, errors.New("cloud proxy url is missing")
@@ -153,6 +171,10 @@ func New(cfg Config) (*Client, error) {
 // already handed out stay open; Connect and DialProxy still work after
 // Close, dialing every connection.
 func (c *Client) Close() error {
+	if c.fo != nil {
+		c.fo.close()
+		return nil
+	}
 	if c.pool != nil {
 		c.pool.close()
 	}
@@ -161,6 +183,13 @@ func (c *Client) Close() error {
 
 // Stats returns the warm pool's counters.
 func (c *Client) Stats() Stats {
+	if c.fo != nil {
+		var s Stats
+		for _, m := range c.fo.members {
+			s = s.Add(m.c.Stats())
+		}
+		return s
+	}
 	s := Stats{
 		TakenWarm:      c.stats.takenWarm.Load(),
 		DialedCold:     c.stats.dialedCold.Load(),
@@ -177,7 +206,14 @@ func (c *Client) Stats() Stats {
 }
 
 // String returns the proxy's URL (it never holds credentials).
-func (c *Client) String() string { return c.displayURL }
+// With backups it is the one new flows use now (the primary when none is
+// healthy).
+func (c *Client) String() string {
+	if c.fo != nil {
+		return c.fo.current().c.displayURL
+	}
+	return c.displayURL
+}
 
 // AuthHeader returns the Proxy-Authorization value ("Basic ..."), or "" when
 // no credentials are configured. It is a secret: never log it.
@@ -186,6 +222,9 @@ func (c *Client) AuthHeader() string { return c.auth }
 // DialProxy returns a connection to the proxy itself, TLS-wrapped for an
 // https proxy, for absolute-form HTTP requests.
 func (c *Client) DialProxy(ctx context.Context) (net.Conn, error) {
+	if c.fo != nil {
+		return c.fo.dialProxy(ctx)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
@@ -217,7 +256,15 @@ func (c *Client) refillDial(ctx context.Context) (net.Conn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
-	conn, err := c.dialer.DialContext(ctx, "tcp", c.addr)
+	dctx := ctx
+	if d, ok := ctx.Value(synBoundKey{}).(time.Duration); ok && d > 0 {
+		// A backup is there to take the flow: do not wait out the whole
+		// timeout for a proxy that does not even answer the SYN.
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	conn, err := c.dialer.DialContext(dctx, "tcp", c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial cloud proxy %s: %w", c.displayURL, err)
 	}
@@ -262,6 +309,9 @@ func (e *RefusedError) Error() string {
 func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr) (_ net.Conn, err error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
+	}
+	if c.fo != nil {
+		return c.fo.connect(ctx, target, clientIP)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

@@ -351,6 +351,19 @@ func (p *pool) close() {
 	p.wg.Wait()
 }
 
+// flush closes the idle connections (their proxy was found dead) and
+// keeps the pool working.
+func (p *pool) flush() {
+	p.mu.Lock()
+	drop := make([]net.Conn, 0, len(p.idle))
+	for _, ic := range p.idle {
+		drop = append(drop, ic.conn)
+	}
+	p.idle = nil
+	p.mu.Unlock()
+	closeAll(drop)
+}
+
 func closeAll(conns []net.Conn) {
 	for _, c := range conns {
 		c.Close()

@@ -196,7 +196,24 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 
 	bypass := isName && p.cfg.Policy.BypassName(name)
 	var target netip.AddrPort // where a bypassed request goes
-	if bypass {
+	failOpen := false         // sent direct because no cloud proxy is healthy
+	if !bypass && cloudDown(p.Cloud(), nil) {
+		if p.cfg.FailureMode == FailClosed {
+			h.discardBody(req)
+			h.failClosedPage(req.Header.Get("Accept-Language"), &ev)
+			return false
+		}
+		if ok, why := p.destAllowed(h.dst.Addr()); !ok {
+			ev.Kind, ev.Status, ev.Detail = KindBadClient, http.StatusForbidden, "cloud proxy down (fail-open), and the destination is a "+why
+			p.event(h.f, ev)
+			h.reply(ev.Status, "cloudsteer: this address is not served\n")
+			return false
+		}
+		bypass, target, failOpen = true, h.dst, true
+	}
+	switch {
+	case failOpen: // target is set
+	case bypass:
 		t, ok := p.bypassTarget(ctx, h.f, ev)
 		if !ok {
 			if ctx.Err() == nil {
@@ -205,7 +222,7 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 			return false
 		}
 		target = t
-	} else {
+	default:
 		// The cloud proxy fetches the port the client dialed, whatever
 		// the Host header says: a Host naming another port must not make
 		// it fetch that port with the tenant's credentials.
@@ -248,10 +265,17 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 		}
 		ev.Status = http.StatusBadGateway
 		p.refused(h.f, ev, err)
+		if !bypass && p.cfg.FailureMode == FailClosed && cloudDown(p.Cloud(), err) {
+			h.failClosedPage(req.Header.Get("Accept-Language"), nil)
+			return false
+		}
 		h.reply(http.StatusBadGateway, "cloudsteer could not reach the upstream server\n")
 		return false
 	}
-	if bypass {
+	if failOpen {
+		p.failedOpen.Add(1)
+		p.openConns.add(up.conn.Conn) // cut when a cloud proxy is back
+	} else if bypass {
 		p.bypassed.Add(1)
 	} else {
 		p.proxied.Add(1)
@@ -289,7 +313,8 @@ func (h *httpFlow) forward(ctx context.Context, req *http.Request) bool {
 			ev.Detail = (&cloudproxy.RefusedError{StatusCode: resp.StatusCode}).Error()
 			p.logEvent(withProto(ev, h.f))
 			p.event(h.f, ev)
-			h.dropUpstream(up) // before Close, which would drain the body
+			p.Cloud().ReportRefused(up.conn.Conn) // a passive failure of that proxy
+			h.dropUpstream(up)                    // before Close, which would drain the body
 			resp.Body.Close()
 			h.reply(http.StatusBadGateway, "cloudsteer: the cloud proxy rejected this gateway's credentials\n")
 			return finish(false)

@@ -105,6 +105,9 @@ type Config struct {
 	// IPv4 address, or an IPv6 /64 (a client may rotate privacy
 	// addresses). Zero means no limit (suggested: 512).
 	MaxFlowsPerClient int
+	// FailureMode is what steered flows get while no cloud proxy is
+	// healthy: FailOpen (also for "") or FailClosed; see failmode.go.
+	FailureMode string
 	// KeepFreedMemory leaves returning freed memory to the Go runtime;
 	// by default the proxy returns it to the OS once a burst of flows has
 	// gone idle (see trim.go).
@@ -129,6 +132,10 @@ type Stats struct {
 	// RefusedFlowsPerClient counts flows reset at accept because their
 	// client had MaxFlowsPerClient flows running.
 	RefusedFlowsPerClient uint64
+	// FailedOpen counts tunnels and requests sent direct because no
+	// cloud proxy was healthy (FailOpen); FailedClosed those refused for
+	// it (FailClosed).
+	FailedOpen, FailedClosed uint64
 }
 
 // Proxy is the transparent HTTP and TLS proxy.
@@ -142,6 +149,8 @@ type Proxy struct {
 	blocked, authFailed, upstreamErr, badCli atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
 	bypassRefused                            atomic.Uint64
+	failedOpen, failedClosed                 atomic.Uint64
+	openConns                                connSet // direct conns of FailOpen flows
 
 	limits flowLimits
 	local  destaddr.Local // the gateway's own addresses, never dialed for a client
@@ -168,6 +177,11 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("proxy config: timeouts and sizes must not be negative")
 	case cfg.MaxFlows < 0 || cfg.MaxFlowsPerClient < 0:
 		return nil, errors.New("proxy config: flow limits must not be negative")
+	case cfg.FailureMode != "" && cfg.FailureMode != FailOpen && cfg.FailureMode != FailClosed:
+		return nil, fmt.Errorf("proxy config: failure mode %q is not open or closed", cfg.FailureMode)
+	}
+	if cfg.FailureMode == "" {
+		cfg.FailureMode = FailOpen
 	}
 	if cfg.PeekTimeout == 0 {
 		cfg.PeekTimeout = DefaultPeekTimeout
@@ -224,6 +238,8 @@ func (p *Proxy) Stats() Stats {
 
 		RefusedFlows:          p.limits.refused.Load(),
 		RefusedFlowsPerClient: p.limits.refusedPerClient.Load(),
+		FailedOpen:            p.failedOpen.Load(),
+		FailedClosed:          p.failedClosed.Load(),
 	}
 }
 

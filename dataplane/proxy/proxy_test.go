@@ -160,6 +160,7 @@ type envOpts struct {
 	peekTimeout time.Duration
 	idleTimeout time.Duration
 	maxHeader   int
+	failureMode string // "" leaves the cloud proxy unchecked (no failure mode)
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -196,9 +197,16 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if pw == "" {
 		pw = entitlement
 	}
-	cc, err := cloudproxy.New(cloudproxy.Config{URL: e.cloud.URL, RootCAs: e.ca.Pool, Username: "tenant", Password: pw, DialTimeout: 10 * time.Second})
+	ccfg := cloudproxy.Config{URL: e.cloud.URL, RootCAs: e.ca.Pool, Username: "tenant", Password: pw, DialTimeout: 10 * time.Second}
+	if o.failureMode != "" {
+		ccfg.Health = &cloudproxy.HealthConfig{ProbeTarget: "www.example.com:443", ProbeInterval: 20 * time.Millisecond}
+	}
+	cc, err := cloudproxy.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ccfg.Health != nil {
+		t.Cleanup(func() { cc.Close() }) // stops the probes
 	}
 	peek := o.peekTimeout
 	if peek == 0 {
@@ -218,6 +226,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		PeekTimeout:    peek,
 		IdleTimeout:    o.idleTimeout,
 		MaxHeaderBytes: o.maxHeader,
+		FailureMode:    o.failureMode,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

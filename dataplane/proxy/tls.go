@@ -71,10 +71,25 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 			sendAlert(f.client, alertAccessDenied)
 			return
 		}
-		cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-		up, err = p.Cloud().Connect(cctx, target, f.ip)
-		cancel()
-		if err != nil {
+		cloud := p.Cloud()
+		if !cloudDown(cloud, nil) {
+			cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+			up, err = cloud.Connect(cctx, target, f.ip)
+			cancel()
+		}
+		if up == nil && ctx.Err() == nil && cloudDown(cloud, err) {
+			// No cloud proxy is healthy: the failure mode decides.
+			if p.cfg.FailureMode == FailClosed {
+				p.failedClosedFlow(f, ev)
+				sendAlert(f.client, alertAccessDenied)
+				return
+			}
+			var ok bool
+			if up, ok = p.failOpenTLS(ctx, f, ev, dst); !ok {
+				return
+			}
+			err = nil
+		} else if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -85,8 +100,9 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 			}
 			sendAlert(f.client, alert)
 			return
+		} else {
+			p.proxied.Add(1)
 		}
-		p.proxied.Add(1)
 	}
 	f.add(up)
 

@@ -41,8 +41,6 @@ const (
 	tcpWriteTimeout = 5 * time.Second
 	// tcpPerConnInflight bounds the pipelined queries of one TCP client.
 	tcpPerConnInflight = 16
-	// downPenalty is how long a failing upstream is tried after the others.
-	downPenalty = 30 * time.Second
 )
 
 // Config is what a Resolver needs; zero fields take the defaults above.
@@ -92,6 +90,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of the cache (default time.Now).
 	Now func() time.Time
+	// RecoverAfter is how long a failed cloud resolver must answer every
+	// probe before queries go to it first again (health.go); zero means
+	// DefaultRecoverAfter.
+	RecoverAfter time.Duration
+	// OnUpstreamSwitch, when set, is called when the resolver queries go
+	// to first changes (to is the zero AddrPort when every one is down).
+	// It must not block.
+	OnUpstreamSwitch func(from, to netip.AddrPort)
 }
 
 // KernelCache is a second cache of answers that serves clients before
@@ -137,6 +143,7 @@ type Stats struct {
 	RateLimited      uint64            // queries over their client's rate: UDP dropped (also in Dropped), TCP answered REFUSED
 	Rcodes           map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
 	CacheEntries     int               // answers in the cache now
+	UpstreamSwitches uint64            // changes of the resolver queries go to first
 }
 
 // Resolver is a caching DNS forwarder for the LAN.
@@ -157,6 +164,10 @@ type Resolver struct {
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
 	refusedTCP, refusedTCPClient, rateLimited                      atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
+
+	activeMu sync.Mutex
+	active   int // index of the upstream queries go to first; -1 when all are down
+	switches atomic.Uint64
 }
 
 // New validates cfg and returns a Resolver; it opens no sockets.
@@ -214,7 +225,9 @@ func New(cfg Config) (*Resolver, error) {
 	r.cache.kernel = cfg.KernelCache
 	r.cache.log = r.log
 	for _, u := range cfg.Upstreams {
-		r.upstreams = append(r.upstreams, &upstream{addr: u})
+		up := &upstream{addr: u}
+		r.newHealth(up)
+		r.upstreams = append(r.upstreams, up)
 	}
 	r.exchange = r.dialExchange
 	return r, nil
@@ -502,6 +515,7 @@ func (r *Resolver) Stats() Stats {
 		RateLimited:      r.rateLimited.Load(),
 		Rcodes:           map[string]uint64{},
 		CacheEntries:     r.cache.len(),
+		UpstreamSwitches: r.switches.Load(),
 	}
 	for i := range r.rcodes {
 		v := r.rcodes[i].Load()

@@ -8,27 +8,26 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+
+	uphealth "github.com/cloudsteer/cloudsteer/dataplane/upstream"
 )
 
-// upstream is one cloud resolver and whether it failed lately.
+// upstream is one cloud resolver and its health (health.go).
 type upstream struct {
-	addr      netip.AddrPort
-	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
-	lastWarn  atomic.Int64 // unix nanoseconds of the last failure logged
+	addr netip.AddrPort
+	h    *uphealth.Health
 }
 
-// order returns the upstreams in configured order, those that failed
-// within downPenalty moved to the end.
+// order returns the upstreams in configured order, the down ones moved
+// to the end (still tried when every up one fails).
 func (r *Resolver) order() []*upstream {
-	now := time.Now().UnixNano()
 	out := make([]*upstream, 0, len(r.upstreams))
 	var down []*upstream
 	for _, u := range r.upstreams {
-		if u.downUntil.Load() > now {
+		if !u.h.Up() {
 			down = append(down, u)
 			continue
 		}
@@ -76,17 +75,10 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 			if ctx.Err() != nil {
 				break
 			}
-			now := time.Now()
-			u.downUntil.Store(now.Add(downPenalty).UnixNano())
-			// at most one warning per upstream per downPenalty, however many queries fail
-			if last := u.lastWarn.Load(); now.UnixNano()-last >= int64(downPenalty) && u.lastWarn.CompareAndSwap(last, now.UnixNano()) {
-				r.log.Warn("upstream failing, trying the next one", "upstream", u.addr.String(), "err", err)
-			}
+			u.h.Failure(time.Now(), err) // logged at the transition
 			continue
 		}
-		if u.downUntil.Swap(0) != 0 {
-			r.log.Info("upstream answers again", "upstream", u.addr.String())
-		}
+		u.h.Success(time.Now())
 		stripOPT(m)
 		return m, nil
 	}

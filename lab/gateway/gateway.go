@@ -42,6 +42,14 @@ type Options struct {
 	// Attach is dataplane.attach (auto, tcx, legacy); empty takes
 	// $CLOUDSTEER_ATTACH, and without it the key is left out (auto).
 	Attach string
+	// ProxyURLs, when set, are written as cloud_proxy.urls (primary
+	// first) instead of ProxyURL.
+	ProxyURLs []string
+	// DNSUpstreams replace the lab's cloud resolvers in dns.upstreams.
+	DNSUpstreams []string
+	// CloudProxy are more lines of the cloud_proxy section, each
+	// "key: value" (failure_mode, recover_after, ...).
+	CloudProxy []string
 }
 
 // EnvAttach is the environment variable the tests set to run every
@@ -79,7 +87,14 @@ func ConfigYAML(o Options) string {
 		lanIfs = o.Lab.LANInterfaces() // lan0, and lan1 when the lab has a second LAN host
 	}
 	fmt.Fprintf(&b, "lan_interfaces: [%s]\n", strings.Join(lanIfs, ", "))
-	fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
+	if len(o.ProxyURLs) > 0 {
+		fmt.Fprintf(&b, "cloud_proxy:\n  urls: [%s]\n", quoteList(o.ProxyURLs))
+	} else {
+		fmt.Fprintf(&b, "cloud_proxy:\n  url: %s\n", url)
+	}
+	for _, line := range o.CloudProxy {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
 	if o.Username != "" {
 		fmt.Fprintf(&b, "  username: %q\n  password: %q\n", o.Username, o.Password)
 	} else if !o.NoCode {
@@ -92,7 +107,11 @@ func ConfigYAML(o Options) string {
 	if o.CAFile != "" {
 		fmt.Fprintf(&b, "  ca_file: %s\n", o.CAFile)
 	}
-	fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
+	if len(o.DNSUpstreams) > 0 {
+		fmt.Fprintf(&b, "dns:\n  upstreams: [%s]\n", quoteList(o.DNSUpstreams))
+	} else {
+		fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
+	}
 	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
 	b.WriteString("log:\n  level: debug\n")
 	if o.Lab != nil {

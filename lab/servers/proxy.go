@@ -1,6 +1,7 @@
 package servers
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/lab"
@@ -33,11 +35,13 @@ const maxProxyHead = 32 << 10
 // every proxy address.
 func (l *Lab) startProxy(ctx context.Context, leaf tls.Certificate, w *jsonlWriter) error {
 	p := &cloudProxy{
-		sites:   newSiteTable(l.cfg.Sites),
-		dial:    l.cfg.Dial,
-		sources: l.cfg.ProxyAddrs,
-		log:     w,
-		tunnels: map[net.Conn]struct{}{},
+		sites:     newSiteTable(l.cfg.Sites),
+		dial:      l.cfg.Dial,
+		sources:   l.cfg.ProxyAddrs,
+		log:       w,
+		tunnels:   map[net.Conn]struct{}{},
+		name:      l.cfg.ProxyLabel,
+		refuseAll: l.cfg.RefuseAll,
 	}
 	p.transport = &http.Transport{
 		DialContext:           p.dialOrigin,
@@ -96,6 +100,12 @@ type cloudProxy struct {
 	log       *jsonlWriter
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
+
+	// name is ProxyRecord.Proxy ("lab" unless a standalone proxy names
+	// itself); refuseAll, when set and true, makes every request a 407
+	// (an expired code), see standalone.go.
+	name      string
+	refuseAll *atomic.Bool
 
 	mu      sync.Mutex
 	tunnels map[net.Conn]struct{}
@@ -166,7 +176,7 @@ func targetOf(r *http.Request) (host, hostport string, err error) {
 func (p *cloudProxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rec := ProxyRecord{
 		Time:   time.Now().UTC(),
-		Proxy:  "lab",
+		Proxy:  cmp.Or(p.name, "lab"),
 		Remote: r.RemoteAddr,
 		Method: r.Method,
 		URL:    r.RequestURI,
@@ -192,6 +202,9 @@ func (p *cloudProxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	rec.Target = hostport
 	user, ok := proxyCredentials(r.Header.Get("Proxy-Authorization"))
+	if p.refuseAll != nil && p.refuseAll.Load() {
+		ok = false
+	}
 	rec.User, rec.AuthOK = user, ok
 	if !ok {
 		sw.Header().Set("Proxy-Authenticate", `Basic realm="cloud"`)

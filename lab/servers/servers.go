@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,6 +84,11 @@ type Config struct {
 	// (yet) assigned; default 3s.
 	BindTimeout time.Duration
 	Logger      *slog.Logger
+	// ProxyLabel is the Proxy field of the cloud proxy's records (default
+	// "lab"); RefuseAll, when set and true, makes it answer every request
+	// 407. Both are for a standalone proxy (standalone.go).
+	ProxyLabel string
+	RefuseAll  *atomic.Bool
 }
 
 func (c *Config) fill() error {

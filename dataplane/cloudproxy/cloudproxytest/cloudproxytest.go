@@ -45,6 +45,9 @@ type Options struct {
 	Dial func(authority string) string
 	// TLS, when set, makes the proxy speak TLS with this certificate.
 	TLS *tls.Certificate
+	// Addr is the address to listen on; "" is any free port of 127.0.0.1
+	// (a test restarting a proxy passes the first one's address).
+	Addr string
 }
 
 // Proxy is a running loopback forward proxy.
@@ -60,7 +63,11 @@ type Proxy struct {
 // Start runs a Proxy on 127.0.0.1 until the test ends.
 func Start(tb testing.TB, opts Options) *Proxy {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -76,6 +83,10 @@ func Start(tb testing.TB, opts Options) *Proxy {
 	tb.Cleanup(func() { p.srv.Close() })
 	return p
 }
+
+// Close stops the proxy: its listener and the connections it serves
+// (tunnels already handed over keep running).
+func (p *Proxy) Close() { p.srv.Close() }
 
 // Records returns what the proxy received so far.
 func (p *Proxy) Records() []Record {
