@@ -177,6 +177,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		"ForceRequest":      api.ForceRequest{},
 		"ConsoleInfo":       api.ConsoleInfo{},
 		"SetupLink":         api.SetupLink{},
+		"CloudProxyState":   model.CloudProxyState{},
+		"DNSUpstreamState":  model.DNSUpstreamState{},
 	}
 	for name := range schemas {
 		if _, ok := types[name]; !ok {
