@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev linux-libc-dev make git gcc
 	iproute2 nftables iputils-ping curl dnsutils
-	squid-openssl apache2-utils ca-certificates "$@")
+	squid-openssl apache2-utils ca-certificates
+	mmdebstrap systemd util-linux "$@")  # the package test: a Debian root, systemd-analyze, setpriv
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
