@@ -198,6 +198,20 @@ func TestNonRoot(t *testing.T) {
 		if got := e.pathOf(t, "www.example.com", www.V4.String(), "nonroot-bypass"); got != "bypass" {
 			t.Fatalf("bypassed flow went %s", got)
 		}
+		// /proc/net/ip_tables_names is root's: where it exists (ip_tables
+		// loaded or built in, as on this kernel) the daemon cannot tell
+		// whether legacy iptables has tables, so it keeps tracking every
+		// flow; where it does not, it untracks as root does.
+		_, noLegacy := e.run(lab.RoleGW, 5*time.Second, "test", "-e", "/proc/net/ip_tables_names")
+		wantUntrack := 0.0
+		if noLegacy != nil {
+			wantUntrack = 1
+		} else if !strings.Contains(g.Log(), "iptables-legacy tables unknown") {
+			t.Error("no log line says legacy iptables tables cannot be seen")
+		}
+		if got := e.metric(t, "cloudsteer_untracking_unsteered"); got != wantUntrack {
+			t.Errorf("cloudsteer_untracking_unsteered = %v, want %v", got, wantUntrack)
+		}
 		// The console on 443 (CAP_NET_BIND_SERVICE) answers on the LAN.
 		if code, _, _ := e.httpCode(lab.RoleLAN, "https://10.10.0.1/"); code == 0 {
 			t.Fatal("the console on port 443 does not answer")
