@@ -238,6 +238,10 @@ func TestNonRoot(t *testing.T) {
 		if s := fi.Sys().(*syscall.Stat_t); s.Uid != nonrootUID || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("token file: uid %d mode %v", s.Uid, fi.Mode())
 		}
+		// Root's CLI reads the uid's 0600 token file.
+		if out, errOut, code := e.cli(sock, "token", "--state-dir", filepath.Dir(tok)); code != 0 || len(strings.TrimSpace(out)) < 20 {
+			t.Fatalf("cloudsteer token as root: exit %d %q %s", code, out, errOut)
+		}
 		sfi, err := os.Stat(sock)
 		if err != nil {
 			t.Fatal(err)

@@ -277,7 +277,20 @@ func TestDebianPackage(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "run/systemd/system"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// State an earlier cloudsteer run as root left becomes the user's.
+	oldState := filepath.Join(root, "var/lib/cloudsteer/state.db")
+	if err := os.MkdirAll(filepath.Dir(oldState), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(oldState, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	mustInRoot(t, root, "dpkg", "-i", "--force-confold", "/tmp/cloudsteer.deb")
+	for _, p := range []string{filepath.Dir(oldState), oldState} {
+		if got := stat(t, p); got.uid != uid || got.gid != gid {
+			t.Fatalf("%s after the upgrade: %+v, want the cloudsteer user's", p, got)
+		}
+	}
 	if got, _ := os.ReadFile(cfgPath); string(got) != edited {
 		t.Fatal("the reinstall replaced the admin's config")
 	}
@@ -289,9 +302,6 @@ func TestDebianPackage(t *testing.T) {
 	}
 
 	// Purge removes the config and the state, keeps the user.
-	if err := os.MkdirAll(filepath.Join(root, "var/lib/cloudsteer"), 0o700); err != nil {
-		t.Fatal(err)
-	}
 	mustInRoot(t, root, "dpkg", "--purge", "cloudsteer")
 	for _, gone := range []string{"usr/bin/cloudsteer", "etc/cloudsteer", "var/lib/cloudsteer", "lib/systemd/system/cloudsteer.service"} {
 		if _, err := os.Lstat(filepath.Join(root, gone)); err == nil {
