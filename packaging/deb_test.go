@@ -146,6 +146,19 @@ func stat(t *testing.T, path string) owner {
 	return owner{fi.Mode().Perm(), st.Uid, st.Gid}
 }
 
+// buildDeb runs `make deb` into a directory of the test's own and
+// returns the package's path.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	run(t, "..", "make", "--no-print-directory", "deb", "BIN="+bin)
+	debs, _ := filepath.Glob(filepath.Join(bin, "cloudsteer_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %v", debs)
+	}
+	return debs[0]
+}
+
 // TestDebianPackage builds the package with `make deb`, installs it into
 // a fresh Debian 12 root made with mmdebstrap, and checks its files,
 // modes, conffile, system user, maintainer scripts (nothing started
@@ -157,14 +170,7 @@ func TestDebianPackage(t *testing.T) {
 	privtest.RequireCommand(t, "mmdebstrap", "dpkg-deb", "make", "chroot", "systemd-analyze", "tar")
 	start := time.Now()
 
-	// make deb, into a directory of the test's own.
-	bin := t.TempDir()
-	run(t, "..", "make", "--no-print-directory", "deb", "BIN="+bin)
-	debs, _ := filepath.Glob(filepath.Join(bin, "cloudsteer_*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("make deb made %v", debs)
-	}
-	deb := debs[0]
+	deb := buildDeb(t)
 	t.Logf("make deb: %s in %s", filepath.Base(deb), time.Since(start).Round(time.Second))
 	fields := run(t, "", "dpkg-deb", "-f", deb, "Package", "Architecture", "Depends")
 	for _, want := range []string{"Package: cloudsteer", "Depends: adduser, procps"} {
