@@ -4,8 +4,12 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
+# The Debian package's version: the last vX.Y.Z tag (v1.2.3-4-gabc → 1.2.3+4+gabc),
+# else 0~git<commit>.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb deb
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,6 +32,10 @@ build: ## build cloudsteer and the lab tool into bin/
 # The privileged packages that attach eBPF programs run a second time in
 # legacy attach mode (clsact + cls_bpf, what kernels before 6.6 get).
 LEGACY_PKGS := ./dataplane/steer/ ./dataplane/dnscache/ ./dataplane/tcx/ ./e2e/
+
+deb: build ## build the Debian package $(BIN)/cloudsteer_VERSION_ARCH.deb (nfpm as a library: packaging/nfpm)
+	cd packaging/nfpm && $(GO) build -o $(abspath $(BIN))/nfpm .
+	VERSION='$(DEB_VERSION)' ARCH='$(DEB_ARCH)' BIN='$(BIN)' $(BIN)/nfpm -config packaging/nfpm.yaml -out '$(BIN)/cloudsteer_$(DEB_VERSION)_$(DEB_ARCH).deb'
 
 test: deps build ## all tests, privileged ones included (run as root), the eBPF ones again in legacy attach mode, then each fuzz target briefly
 	$(GO) test -count=1 -timeout 30m ./...

@@ -107,10 +107,14 @@ func (c *Console) validate() error {
 	return nil
 }
 
+// geteuid is os.Geteuid (tests play a non-root daemon).
+var geteuid = os.Geteuid
+
 // checkKeyFile refuses a private key that group or others may read or
-// that is not owned by root (or by the user the daemon runs as, for
-// tests run unprivileged): whoever may write or read it could serve or
-// impersonate the console.
+// that is not owned by root (or by the user the daemon runs as: the
+// packaged service's, or tests run unprivileged): whoever may write or
+// read it could serve or impersonate the console. A daemon not run as
+// root needs the key to be its own, as it cannot read root's.
 func checkKeyFile(path string) error {
 	if !filepath.IsAbs(path) {
 		return bad("console.key_file", "%q is not an absolute path", path)
@@ -125,8 +129,13 @@ func checkKeyFile(path string) error {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return bad("console.key_file", "%s has mode %04o; a private key must be 0600 or stricter: run chmod 600 %s", path, perm, path)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+	euid := geteuid()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
 		return bad("console.key_file", "%s is owned by uid %d, not root: run chown root %s", path, st.Uid, path)
+	} else if ok && euid != 0 && int(st.Uid) != euid {
+		// The packaged service runs as its own user, without
+		// CAP_DAC_OVERRIDE: a root-owned 0600 key is unreadable to it.
+		return bad("console.key_file", "%s is root's and cloudsteer runs as uid %d, which cannot read it: run chown %d %s", path, euid, euid, path)
 	}
 	return nil
 }

@@ -139,4 +139,18 @@ func TestConsoleKeyOwner(t *testing.T) {
 	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "not root") {
 		t.Fatalf("key owned by nobody: err = %v", err)
 	}
+
+	// A daemon run as its own user (the packaged service) reads only a
+	// key of its own: a root-owned one is refused with the fix.
+	geteuid = func() int { return 65534 }
+	defer func() { geteuid = os.Geteuid }()
+	if _, err := Parse([]byte(doc)); err != nil {
+		t.Fatalf("key owned by the daemon's uid: %v", err)
+	}
+	if err := os.Chown(key, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "cloudsteer runs as uid 65534, which cannot read it: run chown 65534 "+key) {
+		t.Fatalf("root-owned key, non-root daemon: err = %v", err)
+	}
 }

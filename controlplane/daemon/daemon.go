@@ -39,6 +39,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
 	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
+	"github.com/cloudsteer/cloudsteer/internal/sdnotify"
 )
 
 // Version is the daemon's version, set by the main package.
@@ -131,6 +132,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		return nil, err
 	}
 	if err := CheckEnvironment(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkCapabilities(cfg); err != nil {
 		return nil, err
 	}
 	attach, err := chooseAttach(cfg, log)
@@ -540,21 +544,34 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, load func() 
 	if err != nil {
 		return err
 	}
+	// systemd (Type=notify): serving now, everything attached.
+	d.notify(sdnotify.Ready("steering"))
 wait:
 	for {
 		select {
 		case <-ctx.Done():
 			break wait
 		case <-hup:
+			d.notify(sdnotify.Reloading())
 			_ = d.reloadFrom(ctx, load) // logged
+			d.notify(sdnotify.Ready("steering"))
 		}
 	}
+	d.notify(sdnotify.Stopping)
 	d.log.Info("stopping")
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
 	d.log.Info("stopped; kernel state removed")
 	return nil
+}
+
+// notify tells systemd the daemon's state when it runs as a Type=notify
+// service; a failure only warns.
+func (d *Daemon) notify(state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		d.log.Warn("cannot notify systemd", "err", err)
+	}
 }
 
 // pendingMap buffers bypass map writes until the kernel map exists.

@@ -179,6 +179,13 @@ func (t *Table) otherRuleset() (string, error) {
 	}
 	for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
 		names, err := readAt(t.procNet, f)
+		if errors.Is(err, unix.EACCES) {
+			// Root's only (0440): a daemon run as its own user cannot
+			// tell, so it assumes legacy tables may be there. The file
+			// exists only where the ip_tables module is loaded or built
+			// in; where it is a module nothing loaded, this never comes up.
+			return fmt.Sprintf("iptables-legacy tables unknown (/proc/net/%s is readable by root only)", f), nil
+		}
 		if err != nil {
 			return "", err
 		}
@@ -197,7 +204,7 @@ func readAt(dir *os.File, name string) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("open /proc/net/%s: %w", name, err)
+		return "", fmt.Errorf("open /proc/net/%s: %w", name, err) // wraps EACCES for otherRuleset
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()

@@ -50,18 +50,65 @@ type Options struct {
 	// CloudProxy are more lines of the cloud_proxy section, each
 	// "key: value" (failure_mode, recover_after, ...).
 	CloudProxy []string
+	// User runs the daemon as that unprivileged uid with only its
+	// capabilities, as the systemd unit does; nil runs it as root.
+	User *User
+	// Env is added to the daemon's environment (NOTIFY_SOCKET=…).
+	Env []string
 }
 
 // EnvAttach is the environment variable the tests set to run every
 // gateway in one attach mode (CLOUDSTEER_ATTACH=legacy).
 const EnvAttach = "CLOUDSTEER_ATTACH"
 
-// SocketPath is the admin socket of a gateway run with that name.
+// User is an unprivileged identity with a capability set, for running the
+// daemon as the packaged systemd unit does (User=, AmbientCapabilities=,
+// CapabilityBoundingSet=, NoNewPrivileges=) through setpriv(1).
+type User struct {
+	UID, GID int
+	// Caps are the capabilities it keeps, without the CAP_ prefix and in
+	// lower case ("net_admin"); every other one is dropped from the
+	// bounding, inheritable and ambient sets.
+	Caps []string
+}
+
+// wrap returns args prefixed with the setpriv call that drops to u.
+func (u *User) wrap(args []string) []string {
+	caps := "-all"
+	for _, c := range u.Caps {
+		caps += ",+" + c
+	}
+	return append([]string{"setpriv",
+		fmt.Sprintf("--reuid=%d", u.UID), fmt.Sprintf("--regid=%d", u.GID), "--clear-groups",
+		"--inh-caps=" + caps, "--ambient-caps=" + caps, "--bounding-set=" + caps,
+		"--no-new-privs", "--"}, args...)
+}
+
+// runtimeDir is where a gateway run as a User keeps its admin socket (the
+// lab directory is root's): the unit's RuntimeDirectory.
+func runtimeDir(l *lab.Lab, name string) string {
+	return filepath.Join(l.Dir(), "run-"+name)
+}
+
+// SocketPath is the admin socket of a gateway run as root with that name.
 func SocketPath(l *lab.Lab, name string) string {
 	if name == "" {
 		name = "gw"
 	}
 	return filepath.Join(l.Dir(), name+".sock")
+}
+
+// Socket is the admin socket of a gateway run with o (one run as a User
+// has it in a directory of its own).
+func Socket(o Options) string {
+	name := o.Name
+	if name == "" {
+		name = "gw"
+	}
+	if o.User != nil {
+		return filepath.Join(runtimeDir(o.Lab, name), "admin.sock")
+	}
+	return SocketPath(o.Lab, name)
 }
 
 // Gateway is a cloudsteer process running in the lab.
@@ -123,7 +170,7 @@ func ConfigYAML(o Options) string {
 		if state == "" {
 			state = filepath.Join(o.Lab.Dir(), "state-"+name)
 		}
-		fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", state, SocketPath(o.Lab, name))
+		fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", state, Socket(o))
 	}
 	fmt.Fprintf(&b, "health:\n  probe_target: www.example.com:443\n  interval: 2s\n")
 	attach := o.Attach
@@ -156,18 +203,67 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	if err := os.WriteFile(cfgPath, []byte(ConfigYAML(o)), 0o600); err != nil {
 		return nil, fmt.Errorf("write gateway config: %w", err)
 	}
-	return StartWithConfig(ctx, o.Bin, o.Lab, cfgPath, filepath.Join(o.Lab.Dir(), o.Name+".log"))
+	if o.User != nil {
+		if err := o.User.own(o, cfgPath); err != nil {
+			return nil, err
+		}
+	}
+	return start(ctx, o.Bin, o.Lab, cfgPath, filepath.Join(o.Lab.Dir(), o.Name+".log"), o.User, o.Env)
+}
+
+// own prepares the lab for a daemon run as u, as the package and the unit
+// do on a router: the config file (0600) and the state directory (0700,
+// with what an earlier run left) belong to u, its runtime directory for
+// the admin socket too, and the lab directory may be passed through.
+func (u *User) own(o Options, cfgPath string) error {
+	state := o.StateDir
+	if state == "" {
+		state = filepath.Join(o.Lab.Dir(), "state-"+o.Name)
+	}
+	if err := os.Chmod(o.Lab.Dir(), 0o711); err != nil {
+		return fmt.Errorf("open lab directory to uid %d: %w", u.UID, err)
+	}
+	for _, dir := range []string{state, runtimeDir(o.Lab, o.Name)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		err := filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, u.UID, u.GID)
+		})
+		if err != nil {
+			return fmt.Errorf("give %s to uid %d: %w", dir, u.UID, err)
+		}
+	}
+	if err := os.Chown(cfgPath, u.UID, u.GID); err != nil {
+		return fmt.Errorf("give config to uid %d: %w", u.UID, err)
+	}
+	return nil
 }
 
 // StartWithConfig starts cloudsteer with an existing config file.
 func StartWithConfig(ctx context.Context, bin string, l *lab.Lab, cfgPath, logPath string) (*Gateway, error) {
+	return start(ctx, bin, l, cfgPath, logPath, nil, nil)
+}
+
+// start is StartWithConfig as u (nil: root) with env added.
+func start(ctx context.Context, bin string, l *lab.Lab, cfgPath, logPath string, u *User, env []string) (*Gateway, error) {
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open gateway log: %w", err)
 	}
 	g := &Gateway{log: &bytes.Buffer{}, logFile: f, done: make(chan struct{})}
 	// Not CommandContext: the caller decides how the daemon ends.
-	g.cmd = l.Command(context.Background(), lab.RoleGW, bin, "run", "--config", cfgPath)
+	args := []string{bin, "run", "--config", cfgPath}
+	if u != nil {
+		args = u.wrap(args) // setpriv execs in place too
+	}
+	g.cmd = l.Command(context.Background(), lab.RoleGW, args...)
+	if len(env) > 0 {
+		g.cmd.Env = append(os.Environ(), env...)
+	}
 	g.cmd.Stdout = g
 	g.cmd.Stderr = g
 	if err := g.cmd.Start(); err != nil {
@@ -221,6 +317,9 @@ func (g *Gateway) Log() string {
 	return g.log.String()
 }
 
+// Pid is the daemon's process id.
+func (g *Gateway) Pid() int { return g.cmd.Process.Pid }
+
 // Running reports whether the daemon process is still alive.
 func (g *Gateway) Running() bool {
 	select {
@@ -256,7 +355,8 @@ func (g *Gateway) Kill() error {
 
 func (g *Gateway) signal(sig syscall.Signal) error {
 	if g.Running() {
-		// ip netns exec execs the daemon in place, so the pid is cloudsteer's.
+		// ip netns exec (and setpriv) exec the daemon in place, so the
+		// pid is cloudsteer's.
 		_ = g.cmd.Process.Signal(sig)
 	}
 	select {
