@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb deb
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
