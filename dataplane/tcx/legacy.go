@@ -91,7 +91,11 @@ func openNS() (*nsLink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	// A socket made by this thread lives in this thread's namespace, and
+	// stays bound to it whichever thread uses it later. NewHandleAt would
+	// setns(2) into the namespace first, which needs CAP_SYS_ADMIN: the
+	// packaged service has only CAP_NET_ADMIN and CAP_BPF.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("open netlink socket: %w", err)
