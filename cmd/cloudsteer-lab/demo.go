@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, args []string) error {
 	binDir := fs.String("bin", "bin", "directory holding the cloudsteer and cloudsteer-lab binaries")
 	prefix := fs.String("prefix", "csdemo", "namespace prefix")
 	keep := fs.Bool("keep", false, "keep the lab and cloudsteer running at the end, to open the web console from the LAN namespace, until Ctrl-C")
+	fwName := fs.String("firewall", string(lab.FirewallRouter), fmt.Sprintf("the lab gateway's own ruleset, one of %v (router: masquerading office router, the default; none: plain routing)", lab.Firewalls))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func runDemo(ctx context.Context, args []string) error {
 
 	say("building the lab: namespaces %slan (client), %sgw (cloudsteer), %sinet (origins, cloud proxy, cloud DNS)", *prefix, *prefix, *prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	l, err := lab.Up(upCtx, lab.Options{Prefix: *prefix, Dir: dir, LabBinary: filepath.Join(bin, "cloudsteer-lab")})
+	l, err := lab.Up(upCtx, lab.Options{Prefix: *prefix, Dir: dir, LabBinary: filepath.Join(bin, "cloudsteer-lab"), Firewall: lab.Firewall(*fwName)})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("lab up: %w", err)
@@ -113,8 +114,14 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	tw.Flush()
 	fmt.Println()
-	fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT in the lab,")
-	fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	if l.NAT() {
+		fmt.Println("client 10.10.0.10 on the LAN; the gateway is a masquerading office router with a stateful")
+		fmt.Println("forward filter (its WAN address is 10.20.0.1): an origin that sees 10.20.0.1 was reached direct,")
+		fmt.Println("by the router's NAT, untouched by cloudsteer; one that sees the cloud proxy was steered.")
+	} else {
+		fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT: --firewall none,")
+		fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	}
 	fmt.Println()
 	if err := d.printConsole(ctx, *prefix); err != nil {
 		return fmt.Errorf("web console: %w", err)
