@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -81,6 +82,8 @@ type Table struct {
 
 	mu         sync.Mutex
 	untracking bool           // the untrack chains are installed
+	pickup     bool           // the pickup chain is installed (untrack.go)
+	aloneSince time.Time      // since when no other ruleset was seen; zero while one is
 	conn       *nftables.Conn // lasting; nil after Close
 	owner      uint32         // netlink port id the kernel records as owner
 	closed     bool

@@ -198,6 +198,7 @@ func TestRulesPresentThenGone(t *testing.T) {
 		"prerouting": {Type: "nat", Hook: "prerouting", Prio: -100, Policy: "accept"},
 		"forward":    {Type: "filter", Hook: "forward", Prio: 0, Policy: "accept"},
 		"input":      {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+		"reach":      {Type: "filter", Hook: "input", Prio: 2147483646, Policy: "accept"},
 	}
 	if diff := cmp.Diff(wantChains, l.chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
@@ -227,6 +228,11 @@ func TestRulesPresentThenGone(t *testing.T) {
 			"udp dport == 53 meta mark == 0x0c570004 counter accept",
 			"tcp dport == {15080,15443,53} counter drop",
 			"udp dport == 53 counter drop",
+		},
+		"reach": {
+			"tcp dport == {15080,15443} tcp flags & [syn ack] == syn ct status in dnat counter",
+			"udp dport == 53 meta mark == 0x0c570004 counter",
+			"tcp dport == 53 meta mark == 0x0c570004 counter",
 		},
 	}
 	for chain, want := range wantRules {
