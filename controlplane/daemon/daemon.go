@@ -56,6 +56,7 @@ type Daemon struct {
 	resolver *resolver.Resolver
 	bypass   *bypass.Set
 	fw       *firewall.Table
+	fwBlock  blockWatch // another firewall dropping the redirects (fwblock.go)
 	steer    *steer.Steer
 	kdns     kernelDNS                          // the eBPF DNS answerer, once attached
 	pauser   interface{ SetPaused(bool) error } // the steer's pause switch
@@ -328,6 +329,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.goRun(func() { d.bypass.Run(ctx, time.Second) })
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
+	d.goRun(func() { d.watchBlocks(ctx) })
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
 	d.goRun(func() { d.sampleFlows(ctx) })

@@ -80,12 +80,15 @@ type Reason struct {
 
 // Reason codes.
 const (
-	ReasonNoCode             = "no_entitlement_code"
-	ReasonProxyUnreachable   = "cloud_proxy_unreachable"
-	ReasonProxyRefusesCode   = "cloud_proxy_refuses_code"
-	ReasonDNSFailing         = "cloud_dns_failing"
-	ReasonNotAttached        = "program_not_attached"
-	ReasonNoFirewallTable    = "nftables_table_missing"
+	ReasonNoCode           = "no_entitlement_code"
+	ReasonProxyUnreachable = "cloud_proxy_unreachable"
+	ReasonProxyRefusesCode = "cloud_proxy_refuses_code"
+	ReasonDNSFailing       = "cloud_dns_failing"
+	ReasonNotAttached      = "program_not_attached"
+	ReasonNoFirewallTable  = "nftables_table_missing"
+	// ReasonFirewallBlocks: another firewall drops the flows cloudsteer
+	// redirects to its listeners; steering is held off (fail-open).
+	ReasonFirewallBlocks     = "firewall_blocks_redirect"
 	ReasonPaused             = "paused"
 	ReasonHealthNotYetProbed = "health_not_probed"
 )

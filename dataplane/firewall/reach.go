@@ -147,3 +147,18 @@ func ruleCount(r *nftables.Rule) uint64 {
 	}
 	return 0
 }
+
+// Generation returns the namespace's nftables ruleset generation, which
+// every committed change of any table (this one too) increases.
+func (t *Table) Generation() (uint32, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return 0, nil
+	}
+	g, err := t.conn.GetGen()
+	if err != nil {
+		return 0, fmt.Errorf("read nft generation: %w", err)
+	}
+	return g.ID, nil
+}
