@@ -136,4 +136,27 @@ func TestUntrackedFlowsOutliveNAT(t *testing.T) {
 			t.Fatalf("server %s saw no new flow", srv)
 		}
 	}
+
+	// The other way: a flow the router masqueraded outlives the router's
+	// table (cloudsteer's own nat chain keeps the NAT hooks), and
+	// untracking waits until it is over, as notrack would take it past
+	// its NAT binding.
+	c, err := dialTCP(t, l.client, netip.MustParseAddrPort("10.20.0.2:9000"), hangGuard)
+	if err != nil {
+		t.Fatalf("dial under NAT: %v", err)
+	}
+	stop2 := make(chan struct{})
+	done := echoLoop(c, stop2)
+	time.Sleep(300 * time.Millisecond)
+	privtest.Run(t, l.gw, "nft", "delete", "table", "inet", "office")
+	time.Sleep(untrackSettle + 2*untrackPoll)
+	if tab.Untracking() {
+		t.Error("untracking back while a masqueraded flow is live")
+	}
+	close(stop2)
+	if res := <-done; res[0] != nil {
+		t.Errorf("masqueraded flow broke when the router's table went away: %v", res[0])
+	}
+	c.Close()
+	waitUntracking(t, tab, true)
 }

@@ -51,7 +51,12 @@ import (
 // policy (the dataplane's fast path, which follows this state, would
 // route around it) the chains are deleted at once; when it has been gone
 // for untrackSettle they come back (a firewall restarted as stop, then
-// start, leaves no flow untracked in between).
+// start, leaves no flow untracked in between), but not while conntrack
+// still holds a live TCP flow whose source was translated (masqueraded
+// by the ruleset that went away): notrack would take its packets past
+// the NAT binding that keeps it going. cloudsteer's own nat chain keeps
+// the kernel's NAT hooks registered, so such a flow outlives the ruleset
+// that made it; untracking waits for it to end.
 //
 // Flows that started untracked and outlive the switch are picked up by
 // conntrack mid-stream (nf_conntrack_tcp_loose, on by default) at their
@@ -285,6 +290,20 @@ func (t *Table) syncUntrack() (changed bool, err error) {
 	if want && now.Sub(t.aloneSince) < untrackSettle {
 		return false, nil
 	}
+	if want {
+		n, err := t.translatedFlows()
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			if !t.waitLogged {
+				t.log.Info("no other netfilter ruleset, but translated flows are still live: untracking waits for them to end", "flows", n)
+				t.waitLogged = true
+			}
+			return false, nil
+		}
+		t.waitLogged = false
+	}
 	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
 	if want {
 		if err := addUntrack(t.conn, tab, t.cfg); err != nil {
@@ -315,6 +334,39 @@ func (t *Table) syncUntrack() (changed bool, err error) {
 	}
 	return true, nil
 }
+
+// translatedFlows counts the live TCP flows in conntrack whose source
+// was translated (SNAT, masquerade); 0 without a conntrack handle.
+func (t *Table) translatedFlows() (int, error) {
+	if t.ct == nil {
+		return 0, nil
+	}
+	n := 0
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		flows, err := t.ct.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			return 0, fmt.Errorf("list conntrack flows: %w", err)
+		}
+		for _, f := range flows {
+			if f.Forward.Protocol != unix.IPPROTO_TCP {
+				continue
+			}
+			if p, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP); ok && (p.State == 0 || p.State >= tcpConntrackTimeWait && p.State != tcpConntrackSynSent2) {
+				continue // over (TIME_WAIT, CLOSE) or unknown
+			}
+			if !f.Reverse.DstIP.Equal(f.Forward.SrcIP) || f.Reverse.DstPort != f.Forward.SrcPort {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// TCP conntrack states (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
+const (
+	tcpConntrackTimeWait = 7
+	tcpConntrackSynSent2 = 9
+)
 
 // pickupChain returns the pickup chain (for adding or deleting).
 func pickupChain(tab *nftables.Table) *nftables.Chain {
