@@ -320,3 +320,17 @@ func (e *env) kernelState() kernelState {
 	ks.routes = r4 + r6
 	return ks
 }
+
+// labTables is what `nft list tables` shows in the gateway namespace
+// before cloudsteer runs: the lab firewall's own tables.
+func (e *env) labTables() string {
+	switch e.lab.Firewall() {
+	case lab.FirewallRouter:
+		return "table inet " + lab.RouterTable
+	case lab.FirewallFW4:
+		return "table inet " + lab.FW4Table
+	case lab.FirewallDebian:
+		return "table inet " + lab.RouterTable + "\ntable inet " + lab.DebianTable
+	}
+	return ""
+}

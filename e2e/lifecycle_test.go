@@ -19,7 +19,7 @@ func TestStopAndCrashLeaveNothing(t *testing.T) {
 	e := newEnv(t, false)
 	www := site(t, "www.example.com")
 	before := e.kernelState()
-	if before.tcx != 0 || strings.TrimSpace(before.tables) != "" {
+	if before.tcx != 0 || strings.TrimSpace(before.tables) != e.labTables() {
 		t.Fatalf("lab gateway not clean before start: %+v", before)
 	}
 
@@ -50,7 +50,7 @@ func TestStopAndCrashLeaveNothing(t *testing.T) {
 		}
 		ok := eventually(2*time.Second, func() bool {
 			for _, r := range e.originLog(start) {
-				if r.Path == path && hostOf(r.Remote) == clientV4 {
+				if r.Path == path && hostOf(r.Remote) == e.seenAs(clientV4) {
 					return true
 				}
 			}
@@ -148,7 +148,7 @@ func TestBadConfig(t *testing.T) {
 			if len(lines) != 1 || !strings.Contains(lines[0], tc.key) {
 				t.Fatalf("output %q: want one line naming %s", out, tc.key)
 			}
-			if ks := e.kernelState(); ks.tcx != 0 || strings.TrimSpace(ks.tables) != "" {
+			if ks := e.kernelState(); ks.tcx != 0 || strings.TrimSpace(ks.tables) != e.labTables() {
 				t.Fatalf("kernel state after a bad config: %+v", ks)
 			}
 		})
