@@ -448,17 +448,16 @@ func (c *controller) Status(ctx context.Context) model.Status {
 	now := d.now()
 	pause := c.PauseState(ctx)
 	present, _ := d.fw.Present()
-	_, blocked := d.fwBlock.state()
 	in := health.Inputs{
-		FirewallBlock: blocked,
-		HasCode:       d.hasCredentials(),
-		Paused:        pause,
-		Now:           now,
-		Interfaces:    d.cfg.LANInterfaces,
-		Attached:      d.steer.Attached(),
-		TablePresent:  present,
-		Probe:         d.prober.Last(),
+		HasCode:      d.hasCredentials(),
+		Paused:       pause,
+		Now:          now,
+		Interfaces:   d.cfg.LANInterfaces,
+		Attached:     d.steer.Attached(),
+		TablePresent: present,
+		Probe:        d.prober.Last(),
 	}
+	_, in.FirewallBlock = d.fwBlock.state()
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
 		State:      health.State(in),

@@ -17,7 +17,7 @@ type fakeReach struct {
 	gen      uint32
 }
 
-func (f *fakeReach) Reach() (firewall.Reach, error)              { return f.r, nil }
+func (f *fakeReach) Reach() (firewall.Reach, error)             { return f.r, nil }
 func (f *fakeReach) InputBlockers() ([]firewall.Blocker, error) { return f.blockers, nil }
 func (f *fakeReach) Generation() (uint32, error)                { return f.gen, nil }
 
@@ -52,7 +52,12 @@ func TestBlockWatch(t *testing.T) {
 	}
 	// Working: every redirected flow arrives.
 	for range 30 {
-		if tick(func(r *firewall.Reach) { r.WebRedirected += 5; r.WebArrived += 5; r.DNSRedirected += 2; r.DNSArrived += 3 }) || held() {
+		if tick(func(r *firewall.Reach) {
+			r.WebRedirected += 5
+			r.WebArrived += 5
+			r.DNSRedirected += 2
+			r.DNSArrived += 3
+		}) || held() {
 			t.Fatal("alarm on a working LAN")
 		}
 	}

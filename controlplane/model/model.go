@@ -80,18 +80,20 @@ type Reason struct {
 
 // Reason codes.
 const (
-	ReasonNoCode           = "no_entitlement_code"
-	ReasonProxyUnreachable = "cloud_proxy_unreachable"
-	ReasonProxyRefusesCode = "cloud_proxy_refuses_code"
-	ReasonDNSFailing       = "cloud_dns_failing"
-	ReasonNotAttached      = "program_not_attached"
-	ReasonNoFirewallTable  = "nftables_table_missing"
-	// ReasonFirewallBlocks: another firewall drops the flows cloudsteer
-	// redirects to its listeners; steering is held off (fail-open).
-	ReasonFirewallBlocks     = "firewall_blocks_redirect"
+	ReasonNoCode             = "no_entitlement_code"
+	ReasonProxyUnreachable   = "cloud_proxy_unreachable"
+	ReasonProxyRefusesCode   = "cloud_proxy_refuses_code"
+	ReasonDNSFailing         = "cloud_dns_failing"
+	ReasonNotAttached        = "program_not_attached"
+	ReasonNoFirewallTable    = "nftables_table_missing"
 	ReasonPaused             = "paused"
 	ReasonHealthNotYetProbed = "health_not_probed"
 )
+
+// ReasonFirewallBlocks: another firewall drops the flows cloudsteer
+// redirects to its listeners; steering is held off (fail-open) until it
+// lets them in.
+const ReasonFirewallBlocks = "firewall_blocks_redirect"
 
 // Status is the gateway's "info" view.
 type Status struct {
