@@ -85,6 +85,12 @@ func runDemo(ctx context.Context, args []string) error {
 	}()
 
 	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab"), bin: filepath.Join(bin, "cloudsteer")}
+	// Beside the router's own ruleset every flow is tracked and the eBPF
+	// fast path is off: a bypassed flow is routed (and NATed) by the stack.
+	bypassed := "kernel fast path"
+	if l.NAT() {
+		bypassed = "not steered: routed by the stack"
+	}
 	var steps []demoStep
 	for _, step := range []func(context.Context) demoStep{
 		d.dnsQuery,
@@ -93,8 +99,8 @@ func runDemo(ctx context.Context, args []string) error {
 		d.web("http://news.example.com", "http://news.example.com/", "news.example.com", "absolute-form to cloud", false),
 		d.web("https://scores.sports.example", "https://scores.sports.example/", "scores.sports.example", "client closed, block event logged", false),
 		d.web("http://scores.sports.example", "http://scores.sports.example/", "scores.sports.example", "block page passed on", false),
-		d.web("https://gw1.akaetp.net (desktop agent)", "https://gw1.akaetp.net/", "gw1.akaetp.net", "*.akaetp.net: kernel fast path", true),
-		d.web("https://bank.example (admin bypass)", "https://bank.example/", "bank.example", "bypass domain: kernel fast path", true),
+		d.web("https://gw1.akaetp.net (desktop agent)", "https://gw1.akaetp.net/", "gw1.akaetp.net", "*.akaetp.net: "+bypassed, true),
+		d.web("https://bank.example (admin bypass)", "https://bank.example/", "bank.example", "bypass domain: "+bypassed, true),
 		d.quicAttempt,
 	} {
 		if ctx.Err() != nil {
