@@ -18,9 +18,10 @@ import (
 // accepts only lo and established flows). cloudsteer cannot accept it
 // past that drop and does not edit other tables, so it watches the reach
 // counters (firewall.Reach) and fails open: when, within blockWindow, at
-// least blockMinRedirects flows of a kind (HTTP/TLS, or DNS) were
-// redirected — less those its own per-client limits refused — and not one
-// packet of that kind got past the input hook, steering is paused as a
+// least blockMinRedirects redirected packets of a kind (HTTP/TLS SYNs, or
+// DNS) and family entered the input hook — less those its own per-client
+// limits refused — and not one of that kind and family got through it,
+// steering is paused as a
 // pause does (the LAN goes direct), the status says
 // firewall_blocks_redirect with the rule to add, and a warning is logged.
 // It then retries: at once when the nft ruleset changes (the admin added
@@ -29,9 +30,11 @@ import (
 // another blocked window brings it back.
 //
 // No false alarm: an idle LAN redirects nothing, and a working one has
-// arrivals in the same window as its redirects (a packet passes the input
-// hook microseconds after the nat chain redirected it), so only a drop
-// between the two can give redirects without a single arrival.
+// arrivals in the same window as its redirects (a packet leaves the input
+// hook microseconds after it entered), so only a drop between the first
+// and the last input chain — another firewall's, or cloudsteer's own
+// limits, which are counted and taken off — gives entries without a
+// single arrival.
 const (
 	blockPoll         = time.Second
 	blockWindow       = 10 * time.Second
@@ -84,32 +87,56 @@ func (b *blockWatch) delta(now firewall.Reach) firewall.Reach {
 		return firewall.Reach{}
 	}
 	o := b.samples[0].r
+	fam := func(n, o firewall.ReachCounts) firewall.ReachCounts {
+		return firewall.ReachCounts{
+			WebEntered: n.WebEntered - o.WebEntered, WebArrived: n.WebArrived - o.WebArrived,
+			DNSEntered: n.DNSEntered - o.DNSEntered, DNSArrived: n.DNSArrived - o.DNSArrived,
+		}
+	}
 	return firewall.Reach{
-		WebRedirected: now.WebRedirected - o.WebRedirected, WebArrived: now.WebArrived - o.WebArrived,
-		WebRefused:    now.WebRefused - o.WebRefused,
-		DNSRedirected: now.DNSRedirected - o.DNSRedirected, DNSArrived: now.DNSArrived - o.DNSArrived,
-		DNSRefused: now.DNSRefused - o.DNSRefused,
+		V4: fam(now.V4, o.V4), V6: fam(now.V6, o.V6),
+		WebRefused: now.WebRefused - o.WebRefused, DNSRefused: now.DNSRefused - o.DNSRefused,
 	}
 }
 
-// blockedKinds names the kinds whose redirects found no way in.
+// families pairs each family's counters with its name.
+func families(d firewall.Reach) []struct {
+	name string
+	c    firewall.ReachCounts
+} {
+	return []struct {
+		name string
+		c    firewall.ReachCounts
+	}{{"IPv4", d.V4}, {"IPv6", d.V6}}
+}
+
+// blockedKinds names the kinds, per family, whose redirects entered the
+// input hook and found no way through it. cloudsteer's own refusals are
+// not told apart by family, so they are taken off each family's count.
 func blockedKinds(d firewall.Reach) []string {
 	var kinds []string
-	if d.WebRedirected >= d.WebRefused+blockMinRedirects && d.WebArrived == 0 {
-		kinds = append(kinds, fmt.Sprintf("%d HTTP/TLS connection attempts", d.WebRedirected-d.WebRefused))
-	}
-	if d.DNSRedirected >= d.DNSRefused+blockMinRedirects && d.DNSArrived == 0 {
-		kinds = append(kinds, fmt.Sprintf("%d DNS flows", d.DNSRedirected-d.DNSRefused))
+	for _, f := range families(d) {
+		if f.c.WebEntered >= d.WebRefused+blockMinRedirects && f.c.WebArrived == 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s HTTP/TLS connection attempts", f.c.WebEntered-d.WebRefused, f.name))
+		}
+		if f.c.DNSEntered >= d.DNSRefused+blockMinRedirects && f.c.DNSArrived == 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s DNS packets", f.c.DNSEntered-d.DNSRefused, f.name))
+		}
 	}
 	return kinds
 }
 
-// through reports whether redirected packets got in (every kind that was
-// redirected arrived at least once, and something was).
+// through reports whether redirected packets got in: every kind of every
+// family that was redirected arrived at least once, and something did.
 func through(d firewall.Reach) bool {
-	web := d.WebRedirected == 0 || d.WebArrived > 0
-	dns := d.DNSRedirected == 0 || d.DNSArrived > 0
-	return web && dns && d.WebArrived+d.DNSArrived > 0
+	var any bool
+	for _, f := range families(d) {
+		if f.c.WebEntered > 0 && f.c.WebArrived == 0 || f.c.DNSEntered > 0 && f.c.DNSArrived == 0 {
+			return false
+		}
+		any = any || f.c.WebArrived+f.c.DNSArrived > 0
+	}
+	return any
 }
 
 // step takes one poll of src at now and reports whether the hold-off

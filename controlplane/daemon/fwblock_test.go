@@ -53,27 +53,29 @@ func TestBlockWatch(t *testing.T) {
 	// Working: every redirected flow arrives.
 	for range 30 {
 		if tick(func(r *firewall.Reach) {
-			r.WebRedirected += 5
-			r.WebArrived += 5
-			r.DNSRedirected += 2
-			r.DNSArrived += 3
+			r.V4.WebEntered += 5
+			r.V4.WebArrived += 5
+			r.V6.WebEntered += 2
+			r.V6.WebArrived += 2
+			r.V4.DNSEntered += 2
+			r.V4.DNSArrived += 3
 		}) || held() {
 			t.Fatal("alarm on a working LAN")
 		}
 	}
 	// Own limits refuse a flood's SYNs: redirected, refused, not arrived.
 	for range 15 {
-		if tick(func(r *firewall.Reach) { r.WebRedirected += 10; r.WebRefused += 10 }) || held() {
+		if tick(func(r *firewall.Reach) { r.V4.WebEntered += 10; r.WebRefused += 10 }) || held() {
 			t.Fatal("alarm for flows cloudsteer's own limits refused")
 		}
 	}
 	// Blocked: SYNs are redirected and none arrives.
-	tick(func(r *firewall.Reach) { r.WebRedirected++ })
-	tick(func(r *firewall.Reach) { r.WebRedirected++ })
+	tick(func(r *firewall.Reach) { r.V4.WebEntered++ })
+	tick(func(r *firewall.Reach) { r.V4.WebEntered++ })
 	if held() {
 		t.Fatal("held off after two redirects")
 	}
-	if !tick(func(r *firewall.Reach) { r.WebRedirected++ }) || !held() {
+	if !tick(func(r *firewall.Reach) { r.V4.WebEntered++ }) || !held() {
 		t.Fatal("not held off after three redirects without an arrival")
 	}
 	_, msg := b.state()
@@ -97,7 +99,7 @@ func TestBlockWatch(t *testing.T) {
 		t.Error("reason gone during the trial")
 	}
 	// Still blocked: held off again.
-	tick(func(r *firewall.Reach) { r.WebRedirected += 3 })
+	tick(func(r *firewall.Reach) { r.V4.WebEntered += 3 })
 	if !held() {
 		t.Fatal("not held off again when the trial saw only drops")
 	}
@@ -113,13 +115,26 @@ func TestBlockWatch(t *testing.T) {
 		t.Errorf("retried after %d polls, before blockRecheck", ticks)
 	}
 	// The admin's rule is in: redirected packets arrive; the block ends.
-	tick(func(r *firewall.Reach) { r.WebRedirected++; r.WebArrived++; r.DNSRedirected++; r.DNSArrived++ })
+	tick(func(r *firewall.Reach) { r.V4.WebEntered++; r.V4.WebArrived++; r.V4.DNSEntered++; r.V4.DNSArrived++ })
 	if h, msg := b.state(); h || msg != "" {
 		t.Fatalf("after arrivals: held %v, message %q", h, msg)
 	}
-	// DNS alone blocked is a block too.
+	// One family blocked (an ip6 table's drop) while the other works is
+	// a block too, and so is DNS alone.
 	for range 3 {
-		tick(func(r *firewall.Reach) { r.DNSRedirected++; r.WebRedirected++; r.WebArrived++ })
+		tick(func(r *firewall.Reach) { r.V6.WebEntered++; r.V4.WebEntered++; r.V4.WebArrived++ })
+	}
+	if _, msg := b.state(); !held() || !strings.Contains(msg, "IPv6 HTTP/TLS") {
+		t.Fatalf("IPv6 redirects without arrivals beside working IPv4: held %v, %q", held(), msg)
+	}
+	src.gen++
+	tick(nil) // trial
+	tick(func(r *firewall.Reach) { r.V6.WebEntered++; r.V6.WebArrived++ })
+	if h, _ := b.state(); h {
+		t.Fatal("still held after IPv6 arrivals")
+	}
+	for range 3 {
+		tick(func(r *firewall.Reach) { r.V4.DNSEntered++; r.V4.WebEntered++; r.V4.WebArrived++ })
 	}
 	if !held() {
 		t.Fatal("DNS redirects without arrivals not detected")

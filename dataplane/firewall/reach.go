@@ -14,68 +14,85 @@ import (
 // Another firewall in the namespace can drop what cloudsteer redirects:
 // after the nat chain's redirect a flow is input traffic to a local port,
 // and an input chain with policy drop that accepts nothing of the kind (a
-// Debian-style nftables.conf) drops it. An accept in cloudsteer's table
-// cannot override that (a drop in any base chain is final) and cloudsteer
-// does not edit other tables, so it watches instead. A last chain on the
-// input hook counts the redirected packets that got through every other
-// input chain:
+// Debian-style nftables.conf, or an ip6 table that does it for IPv6 only)
+// drops it. An accept in cloudsteer's table cannot override that (a drop
+// in any base chain is final) and cloudsteer does not edit other tables,
+// so it watches instead: the first and the last chain on the input hook
+// count the redirected packets, per family, that enter the hook and that
+// got through every other input chain (F is ipv4 and ipv6):
 //
-//	chain reach { type filter hook input priority 2147483646; policy accept;
-//	 meta l4proto tcp th dport { P_HTTP, P_TLS } tcp flags & (syn|ack) == syn ct status dnat counter
-//	 meta l4proto udp th dport P_DNS meta mark M_DNS counter
-//	 meta l4proto tcp th dport P_DNS meta mark M_DNS counter }
+//	chain reach_first { type filter hook input priority -2147483647; policy accept;
+//	 meta nfproto F tcp dport { P_HTTP, P_TLS } tcp flags & (syn|ack) == syn ct status dnat counter
+//	 meta nfproto F udp dport P_DNS meta mark M_DNS counter
+//	 meta nfproto F tcp dport P_DNS meta mark M_DNS counter  (for each F) }
+//	chain reach { type filter hook input priority 2147483646; ... the same rules }
 //
-// Its priority is just below conntrack's confirm (INT_MAX) and above any
-// filter chain a firewall uses. Reach pairs these counters with the
-// prerouting redirect counters (one per redirected flow: the nat chain sees
-// a flow's first packet, and a dropped SYN leaves no confirmed conntrack
-// entry, so each retransmission counts again) and with cloudsteer's own
-// refusals (the per-client limits drop or reset some redirected flows
-// before they get here). The daemon decides from deltas over a window.
+// Their priorities are just above the hook's first and just below
+// conntrack's confirm (INT_MAX), outside any chain a firewall uses. A
+// dropped SYN leaves no confirmed conntrack entry, so each retransmission
+// is redirected and counted again. Reach also reads cloudsteer's own
+// refusals (the per-client limits drop or reset some redirected flows in
+// between, on purpose). The daemon decides from deltas over a window.
 
 const (
-	reachChainName = "reach"
-	reachPriority  = math.MaxInt32 - 1
+	reachFirstName     = "reach_first"
+	reachChainName     = "reach"
+	reachFirstPriority = math.MinInt32 + 1
+	reachPriority      = math.MaxInt32 - 1
 )
 
-// addReach queues the reach chain into conn's batch.
+// reachRulesPerFamily is the number of counting rules per family in each
+// reach chain (web, DNS over UDP, DNS over TCP).
+const reachRulesPerFamily = 3
+
+// addReach queues the two reach chains into conn's batch.
 func addReach(conn *nftables.Conn, tab *nftables.Table, cfg Config) error {
 	accept := nftables.ChainPolicyAccept
-	ch := conn.AddChain(&nftables.Chain{
-		Name: reachChainName, Table: tab, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(reachPriority), Policy: &accept,
-	})
-	web, err := addPortSet(conn, tab, []uint16{cfg.HTTPPort, cfg.TLSPort})
-	if err != nil {
-		return err
-	}
-	rule := func(parts ...[]expr.Any) {
-		var exprs []expr.Any
-		for _, p := range parts {
-			exprs = append(exprs, p...)
+	for _, c := range []struct {
+		name string
+		prio int32
+	}{{reachFirstName, reachFirstPriority}, {reachChainName, reachPriority}} {
+		ch := conn.AddChain(&nftables.Chain{
+			Name: c.name, Table: tab, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(c.prio)), Policy: &accept,
+		})
+		rule := func(parts ...[]expr.Any) {
+			var exprs []expr.Any
+			for _, p := range parts {
+				exprs = append(exprs, p...)
+			}
+			conn.AddRule(&nftables.Rule{Table: tab, Chain: ch, Exprs: append(exprs, &expr.Counter{})})
 		}
-		conn.AddRule(&nftables.Rule{Table: tab, Chain: ch, Exprs: append(exprs, &expr.Counter{})})
+		for _, fam := range []byte{unix.NFPROTO_IPV4, unix.NFPROTO_IPV6} {
+			web, err := addPortSet(conn, tab, []uint16{cfg.HTTPPort, cfg.TLSPort})
+			if err != nil {
+				return err
+			}
+			rule(nfprotoIs(fam), l4protoIs(unix.IPPROTO_TCP), dportIn(web), tcpSYNOnly(), ctStatusHasDNAT())
+			rule(nfprotoIs(fam), l4protoIs(unix.IPPROTO_UDP), dportIs(cfg.DNSPort), markIs(cfg.Marks.DNS))
+			rule(nfprotoIs(fam), l4protoIs(unix.IPPROTO_TCP), dportIs(cfg.DNSPort), markIs(cfg.Marks.DNS))
+		}
 	}
-	rule(l4protoIs(unix.IPPROTO_TCP), dportIn(web), tcpSYNOnly(), ctStatusHasDNAT())
-	rule(l4protoIs(unix.IPPROTO_UDP), dportIs(cfg.DNSPort), markIs(cfg.Marks.DNS))
-	rule(l4protoIs(unix.IPPROTO_TCP), dportIs(cfg.DNSPort), markIs(cfg.Marks.DNS))
 	return nil
 }
 
+// ReachCounts are one family's counters, totals since the table was made.
+type ReachCounts struct {
+	// WebEntered counts redirected HTTP and TLS SYNs (retransmissions of
+	// a dropped one included) entering the input hook; WebArrived those
+	// that passed every input chain.
+	WebEntered, WebArrived uint64
+	// DNSEntered and DNSArrived are the same for redirected DNS packets.
+	DNSEntered, DNSArrived uint64
+}
+
 // Reach is a snapshot of the counters that tell whether redirected flows
-// reach the listeners; all are totals since the table was made.
+// reach the listeners.
 type Reach struct {
-	// WebRedirected counts HTTP and TLS flows the nat chain redirected
-	// (their SYNs, retransmissions of a dropped one included);
-	// WebArrived the redirected SYNs that passed every input chain.
-	WebRedirected, WebArrived uint64
-	// WebRefused counts redirected SYNs cloudsteer's own per-client
-	// limits refused.
-	WebRefused uint64
-	// DNSRedirected counts redirected DNS flows (UDP and TCP);
-	// DNSArrived the DNS packets that passed every input chain; DNSRefused
-	// those cloudsteer's own limits refused.
-	DNSRedirected, DNSArrived, DNSRefused uint64
+	V4, V6 ReachCounts
+	// WebRefused and DNSRefused count redirected SYNs and DNS packets
+	// cloudsteer's own per-client limits refused (both families).
+	WebRefused, DNSRefused uint64
 }
 
 // Reach reads the counters. After Close it returns zeros.
@@ -93,49 +110,34 @@ func (t *Table) Reach() (Reach, error) {
 		return Reach{}, nil
 	}
 	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
-	pre, err := t.conn.GetRules(tab, &nftables.Chain{Name: "prerouting", Table: tab})
-	if err != nil {
-		return r, fmt.Errorf("read redirect counters: %w", err)
-	}
-	for _, rule := range pre {
-		port, n, ok := redirectCounter(rule)
-		switch {
-		case !ok:
-		case port == t.cfg.DNSPort:
-			r.DNSRedirected += n
-		default:
-			r.WebRedirected += n
+	read := func(chain string) ([]uint64, error) {
+		rules, err := t.conn.GetRules(tab, &nftables.Chain{Name: chain, Table: tab})
+		if err != nil {
+			return nil, fmt.Errorf("read %s counters: %w", chain, err)
 		}
+		if len(rules) != 2*reachRulesPerFamily {
+			return nil, fmt.Errorf("chain %s has %d rules, want %d", chain, len(rules), 2*reachRulesPerFamily)
+		}
+		n := make([]uint64, len(rules))
+		for i, rule := range rules {
+			n[i] = ruleCount(rule)
+		}
+		return n, nil
 	}
-	seen, err := t.conn.GetRules(tab, &nftables.Chain{Name: reachChainName, Table: tab})
+	in, err := read(reachFirstName)
 	if err != nil {
-		return r, fmt.Errorf("read reach counters: %w", err)
+		return r, err
 	}
-	if len(seen) != 3 {
-		return r, fmt.Errorf("reach chain has %d rules, want 3", len(seen))
+	out, err := read(reachChainName)
+	if err != nil {
+		return r, err
 	}
-	r.WebArrived = ruleCount(seen[0])
-	r.DNSArrived = ruleCount(seen[1]) + ruleCount(seen[2])
+	for i, c := range []*ReachCounts{&r.V4, &r.V6} {
+		o := i * reachRulesPerFamily
+		c.WebEntered, c.WebArrived = in[o], out[o]
+		c.DNSEntered, c.DNSArrived = in[o+1]+in[o+2], out[o+1]+out[o+2]
+	}
 	return r, nil
-}
-
-// redirectCounter returns the redirect port and packet count of a
-// prerouting rule that redirects; ok is false for the others.
-func redirectCounter(r *nftables.Rule) (port uint16, packets uint64, ok bool) {
-	var redir bool
-	for _, e := range r.Exprs {
-		switch e := e.(type) {
-		case *expr.Immediate:
-			if len(e.Data) == 2 {
-				port = uint16(e.Data[0])<<8 | uint16(e.Data[1])
-			}
-		case *expr.Redir:
-			redir = true
-		case *expr.Counter:
-			packets = e.Packets
-		}
-	}
-	return port, packets, redir && port != 0
 }
 
 // ruleCount is the packet count of a rule's counter.

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,8 +58,8 @@ func TestReachCountsBlockedRedirects(t *testing.T) {
 	}
 	c.Close()
 	r1 := reach(t, tab)
-	if r1.WebRedirected-r0.WebRedirected != 1 || r1.WebArrived-r0.WebArrived != 1 {
-		t.Errorf("one steered flow: redirected %d, arrived %d; want 1, 1", r1.WebRedirected-r0.WebRedirected, r1.WebArrived-r0.WebArrived)
+	if r1.V4.WebEntered-r0.V4.WebEntered != 1 || r1.V4.WebArrived-r0.V4.WebArrived != 1 {
+		t.Errorf("one steered flow: redirected %d, arrived %d; want 1, 1", r1.V4.WebEntered-r0.V4.WebEntered, r1.V4.WebArrived-r0.V4.WebArrived)
 	}
 	if b, err := tab.InputBlockers(); err != nil || len(b) != 0 {
 		t.Errorf("InputBlockers alone = %v, %v", b, err)
@@ -69,9 +70,9 @@ func TestReachCountsBlockedRedirects(t *testing.T) {
 		t.Fatal("dial through the Debian-style input chain connected")
 	}
 	r2 := reach(t, tab)
-	if r2.WebRedirected-r1.WebRedirected < 2 || r2.WebArrived != r1.WebArrived {
+	if r2.V4.WebEntered-r1.V4.WebEntered < 2 || r2.V4.WebArrived != r1.V4.WebArrived {
 		t.Errorf("blocked: redirected +%d (want >= 2: SYN and a retransmission), arrived +%d (want 0)",
-			r2.WebRedirected-r1.WebRedirected, r2.WebArrived-r1.WebArrived)
+			r2.V4.WebEntered-r1.V4.WebEntered, r2.V4.WebArrived-r1.V4.WebArrived)
 	}
 	b, err := tab.InputBlockers()
 	if err != nil || len(b) != 1 {
@@ -93,11 +94,32 @@ func TestReachCountsBlockedRedirects(t *testing.T) {
 		t.Fatalf("dial after the admin's rule: %v", err)
 	}
 	c.Close()
-	if r3 := reach(t, tab); r3.WebArrived-r2.WebArrived != 1 {
-		t.Errorf("after the rule: arrived +%d, want 1", r3.WebArrived-r2.WebArrived)
+	if r3 := reach(t, tab); r3.V4.WebArrived-r2.V4.WebArrived != 1 {
+		t.Errorf("after the rule: arrived +%d, want 1", r3.V4.WebArrived-r2.V4.WebArrived)
 	}
 	if b, _ := tab.InputBlockers(); len(b) != 1 || !b[0].AcceptsDNAT {
 		t.Errorf("InputBlockers after the rule = %+v, want it to accept dnat", b)
+	}
+
+	// An IPv6-only drop: IPv6 redirects enter and do not arrive, IPv4
+	// ones still do.
+	privtest.Run(t, l.gw, "nft", "delete", "table", "inet", "filter")
+	loadRuleset(t, l.gw, "table ip6 v6only {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tct state established,related accept\n\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n\t}\n}\n")
+	r4 := reach(t, tab)
+	if _, err := dialTCP(t, l.client, netip.MustParseAddrPort("[fd00:20::2]:443"), dropWait); err == nil {
+		t.Fatal("IPv6 dial through the ip6 drop connected")
+	}
+	if c, err = dialTCP(t, l.client, to, dropWait); err != nil {
+		t.Fatalf("IPv4 dial beside the ip6 drop: %v", err)
+	}
+	c.Close()
+	r5 := reach(t, tab)
+	if r5.V6.WebEntered-r4.V6.WebEntered < 2 || r5.V6.WebArrived != r4.V6.WebArrived || r5.V4.WebArrived-r4.V4.WebArrived != 1 {
+		t.Errorf("ip6 drop: v6 entered +%d arrived +%d, v4 arrived +%d; want >= 2, 0, 1",
+			r5.V6.WebEntered-r4.V6.WebEntered, r5.V6.WebArrived-r4.V6.WebArrived, r5.V4.WebArrived-r4.V4.WebArrived)
+	}
+	if b, _ := tab.InputBlockers(); len(b) != 1 || b[0].Fix() != "nft add rule ip6 v6only input ct status dnat accept" {
+		t.Errorf("InputBlockers beside the ip6 drop = %+v", b)
 	}
 
 	// A chain that ends in an explicit drop gets an insert, not an add.
@@ -107,7 +129,7 @@ func TestReachCountsBlockedRedirects(t *testing.T) {
 	for _, x := range b {
 		fixes = append(fixes, x.Fix())
 	}
-	if len(b) != 2 || fixes[1] != "nft insert rule ip other inbound ct status dnat accept" {
+	if len(b) != 2 || !slices.Contains(fixes, "nft insert rule ip other inbound ct status dnat accept") {
 		t.Errorf("fixes %q", fixes)
 	}
 }

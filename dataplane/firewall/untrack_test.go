@@ -131,6 +131,7 @@ func TestUntrackUnsteered(t *testing.T) {
 		"untrack_prerouting": {Type: "filter", Hook: "prerouting", Prio: -300, Policy: "accept"},
 		"untrack_output":     {Type: "filter", Hook: "output", Prio: -300, Policy: "accept"},
 		"reach":              {Type: "filter", Hook: "input", Prio: 2147483646, Policy: "accept"},
+		"reach_first":        {Type: "filter", Hook: "input", Prio: -2147483647, Policy: "accept"},
 	}
 	if diff := cmp.Diff(wantChains, lst.chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
