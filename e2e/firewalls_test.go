@@ -131,6 +131,24 @@ func TestFirewallBlocksRedirect(t *testing.T) {
 			t.Errorf("while blocked: flow went %s, want bypass (direct)", got)
 		}
 	}
+	// DNS goes direct too (a pause alone keeps it redirected, into the
+	// drop): a query to a real resolver is answered by that resolver,
+	// which sees the client itself (IPv6 is not masqueraded).
+	dnsStart := time.Now()
+	if ans, err := e.run(lab.RoleLAN, 10*time.Second, "dig", "+short", "+time=2", "+tries=2", "@"+lab.CloudDNSV6.String(), "news.example.com", "AAAA"); err != nil || strings.TrimSpace(ans) == "" {
+		t.Errorf("while blocked: dig @%s = %q, %v", lab.CloudDNSV6, ans, err)
+	}
+	direct := eventually(2*time.Second, func() bool {
+		for _, r := range e.dnsLog(dnsStart) {
+			if r.Server == "cloud" && r.Name == "news.example.com." && hostOf(r.Remote) == clientV6 {
+				return true
+			}
+		}
+		return false
+	})
+	if !direct {
+		t.Errorf("while blocked: the cloud resolver did not get the client's query direct: %+v", e.dnsLog(dnsStart))
+	}
 	if after, _ := e.run(lab.RoleGW, 5*time.Second, "nft", "list", "table", "inet", lab.DebianTable); after != before {
 		t.Errorf("the other table changed:\n%s\nwas\n%s", after, before)
 	}

@@ -21,8 +21,9 @@ import (
 // least blockMinRedirects redirected packets of a kind (HTTP/TLS SYNs, or
 // DNS) and family entered the input hook — less those its own per-client
 // limits refused — and not one of that kind and family got through it,
-// steering is paused as a
-// pause does (the LAN goes direct), the status says
+// steering is held off: the web classes with the pause switch, as a pause
+// does, and DNS by firewall.HoldDNS (a pause keeps DNS filtered, but here
+// the redirect would only feed the drop), so the LAN goes direct; the status says
 // firewall_blocks_redirect with the rule to add, and a warning is logged.
 // It then retries: at once when the nft ruleset changes (the admin added
 // the rule), else every blockRecheck, by steering again and watching;
@@ -243,6 +244,10 @@ func (d *Daemon) watchBlocks(ctx context.Context) {
 			d.ctrl.mu.Unlock()
 			if err != nil {
 				d.log.Warn("set pause switch", "err", err)
+			}
+			held, _ := d.fwBlock.state()
+			if err := d.fw.HoldDNS(held); err != nil {
+				d.log.Warn("hold the DNS redirect", "err", err)
 			}
 		}
 	}

@@ -86,6 +86,7 @@ type Table struct {
 	pickup     bool           // the pickup chain is installed (untrack.go)
 	aloneSince time.Time      // since when no other ruleset was seen; zero while one is
 	waitLogged bool           // "untracking waits for translated flows" was logged
+	holdRule   *nftables.Rule // the HoldDNS rule while it is in (reach.go)
 	conn       *nftables.Conn // lasting; nil after Close
 	owner      uint32         // netlink port id the kernel records as owner
 	closed     bool

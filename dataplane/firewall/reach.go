@@ -164,3 +164,50 @@ func (t *Table) Generation() (uint32, error) {
 	}
 	return g.ID, nil
 }
+
+// HoldDNS turns the DNS redirect off (hold) or back on. While another
+// firewall drops what the table redirects, the daemon holds the web
+// classes off with the classifier's pause switch, which leaves DNS marked
+// (a pause keeps DNS filtered); this rule, first in the prerouting chain,
+// lets marked DNS go where the client sent it instead of into the drop:
+//
+//	meta mark M_DNS counter return
+//
+// Idempotent; a no-op after Close.
+func (t *Table) HoldDNS(hold bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || hold == (t.holdRule != nil) {
+		return nil
+	}
+	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+	pre := &nftables.Chain{Name: "prerouting", Table: tab}
+	if hold {
+		exprs := append(markIs(t.cfg.Marks.DNS), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictReturn})
+		r := t.conn.InsertRule(&nftables.Rule{Table: tab, Chain: pre, Exprs: exprs, UserData: []byte(holdTag)})
+		if err := t.conn.Flush(); err != nil {
+			return fmt.Errorf("hold the DNS redirect: %w", err)
+		}
+		t.holdRule = r
+		return nil
+	}
+	rules, err := t.conn.GetRules(tab, pre)
+	if err != nil {
+		return fmt.Errorf("list prerouting rules: %w", err)
+	}
+	for _, r := range rules {
+		if string(r.UserData) == holdTag {
+			if err := t.conn.DelRule(r); err != nil {
+				return fmt.Errorf("release the DNS redirect: %w", err)
+			}
+		}
+	}
+	if err := t.conn.Flush(); err != nil {
+		return fmt.Errorf("release the DNS redirect: %w", err)
+	}
+	t.holdRule = nil
+	return nil
+}
+
+// holdTag marks the HoldDNS rule (its user data) so it can be found again.
+const holdTag = "cloudsteer:hold-dns"

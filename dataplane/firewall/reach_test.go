@@ -132,4 +132,24 @@ func TestReachCountsBlockedRedirects(t *testing.T) {
 	if len(b) != 2 || !slices.Contains(fixes, "nft insert rule ip other inbound ct status dnat accept") {
 		t.Errorf("fixes %q", fixes)
 	}
+
+	// HoldDNS puts one return for marked DNS first in prerouting, and
+	// takes it out again.
+	for range 2 {
+		if err := tab.HoldDNS(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lst, _ := listTable(t, l.gw, "cloudsteer")
+	pre := lst.ruleTexts("prerouting")
+	if len(pre) != 7 || pre[0] != "meta mark == 0x0c570004 counter return" {
+		t.Errorf("prerouting while holding DNS: %q", pre)
+	}
+	if err := tab.HoldDNS(false); err != nil {
+		t.Fatal(err)
+	}
+	lst, _ = listTable(t, l.gw, "cloudsteer")
+	if pre := lst.ruleTexts("prerouting"); len(pre) != 6 || strings.Contains(pre[0], "return") {
+		t.Errorf("prerouting after releasing DNS: %q", pre)
+	}
 }
