@@ -97,7 +97,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	r.say("lab up (prefix %s)", opts.Prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	// LAN2: the fairness figure's second client.
-	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true})
+	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true, Firewall: lab.FirewallNone})
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)

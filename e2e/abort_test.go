@@ -328,7 +328,7 @@ func TestAbort(t *testing.T) {
 }
 
 func testAbort(t *testing.T, nat bool) {
-	a := &abortEnv{env: newLabEnv(t, lab.Options{Squid: true, NAT: nat})}
+	a := &abortEnv{env: newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})}
 	news := site(t, "news.example.com")
 	big := fmt.Sprintf("/bytes?n=%d", int64(abortSize))
 	httpURL := func(tag string) string { return "http://news.example.com" + big + "&case=" + tag }

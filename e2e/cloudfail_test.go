@@ -214,7 +214,7 @@ func hasCloudEvent(evs []model.Event, reason, name string) bool {
 // once back.
 func TestCloudFailOpen(t *testing.T) {
 	eachNAT(t, func(t *testing.T, nat bool) {
-		e := newLabEnv(t, lab.Options{NAT: nat})
+		e := newLabEnv(t, lab.Options{Firewall: firewallFor(nat)})
 		site := lab.Sites[0]
 		p := e.startStandalone(t, "primary")
 		g := e.gatewayFor(t, gateway.Options{ProxyURL: primaryURL, CloudProxy: []string{"failure_mode: open", "recover_after: " + recoverAfter.String()}})

@@ -176,7 +176,7 @@ func TestConfigSource(t *testing.T) {
 }
 
 func testConfigSource(t *testing.T, nat bool) {
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
+	e := newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})
 	c := &configSourceGW{e: e, t: t, path: e.lab.Path("gw.yaml"), sock: gateway.SocketPath(e.lab, "gw")}
 	withBank := c.config([]string{"bank.example"}, nil, lab.EntitlementCode, "")
 	withoutBank := c.config(nil, nil, lab.EntitlementCode, "")
@@ -401,7 +401,7 @@ func TestConfigSourceAuthFailures(t *testing.T) {
 }
 
 func testConfigSourceAuthFailures(t *testing.T, nat bool) {
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
+	e := newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})
 	g := e.startGateway(gateway.Options{
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: "not-the-squid-password",

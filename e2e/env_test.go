@@ -306,9 +306,11 @@ func attachMode(t *testing.T) tcx.Mode {
 	return m
 }
 
-// clean reports whether nothing of cloudsteer's is in ks.
-func (ks kernelState) clean() bool {
-	return ks.tcx == 0 && ks.filters == 0 && ks.clsact == 0 && strings.TrimSpace(ks.tables) == ""
+// cleanBesides reports whether nothing of cloudsteer's is in ks: no
+// programs, filters or clsact qdiscs, and exactly the lab's own tables
+// (labTables).
+func (ks kernelState) cleanBesides(labTables string) bool {
+	return ks.tcx == 0 && ks.filters == 0 && ks.clsact == 0 && strings.TrimSpace(ks.tables) == labTables
 }
 
 func (e *env) kernelState() kernelState {
@@ -353,4 +355,18 @@ func (e *env) kernelState() kernelState {
 	r6, _ := e.run(lab.RoleGW, 5*time.Second, "ip", "-6", "route", "show", "table", "all")
 	ks.routes = r4 + r6
 	return ks
+}
+
+// labTables is what `nft list tables` shows in the gateway namespace
+// before cloudsteer runs: the lab firewall's own tables.
+func (e *env) labTables() string {
+	switch e.lab.Firewall() {
+	case lab.FirewallRouter:
+		return "table inet " + lab.RouterTable
+	case lab.FirewallFW4:
+		return "table inet " + lab.FW4Table
+	case lab.FirewallDebian:
+		return "table inet " + lab.RouterTable + "\ntable inet " + lab.DebianTable
+	}
+	return ""
 }

@@ -94,7 +94,7 @@ type victimCheck struct {
 }
 
 func TestFlood(t *testing.T) {
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: true, LAN2: true})
+	e := newLabEnv(t, lab.Options{Squid: true, LAN2: true})
 	limits := os.Getenv(floodNoLimits) != "1"
 	extra := floodLimits
 	if !limits {

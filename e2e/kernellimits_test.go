@@ -35,7 +35,7 @@ func TestKernelLimits(t *testing.T) {
 
 func testKernelLimits(t *testing.T, nat bool) {
 	const flows, qps = 5, 5
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
+	e := newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})
 	www := site(t, "www.example.com")
 	if _, err := e.run(lab.RoleLAN, 5*time.Second, "ip", "addr", "add", secondClientV4+"/24", "dev", lab.ClientIf); err != nil {
 		t.Fatal(err)

@@ -33,9 +33,17 @@ func site(t *testing.T, name string) lab.Site {
 }
 
 // TestSteering runs one gateway with the lab cloud proxy and walks the
-// cases of the steering issue against it.
+// cases of the steering issue against it, once beside each of the lab
+// gateway's firewalls: the masquerading office router (the default), none
+// (plain routing) and an OpenWrt-fw4-like ruleset.
 func TestSteering(t *testing.T) {
-	e := newEnv(t, false)
+	for _, fw := range []lab.Firewall{lab.FirewallRouter, lab.FirewallNone, lab.FirewallFW4} {
+		t.Run(string(fw), func(t *testing.T) { testSteering(t, fw) })
+	}
+}
+
+func testSteering(t *testing.T, fw lab.Firewall) {
+	e := newLabEnv(t, lab.Options{Firewall: fw})
 	g := e.startGateway(gateway.Options{BypassDomains: []string{"bank.example"}})
 	www := site(t, "www.example.com")
 
@@ -168,18 +176,24 @@ func TestSteering(t *testing.T) {
 		// for the name, finds the client's destination among its addresses
 		// and splices to it; that answer puts the address in the kernel map,
 		// so the next flow is plain routing.
+		// Behind NAT a routed IPv4 flow also comes from the gateway's WAN
+		// address: tell the two apart over IPv6 there.
 		bank := site(t, "bank.example")
+		addr, gwAddr, client := bank.V4.String(), lab.GWWANV4.Addr().String(), clientV4
+		if e.lab.NAT() {
+			addr, gwAddr, client = bank.V6.String(), lab.GWWANV6.Addr().String(), clientV6
+		}
 		start := time.Now()
-		if _, err := e.curl("https://bank.example/?case=sni1", "bank.example", bank.V4.String()); err != nil {
+		if _, err := e.curl("https://bank.example/?case=sni1", "bank.example", addr); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.originRemote(start, "/?case=sni1"); got != "10.20.0.1" {
+		if got := e.originRemote(start, "/?case=sni1"); got != gwAddr {
 			t.Fatalf("first flow: origin saw %q, want the gateway (spliced by the proxy)", got)
 		}
-		if _, err := e.curl("https://bank.example/?case=sni2", "bank.example", bank.V4.String()); err != nil {
+		if _, err := e.curl("https://bank.example/?case=sni2", "bank.example", addr); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.originRemote(start, "/?case=sni2"); got != clientV4 {
+		if got := e.originRemote(start, "/?case=sni2"); got != client {
 			t.Fatalf("second flow: origin saw %q, want the client (learned into the kernel bypass map)", got)
 		}
 		for _, r := range e.proxyLog(start) {
@@ -214,8 +228,8 @@ func TestSteering(t *testing.T) {
 					found := eventually(2*time.Second, func() bool {
 						for _, r := range e.originLog(start) {
 							if r.Path == path && r.Site == name {
-								if hostOf(r.Remote) != tc.client {
-									t.Fatalf("origin saw %s, want the client %s itself (plain routing)", r.Remote, tc.client)
+								if hostOf(r.Remote) != e.seenAs(tc.client) {
+									t.Fatalf("origin saw %s, want the client %s as routed (%s)", r.Remote, tc.client, e.seenAs(tc.client))
 								}
 								return true
 							}

@@ -26,7 +26,7 @@ func TestTrustBypassNeedsDNS(t *testing.T) {
 }
 
 func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
+	e := newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})
 	e.startGateway(gateway.Options{
 		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
 		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,

@@ -122,7 +122,7 @@ func TestWANGuard(t *testing.T) {
 }
 
 func testWANGuard(t *testing.T, nat bool) {
-	e := newLabEnv(t, lab.Options{Squid: true, NAT: nat})
+	e := newLabEnv(t, lab.Options{Squid: true, Firewall: firewallFor(nat)})
 	privtest.RequireCommand(t, "ss")
 	www := site(t, "www.example.com")
 	inet := e.lab.NS(lab.RoleInet)

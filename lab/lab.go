@@ -62,13 +62,16 @@ type Options struct {
 	LabBinary string
 	// Squid also starts Squid as a cloud proxy on SquidV4/SquidV6 :3128.
 	Squid bool
-	// NAT makes the gateway namespace a small office router on its own,
-	// besides whatever runs there: nftables table "inet labrouter"
-	// masquerades IPv4 leaving the WAN interface (origins then see
-	// GWWANV4, not the client) and filters forwarding statefully (policy
-	// drop; established/related and LAN→WAN new flows pass). IPv6 is
-	// routed, not translated, through the same filter.
-	NAT bool
+	// Firewall is the gateway namespace's own ruleset, besides whatever
+	// runs there (see firewall.go). The zero value is FirewallRouter, a
+	// small office router: nftables table "inet labrouter" masquerades
+	// IPv4 leaving the WAN interface (origins then see GWWANV4, not the
+	// client) and filters forwarding statefully (policy drop;
+	// established/related and LAN→WAN new flows pass); IPv6 is routed,
+	// not translated, through the same filter. FirewallNone is a plain
+	// routing gateway; FirewallFW4 and FirewallDebian are rulesets like
+	// OpenWrt's and a Debian nftables.conf.
+	Firewall Firewall
 	// LAN2 adds a second LAN host (role RoleLAN2, Client2V4/Client2V6) on
 	// a LAN interface of its own on the gateway (GWLAN2If), so tests can
 	// tell one client's traffic from another's.
@@ -83,7 +86,7 @@ type Lab struct {
 	prefix string
 	dir    string
 	squid  bool
-	nat    bool
+	fw     Firewall
 	lan2   bool
 	log    *slog.Logger
 
@@ -128,11 +131,17 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = defaultReadyWait
 	}
+	if opts.Firewall == "" {
+		opts.Firewall = FirewallRouter
+	}
+	if err := opts.Firewall.valid(); err != nil {
+		return nil, err
+	}
 	l := &Lab{
 		prefix: opts.Prefix,
 		dir:    dir,
 		squid:  opts.Squid,
-		nat:    opts.NAT,
+		fw:     opts.Firewall,
 		lan2:   opts.LAN2,
 		log:    slog.With("component", "lab", "prefix", opts.Prefix),
 	}
@@ -164,7 +173,7 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	l.log.Info("lab up", "dir", dir, "squid", opts.Squid, "nat", opts.NAT, "lan2", opts.LAN2)
+	l.log.Info("lab up", "dir", dir, "squid", opts.Squid, "firewall", opts.Firewall, "lan2", opts.LAN2)
 	return l, nil
 }
 
@@ -190,8 +199,16 @@ func (l *Lab) Roles() []string {
 	return Roles
 }
 
-// NAT reports whether the gateway namespace masquerades IPv4 (Options.NAT).
-func (l *Lab) NAT() bool { return l.nat }
+// NAT reports whether the gateway namespace masquerades IPv4 (every
+// Options.Firewall but FirewallNone).
+func (l *Lab) NAT() bool { return l.Firewall().NAT() }
+
+// Firewall is the gateway namespace's own ruleset (Options.Firewall).
+func (l *Lab) Firewall() Firewall {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fw
+}
 
 // HasLAN2 reports whether the lab has the second LAN host (Options.LAN2).
 func (l *Lab) HasLAN2() bool { return l.lan2 }
@@ -210,7 +227,7 @@ func (l *Lab) LANInterfaces() []string {
 // the gateway's WAN address for IPv4 under NAT, the client itself
 // otherwise.
 func (l *Lab) SeenAs(client netip.Addr) netip.Addr {
-	if l.nat && client.Unmap().Is4() {
+	if l.NAT() && client.Unmap().Is4() {
 		return GWWANV4.Addr()
 	}
 	return client
@@ -502,8 +519,9 @@ type Info struct {
 	Dir        string            `json:"dir"`
 	Namespaces map[string]string `json:"namespaces"` // role → namespace
 	Squid      bool              `json:"squid"`
-	NAT        bool              `json:"nat"`  // the gateway masquerades IPv4: origins see GWWANV4 for routed v4 flows
-	LAN2       bool              `json:"lan2"` // the second LAN host exists
+	NAT        bool              `json:"nat"`      // the gateway masquerades IPv4: origins see GWWANV4 for routed v4 flows
+	Firewall   Firewall          `json:"firewall"` // the gateway's own ruleset (Options.Firewall)
+	LAN2       bool              `json:"lan2"`     // the second LAN host exists
 }
 
 // Info returns the description of the lab.
@@ -512,7 +530,7 @@ func (l *Lab) Info() Info {
 	for _, r := range l.Roles() {
 		ns[r] = l.NS(r)
 	}
-	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid, NAT: l.nat, LAN2: l.lan2}
+	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid, NAT: l.NAT(), Firewall: l.Firewall(), LAN2: l.lan2}
 }
 
 // WriteInfo writes the lab's Info as JSON to Dir/lab.json.
@@ -543,11 +561,18 @@ func Attach(info Info) (*Lab, error) {
 			return nil, fmt.Errorf("attach lab %q: namespace %s does not exist", info.Prefix, NSName(info.Prefix, r))
 		}
 	}
+	fw := info.Firewall
+	if fw == "" { // a lab.json from before Firewall
+		fw = FirewallNone
+		if info.NAT {
+			fw = FirewallRouter
+		}
+	}
 	return &Lab{
 		prefix: info.Prefix,
 		dir:    info.Dir,
 		squid:  info.Squid,
-		nat:    info.NAT,
+		fw:     fw,
 		lan2:   info.LAN2,
 		log:    slog.With("component", "lab", "prefix", info.Prefix),
 	}, nil

@@ -16,7 +16,8 @@ import (
 	"github.com/cloudsteer/cloudsteer/lab/servers"
 )
 
-// TestNATAndSecondLAN checks the office-router gateway (Options.NAT) and
+// TestNATAndSecondLAN checks the default office-router gateway
+// (FirewallRouter, the zero Options.Firewall) and
 // the second LAN host (Options.LAN2): what the origin sees from each
 // client, that the forward filter keeps the internet out of the LAN, and
 // that teardown removes the second host too.
@@ -29,7 +30,7 @@ func TestNATAndSecondLAN(t *testing.T) {
 			t.Errorf("/etc/netns of %s left behind", lab.RoleLAN2)
 		}
 	})
-	l := upLab(t, lab.Options{Prefix: prefix, LabBinary: labBinary(t), NAT: true, LAN2: true})
+	l := upLab(t, lab.Options{Prefix: prefix, LabBinary: labBinary(t), LAN2: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -47,7 +48,7 @@ func TestNATAndSecondLAN(t *testing.T) {
 			t.Errorf("LANInterfaces() = %v", l.LANInterfaces())
 		}
 		info := l.Info()
-		if !info.NAT || !info.LAN2 || info.Namespaces[lab.RoleLAN2] != prefix+lab.RoleLAN2 {
+		if !info.NAT || info.Firewall != lab.FirewallRouter || !info.LAN2 || info.Namespaces[lab.RoleLAN2] != prefix+lab.RoleLAN2 {
 			t.Errorf("info %+v", info)
 		}
 		conf := run(t, l, lab.RoleLAN2, "cat", "/etc/resolv.conf")
@@ -122,12 +123,12 @@ func TestNATAndSecondLAN(t *testing.T) {
 	})
 }
 
-// TestNoRouterWithoutNAT checks that a lab without Options.NAT has no
+// TestNoRouterWithoutNAT checks that a lab with FirewallNone has no
 // ruleset of its own in the gateway namespace (tests of cloudsteer's
-// untracking expect none) and no second LAN host.
+// untracking expect none) and, without Options.LAN2, no second LAN host.
 func TestNoRouterWithoutNAT(t *testing.T) {
 	privtest.RequireCommand(t, "nft")
-	l := upLab(t, lab.Options{})
+	l := upLab(t, lab.Options{Firewall: lab.FirewallNone})
 	if out := strings.TrimSpace(run(t, l, lab.RoleGW, "nft", "list", "tables")); out != "" {
 		t.Errorf("gateway tables without NAT:\n%s", out)
 	}
@@ -140,4 +141,47 @@ func TestNoRouterWithoutNAT(t *testing.T) {
 	if got := l.SeenAs(lab.ClientV4.Addr()); got != lab.ClientV4.Addr() {
 		t.Errorf("SeenAs without NAT = %s", got)
 	}
+}
+
+// TestFirewallRulesets brings up a lab with each other gateway ruleset:
+// nft accepts it, its tables are there, and the LAN reaches the internet
+// through it over IPv4 and IPv6 (Up waits for that), with IPv4
+// masqueraded; LoadFirewall adds one to a running lab.
+func TestFirewallRulesets(t *testing.T) {
+	privtest.RequireCommand(t, "nft")
+	for _, tc := range []struct {
+		fw     lab.Firewall
+		tables []string
+	}{
+		{lab.FirewallFW4, []string{"table inet " + lab.FW4Table}},
+		{lab.FirewallDebian, []string{"table inet " + lab.RouterTable, "table inet " + lab.DebianTable}},
+	} {
+		t.Run(string(tc.fw), func(t *testing.T) {
+			l := upLab(t, lab.Options{Firewall: tc.fw})
+			out := run(t, l, lab.RoleGW, "nft", "list", "tables")
+			for _, tab := range tc.tables {
+				if !strings.Contains(out, tab) {
+					t.Errorf("gateway tables lack %q:\n%s", tab, out)
+				}
+			}
+			if !l.NAT() || l.Firewall() != tc.fw || l.SeenAs(lab.ClientV4.Addr()) != lab.GWWANV4.Addr() {
+				t.Errorf("NAT %v, Firewall %q, SeenAs %s", l.NAT(), l.Firewall(), l.SeenAs(lab.ClientV4.Addr()))
+			}
+		})
+	}
+	t.Run("load", func(t *testing.T) {
+		l := upLab(t, lab.Options{Firewall: lab.FirewallNone})
+		if err := l.LoadFirewall(context.Background(), lab.FirewallRouter); err != nil {
+			t.Fatal(err)
+		}
+		if out := run(t, l, lab.RoleGW, "nft", "list", "tables"); !strings.Contains(out, "table inet "+lab.RouterTable) {
+			t.Errorf("after LoadFirewall: %s", out)
+		}
+		if !l.NAT() {
+			t.Error("NAT() false after loading the router")
+		}
+		if err := l.LoadFirewall(context.Background(), "nonsense"); err == nil {
+			t.Error("LoadFirewall took an unknown ruleset")
+		}
+	})
 }

@@ -112,9 +112,9 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 			return fmt.Errorf("build lab: %w", err)
 		}
 	}
-	if l.nat {
-		if err := runStdin(ctx, routerRuleset(l.LANInterfaces()), "ip", "netns", "exec", gw, "nft", "-f", "-"); err != nil {
-			return fmt.Errorf("build lab: office router: %w", err)
+	if rs := l.fw.ruleset(l.LANInterfaces()); rs != "" {
+		if err := runStdin(ctx, rs, "ip", "netns", "exec", gw, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("build lab: %s firewall: %w", l.fw, err)
 		}
 	}
 	for role, servers := range Nameservers {
@@ -125,36 +125,6 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// RouterTable is the nftables table (family inet) that makes the gateway
-// namespace an office router under Options.NAT.
-const RouterTable = "labrouter"
-
-// routerRuleset returns the office router's nftables table: IPv4 leaving
-// the WAN interface is masqueraded (as a small office router does, for
-// every source), and forwarding is stateful with policy drop: replies and
-// related ICMP pass, new flows only from a LAN interface to the WAN.
-// Traffic to and from the gateway itself (cloudsteer's listeners and its
-// dials) is not forwarded and so not filtered here.
-func routerRuleset(lanIfs []string) string {
-	q := make([]string, len(lanIfs))
-	for i, n := range lanIfs {
-		q[i] = fmt.Sprintf("%q", n)
-	}
-	return fmt.Sprintf(`table inet %[1]s {
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept
-		ct state invalid drop
-		iifname { %[2]s } oifname %[3]q accept
-	}
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname %[3]q meta nfproto ipv4 masquerade
-	}
-}
-`, RouterTable, strings.Join(q, ", "), GWWANIf)
 }
 
 // Nameservers are the resolvers in each namespace's resolv.conf (what

@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, args []string) error {
 	binDir := fs.String("bin", "bin", "directory holding the cloudsteer and cloudsteer-lab binaries")
 	prefix := fs.String("prefix", "csdemo", "namespace prefix")
 	keep := fs.Bool("keep", false, "keep the lab and cloudsteer running at the end, to open the web console from the LAN namespace, until Ctrl-C")
+	fwName := fs.String("firewall", string(lab.FirewallRouter), fmt.Sprintf("the lab gateway's own ruleset, one of %v (router: masquerading office router, the default; none: plain routing)", lab.Firewalls))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func runDemo(ctx context.Context, args []string) error {
 
 	say("building the lab: namespaces %slan (client), %sgw (cloudsteer), %sinet (origins, cloud proxy, cloud DNS)", *prefix, *prefix, *prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	l, err := lab.Up(upCtx, lab.Options{Prefix: *prefix, Dir: dir, LabBinary: filepath.Join(bin, "cloudsteer-lab")})
+	l, err := lab.Up(upCtx, lab.Options{Prefix: *prefix, Dir: dir, LabBinary: filepath.Join(bin, "cloudsteer-lab"), Firewall: lab.Firewall(*fwName)})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("lab up: %w", err)
@@ -84,6 +85,12 @@ func runDemo(ctx context.Context, args []string) error {
 	}()
 
 	d := &demo{l: l, g: g, labBin: filepath.Join(bin, "cloudsteer-lab"), bin: filepath.Join(bin, "cloudsteer")}
+	// Beside the router's own ruleset every flow is tracked and the eBPF
+	// fast path is off: a bypassed flow is routed (and NATed) by the stack.
+	bypassed := "kernel fast path"
+	if l.NAT() {
+		bypassed = "not steered: routed by the stack"
+	}
 	var steps []demoStep
 	for _, step := range []func(context.Context) demoStep{
 		d.dnsQuery,
@@ -92,8 +99,8 @@ func runDemo(ctx context.Context, args []string) error {
 		d.web("http://news.example.com", "http://news.example.com/", "news.example.com", "absolute-form to cloud", false),
 		d.web("https://scores.sports.example", "https://scores.sports.example/", "scores.sports.example", "client closed, block event logged", false),
 		d.web("http://scores.sports.example", "http://scores.sports.example/", "scores.sports.example", "block page passed on", false),
-		d.web("https://gw1.akaetp.net (desktop agent)", "https://gw1.akaetp.net/", "gw1.akaetp.net", "*.akaetp.net: kernel fast path", true),
-		d.web("https://bank.example (admin bypass)", "https://bank.example/", "bank.example", "bypass domain: kernel fast path", true),
+		d.web("https://gw1.akaetp.net (desktop agent)", "https://gw1.akaetp.net/", "gw1.akaetp.net", "*.akaetp.net: "+bypassed, true),
+		d.web("https://bank.example (admin bypass)", "https://bank.example/", "bank.example", "bypass domain: "+bypassed, true),
 		d.quicAttempt,
 	} {
 		if ctx.Err() != nil {
@@ -113,8 +120,14 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	tw.Flush()
 	fmt.Println()
-	fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT in the lab,")
-	fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	if l.NAT() {
+		fmt.Println("client 10.10.0.10 on the LAN; the gateway is a masquerading office router with a stateful")
+		fmt.Println("forward filter (its WAN address is 10.20.0.1): an origin that sees 10.20.0.1 was reached direct,")
+		fmt.Println("by the router's NAT, untouched by cloudsteer; one that sees the cloud proxy was steered.")
+	} else {
+		fmt.Println("client 10.10.0.10 on the LAN; the gateway's WAN address is 10.20.0.1 (no NAT: --firewall none,")
+		fmt.Println("so an origin that sees 10.10.0.10 was reached by plain routing, untouched by cloudsteer).")
+	}
 	fmt.Println()
 	if err := d.printConsole(ctx, *prefix); err != nil {
 		return fmt.Errorf("web console: %w", err)

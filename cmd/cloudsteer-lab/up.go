@@ -16,7 +16,7 @@ func init() {
 	commands["down"] = runDown
 }
 
-// runUp is `cloudsteer-lab up --prefix P --dir D [--squid] [--nat]
+// runUp is `cloudsteer-lab up --prefix P --dir D [--squid] [--firewall F]
 // [--lan2]`: it builds the lab, starts its servers (this binary's
 // `serve`) and Squid, writes
 // D/lab.json and exits, leaving the lab running.
@@ -25,20 +25,20 @@ func runUp(ctx context.Context, args []string) error {
 	prefix := fs.String("prefix", "csdemo", "namespace prefix: the lab's namespaces are PREFIXlan, PREFIXgw, PREFIXinet")
 	dir := fs.String("dir", "", "working directory for logs, the lab CA and configs (required)")
 	squid := fs.Bool("squid", false, "also run Squid as a cloud proxy on "+lab.SquidV4.String()+":3128")
-	nat := fs.Bool("nat", false, "make the gateway namespace a masquerading office router (nftables table inet "+lab.RouterTable+")")
+	fwName := fs.String("firewall", string(lab.FirewallRouter), fmt.Sprintf("the gateway namespace's own ruleset, one of %v: router (default) masquerades IPv4 and filters forwarding statefully (nftables table inet %s), none only routes, fw4 is like OpenWrt's, debian adds a Debian-style input policy drop that blocks cloudsteer's redirects", lab.Firewalls, lab.RouterTable))
 	lan2 := fs.Bool("lan2", false, "add a second LAN host (namespace PREFIXlan2, "+lab.Client2V4.String()+") on gateway interface "+lab.GWLAN2If)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *dir == "" || fs.NArg() != 0 {
 		fs.Usage()
-		return errors.New("usage: up --dir DIR [--prefix P] [--squid] [--nat] [--lan2]")
+		return errors.New("usage: up --dir DIR [--prefix P] [--squid] [--firewall router|none|fw4|debian] [--lan2]")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
-	l, err := lab.Up(ctx, lab.Options{Prefix: *prefix, Dir: *dir, LabBinary: self, Squid: *squid, NAT: *nat, LAN2: *lan2})
+	l, err := lab.Up(ctx, lab.Options{Prefix: *prefix, Dir: *dir, LabBinary: self, Squid: *squid, Firewall: lab.Firewall(*fwName), LAN2: *lan2})
 	if err != nil {
 		return err
 	}

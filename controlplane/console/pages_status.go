@@ -18,6 +18,7 @@ var reasonCodes = []string{
 	model.ReasonDNSFailing,
 	model.ReasonNotAttached,
 	model.ReasonNoFirewallTable,
+	model.ReasonFirewallBlocks,
 	model.ReasonPaused,
 	model.ReasonHealthNotYetProbed,
 	model.ReasonProxyFailedOpen,

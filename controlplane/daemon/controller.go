@@ -342,14 +342,16 @@ func (c *controller) PauseState(ctx context.Context) model.PauseState {
 }
 
 // applyPause sets the kernel's pause switch: paused while a pause is in
-// force, and while there are no credentials for the cloud proxy (a fresh
-// gateway stays out of the way until it is activated).
+// force, while there are no credentials for the cloud proxy (a fresh
+// gateway stays out of the way until it is activated), and while another
+// firewall drops the redirected traffic (fwblock.go).
 func (d *Daemon) applyPause() error {
 	p, err := d.store.Pause()
 	if err != nil {
 		return err
 	}
-	off := p.ActiveAt(d.now()) || !d.hasCredentials()
+	held, _ := d.fwBlock.state()
+	off := p.ActiveAt(d.now()) || !d.hasCredentials() || held
 	if d.pauser == nil {
 		return nil // not attached yet: Start applies it once it is
 	}
@@ -458,6 +460,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		FailureMode:  d.cfg.CloudProxy.FailureMode,
 		DNS:          d.dnsStates(),
 	}
+	_, in.FirewallBlock = d.fwBlock.state()
 	code, source, _ := d.store.CodeWithSource()
 	st := model.Status{
 		State:      health.State(in),

@@ -58,6 +58,7 @@ type Daemon struct {
 	resolver *resolver.Resolver
 	bypass   *bypass.Set
 	fw       *firewall.Table
+	fwBlock  blockWatch // another firewall dropping the redirects (fwblock.go)
 	steer    *steer.Steer
 	kdns     kernelDNS                          // the eBPF DNS answerer, once attached
 	pauser   interface{ SetPaused(bool) error } // the steer's pause switch
@@ -332,6 +333,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	d.goRun(func() { d.bypass.Run(ctx, time.Second) })
 	d.goRun(func() { d.watchPause(ctx, o.PauseCheck) })
+	d.goRun(func() { d.watchBlocks(ctx) })
 	d.goRun(func() { d.events.run(ctx) })
 	d.goRun(func() { d.prober.Run(ctx) })
 	d.goRun(func() { d.resolver.RunHealth(ctx, 0) })

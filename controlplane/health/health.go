@@ -29,6 +29,9 @@ type Inputs struct {
 	// TablePresent is whether the nftables table exists
 	// (firewall.Table.Present).
 	TablePresent bool
+	// FirewallBlock, when not empty, says how another firewall drops the
+	// traffic the table redirects and what to add (daemon/fwblock.go).
+	FirewallBlock string
 	// Probe is the latest probe of the cloud proxy and DNS (Prober.Last).
 	Probe Result
 	// Cloud is the health of each cloud proxy, primary first
@@ -42,8 +45,9 @@ type Inputs struct {
 }
 
 // Blocking reports whether a reason code means LAN traffic is not
-// protected: no code, the classifier or the nftables table missing, or
-// the cloud proxy unreachable or refusing the code.
+// protected: no code, the classifier or the nftables table missing,
+// another firewall dropping the redirects, or the cloud proxy unreachable
+// or refusing the code.
 //
 // A failing cloud DNS is not blocking. The resolver then answers
 // SERVFAIL (or from its cache): names stop resolving, which is an outage,
@@ -52,7 +56,7 @@ type Inputs struct {
 // stays "protected". A probe not run yet is not blocking either.
 func Blocking(code string) bool {
 	switch code {
-	case model.ReasonNoCode, model.ReasonNotAttached, model.ReasonNoFirewallTable,
+	case model.ReasonNoCode, model.ReasonNotAttached, model.ReasonNoFirewallTable, model.ReasonFirewallBlocks,
 		model.ReasonProxyUnreachable, model.ReasonProxyRefusesCode, model.ReasonProxyFailedOpen:
 		return true
 	}
@@ -61,7 +65,8 @@ func Blocking(code string) bool {
 
 // Reasons lists every cause of not being (fully) protected, in a fixed
 // order: pause, code, classifier (one per LAN interface without it),
-// nftables table, cloud proxy, cloud DNS, probe not run yet.
+// nftables table, another firewall, cloud proxy, cloud DNS, probe not run
+// yet.
 //
 // Without an entitlement code the proxy's 407 is a consequence of the
 // missing code, so only no_entitlement_code is listed for it.
@@ -92,6 +97,9 @@ func Reasons(in Inputs) []model.Reason {
 	}
 	if !in.TablePresent {
 		add(model.ReasonNoFirewallTable, "the nftables table is missing: marked traffic is not redirected to the proxy and resolver")
+	}
+	if in.FirewallBlock != "" {
+		add(model.ReasonFirewallBlocks, "%s", in.FirewallBlock)
 	}
 	p := in.Probe
 	if p.Time.IsZero() {

@@ -49,6 +49,9 @@ func TestReasonsAndState(t *testing.T) {
 			[]string{model.ReasonNotAttached}, model.NotProtected, []string{"any LAN interface"}},
 		{"table missing", func(in *health.Inputs) { in.TablePresent = false },
 			[]string{model.ReasonNoFirewallTable}, model.NotProtected, []string{"nftables"}},
+		{"another firewall drops the redirects", func(in *health.Inputs) {
+			in.FirewallBlock = "dropped by inet filter input; nft add rule inet filter input ct status dnat accept"
+		}, []string{model.ReasonFirewallBlocks}, model.NotProtected, []string{"nft add rule inet filter input ct status dnat accept"}},
 		{"proxy unreachable", func(in *health.Inputs) { in.Probe.ProxyErr = errors.New("dial cloud proxy: connection refused") },
 			[]string{model.ReasonProxyUnreachable}, model.NotProtected, []string{"connection refused"}},
 		{"proxy refuses code", func(in *health.Inputs) {
@@ -145,6 +148,7 @@ func TestBlocking(t *testing.T) {
 		model.ReasonProxyRefusesCode:   true,
 		model.ReasonNotAttached:        true,
 		model.ReasonNoFirewallTable:    true,
+		model.ReasonFirewallBlocks:     true,
 		model.ReasonDNSFailing:         false,
 		model.ReasonPaused:             false,
 		model.ReasonHealthNotYetProbed: false,

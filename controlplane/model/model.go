@@ -118,6 +118,11 @@ type CloudProxyState struct {
 	Error   string    `json:"error,omitempty"`
 }
 
+// ReasonFirewallBlocks: another firewall drops the flows cloudsteer
+// redirects to its listeners; steering is held off (fail-open) until it
+// lets them in.
+const ReasonFirewallBlocks = "firewall_blocks_redirect"
+
 // Status is the gateway's "info" view.
 type Status struct {
 	State      Protection `json:"state"`

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -72,6 +73,7 @@ type Table struct {
 	cfg     Config
 	procNet *os.File        // the namespace's /proc/net, for legacy iptables tables; may be nil
 	xfrm    *netlink.Handle // the namespace's IPsec policies; may be nil
+	ct      *netlink.Handle // the namespace's conntrack table (untrack.go); may be nil
 
 	cbMu     sync.Mutex // serializes onChange calls
 	onChange func(untracking bool)
@@ -81,6 +83,10 @@ type Table struct {
 
 	mu         sync.Mutex
 	untracking bool           // the untrack chains are installed
+	pickup     bool           // the pickup chain is installed (untrack.go)
+	aloneSince time.Time      // since when no other ruleset was seen; zero while one is
+	waitLogged bool           // "untracking waits for translated flows" was logged
+	holdRule   *nftables.Rule // the HoldDNS rule while it is in (reach.go)
 	conn       *nftables.Conn // lasting; nil after Close
 	owner      uint32         // netlink port id the kernel records as owner
 	closed     bool
@@ -119,6 +125,11 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 			t.xfrm = h
 		} else {
 			log.Warn("cannot see IPsec policies", "err", err)
+		}
+		if h, err := netlink.NewHandle(unix.NETLINK_NETFILTER); err == nil {
+			t.ct = h
+		} else {
+			log.Warn("cannot see the conntrack table", "err", err)
 		}
 	}
 	if err := t.install(ctx, cfg); err != nil {
@@ -247,6 +258,9 @@ func (t *Table) closeHandles() {
 	}
 	if t.xfrm != nil {
 		t.xfrm.Close()
+	}
+	if t.ct != nil {
+		t.ct.Close()
 	}
 }
 

@@ -195,9 +195,11 @@ func TestRulesPresentThenGone(t *testing.T) {
 		t.Fatal("table inet cloudsteer not found")
 	}
 	wantChains := map[string]chainInfo{
-		"prerouting": {Type: "nat", Hook: "prerouting", Prio: -100, Policy: "accept"},
-		"forward":    {Type: "filter", Hook: "forward", Prio: 0, Policy: "accept"},
-		"input":      {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+		"prerouting":  {Type: "nat", Hook: "prerouting", Prio: -100, Policy: "accept"},
+		"forward":     {Type: "filter", Hook: "forward", Prio: 0, Policy: "accept"},
+		"input":       {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
+		"reach":       {Type: "filter", Hook: "input", Prio: 2147483646, Policy: "accept"},
+		"reach_first": {Type: "filter", Hook: "input", Prio: -2147483647, Policy: "accept"},
 	}
 	if diff := cmp.Diff(wantChains, l.chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
@@ -228,6 +230,8 @@ func TestRulesPresentThenGone(t *testing.T) {
 			"tcp dport == {15080,15443,53} counter drop",
 			"udp dport == 53 counter drop",
 		},
+		"reach":       reachRules,
+		"reach_first": reachRules,
 	}
 	for chain, want := range wantRules {
 		if diff := cmp.Diff(want, l.ruleTexts(chain)); diff != "" {
@@ -368,4 +372,14 @@ func TestOwnerTableDiesWithProcess(t *testing.T) {
 	if got := tableNames(t, ns); len(got) != 0 {
 		t.Fatalf("tables after SIGKILL = %v, want none", got)
 	}
+}
+
+// reachRules are the counting rules of both reach chains (reach.go).
+var reachRules = []string{
+	"meta nfproto == ipv4 tcp dport == {15080,15443} tcp flags & [syn ack] == syn ct status in dnat counter",
+	"meta nfproto == ipv4 udp dport == 53 meta mark == 0x0c570004 counter",
+	"meta nfproto == ipv4 tcp dport == 53 meta mark == 0x0c570004 counter",
+	"meta nfproto == ipv6 tcp dport == {15080,15443} tcp flags & [syn ack] == syn ct status in dnat counter",
+	"meta nfproto == ipv6 udp dport == 53 meta mark == 0x0c570004 counter",
+	"meta nfproto == ipv6 tcp dport == 53 meta mark == 0x0c570004 counter",
 }

@@ -19,7 +19,8 @@ const (
 )
 
 // build queues the whole table into conn's batch: the table, its three
-// base chains, the interface set, the anonymous port sets and the rules.
+// base chains, the interface set, the anonymous port sets and the rules,
+// then the limits (limits.go) and the reach chain (reach.go).
 // Nothing is sent.
 //
 // Layout (nft syntax; M_* are cfg.Marks, P_* cfg ports, LAN the interfaces):
@@ -123,6 +124,9 @@ func build(conn *nftables.Conn, cfg Config) error {
 	add(in, tcp, dportAmong(steered...), counter(), drop)
 	add(in, udp, dportIs(cfg.DNSPort), counter(), drop)
 	if err := addLimits(conn, tab, cfg); err != nil && setErr == nil {
+		setErr = err
+	}
+	if err := addReach(conn, tab, cfg); err != nil && setErr == nil {
 		setErr = err
 	}
 	return setErr

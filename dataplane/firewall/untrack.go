@@ -49,16 +49,52 @@ import (
 // The watcher rechecks every untrackPoll: when another ruleset appears
 // (a NAT or a stateful firewall needs every flow tracked) or an IPsec
 // policy (the dataplane's fast path, which follows this state, would
-// route around it) the chains are deleted; when it goes away they come
-// back. Flows started untracked
-// before a NAT appeared are not NATed.
+// route around it) the chains are deleted at once; when it has been gone
+// for untrackSettle they come back (a firewall restarted as stop, then
+// start, leaves no flow untracked in between), but not while conntrack
+// still holds a live TCP flow whose source was translated (masqueraded
+// by the ruleset that went away): notrack would take its packets past
+// the NAT binding that keeps it going. cloudsteer's own nat chain keeps
+// the kernel's NAT hooks registered, so such a flow outlives the ruleset
+// that made it; untracking waits for it to end.
+//
+// Flows that started untracked and outlive the switch are picked up by
+// conntrack mid-stream (nf_conntrack_tcp_loose, on by default) at their
+// next packet. A masquerade would then rewrite the source of a flow the
+// origin knows by the client's address, and the origin would reset it.
+// So when untracking turns off while cloudsteer runs, one more chain
+// gives such pickups from the LAN a null source NAT before any srcnat
+// chain of the other ruleset (the first NAT binding of a conntrack entry
+// is final), and the flow keeps its addresses:
+//
+//	chain pickup_postrouting { type nat hook postrouting priority srcnat - 1; policy accept;
+//	 iifname @listener_ifaces meta l4proto tcp tcp flags ! syn meta nfproto ipv4 counter snat ip to ip saddr
+//	 iifname @listener_ifaces meta l4proto tcp tcp flags ! syn meta nfproto ipv6 counter snat ip6 to ip6 saddr }
+//
+// A nat chain sees only the first packet of a conntrack entry, so this
+// touches only TCP that conntrack meets mid-stream: flows from before the
+// switch (and, rarely, one whose entry conntrack lost, which a fresh
+// masquerade would not save either). It stays until untracking comes
+// back. A stateful filter of the other ruleset still decides whether a
+// picked-up flow passes: LAN→WAN pickups are new flows from the LAN,
+// which an office router accepts, and the replies are then established;
+// a packet from the WAN side first is a new inbound flow, which it drops
+// until the LAN side next sends (an ACK, a window update), as it would
+// for any flow it had not seen start.
 
 // untrackPoll is how often the watcher looks for other rulesets.
 const untrackPoll = time.Second
 
+// untrackSettle is how long the namespace must have been without another
+// ruleset before untracking comes back.
+const untrackSettle = 3 * untrackPoll
+
 const (
 	untrackPreName = "untrack_prerouting"
 	untrackOutName = "untrack_output"
+	pickupName     = "pickup_postrouting"
+	// pickupPriority is just before srcnat (100), where masquerades are.
+	pickupPriority = 99
 )
 
 // OnUntrackChange makes fn hear every change of Untracking, starting with
@@ -234,8 +270,10 @@ func familyName(f nftables.TableFamily) string {
 }
 
 // syncUntrack adds or deletes the untrack chains to match whether another
-// ruleset is present, and reports whether it changed anything. It is a
-// no-op after Close.
+// ruleset is present (deleting at once, adding after untrackSettle alone),
+// and reports whether it changed anything. Turning untracking off also
+// adds the pickup chain; turning it on deletes that. It is a no-op after
+// Close.
 func (t *Table) syncUntrack() (changed bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -247,13 +285,41 @@ func (t *Table) syncUntrack() (changed bool, err error) {
 		return false, err
 	}
 	want := other == ""
+	now := time.Now()
+	if !want {
+		t.aloneSince = time.Time{}
+	} else if t.aloneSince.IsZero() {
+		t.aloneSince = now
+	}
 	if want == t.untracking {
 		return false, nil
+	}
+	if want && now.Sub(t.aloneSince) < untrackSettle {
+		return false, nil
+	}
+	if want {
+		n, err := t.translatedFlows()
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			if !t.waitLogged {
+				t.log.Info("no other netfilter ruleset, but translated flows are still live: untracking waits for them to end", "flows", n)
+				t.waitLogged = true
+			}
+			return false, nil
+		}
+		t.waitLogged = false
 	}
 	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
 	if want {
 		if err := addUntrack(t.conn, tab, t.cfg); err != nil {
 			return false, err
+		}
+		if t.pickup {
+			pick := pickupChain(tab)
+			t.conn.FlushChain(pick)
+			t.conn.DelChain(pick)
 		}
 	} else {
 		pre, out := untrackChains(tab)
@@ -261,17 +327,87 @@ func (t *Table) syncUntrack() (changed bool, err error) {
 		t.conn.FlushChain(out)
 		t.conn.DelChain(pre)
 		t.conn.DelChain(out)
+		addPickup(t.conn, tab)
 	}
 	if err := t.conn.Flush(); err != nil {
 		return false, fmt.Errorf("update untrack chains: %w", err)
 	}
 	t.untracking = want
+	t.pickup = !want
 	if want {
 		t.log.Info("no other netfilter ruleset: unsteered TCP is not tracked")
 	} else {
-		t.log.Info("another netfilter ruleset appeared: tracking every flow", "ruleset", other)
+		t.log.Info("another netfilter ruleset appeared: tracking every flow; flows that started untracked keep their addresses", "ruleset", other)
 	}
 	return true, nil
+}
+
+// translatedFlows counts the live TCP flows in conntrack whose source
+// was translated (SNAT, masquerade); 0 without a conntrack handle.
+func (t *Table) translatedFlows() (int, error) {
+	if t.ct == nil {
+		return 0, nil
+	}
+	n := 0
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		flows, err := t.ct.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			return 0, fmt.Errorf("list conntrack flows: %w", err)
+		}
+		for _, f := range flows {
+			if f.Forward.Protocol != unix.IPPROTO_TCP {
+				continue
+			}
+			if p, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP); ok && (p.State == 0 || p.State >= tcpConntrackTimeWait && p.State != tcpConntrackSynSent2) {
+				continue // over (TIME_WAIT, CLOSE) or unknown
+			}
+			if !f.Reverse.DstIP.Equal(f.Forward.SrcIP) || f.Reverse.DstPort != f.Forward.SrcPort {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// TCP conntrack states (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
+const (
+	tcpConntrackTimeWait = 7
+	tcpConntrackSynSent2 = 9
+)
+
+// pickupChain returns the pickup chain (for adding or deleting).
+func pickupChain(tab *nftables.Table) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return &nftables.Chain{
+		Name: pickupName, Table: tab, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(pickupPriority), Policy: &accept,
+	}
+}
+
+// addPickup queues the pickup chain and its two rules (see above).
+func addPickup(conn *nftables.Conn, tab *nftables.Table) {
+	ch := conn.AddChain(pickupChain(tab))
+	for _, fam := range []struct {
+		nfproto  byte
+		off, len uint32
+	}{{unix.NFPROTO_IPV4, 12, 4}, {unix.NFPROTO_IPV6, 8, 16}} {
+		exprs := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: ifaceSetName},
+		}
+		exprs = append(exprs, l4protoIs(unix.IPPROTO_TCP)...)
+		exprs = append(exprs,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.nfproto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.off, Len: fam.len},
+			&expr.Counter{},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.nfproto), RegAddrMin: 1, RegAddrMax: 1},
+		)
+		conn.AddRule(&nftables.Rule{Table: tab, Chain: ch, Exprs: exprs})
+	}
 }
 
 // watchUntrack runs syncUntrack every untrackPoll until stop closes.

@@ -130,6 +130,8 @@ func TestUntrackUnsteered(t *testing.T) {
 		"input":              {Type: "filter", Hook: "input", Prio: 0, Policy: "accept"},
 		"untrack_prerouting": {Type: "filter", Hook: "prerouting", Prio: -300, Policy: "accept"},
 		"untrack_output":     {Type: "filter", Hook: "output", Prio: -300, Policy: "accept"},
+		"reach":              {Type: "filter", Hook: "input", Prio: 2147483646, Policy: "accept"},
+		"reach_first":        {Type: "filter", Hook: "input", Prio: -2147483647, Policy: "accept"},
 	}
 	if diff := cmp.Diff(wantChains, lst.chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
@@ -287,6 +289,17 @@ func TestUntrackUnsteered(t *testing.T) {
 				t.Errorf("chain %s still there with another ruleset present", c)
 			}
 		}
+		// Flows that started untracked keep their addresses when
+		// conntrack picks them up (a masquerade would rewrite them).
+		if got, want := lst.chains[pickupName], (chainInfo{Type: "nat", Hook: "postrouting", Prio: 99, Policy: "accept"}); got != want {
+			t.Errorf("pickup chain %+v, want %+v", got, want)
+		}
+		if diff := cmp.Diff([]string{
+			`meta iifname == @listener_ifaces tcp flags ! syn meta nfproto == ipv4 counter snat:{"family": "ip", "addr": {"payload": {"protocol": "ip", "field": "saddr"}}}`,
+			`meta iifname == @listener_ifaces tcp flags ! syn meta nfproto == ipv6 counter snat:{"family": "ip6", "addr": {"payload": {"protocol": "ip6", "field": "saddr"}}}`,
+		}, lst.ruleTexts(pickupName)); diff != "" {
+			t.Errorf("pickup rules (-want +got):\n%s", diff)
+		}
 		from, n := download(t, netip.MustParseAddr("10.20.0.2"))
 		if n != size {
 			t.Fatalf("received %d bytes, want %d", n, size)
@@ -296,7 +309,14 @@ func TestUntrackUnsteered(t *testing.T) {
 		}
 
 		privtest.Run(t, l.gw, "nft", "delete", "table", "ip", "somebody_else")
+		gone := time.Now()
 		waitUntracking(t, tab, true)
+		if waited := time.Since(gone); waited < untrackSettle-untrackPoll {
+			t.Errorf("untracking back after %v, before settling for %v", waited, untrackSettle)
+		}
+		if lst, _ := listTable(t, l.gw, "cloudsteer"); lst.chains[pickupName] != (chainInfo{}) {
+			t.Error("pickup chain still there with untracking back on")
+		}
 		from, _ = download(t, netip.MustParseAddr("10.20.0.2"))
 		if conntrackHas(t, l.gw, from) {
 			t.Errorf("flow from %v tracked after the other ruleset left", from)
