@@ -180,8 +180,7 @@ func (cr *cbRun) events(t *testing.T) {
 	if first := ui.texts(t, `[data-test="events-row"]`); len(first) == 0 || !strings.Contains(first[0], "scores.sports.example") {
 		t.Errorf("the newest row is not the block: %q", first)
 	}
-	// Name the client.
-	ui.click(t, `[data-test="events-row"][data-client="`+clientV4+`"] summary >> nth=0`)
+	// Name the client (its form is in the section below the table).
 	ui.fill(t, `[data-test="events-client-input-`+clientV4+`"] >> nth=0`, "Reception PC")
 	ui.click(t, `[data-test="events-client-save-`+clientV4+`"] >> nth=0`)
 	if _, err := b.WaitForText(ctx, `[data-test="events-client-name-`+clientV4+`"]`, "Reception PC", 5*time.Second); err != nil {

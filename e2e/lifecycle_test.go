@@ -175,7 +175,9 @@ func (e *env) cleanup(sock string) (string, string, int) {
 func TestWrongEntitlementCode(t *testing.T) {
 	e := newEnv(t, false)
 	www := site(t, "www.example.com")
-	g := e.startGateway(gateway.Options{Code: "00000000-0000-4000-8000-000000000000"})
+	// failure_mode closed: with the default (open) a refused code sends
+	// the web direct, which TestCloudFailOpen covers.
+	g := e.startGateway(gateway.Options{Code: "00000000-0000-4000-8000-000000000000", CloudProxy: []string{"failure_mode: closed"}})
 	if _, err := e.curl("https://www.example.com/", "www.example.com", www.V4.String()); err == nil {
 		t.Fatal("HTTPS worked with a refused entitlement code")
 	}

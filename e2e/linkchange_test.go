@@ -235,7 +235,9 @@ func TestWANChange(t *testing.T) {
 }
 
 func testWANChange(t *testing.T, extra string) {
-	e := newEnv(t, false)
+	// A routing gateway with no ruleset of its own: the fast path (and
+	// untracking) only run while cloudsteer's table is alone.
+	e := newLabEnv(t, lab.Options{Firewall: lab.FirewallNone})
 	bank := site(t, "bank.example")
 	www := site(t, "www.example.com")
 	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}, Extra: extra})
@@ -334,7 +336,9 @@ func testWANChange(t *testing.T, extra string) {
 // classifier and the listeners are back), DNS is answered, the DNS
 // answerer is attached again and the admin API answers on the LAN.
 func TestLANChange(t *testing.T) {
-	e := newEnv(t, false)
+	// A routing gateway with no ruleset of its own: the fast path (and
+	// untracking) only run while cloudsteer's table is alone.
+	e := newLabEnv(t, lab.Options{Firewall: lab.FirewallNone})
 	bank := site(t, "bank.example")
 	www := site(t, "www.example.com")
 	g := e.startGateway(gateway.Options{BypassCIDRs: []string{bank.V4.String() + "/32", bank.V6.String() + "/128"}})

@@ -186,7 +186,10 @@ func (c *Client) Stats() Stats {
 	if c.fo != nil {
 		var s Stats
 		for _, m := range c.fo.members {
-			s = s.Add(m.c.Stats())
+			ms := m.c.Stats()
+			// Add sums the counters only; Idle is a gauge of each pool now.
+			s = s.Add(ms)
+			s.Idle += ms.Idle
 		}
 		return s
 	}

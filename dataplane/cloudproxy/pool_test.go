@@ -679,3 +679,22 @@ func TestPoolDrainsWithoutDemand(t *testing.T) {
 		t.Errorf("stats %+v, want the warm connection expired", st)
 	}
 }
+
+// TestPoolWarmWithHealth: a client with health checks (what the daemon
+// always makes, even for one proxy) keeps a warm pool too, and its Stats
+// show it.
+func TestPoolWarmWithHealth(t *testing.T) {
+	p := &countingProxy{}
+	startCounting(t, p)
+	c := newPooled(t, p.URL, nil, func(cfg *cloudproxy.Config) {
+		cfg.Health = &cloudproxy.HealthConfig{ProbeTarget: "www.example.com:443", ProbeInterval: time.Hour, ProbeTimeout: time.Second}
+	})
+	first, err := c.Connect(context.Background(), "www.example.com:443", netip.MustParseAddr("10.10.0.10"))
+	if err != nil {
+		t.Fatalf("first Connect: %v", err)
+	}
+	defer first.Close()
+	tunnelEcho(t, first)
+	// Stats adds the members' pools (Stats.Add leaves Idle out).
+	waitUntil(t, "a warm connection in the pool", func() bool { return c.Stats().Idle >= 1 })
+}
