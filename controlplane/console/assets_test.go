@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io/fs"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,23 @@ func TestAssetsSmall(t *testing.T) {
 	}
 	if z.Len() > maxAssetsGzip {
 		t.Errorf("JS+CSS compress to %d bytes, over the %d budget", z.Len(), maxAssetsGzip)
+	}
+}
+
+// TestFavicon: every page names the embedded icon, and it is served (a
+// browser asks for /favicon.ico otherwise, a 404 in its console).
+func TestFavicon(t *testing.T) {
+	c, err := New(newFakeBackend(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	c.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "https://gw/static/favicon.svg", nil))
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != "image/svg+xml" || !strings.Contains(rec.Body.String(), "<svg") {
+		t.Fatalf("favicon: %d %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	raw, _ := templateFS.ReadFile("templates/layout.html")
+	if !strings.Contains(string(raw), `rel="icon" href="/static/favicon.svg"`) {
+		t.Fatal("the layout does not name the icon")
 	}
 }
