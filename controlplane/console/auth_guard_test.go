@@ -282,6 +282,22 @@ func TestSessionExpiry(t *testing.T) {
 	expect(t, other.get("/account"), http.StatusSeeOther, "/login")
 }
 
+// TestPollsDoNotKeepSessionAlive: a page left open polls by itself
+// (X-Cloudsteer-Poll); those requests are answered but do not restart the
+// idle timeout, so the session still ends 30 minutes after the admin's
+// last own request.
+func TestPollsDoNotKeepSessionAlive(t *testing.T) {
+	h, br, _, _ := ready(t)
+	poll := &browser{h: h, ip: br.ip, cookies: br.cookies, header: http.Header{pollHeader: {"1"}}}
+	for range 5 {
+		h.clock.Advance(5 * time.Minute)
+		expect(t, poll.get("/events"), http.StatusOK, "")
+	}
+	h.clock.Advance(6 * time.Minute) // 31 minutes since the admin's own request
+	expect(t, poll.get("/events"), http.StatusSeeOther, "/login")
+	expect(t, br.get("/account"), http.StatusSeeOther, "/login")
+}
+
 func mustSecret(t *testing.T, h *harness) string {
 	t.Helper()
 	a, _, _ := h.b.Admin(t.Context())

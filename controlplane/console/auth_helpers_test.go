@@ -105,6 +105,8 @@ type browser struct {
 	ip      string
 	lang    string
 	cookies map[string]*http.Cookie
+	// header is added to every request (a poll's X-Cloudsteer-Poll).
+	header http.Header
 	// seen collects every page body, for the no-secret checks.
 	seen []string
 }
@@ -130,6 +132,9 @@ func (br *browser) do(method, target string, form url.Values) *httptest.Response
 	}
 	if br.lang != "" {
 		r.Header.Set("Accept-Language", br.lang)
+	}
+	for k, v := range br.header {
+		r.Header[k] = v
 	}
 	for _, ck := range br.cookies {
 		r.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})

@@ -27,12 +27,21 @@ func (c *Console) sessionToken(r *http.Request) (string, auth.Session, bool) {
 	if err != nil || ck.Value == "" {
 		return "", auth.Session{}, false
 	}
-	s, err := c.sessions.Get(ck.Value)
+	get := c.sessions.Get
+	if r.Header.Get(pollHeader) == "1" {
+		get = c.sessions.Peek // a page polling by itself is not the admin's activity
+	}
+	s, err := get(ck.Value)
 	if err != nil {
 		return "", auth.Session{}, false
 	}
 	return ck.Value, s, true
 }
+
+// pollHeader marks the requests the pages' script makes on a timer (the
+// events refresh, the badge): they do not restart the session's idle
+// timeout.
+const pollHeader = "X-Cloudsteer-Poll"
 
 // checkCSRF reports whether the request carries its session's CSRF token,
 // in the header or the form field.

@@ -124,7 +124,14 @@ func (s *SessionStore) evictLocked(now time.Time) {
 // Get returns the live session for token and marks it used now (the idle
 // timeout restarts; the absolute lifetime does not). An expired session
 // is removed.
-func (s *SessionStore) Get(token string) (Session, error) {
+func (s *SessionStore) Get(token string) (Session, error) { return s.get(token, true) }
+
+// Peek is Get without marking the session used: for the requests a page
+// makes by itself on a timer (polls), so that a page left open does not
+// keep its session alive past the idle timeout.
+func (s *SessionStore) Peek(token string) (Session, error) { return s.get(token, false) }
+
+func (s *SessionStore) get(token string, touch bool) (Session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := tokenKey(token)
@@ -137,7 +144,9 @@ func (s *SessionStore) Get(token string) (Session, error) {
 		delete(s.m, k)
 		return Session{}, ErrNoSession
 	}
-	sess.LastSeen = now
+	if touch {
+		sess.LastSeen = now
+	}
 	return *sess, nil
 }
 

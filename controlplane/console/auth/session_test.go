@@ -63,6 +63,29 @@ func TestSessionIdleExpiry(t *testing.T) {
 	}
 }
 
+// TestSessionPeek: Peek reads a live session without restarting its idle
+// timeout; Get does restart it.
+func TestSessionPeek(t *testing.T) {
+	clock := newFakeClock()
+	s := auth.NewSessionStore(clock.Now, 10*time.Minute, time.Hour, 0)
+	peeked, _, _ := s.Create("admin")
+	got, _, _ := s.Create("admin")
+	clock.Advance(6 * time.Minute)
+	if _, err := s.Peek(peeked); err != nil {
+		t.Fatalf("Peek of a live session: %v", err)
+	}
+	if _, err := s.Get(got); err != nil {
+		t.Fatalf("Get of a live session: %v", err)
+	}
+	clock.Advance(6 * time.Minute)
+	if _, err := s.Peek(peeked); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("Peek 12 min after the last use: %v, want expired", err)
+	}
+	if _, err := s.Get(got); err != nil {
+		t.Fatalf("Get 6 min after the last Get: %v", err)
+	}
+}
+
 func TestSessionAbsoluteLifetime(t *testing.T) {
 	clock := newFakeClock()
 	s := auth.NewSessionStore(clock.Now, 10*time.Minute, time.Hour, 0)

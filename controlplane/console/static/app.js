@@ -7,6 +7,9 @@ const $ = (sel, root) => (root || document).querySelector(sel);
 const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 const cs = {
   csrf: () => document.body.dataset.csrf || "",
+  // poll marks the requests a page makes by itself on a timer: they do not
+  // keep the session alive (its idle timeout counts the admin's own use).
+  poll: { "X-Cloudsteer-Poll": "1" },
   async send(url, opts) {
     opts.headers = Object.assign({ "X-CSRF-Token": cs.csrf() }, opts.headers || {});
     opts.credentials = "same-origin";
@@ -71,7 +74,7 @@ const cs = {
     const link = $('nav a[href="/events"]');
     if (!link) return;
     let b;
-    try { b = await cs.send("/badge", { method: "GET" }); } catch (e) { return; }
+    try { b = await cs.send("/badge", { method: "GET", headers: cs.poll }); } catch (e) { return; }
     let span = $(".badge", link);
     if (!b.count) { if (span) span.remove(); return; }
     if (!span) {
@@ -193,11 +196,11 @@ const pages = {
     const poll = async () => {
       const q = table.dataset.query;
       let r;
-      try { r = await cs.api("GET", "/events?" + (q ? q + "&" : "") + "limit=1"); } catch (e) { return; }
+      try { r = await cs.send("/api/v1/events?" + (q ? q + "&" : "") + "limit=1", { method: "GET", headers: cs.poll }); } catch (e) { return; }
       const top = r.events.length ? String(r.events[0].id) : "0";
       if (top === table.dataset.top) return;
       let html;
-      try { html = await (await fetch(location.href, { credentials: "same-origin" })).text(); } catch (e) { return; }
+      try { html = await (await fetch(location.href, { credentials: "same-origin", headers: cs.poll })).text(); } catch (e) { return; }
       const doc = new DOMParser().parseFromString(html, "text/html");
       const body = $("#events-body", doc), fresh = $("#events", doc);
       if (!body || !fresh) return;
