@@ -62,6 +62,10 @@ type Options struct {
 	LabBinary string
 	// Squid also starts Squid as a cloud proxy on SquidV4/SquidV6 :3128.
 	Squid bool
+	// SquidHosts are names Squid resolves besides the lab sites (its
+	// hosts file), for origins a program adds to the internet namespace
+	// itself (the benchmark's).
+	SquidHosts map[string]netip.Addr
 	// NAT makes the gateway namespace a small office router on its own,
 	// besides whatever runs there: nftables table "inet labrouter"
 	// masquerades IPv4 leaving the WAN interface (origins then see
@@ -85,7 +89,9 @@ type Lab struct {
 	squid  bool
 	nat    bool
 	lan2   bool
-	log    *slog.Logger
+	// squidHosts are Options.SquidHosts.
+	squidHosts map[string]netip.Addr
+	log        *slog.Logger
 
 	mu     sync.Mutex
 	procs  []*proc
@@ -129,12 +135,13 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		opts.ReadyTimeout = defaultReadyWait
 	}
 	l := &Lab{
-		prefix: opts.Prefix,
-		dir:    dir,
-		squid:  opts.Squid,
-		nat:    opts.NAT,
-		lan2:   opts.LAN2,
-		log:    slog.With("component", "lab", "prefix", opts.Prefix),
+		prefix:     opts.Prefix,
+		dir:        dir,
+		squid:      opts.Squid,
+		nat:        opts.NAT,
+		squidHosts: opts.SquidHosts,
+		lan2:       opts.LAN2,
+		log:        slog.With("component", "lab", "prefix", opts.Prefix),
 	}
 	for _, role := range allRoles {
 		if ns := NSName(l.prefix, role); nsExists(ns) {

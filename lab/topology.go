@@ -127,6 +127,13 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	return nil
 }
 
+// RouterRuleset returns the office router's nftables table of
+// Options.NAT for the given LAN interfaces (see routerRuleset), for a
+// program that turns the router on and off in a running lab (the
+// benchmark measures the same lab with and without it). Remove it with
+// `nft delete table inet RouterTable` in the gateway namespace.
+func RouterRuleset(lanIfs []string) string { return routerRuleset(lanIfs) }
+
 // RouterTable is the nftables table (family inet) that makes the gateway
 // namespace an office router under Options.NAT.
 const RouterTable = "labrouter"
