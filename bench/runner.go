@@ -81,6 +81,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	} else {
 		opts.IdleTarget = opts.Idle
 	}
+	opts.Only = ExpandOnly(opts.Only)
 	if err := lab.Cleanup(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("remove an earlier bench lab: %w", err)
 	}
@@ -99,7 +100,6 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	// LAN2: the fairness figure's second client.
 	// Squid as a cloud proxy (the e2e tests' one) for the Squid-cloud
 	// rows, told the benchmark origins' names.
-	opts.Only = ExpandOnly(opts.Only)
 	squid := len(opts.Only) == 0 || slices.ContainsFunc(Paths, func(p Path) bool { return p.SquidCloud && slices.Contains(opts.Only, p.Name) })
 	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true,
 		Squid: squid, SquidHosts: Names()})
