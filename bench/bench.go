@@ -152,8 +152,8 @@ const (
 	PAgent    = "agent-like"
 	PCeiling  = "ceiling"
 
-	PDirectNAT  = "direct, NAT"
-	PBypassNAT  = "cloudsteer bypass, NAT"
+	PDirectNAT  = "direct NAT"
+	PBypassNAT  = "cloudsteer bypass NAT"
 	PSteeredSq  = "steered → Squid"
 	PRedsocksSq = "redsocks → Squid"
 	PSquidSq    = "squid icpt → Squid"
