@@ -86,3 +86,21 @@ func TestVerifySquidCloud(t *testing.T) {
 		t.Error("a sample that went direct passed")
 	}
 }
+
+// TestVerifyProbeOnBypass checks cloudsteer's health probe (a tunnel
+// without X-Forwarded-For) does not void a bypass sample, while a steered
+// flow (with X-Forwarded-For) on the bypass path still does.
+func TestVerifyProbeOnBypass(t *testing.T) {
+	p := Paths[slices.IndexFunc(Paths, func(p Path) bool { return p.Name == PBypassNAT })]
+	s := load.Spec{Mode: load.ModeConns}
+	res := load.Result{Conns: 10}
+	probe := serve.Stats{Tunnels: 1, OriginConns: 11, Requests: 10, OriginPeers: map[string]int64{"10.20.0.1": 10, ProxyAddr.Addr().String(): 1}}
+	if msg := verify(p, s, res, probe); msg != "" {
+		t.Fatalf("a bypass sample with one probe tunnel: %s", msg)
+	}
+	steered := probe
+	steered.WithXFF = 1
+	if verify(p, s, res, steered) == "" {
+		t.Error("a bypass sample with a steered flow passed")
+	}
+}
