@@ -229,17 +229,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	// did not give asks the resolver now (its answer is snooped too).
 	d.bypass.SetLookup(d.resolver.LookupAddrs)
 	d.proxy, err = proxy.New(proxy.Config{
-		Cloud:       cloud,
-		Policy:      d.bypass,
-		OriginalDst: firewall.OriginalDst,
-		OnEvent:     d.proxyEvent,
-		PeekTimeout: cfg.Proxy.PeekTimeout.D(),
-		// An experiment switch, not a config key yet (bench/RESULTS.md).
-		HelloWithConnect: os.Getenv("CLOUDSTEER_EXPERIMENT_HELLO_WITH_CONNECT") == "1",
-		IdleTimeout:      cfg.Proxy.IdleTimeout.D(),
-		DialTimeout:      cfg.CloudProxy.ConnectTimeout.D(),
-		MaxHeaderBytes:   cfg.Proxy.MaxHeaderBytes,
-		Logger:           log,
+		Cloud:          cloud,
+		Policy:         d.bypass,
+		OriginalDst:    firewall.OriginalDst,
+		OnEvent:        d.proxyEvent,
+		PeekTimeout:    cfg.Proxy.PeekTimeout.D(),
+		IdleTimeout:    cfg.Proxy.IdleTimeout.D(),
+		DialTimeout:    cfg.CloudProxy.ConnectTimeout.D(),
+		MaxHeaderBytes: cfg.Proxy.MaxHeaderBytes,
+		Logger:         log,
 		// The kernel resets SYNs over the per-client count first; the
 		// proxy holds the same line and the overall one.
 		MaxFlows:          d.EffectiveMaxFlows(),

@@ -307,21 +307,11 @@ func (e *RefusedError) Error() string {
 // proxy sent bytes after its head, a conn that yields those first and
 // then splices. Any other answer is a *RefusedError.
 func (c *Client) Connect(ctx context.Context, target string, clientIP netip.Addr) (_ net.Conn, err error) {
-	return c.ConnectEarly(ctx, target, clientIP, nil)
-}
-
-// ConnectEarly is Connect that sends early, the client's first bytes
-// (its ClientHello), in the same write as the CONNECT request instead of
-// after the proxy's answer: the proxy has them when its tunnel to the
-// origin opens, which saves it a read and the gateway a write after the
-// answer. On a tunnel returned, early has been sent into it; on an error
-// it may have reached the proxy, never the origin.
-func (c *Client) ConnectEarly(ctx context.Context, target string, clientIP netip.Addr, early []byte) (_ net.Conn, err error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
 	if c.fo != nil {
-		return c.fo.connect(ctx, target, clientIP, early)
+		return c.fo.connect(ctx, target, clientIP)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -332,7 +322,7 @@ func (c *Client) ConnectEarly(ctx context.Context, target string, clientIP netip
 	if err != nil {
 		return nil, err
 	}
-	req := append(connectRequest(target, c.auth, clientIP), early...)
+	req := connectRequest(target, c.auth, clientIP)
 	tunnel, answeredAt, unanswered, err := c.connectOn(ctx, conn, req)
 	if err != nil && warm && unanswered && ctx.Err() == nil {
 		// The pooled connection died between the liveness check and the

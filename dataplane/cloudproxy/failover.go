@@ -303,9 +303,9 @@ func (c *Client) Unavailable() bool {
 }
 
 // connect opens a tunnel through the first up proxy that gives one.
-func (fo *failover) connect(ctx context.Context, target string, clientIP netip.Addr, early []byte) (net.Conn, error) {
+func (fo *failover) connect(ctx context.Context, target string, clientIP netip.Addr) (net.Conn, error) {
 	return fo.try(ctx, func(ctx context.Context, m *member) (net.Conn, error) {
-		return m.c.ConnectEarly(ctx, target, clientIP, early)
+		return m.c.Connect(ctx, target, clientIP)
 	})
 }
 

@@ -88,10 +88,6 @@ type Config struct {
 	OnEvent func(Event)
 	// PeekTimeout bounds the wait for a ClientHello or a request head.
 	PeekTimeout time.Duration
-	// HelloWithConnect sends a steered TLS flow's ClientHello in the same
-	// write as its CONNECT (cloudproxy.Client.ConnectEarly) rather than
-	// after the proxy's answer.
-	HelloWithConnect bool
 	// IdleTimeout closes a flow that moved no bytes for this long (a
 	// tunnel within a tenth of it more, at most 10 s more).
 	IdleTimeout time.Duration

@@ -40,7 +40,6 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 	ev.Name = hello.ServerName
 
 	var up net.Conn
-	sentHello := false // the ClientHello went with the CONNECT
 	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
 		target, ok := p.bypassTarget(ctx, f, ev)
 		if !ok {
@@ -75,12 +74,7 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 		cloud := p.Cloud()
 		if !cloudDown(cloud, nil) {
 			cctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-			if p.cfg.HelloWithConnect {
-				up, err = cloud.ConnectEarly(cctx, target, f.ip, raw)
-				sentHello = up != nil
-			} else {
-				up, err = cloud.Connect(cctx, target, f.ip)
-			}
+			up, err = cloud.Connect(cctx, target, f.ip)
 			cancel()
 		}
 		if up == nil && ctx.Err() == nil && cloudDown(cloud, err) {
@@ -112,14 +106,12 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 	}
 	f.add(up)
 
-	if !sentHello {
-		up.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
-		if _, err := up.Write(raw); err != nil {
-			if ctx.Err() == nil {
-				p.log.Debug("replay client hello", "client", f.ip, "name", ev.Name, "err", err)
-			}
-			return
+	up.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
+	if _, err := up.Write(raw); err != nil {
+		if ctx.Err() == nil {
+			p.log.Debug("replay client hello", "client", f.ip, "name", ev.Name, "err", err)
 		}
+		return
 	}
 	p.bytesUp.Add(uint64(len(raw)))
 	p.detach(f, f.client, up)
