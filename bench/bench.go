@@ -94,7 +94,9 @@ const (
 )
 
 // Paths are the seven paths of issue 4, plus direct routing with connection
-// tracking on (what the bypass path pays), in table order.
+// tracking on (what the bypass path pays), then (issue 11) direct and
+// bypass in an office router with NAT, and steered, redsocks, Squid
+// intercept and the ceiling with Squid as the cloud proxy, in table order.
 var Paths = []Path{
 	{Name: "direct", Gateway: GWNone, Role: lab.RoleLAN, Client: "10.10.0.10"},
 	{Name: "direct + conntrack", Gateway: GWConntrack, Role: lab.RoleLAN, Client: "10.10.0.10"},
