@@ -67,7 +67,22 @@ type Path struct {
 	Bypass   bool   // the flow goes to the bypass-listed origins
 	ViaProxy bool   // the cloud proxy must carry the flow
 	Client   string // the address the cloud proxy must see (ViaProxy) or the origin must see
+	// NAT runs the path in an office-router gateway: the lab's
+	// Options.NAT ruleset (masquerade, stateful forward filter) loaded
+	// in the gateway namespace beside whatever runs there.
+	NAT bool
+	// SquidCloud chains the path to the lab's Squid (lab.SquidV4:3128,
+	// the e2e tests' Squid cloud proxy) instead of the lean benchmark
+	// proxy: a real cloud proxy rather than a splice.
+	SquidCloud bool
 }
+
+// SquidCloudAddr is the lab's Squid as a cloud proxy, and SquidCloudAuth
+// the Basic credentials it wants (Squid refuses an empty password).
+var (
+	SquidCloudAddr = netip.AddrPortFrom(lab.SquidV4, lab.SquidPort)
+	SquidCloudAuth = lab.EntitlementCode + ":" + lab.SquidCodePassword
+)
 
 // Gateway kinds.
 const (
@@ -79,7 +94,9 @@ const (
 )
 
 // Paths are the seven paths of issue 4, plus direct routing with connection
-// tracking on (what the bypass path pays), in table order.
+// tracking on (what the bypass path pays), then (issue 11) direct and
+// bypass in an office router with NAT, and steered, redsocks, Squid
+// intercept and the ceiling with Squid as the cloud proxy, in table order.
 var Paths = []Path{
 	{Name: "direct", Gateway: GWNone, Role: lab.RoleLAN, Client: "10.10.0.10"},
 	{Name: "direct + conntrack", Gateway: GWConntrack, Role: lab.RoleLAN, Client: "10.10.0.10"},
@@ -89,6 +106,41 @@ var Paths = []Path{
 	{Name: "squid intercept", Gateway: GWSquid, Role: lab.RoleLAN, ViaProxy: true, Client: "10.20.0.1"},
 	{Name: "agent-like", Gateway: GWNone, Role: lab.RoleLAN, Explicit: true, ViaProxy: true, Client: "10.10.0.10"},
 	{Name: "ceiling", Gateway: GWNone, Role: lab.RoleGW, Explicit: true, ViaProxy: true, Client: "10.20.0.1"},
+	// In an office router (NAT): the origin sees the gateway's WAN address.
+	{Name: PDirectNAT, Gateway: GWNone, Role: lab.RoleLAN, NAT: true, Client: "10.20.0.1"},
+	{Name: PBypassNAT, Gateway: GWCloudsteer, Role: lab.RoleLAN, NAT: true, Bypass: true, Client: "10.20.0.1"},
+	// Squid as the cloud proxy: the lean proxy must carry nothing.
+	{Name: PSteeredSq, Gateway: GWCloudsteer, Role: lab.RoleLAN, ViaProxy: true, SquidCloud: true},
+	{Name: PRedsocksSq, Gateway: GWRedsocks, Role: lab.RoleLAN, ViaProxy: true, SquidCloud: true},
+	{Name: PSquidSq, Gateway: GWSquid, Role: lab.RoleLAN, ViaProxy: true, SquidCloud: true},
+	{Name: PCeilingSq, Gateway: GWNone, Role: lab.RoleGW, Explicit: true, ViaProxy: true, SquidCloud: true},
+}
+
+// Groups of paths --only takes by one name.
+const (
+	// OnlyNAT is the NAT rows: direct and cloudsteer bypass in an office router.
+	OnlyNAT = "nat"
+	// OnlySquidCloud is the Squid-as-cloud-proxy rows.
+	OnlySquidCloud = "squidcloud"
+)
+
+// ExpandOnly replaces the group names OnlyNAT and OnlySquidCloud in an
+// --only list with their paths' names.
+func ExpandOnly(only []string) []string {
+	var out []string
+	for _, o := range only {
+		switch o {
+		case OnlyNAT, OnlySquidCloud:
+			for _, p := range Paths {
+				if (o == OnlyNAT && p.NAT) || (o == OnlySquidCloud && p.SquidCloud) {
+					out = append(out, p.Name)
+				}
+			}
+		default:
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Path names the verdicts refer to.
@@ -101,6 +153,13 @@ const (
 	PSquid    = "squid intercept"
 	PAgent    = "agent-like"
 	PCeiling  = "ceiling"
+
+	PDirectNAT  = "direct NAT"
+	PBypassNAT  = "cloudsteer bypass NAT"
+	PSteeredSq  = "steered → Squid"
+	PRedsocksSq = "redsocks → Squid"
+	PSquidSq    = "squid icpt → Squid"
+	PCeilingSq  = "ceiling → Squid"
 )
 
 func (p Path) streamTarget() (netip.AddrPort, string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -42,6 +43,18 @@ type gwOptions struct {
 	// block in the config), for the fairness figure; every other figure
 	// turns the limits off.
 	defaultLimits bool
+	// squidCloud chains the gateway to the lab's Squid (SquidCloudAddr)
+	// instead of the lean benchmark proxy.
+	squidCloud bool
+}
+
+// cloud returns the cloud proxy a gateway chains to, and the user and
+// password it sends.
+func (o gwOptions) cloud() (addr netip.AddrPort, user, password string) {
+	if o.squidCloud {
+		return SquidCloudAddr, lab.EntitlementCode, lab.SquidCodePassword
+	}
+	return ProxyAddr, lab.EntitlementCode, "x"
 }
 
 // startGateway starts kind in the gateway namespace and returns once it
@@ -79,21 +92,32 @@ func (r *runner) startGatewayWith(ctx context.Context, kind string, o gwOptions)
 		// left out they are the host's /var/lib/cloudsteer and
 		// /run/cloudsteer/admin.sock.
 		cfg := filepath.Join(r.dir, "cloudsteer.yaml")
+		cloudAddr, _, _ := o.cloud()
+		cred := fmt.Sprintf("  entitlement_code: %q", lab.EntitlementCode)
+		if o.squidCloud {
+			// Squid wants the code as user with a password.
+			cred = fmt.Sprintf("  username: %q\n  password: %q", lab.EntitlementCode, lab.SquidCodePassword)
+		}
+		// The health probe CONNECTs to a name both cloud proxies resolve
+		// (the default, www.akamai.com, is unknown here: the proxy
+		// answered 502, cloudsteer failed open and steered nothing).
 		yaml := fmt.Sprintf(`lan_interfaces: [%s]
 cloud_proxy:
   url: http://%s
-  entitlement_code: %q
+%s
 dns:
   upstreams: [%q]
 bypass:
   domains: []
   cidrs: [%q]
+health:
+  probe_target: %s:443
 log:
   level: info
 state_dir: %s
 admin:
   socket: %s
-`, strings.Join(r.lab.LANInterfaces(), ", "), ProxyAddr, lab.EntitlementCode, lab.CloudDNSV4.String(), BypassCIDR.String(),
+`, strings.Join(r.lab.LANInterfaces(), ", "), cloudAddr, cred, lab.CloudDNSV4.String(), BypassCIDR.String(), HTTPSName,
 			filepath.Join(r.dir, "state"), filepath.Join(r.dir, "admin.sock"))
 		if !o.defaultLimits {
 			yaml += noLimits
@@ -114,6 +138,7 @@ admin:
 		g.stop = func() error { return cs.Stop() }
 		return g, nil
 	case GWRedsocks:
+		cloudAddr, user, password := o.cloud()
 		conf := filepath.Join(r.dir, "redsocks.conf")
 		text := fmt.Sprintf(`base {
 	log_debug = off;
@@ -129,9 +154,9 @@ redsocks {
 	port = %d;
 	type = http-connect;
 	login = %q;
-	password = "x";
+	password = %q;
 }
-`, redsocksPort, ProxyAddr.Addr(), ProxyAddr.Port(), lab.EntitlementCode)
+`, redsocksPort, cloudAddr.Addr(), cloudAddr.Port(), user, password)
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			return nil, fmt.Errorf("write redsocks config: %w", err)
 		}
@@ -147,7 +172,7 @@ redsocks {
 		}
 		return g, nil
 	case GWSquid:
-		if err := r.startSquid(ctx, g); err != nil {
+		if err := r.startSquid(ctx, g, o); err != nil {
 			return nil, err
 		}
 		if err := r.redirect(ctx, squidIcptPort); err != nil {
@@ -248,7 +273,7 @@ func (r *runner) clearRedirect() error {
 
 // startSquid runs Squid in intercept mode: peek at the ClientHello, splice,
 // every tunnel through the cloud proxy as parent (never direct).
-func (r *runner) startSquid(ctx context.Context, g *gw) error {
+func (r *runner) startSquid(ctx context.Context, g *gw, o gwOptions) error {
 	state := filepath.Join(r.dir, "squid")
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return err
@@ -269,6 +294,7 @@ func (r *runner) startSquid(ctx context.Context, g *gw) error {
 	if err := os.WriteFile(filepath.Join(state, "hosts"), []byte(hosts.String()), 0o644); err != nil {
 		return err
 	}
+	cloudAddr, user, password := o.cloud()
 	conf := filepath.Join(state, "squid.conf")
 	text := fmt.Sprintf(`# Squid as an intercepting gateway (peek at SNI, splice) with the cloud proxy as parent.
 http_port 127.0.0.1:%[1]d
@@ -293,12 +319,12 @@ dns_nameservers %[6]s
 acl step1 at_step SslBump1
 ssl_bump peek step1
 ssl_bump splice all
-cache_peer %[7]s parent %[8]d 0 no-query no-digest no-netdb-exchange login=%[9]s:x name=cloud
+cache_peer %[7]s parent %[8]d 0 no-query no-digest no-netdb-exchange login=%[9]s:%[10]s name=cloud
 never_direct allow all
 http_access allow all
 `, squidPlainPort, squidIcptPort,
 		filepath.Join(r.serveDir, serve.LeafFile), filepath.Join(r.serveDir, serve.LeafKeyFile),
-		state, lab.CloudDNSV4, ProxyAddr.Addr(), ProxyAddr.Port(), lab.EntitlementCode)
+		state, lab.CloudDNSV4, cloudAddr.Addr(), cloudAddr.Port(), user, password)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return err
 	}
@@ -417,4 +443,23 @@ func (r *runner) waitUDP(ctx context.Context, g *gw) error {
 	}
 	g.stop()
 	return errors.New(g.kind + " not listening on udp 53 after 20s")
+}
+
+// router loads the lab's office-router ruleset (lab.FirewallRouter:
+// masquerade on the WAN, stateful forward filter) into the gateway
+// namespace, for the NAT rows.
+func (r *runner) router(ctx context.Context) error {
+	if err := r.lab.LoadFirewall(ctx, lab.FirewallRouter); err != nil {
+		return fmt.Errorf("load office router ruleset: %w", err)
+	}
+	return nil
+}
+
+// clearRouter removes the office-router ruleset again.
+func (r *runner) clearRouter() error {
+	out, err := r.lab.Command(context.Background(), lab.RoleGW, "nft", "delete", "table", "inet", lab.RouterTable).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("remove office router ruleset: %w: %s", err, out)
+	}
+	return r.lab.LoadFirewall(context.Background(), lab.FirewallNone) // the lab's record of it
 }

@@ -338,6 +338,46 @@ func (r *Results) verdicts() []Verdict {
 		}
 	}
 	add("steered p99 TTFB ≤ ceiling + 0.5 ms", d99, "ms", atMost(0.5), "")
+	// The same targets with Squid as the cloud proxy (issue 11): against
+	// its ceiling and ahead of the peers that chain to Squid too.
+	for _, fg := range figs {
+		add("Squid cloud: steered ≥ 0.9× ceiling, "+fg.name,
+			ratioByRound(r.byRound(PSteeredSq, fg.mode, fg.flows), r.byRound(PCeilingSq, fg.mode, fg.flows), fg.f), "×", atLeast(0.9), "")
+		best := bestOf(r.byRound(PRedsocksSq, fg.mode, fg.flows), r.byRound(PSquidSq, fg.mode, fg.flows), fg.f)
+		add("Squid cloud: steered ≥ 1× best of redsocks and Squid, "+fg.name,
+			ratioByRound(r.byRound(PSteeredSq, fg.mode, fg.flows), best, fg.f), "×", atLeast(1), "")
+	}
+	d99 = nil
+	st, ce = r.byRound(PSteeredSq, load.ModeTTFB, 0), r.byRound(PCeilingSq, load.ModeTTFB, 0)
+	for round, s := range st {
+		if c, ok := ce[round]; ok {
+			d99 = append(d99, ms(load.Percentile(s.Result.TTFBus, 99)-load.Percentile(c.Result.TTFBus, 99)))
+		}
+	}
+	add("Squid cloud: steered p99 TTFB ≤ ceiling + 0.5 ms", d99, "ms", atMost(0.5), "")
+	var dp50 []float64
+	rs := r.byRound(PRedsocksSq, load.ModeTTFB, 0)
+	for round, s := range st {
+		if c, ok := rs[round]; ok {
+			dp50 = append(dp50, ms(load.Percentile(s.Result.TTFBus, 50)-load.Percentile(c.Result.TTFBus, 50)))
+		}
+	}
+	add("Squid cloud: steered p50 TTFB ≤ redsocks'", dp50, "ms", atMost(0), "")
+	// Gateway CPU per new HTTPS connection, the cost that decides conn/s
+	// on a machine the cloud proxy shares.
+	perConn := func(s Sample) float64 {
+		if s.Result.Conns == 0 {
+			return math.Inf(1)
+		}
+		return s.GWCPU / float64(s.Result.Conns)
+	}
+	add("Squid cloud: steered gw CPU per HTTPS conn ≤ redsocks'",
+		ratioByRound(r.byRound(PSteeredSq, load.ModeConns, 0), r.byRound(PRedsocksSq, load.ModeConns, 0), perConn), "× redsocks", atMost(1), "")
+	// NAT: the bypass path in an office router against direct in it.
+	for _, fg := range figs[:2] {
+		add("NAT: bypass ≥ 0.97× direct, "+fg.name,
+			ratioByRound(r.byRound(PBypassNAT, fg.mode, fg.flows), r.byRound(PDirectNAT, fg.mode, fg.flows), fg.f), "×", atLeast(0.97), "")
+	}
 	// DNS.
 	var dq []float64
 	for round := 1; round <= r.Repeats; round++ {

@@ -81,6 +81,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	} else {
 		opts.IdleTarget = opts.Idle
 	}
+	opts.Only = ExpandOnly(opts.Only)
 	if err := lab.Cleanup(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("remove an earlier bench lab: %w", err)
 	}
@@ -97,7 +98,11 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	r.say("lab up (prefix %s)", opts.Prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	// LAN2: the fairness figure's second client.
-	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true, Firewall: lab.FirewallNone})
+	// Squid as a cloud proxy (the e2e tests' one) for the Squid-cloud
+	// rows, told the benchmark origins' names.
+	squid := len(opts.Only) == 0 || slices.ContainsFunc(Paths, func(p Path) bool { return p.SquidCloud && slices.Contains(opts.Only, p.Name) })
+	l, err := lab.Up(upCtx, lab.Options{Prefix: opts.Prefix, Dir: filepath.Join(dir, "lab"), LabBinary: filepath.Join(opts.BinDir, "cloudsteer-lab"), LAN2: true,
+		Firewall: lab.FirewallNone, Squid: squid, SquidHosts: Names()})
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
@@ -444,9 +449,26 @@ func verify(p Path, s load.Spec, res load.Result, st serve.Stats) string {
 	if p.ViaProxy {
 		wantPeer = ProxyAddr.Addr().String()
 	}
-	for peer := range st.OriginPeers {
+	if p.SquidCloud {
+		// Squid dials from the internet namespace's own addresses.
+		wantPeer = ""
+	}
+	// cloudsteer's health probe CONNECTs to an origin without
+	// X-Forwarded-For and closes at once; on a path that must not use the
+	// proxy those tunnels are the probe's, not the flows'.
+	probes := int64(0)
+	if !p.ViaProxy {
+		probes = st.Tunnels - st.WithXFF
+	}
+	for peer, n := range st.OriginPeers {
+		if !p.ViaProxy && peer == ProxyAddr.Addr().String() && n <= probes {
+			continue
+		}
 		if wantPeer != "" && peer != wantPeer {
 			return fmt.Sprintf("origin saw peer %s, want only %s", peer, wantPeer)
+		}
+		if p.SquidCloud && (peer == lab.ClientV4.Addr().String() || peer == lab.GWWANV4.Addr().String()) {
+			return fmt.Sprintf("origin saw peer %s: the flow did not go through Squid", peer)
 		}
 	}
 	if res.Conns == 0 {
@@ -455,7 +477,7 @@ func verify(p Path, s load.Spec, res load.Result, st serve.Stats) string {
 	if st.OriginConns < res.Conns {
 		return fmt.Sprintf("origin saw %d connections, client completed %d", st.OriginConns, res.Conns)
 	}
-	if p.ViaProxy {
+	if p.ViaProxy && !p.SquidCloud {
 		if st.Tunnels < res.Conns {
 			return fmt.Sprintf("cloud proxy opened %d tunnels, client completed %d flows", st.Tunnels, res.Conns)
 		}
@@ -467,8 +489,8 @@ func verify(p Path, s load.Spec, res load.Result, st serve.Stats) string {
 		if s.Mode == load.ModeStream && float64(st.ProxyDown) < 0.95*float64(res.Bytes) {
 			return fmt.Sprintf("cloud proxy carried %d bytes, client counted %d", st.ProxyDown, res.Bytes)
 		}
-	} else if st.Tunnels != 0 {
-		return fmt.Sprintf("cloud proxy opened %d tunnels on a path that must not use it", st.Tunnels)
+	} else if st.Tunnels-probes != 0 {
+		return fmt.Sprintf("benchmark cloud proxy opened %d tunnels on a path that must not use it", st.Tunnels)
 	}
 	if s.Mode == load.ModeStream && float64(st.OriginBytes) < 0.95*float64(res.Bytes) {
 		return fmt.Sprintf("origin sent %d bytes, client counted %d", st.OriginBytes, res.Bytes)
@@ -488,6 +510,9 @@ func (r *runner) specs(p Path) []load.Spec {
 	auth := ""
 	if p.Explicit {
 		proxy, auth = ProxyAddr, lab.EntitlementCode
+		if p.SquidCloud {
+			proxy, auth = SquidCloudAddr, SquidCloudAuth
+		}
 	}
 	mk := func(mode string, dst netip.AddrPort, name string, flows int) load.Spec {
 		return load.Spec{Mode: mode, Dst: dst, Name: name, Proxy: proxy, Auth: auth, CAFile: ca,
@@ -505,6 +530,9 @@ func (r *runner) specs(p Path) []load.Spec {
 type visit struct {
 	kind  string
 	paths []string
+	// nat loads the office router's ruleset for the visit; squid chains
+	// the gateway to the lab's Squid.
+	nat, squid bool
 }
 
 // visitOrder is the order in which a round measures one figure on every
@@ -514,12 +542,21 @@ type visit struct {
 // always favour the same side of a pair.
 func visitOrder(round int) []visit {
 	vs := []visit{
-		{GWConntrack, []string{PDirectCT}},
-		{GWNone, []string{PDirect}},
-		{GWCloudsteer, []string{PBypass, PSteered}},
-		{GWNone, []string{PCeiling, PAgent}},
-		{GWRedsocks, []string{PRedsocks}},
-		{GWSquid, []string{PSquid}},
+		{GWConntrack, []string{PDirectCT}, false, false},
+		{GWNone, []string{PDirect}, false, false},
+		{GWCloudsteer, []string{PBypass, PSteered}, false, false},
+		{GWNone, []string{PCeiling, PAgent}, false, false},
+		{GWRedsocks, []string{PRedsocks}, false, false},
+		{GWSquid, []string{PSquid}, false, false},
+		// In an office router: direct, then bypass.
+		{GWNone, []string{PDirectNAT}, true, false},
+		{GWCloudsteer, []string{PBypassNAT}, true, false},
+		// Squid as the cloud proxy: steered, redsocks and the ceiling
+		// back to back, then Squid intercept.
+		{GWCloudsteer, []string{PSteeredSq}, false, true},
+		{GWRedsocks, []string{PRedsocksSq}, false, true},
+		{GWNone, []string{PCeilingSq}, false, true},
+		{GWSquid, []string{PSquidSq}, false, true},
 	}
 	if round%2 == 1 {
 		slices.Reverse(vs)
@@ -544,13 +581,19 @@ func (r *runner) visit(ctx context.Context, round, fig int, v visit, res *Result
 	if len(todo) == 0 {
 		return nil
 	}
-	g, err := r.startGateway(ctx, v.kind)
+	if v.nat {
+		if err := r.router(ctx); err != nil {
+			return err
+		}
+		defer r.clearRouter()
+	}
+	g, err := r.startGatewayWith(ctx, v.kind, gwOptions{squidCloud: v.squid})
 	if err != nil {
 		return err
 	}
 	defer g.stop()
 	time.Sleep(300 * time.Millisecond)
-	if v.kind != GWNone && v.kind != GWConntrack && fig == 0 {
+	if v.kind != GWNone && v.kind != GWConntrack && fig == 0 && !v.nat && !v.squid {
 		res.IdleRSS = append(res.IdleRSS, RSSSample{Gateway: v.kind, Bytes: r.gwRSS()})
 	}
 	for _, p := range todo {

@@ -72,6 +72,10 @@ type Options struct {
 	// routing gateway; FirewallFW4 and FirewallDebian are rulesets like
 	// OpenWrt's and a Debian nftables.conf.
 	Firewall Firewall
+	// SquidHosts are names Squid resolves besides the lab sites (its
+	// hosts file), for origins a program adds to the internet namespace
+	// itself (the benchmark's).
+	SquidHosts map[string]netip.Addr
 	// LAN2 adds a second LAN host (role RoleLAN2, Client2V4/Client2V6) on
 	// a LAN interface of its own on the gateway (GWLAN2If), so tests can
 	// tell one client's traffic from another's.
@@ -88,7 +92,9 @@ type Lab struct {
 	squid  bool
 	fw     Firewall
 	lan2   bool
-	log    *slog.Logger
+	// squidHosts are Options.SquidHosts.
+	squidHosts map[string]netip.Addr
+	log        *slog.Logger
 
 	mu     sync.Mutex
 	procs  []*proc
@@ -138,12 +144,13 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		return nil, err
 	}
 	l := &Lab{
-		prefix: opts.Prefix,
-		dir:    dir,
-		squid:  opts.Squid,
-		fw:     opts.Firewall,
-		lan2:   opts.LAN2,
-		log:    slog.With("component", "lab", "prefix", opts.Prefix),
+		prefix:     opts.Prefix,
+		dir:        dir,
+		squid:      opts.Squid,
+		fw:         opts.Firewall,
+		squidHosts: opts.SquidHosts,
+		lan2:       opts.LAN2,
+		log:        slog.With("component", "lab", "prefix", opts.Prefix),
 	}
 	for _, role := range allRoles {
 		if ns := NSName(l.prefix, role); nsExists(ns) {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/template"
@@ -220,7 +221,7 @@ func (l *Lab) startSquid(ctx context.Context, wait time.Duration) error {
 	}{
 		{confPath, conf.Bytes(), 0o644},
 		{l.Path(SquidConfFile), conf.Bytes(), 0o644}, // a copy to read
-		{filepath.Join(state, "hosts"), squidHosts(), 0o644},
+		{filepath.Join(state, "hosts"), squidHosts(l.squidHosts), 0o644},
 		{filepath.Join(state, "passwd"), passwd, 0o640},
 	}
 	for _, f := range files {
@@ -333,12 +334,21 @@ func squidPasswd() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// squidHosts returns a hosts file with every lab site, so Squid resolves
-// CONNECT targets without depending on the lab DNS.
-func squidHosts() []byte {
+// squidHosts returns a hosts file with every lab site and the extra
+// names, so Squid resolves CONNECT targets without depending on the lab
+// DNS.
+func squidHosts(extra map[string]netip.Addr) []byte {
 	var b bytes.Buffer
 	for _, s := range Sites {
 		fmt.Fprintf(&b, "%s %s\n%s %s\n", s.V4, s.Name, s.V6, s.Name)
+	}
+	names := make([]string, 0, len(extra))
+	for n := range extra {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %s\n", extra[n], n)
 	}
 	return b.Bytes()
 }

@@ -39,7 +39,7 @@ type Spec struct {
 	Dst      netip.AddrPort // the origin address the flow is for
 	Name     string         // SNI, Host and CONNECT name
 	Proxy    netip.AddrPort // when valid: CONNECT through this proxy
-	Auth     string         // Proxy-Authorization user (Basic, empty password)
+	Auth     string         // Proxy-Authorization user, or user:password (Basic; no colon: empty password)
 	CAFile   string         // roots for the HTTPS modes
 	Flows    int
 	Duration time.Duration
@@ -149,7 +149,11 @@ func (g *gen) dial(ctx context.Context) (*net.TCPConn, error) {
 	target := net.JoinHostPort(s.Name, fmt.Sprint(s.Dst.Port()))
 	head := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
 	if s.Auth != "" {
-		head += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(s.Auth+":")) + "\r\n"
+		cred := s.Auth
+		if !strings.Contains(cred, ":") {
+			cred += ":"
+		}
+		head += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(cred)) + "\r\n"
 	}
 	head += "\r\n"
 	tc.SetDeadline(time.Now().Add(5 * time.Second))

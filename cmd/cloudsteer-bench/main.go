@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string) error {
 	samples := fs.Int("samples", 1000, "time-to-first-byte samples per path and round (p99 is the 10th slowest)")
 	flows := fs.Int("flows", 32, "parallel flows of the many-flows throughput figure")
 	idle := fs.Int("idle", 10000, "idle flows of the memory figure")
-	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory); \""+bench.FairnessOnly+"\" for the fairness figure alone, \""+bench.ConsoleOnly+"\" for the web console figure alone (both may be given)")
+	only := fs.String("only", "", "comma-separated path names: measure only these (no baselines, DNS or memory); \""+bench.OnlyNAT+"\" for the NAT rows, \""+bench.OnlySquidCloud+"\" for the Squid-as-cloud-proxy rows; \""+bench.FairnessOnly+"\" for the fairness figure alone, \""+bench.ConsoleOnly+"\" for the web console figure alone (both may be given)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
