@@ -3,7 +3,6 @@ package dnscache
 import (
 	"errors"
 	"net"
-	"slices"
 
 	"github.com/cilium/ebpf"
 )
@@ -19,23 +18,5 @@ func (c *Cache) Reattach(names []string, after *ebpf.Program) ([]string, error) 
 	if c.closed {
 		return nil, errors.New("dns cache is closed")
 	}
-	c.links.Prune()
-	have := c.links.Attached()
-	var done []string
-	var errs []error
-	for _, n := range names {
-		if slices.Contains(have, n) {
-			continue
-		}
-		ifc, err := net.InterfaceByName(n)
-		if err != nil {
-			continue
-		}
-		if err := c.attach(ifc, after); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		done = append(done, n)
-	}
-	return done, errors.Join(errs...)
+	return c.links.Reattach(names, func(ifc *net.Interface) error { return c.attach(ifc, after) })
 }

@@ -3,7 +3,6 @@ package steer
 import (
 	"errors"
 	"net"
-	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -33,23 +32,5 @@ func (s *Steer) reattach(l *tcx.Links, prog *ebpf.Program, filter string, names 
 	if s.closed {
 		return nil, errors.New("steer is closed")
 	}
-	l.Prune()
-	have := l.Attached()
-	var done []string
-	var errs []error
-	for _, n := range names {
-		if slices.Contains(have, n) {
-			continue
-		}
-		ifc, err := net.InterfaceByName(n)
-		if err != nil {
-			continue // not there (yet)
-		}
-		if err := l.Attach(ifc, prog, filter, tcx.Place{}); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		done = append(done, n)
-	}
-	return done, errors.Join(errs...)
+	return l.Reattach(names, func(ifc *net.Interface) error { return l.Attach(ifc, prog, filter, tcx.Place{}) })
 }

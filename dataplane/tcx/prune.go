@@ -2,6 +2,8 @@ package tcx
 
 import (
 	"errors"
+	"net"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 )
@@ -44,4 +46,31 @@ func (l *Links) Prune() []string {
 	clear(l.links[len(kept):])
 	l.links = kept
 	return gone
+}
+
+// Reattach prunes the attachments whose interface was deleted, then calls
+// attach for each interface in names that exists and holds none (deleted
+// and made anew; a missing one is skipped, it may come back). It returns
+// the interfaces attached now. The classifier, the forwarder and the DNS
+// answerer all follow link changes this way.
+func (l *Links) Reattach(names []string, attach func(*net.Interface) error) ([]string, error) {
+	l.Prune()
+	have := l.Attached()
+	var done []string
+	var errs []error
+	for _, n := range names {
+		if slices.Contains(have, n) {
+			continue
+		}
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			continue // not there (yet)
+		}
+		if err := attach(ifc); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, n)
+	}
+	return done, errors.Join(errs...)
 }
