@@ -20,7 +20,8 @@ import (
 // counters (firewall.Reach) and fails open: when, within blockWindow, at
 // least blockMinRedirects redirected packets of a kind (HTTP/TLS SYNs, or
 // DNS) and family entered the input hook — less those its own per-client
-// limits refused — and not one of that kind and family got through it,
+// limits refused, and at least a quarter of the entries (unexplained) —
+// and not one of that kind and family got through it,
 // steering is held off: the web classes with the pause switch, as a pause
 // does, and DNS by firewall.HoldDNS (a pause keeps DNS filtered, but here
 // the redirect would only feed the drop), so the LAN goes direct; the status says
@@ -117,14 +118,37 @@ func families(d firewall.Reach) []struct {
 func blockedKinds(d firewall.Reach) []string {
 	var kinds []string
 	for _, f := range families(d) {
-		if f.c.WebEntered >= d.WebRefused+blockMinRedirects && f.c.WebArrived == 0 {
-			kinds = append(kinds, fmt.Sprintf("%d %s HTTP/TLS connection attempts", f.c.WebEntered-d.WebRefused, f.name))
+		if n, ok := unexplained(f.c.WebEntered, d.WebRefused); ok && f.c.WebArrived == 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s HTTP/TLS connection attempts", n, f.name))
 		}
-		if f.c.DNSEntered >= d.DNSRefused+blockMinRedirects && f.c.DNSArrived == 0 {
-			kinds = append(kinds, fmt.Sprintf("%d %s DNS packets", f.c.DNSEntered-d.DNSRefused, f.name))
+		if n, ok := unexplained(f.c.DNSEntered, d.DNSRefused); ok && f.c.DNSArrived == 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s DNS packets", n, f.name))
 		}
 	}
 	return kinds
+}
+
+// blockMinShare is the least share of the entries (1/blockMinShare)
+// that must be neither refused by cloudsteer's limits nor arrived for
+// the window to count as blocked.
+const blockMinShare = 4
+
+// unexplained is the number of entries that cloudsteer's own refusals do
+// not account for, and whether that is evidence of another firewall's
+// drop: at least blockMinRedirects and at least a quarter of what
+// entered. The share matters under a flood: a client over its limits has
+// thousands of SYNs refused per second while its admitted flows arrived
+// before the window began, and the counters are read one after another,
+// so a handful of refusals can fall between the reads. Without the share
+// that handful would look like a drop, and a LAN host could switch the
+// filtering off by flooding; with it, a flood only delays the detection
+// of a real block until the flood ends.
+func unexplained(entered, refused uint64) (uint64, bool) {
+	if entered < refused+blockMinRedirects {
+		return 0, false
+	}
+	n := entered - refused
+	return n, n*blockMinShare >= entered
 }
 
 // through reports whether redirected packets got in: every kind of every

@@ -63,11 +63,36 @@ func TestBlockWatch(t *testing.T) {
 			t.Fatal("alarm on a working LAN")
 		}
 	}
+	// A flood over the limits, the counters read one after another: every
+	// flooded packet is refused, but each poll reads the refusals a few
+	// packets behind the entries (a skew that changes from poll to poll),
+	// and nothing new is admitted.
+	web0, dns0 := src.r.WebRefused, src.r.DNSRefused
+	var webTrue, dnsTrue uint64
+	for i := range 30 {
+		if tick(func(r *firewall.Reach) {
+			r.V4.WebEntered += 4000
+			r.V4.DNSEntered += 30000
+			webTrue += 4000
+			dnsTrue += 30000
+			r.WebRefused = web0 + webTrue - uint64(i%3)*4
+			r.DNSRefused = dns0 + dnsTrue - uint64(i%2)*7
+		}) || held() {
+			_, msg := b.state()
+			t.Fatalf("alarm for a flood refused by the limits (poll %d): %s", i, msg)
+		}
+	}
+	src.r.WebRefused, src.r.DNSRefused = web0+webTrue, dns0+dnsTrue
 	// Own limits refuse a flood's SYNs: redirected, refused, not arrived.
 	for range 15 {
 		if tick(func(r *firewall.Reach) { r.V4.WebEntered += 10; r.WebRefused += 10 }) || held() {
 			t.Fatal("alarm for flows cloudsteer's own limits refused")
 		}
+	}
+	// Refusals in the window raise the bar (a quarter of the entries must
+	// be unexplained); let them age out.
+	for range int(blockWindow/blockPoll) + 1 {
+		tick(nil)
 	}
 	// Blocked: SYNs are redirected and none arrives.
 	tick(func(r *firewall.Reach) { r.V4.WebEntered++ })

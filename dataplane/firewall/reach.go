@@ -97,16 +97,16 @@ type Reach struct {
 
 // Reach reads the counters. After Close it returns zeros.
 func (t *Table) Reach() (Reach, error) {
+	// The three reads are not one snapshot, so they go in the order in
+	// which a packet meets the counters: entries, then cloudsteer's own
+	// refusals, then arrivals. A packet counted as entered is then
+	// already refused or arrived by the later reads (unless it is still
+	// in flight), and the skew between reads under a flood errs towards
+	// "got through", never towards "dropped by another firewall".
 	var r Reach
-	refused, err := t.LimitRefusals()
-	if err != nil {
-		return r, err
-	}
-	r.WebRefused = refused[RefusedFlowsPerClient] + refused[RefusedNewFlowsPerClient]
-	r.DNSRefused = refused[RefusedDNSTCPPerClient] + refused[RefusedDNSQueriesPerClient]
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
+		t.mu.Unlock()
 		return Reach{}, nil
 	}
 	tab := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
@@ -125,8 +125,20 @@ func (t *Table) Reach() (Reach, error) {
 		return n, nil
 	}
 	in, err := read(reachFirstName)
+	t.mu.Unlock()
 	if err != nil {
 		return r, err
+	}
+	refused, err := t.LimitRefusals()
+	if err != nil {
+		return r, err
+	}
+	r.WebRefused = refused[RefusedFlowsPerClient] + refused[RefusedNewFlowsPerClient]
+	r.DNSRefused = refused[RefusedDNSTCPPerClient] + refused[RefusedDNSQueriesPerClient]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return Reach{}, nil
 	}
 	out, err := read(reachChainName)
 	if err != nil {
