@@ -139,8 +139,14 @@ type DNS struct {
 	// interfaces (dataplane/dnscache) before they reach the resolver;
 	// left out, it is on.
 	KernelCache *bool `yaml:"kernel_cache"`
+	// Resolving around the gateway (leaks.go): each left out is on.
+	ApplicationDNSCanary *bool    `yaml:"application_dns_canary"`
+	BlockDoH             *bool    `yaml:"block_doh"`
+	DoHHostnames         []string `yaml:"doh_hostnames"`
+	RejectDoT            *bool    `yaml:"reject_dot"`
 
 	upstreams []netip.AddrPort
+	dohNames  []string
 }
 
 // Bypass lists what passes untouched, on top of the system domains.
@@ -313,6 +319,7 @@ func (c *Config) setDefaults() {
 		on := true
 		c.DNS.KernelCache = &on
 	}
+	c.DNS.setLeakDefaults()
 	if c.Firewall.UntrackUnsteered == nil {
 		on := true
 		c.Firewall.UntrackUnsteered = &on
@@ -565,7 +572,7 @@ func (d *DNS) validate() error {
 	if d.CacheSize < 0 || d.CacheSize > 10_000_000 {
 		return bad("dns.cache_size", "%d is outside 0..10000000", d.CacheSize)
 	}
-	return nil
+	return d.validateLeaks()
 }
 
 // UpstreamAddrs returns the validated resolver addresses.

@@ -39,6 +39,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
 	"github.com/cloudsteer/cloudsteer/dataplane/tcx"
+	"github.com/cloudsteer/cloudsteer/internal/nameset"
 	"github.com/cloudsteer/cloudsteer/internal/sdnotify"
 )
 
@@ -212,7 +213,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		OnQuery:   d.dnsQuery,
 		// A dead first resolver costs one timeout, then probes (failover.go).
 		OnUpstreamSwitch: d.dnsSwitch,
-		Logger:           log,
+		// Firefox's canary and the DoH services' names (dns.block_doh).
+		NXDomain: cfg.DNS.LocalNXDomain(),
+		Logger:   log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
 		MaxTCPPerClient:           config.Value(cfg.Limits.DNSTCPPerClient),
@@ -232,6 +235,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.proxy, err = proxy.New(proxy.Config{
 		Cloud:          cloud,
 		Policy:         d.bypass,
+		RefuseName:     refuseNames(cfg.DNS.RefusedDoHNames()),
 		OriginalDst:    firewall.OriginalDst,
 		OnEvent:        d.proxyEvent,
 		PeekTimeout:    cfg.Proxy.PeekTimeout.D(),
@@ -615,4 +619,13 @@ func (p *pendingMap) attach(m bypass.Map) error {
 	}
 	p.real, p.added = m, nil
 	return errors.Join(errs...)
+}
+
+// refuseNames is the proxy's RefuseName for names (nil when there are none).
+func refuseNames(names []string) func(string) bool {
+	if len(names) == 0 {
+		return nil
+	}
+	s := nameset.New(names)
+	return s.Match
 }

@@ -224,7 +224,7 @@ type collector struct {
 	packets, bytes                                *prometheus.Desc
 	flowsAccepted, flowsActive                    *prometheus.Desc
 	proxyRequests, proxyBytes                     *prometheus.Desc
-	dnsRequests, dnsQueries                       *prometheus.Desc
+	dnsRequests, dnsQueries, dnsLocalNX           *prometheus.Desc
 	dnsHits, dnsMisses, dnsRatio                  *prometheus.Desc
 	dnsEntries, dnsCoalesced                      *prometheus.Desc
 	dnsUpstreamErrs, dnsMalformed                 *prometheus.Desc
@@ -253,6 +253,7 @@ func newCollector(src Source) *collector {
 		proxyBytes:       d("proxy_bytes_total", "Bytes the transparent proxy forwarded: up (client to upstream) and down.", "direction"),
 		dnsRequests:      d("dns_requests_total", "DNS requests received with a full header, before any answer (kernel cache answers included)."),
 		dnsQueries:       d("dns_queries_total", "DNS queries answered, by response code (kernel cache answers included).", "rcode"),
+		dnsLocalNX:       d("dns_local_nxdomain_total", "DNS queries the resolver answered NXDOMAIN itself: the canary domain and the DNS-over-HTTPS host names (dns.application_dns_canary, dns.block_doh)."),
 		dnsHits:          d("dns_cache_hits_total", "DNS queries answered from the cache, in the kernel or in the resolver."),
 		dnsMisses:        d("dns_cache_misses_total", "DNS queries sent to (or joined with a query in flight to) the cloud resolvers."),
 		dnsRatio:         d("dns_cache_hit_ratio", "Cache hits over hits plus misses since start; NaN before the first lookup."),
@@ -328,6 +329,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{proxy.KindUpstreamError, ps.UpstreamErrors},
 		{proxy.KindBadClient, ps.BadClients},
 		{proxy.KindBypassRefused, ps.BypassRefused},
+		{"doh_refused", ps.DoHRefused},
 		{"failed_open", ps.FailedOpen},
 		{"failed_closed", ps.FailedClosed},
 	} {
@@ -376,6 +378,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for rcode, n := range rcodes {
 		counter(c.dnsQueries, float64(n), rcode)
 	}
+	counter(c.dnsLocalNX, float64(rs.LocalNXDomain))
 	counter(c.dnsHits, float64(rs.CacheHits))
 	counter(c.dnsMisses, float64(rs.CacheMisses))
 	ratio := math.NaN()

@@ -81,6 +81,11 @@ type Config struct {
 	Cloud *cloudproxy.Client
 	// Policy decides bypass by name (required).
 	Policy Policy
+	// RefuseName, when set, names the TLS server names refused outright
+	// (the DNS-over-HTTPS services of dns.block_doh): the client gets an
+	// access-denied alert, nothing is dialed. A bypass name is never
+	// refused.
+	RefuseName func(name string) bool
 	// OriginalDst returns the destination the client dialed before the
 	// kernel redirected the flow (required).
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
@@ -127,6 +132,7 @@ type Stats struct {
 	BytesUp        uint64 // bytes from clients forwarded upstream (counted when a copy ends)
 	BytesDown      uint64 // bytes from upstream forwarded to clients (counted when a copy ends)
 	BypassRefused  uint64 // flows naming a bypass name that could not go direct
+	DoHRefused     uint64 // TLS flows naming a refused DNS-over-HTTPS host (Config.RefuseName)
 	// RefusedFlows counts flows reset at accept because MaxFlows flows ran.
 	RefusedFlows uint64
 	// RefusedFlowsPerClient counts flows reset at accept because their
@@ -148,7 +154,7 @@ type Proxy struct {
 	accepted, proxied, bypassed              atomic.Uint64
 	blocked, authFailed, upstreamErr, badCli atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
-	bypassRefused                            atomic.Uint64
+	bypassRefused, dohRefused                atomic.Uint64
 	failedOpen, failedClosed                 atomic.Uint64
 	openConns                                connSet // direct conns of FailOpen flows
 
@@ -235,6 +241,7 @@ func (p *Proxy) Stats() Stats {
 		BytesUp:        p.bytesUp.Load(),
 		BytesDown:      p.bytesDown.Load(),
 		BypassRefused:  p.bypassRefused.Load(),
+		DoHRefused:     p.dohRefused.Load(),
 
 		RefusedFlows:          p.limits.refused.Load(),
 		RefusedFlowsPerClient: p.limits.refusedPerClient.Load(),

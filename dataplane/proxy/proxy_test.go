@@ -161,6 +161,7 @@ type envOpts struct {
 	idleTimeout time.Duration
 	maxHeader   int
 	failureMode string // "" leaves the cloud proxy unchecked (no failure mode)
+	refuse      func(string) bool
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -227,6 +228,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		IdleTimeout:    o.idleTimeout,
 		MaxHeaderBytes: o.maxHeader,
 		FailureMode:    o.failureMode,
+		RefuseName:     o.refuse,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -334,6 +336,35 @@ func TestTLSBypass(t *testing.T) {
 	}
 	if st := e.proxy.Stats(); st.Bypassed != 1 || st.Proxied != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestTLSRefuseName: a TLS flow naming a refused DoH host gets an
+// access-denied alert and reaches neither the cloud proxy nor the origin;
+// a bypass name is never refused; other names go through the cloud proxy.
+func TestTLSRefuseName(t *testing.T) {
+	refuse := func(name string) bool { return name == "www.example.com" || name == "bank.example" }
+	e := newEnv(t, envOpts{tls: true, refuse: refuse})
+	_, err := e.tlsGet(t, "www.example.com")
+	if err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("refused name: err = %v, want an access-denied alert", err)
+	}
+	if recs := e.cloud.Records(); len(recs) != 0 {
+		t.Errorf("the cloud proxy saw %+v for a refused name", recs)
+	}
+	if _, err := e.tlsGet(t, "bank.example"); err != nil {
+		t.Fatalf("a bypass name on the refused list: %v", err)
+	}
+	if _, err := e.tlsGet(t, "scores.sports.example"); err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("blocked by the cloud: err = %v", err)
+	}
+	recs := e.cloud.Records()
+	if len(recs) != 1 || !strings.HasPrefix(recs[0].Target, "scores.sports.example:") {
+		t.Errorf("the cloud proxy saw %+v, want only scores.sports.example", recs)
+	}
+	e.waitActive(t, 0)
+	if st := e.proxy.Stats(); st.DoHRefused != 1 || st.Bypassed != 1 {
+		t.Errorf("stats %+v, want DoHRefused 1, Bypassed 1", st)
 	}
 }
 

@@ -40,7 +40,16 @@ func (p *Proxy) handleTLS(ctx context.Context, f *flow) {
 	ev.Name = hello.ServerName
 
 	var up net.Conn
-	if ev.Name != "" && p.cfg.Policy.BypassName(ev.Name) {
+	bypass := ev.Name != "" && p.cfg.Policy.BypassName(ev.Name)
+	if !bypass && ev.Name != "" && p.cfg.RefuseName != nil && p.cfg.RefuseName(ev.Name) {
+		// A DNS-over-HTTPS service: refused, so the browser falls back
+		// to the system resolver (the gateway).
+		p.dohRefused.Add(1)
+		p.log.Debug("refused dns-over-https flow", "client", f.ip, "name", ev.Name, "dst", dst)
+		sendAlert(f.client, alertAccessDenied)
+		return
+	}
+	if bypass {
 		target, ok := p.bypassTarget(ctx, f, ev)
 		if !ok {
 			sendAlert(f.client, alertAccessDenied)

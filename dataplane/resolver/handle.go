@@ -87,6 +87,16 @@ func (r *Resolver) handleGeneral(ctx context.Context, raw []byte, client netip.A
 	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeMAILA, dns.TypeMAILB, dns.TypeOPT:
 		return finish(errorReply(q, dns.RcodeRefused))
 	}
+	// Names the resolver answers itself (Config.NXDomain): Firefox's
+	// canary domain (NXDOMAIN tells Firefox the network filters DNS, and
+	// it turns its automatic DNS over HTTPS off) and the DoH services'
+	// host names (a browser that cannot resolve its DoH server falls back
+	// to the system resolver, the gateway). Never forwarded, cached,
+	// offered to the kernel cache or snooped: never bypass evidence.
+	if r.nxdomain.Match(info.Name) {
+		r.localNX.Add(1)
+		return finish(errorReply(q, dns.RcodeNameError))
+	}
 	k := cacheKey{name: strings.ToLower(qq.Name), qtype: qq.Qtype, qclass: qq.Qclass, do: opt != nil && opt.Do(), cd: q.CheckingDisabled}
 	ans, elapsed, ok := r.cache.get(k, r.now())
 	if ok {

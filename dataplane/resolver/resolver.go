@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/cloudsteer/cloudsteer/internal/nameset"
 )
 
 // Defaults used when the matching Config field is zero.
@@ -94,6 +96,11 @@ type Config struct {
 	// probe before queries go to it first again (health.go); zero means
 	// DefaultRecoverAfter.
 	RecoverAfter time.Duration
+	// NXDomain are names answered NXDOMAIN by the resolver itself, each
+	// with every name under it (local.go): never forwarded, cached or
+	// snooped. The daemon puts Firefox's canary domain and the well-known
+	// DNS-over-HTTPS host names here.
+	NXDomain []string
 	// OnUpstreamSwitch, when set, is called when the resolver queries go
 	// to first changes (to is the zero AddrPort when every one is down).
 	// It must not block.
@@ -144,6 +151,7 @@ type Stats struct {
 	Rcodes           map[string]uint64 // answers sent, by rcode name ("NOERROR", "NXDOMAIN", ...)
 	CacheEntries     int               // answers in the cache now
 	UpstreamSwitches uint64            // changes of the resolver queries go to first
+	LocalNXDomain    uint64            // queries answered NXDOMAIN by Config.NXDomain
 }
 
 // Resolver is a caching DNS forwarder for the LAN.
@@ -152,6 +160,7 @@ type Resolver struct {
 	log       *slog.Logger
 	now       func() time.Time
 	cache     *cache
+	nxdomain  nameset.Set // Config.NXDomain
 	upstreams []*upstream
 	sem       chan struct{}
 	flights   flightGroup
@@ -162,7 +171,7 @@ type Resolver struct {
 	exchange func(ctx context.Context, addr netip.AddrPort, query []byte, tcp bool) ([]byte, error)
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
-	refusedTCP, refusedTCPClient, rateLimited                      atomic.Uint64
+	refusedTCP, refusedTCPClient, rateLimited, localNX             atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 
 	activeMu sync.Mutex
@@ -212,11 +221,12 @@ func New(cfg Config) (*Resolver, error) {
 		cfg.Now = time.Now
 	}
 	r := &Resolver{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "resolver"),
-		now:   cfg.Now,
-		cache: newCache(cfg.CacheSize, cfg.CacheBytes),
-		sem:   make(chan struct{}, cfg.MaxConcurrent),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "resolver"),
+		now:      cfg.Now,
+		cache:    newCache(cfg.CacheSize, cfg.CacheBytes),
+		nxdomain: nameset.New(cfg.NXDomain),
+		sem:      make(chan struct{}, cfg.MaxConcurrent),
 	}
 	if cfg.QueriesPerSecondPerClient > 0 {
 		r.rate = newRateLimiter(cfg.QueriesPerSecondPerClient, cfg.QueryBurst, maxRateClients, time.Now)
@@ -516,6 +526,7 @@ func (r *Resolver) Stats() Stats {
 		Rcodes:           map[string]uint64{},
 		CacheEntries:     r.cache.len(),
 		UpstreamSwitches: r.switches.Load(),
+		LocalNXDomain:    r.localNX.Load(),
 	}
 	for i := range r.rcodes {
 		v := r.rcodes[i].Load()

@@ -1,0 +1,54 @@
+package resolver
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// TestLocalNXDomain: names in Config.NXDomain (and under them) get
+// NXDOMAIN over UDP and TCP without reaching the upstream, are not snooped
+// and are not cached for the fast path; other names are forwarded.
+func TestLocalNXDomain(t *testing.T) {
+	up := newFakeUpstream(t)
+	var sn snoopLog
+	r := startResolver(t, Config{
+		Upstreams: []netip.AddrPort{up.addr},
+		NXDomain:  []string{"www.example.com", "use-application-dns.net"},
+		Snoop:     sn.snoop,
+	})
+	for range 3 { // a second and third ask must not come from a cache either
+		for _, network := range []string{"udp", "tcp"} {
+			for _, q := range []*dns.Msg{
+				query("WWW.example.com.", dns.TypeA),
+				query("a.www.example.com.", dns.TypeAAAA),
+				query("use-application-dns.net.", dns.TypeA),
+			} {
+				m := ask(t, r.addr, network, q)
+				if m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
+					t.Fatalf("%s over %s: rcode %s with %d answers, want NXDOMAIN and none", q.Question[0].Name, network, dns.RcodeToString[m.Rcode], len(m.Answer))
+				}
+				if !m.RecursionAvailable || m.Question[0].Name != q.Question[0].Name {
+					t.Errorf("%s: answer lacks RA or the client's question: %v", q.Question[0].Name, m)
+				}
+			}
+		}
+	}
+	for _, n := range []string{"www.example.com.", "a.www.example.com.", "use-application-dns.net."} {
+		if c := up.count(n); c != 0 {
+			t.Errorf("the upstream was asked %q %d times, want never", n, c)
+		}
+	}
+	if calls := sn.take(); len(calls) != 0 {
+		t.Errorf("local answers were snooped: %v", calls)
+	}
+	if got := r.Stats().LocalNXDomain; got != 18 {
+		t.Errorf("LocalNXDomain = %d, want 18", got)
+	}
+	// Another name is forwarded as usual.
+	m := ask(t, r.addr, "udp", query("alias.example.com.", dns.TypeA))
+	if m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 || up.count("alias.example.com.") != 1 {
+		t.Fatalf("alias.example.com: rcode %s, %d answers, upstream asked %d times", dns.RcodeToString[m.Rcode], len(m.Answer), up.count("alias.example.com."))
+	}
+}
