@@ -55,7 +55,8 @@ enum verdict {
 	VERDICT_DNS = 4,         // UDP or TCP 53
 	VERDICT_QUIC_REJECT = 5, // UDP 443
 	VERDICT_PAUSED = 6,      // steered class while the pause switch is on
-	VERDICT_MAX = 7,         // number of verdicts (size of the counters map)
+	VERDICT_DOT_REJECT = 7,  // TCP or UDP 853 (DNS over TLS or QUIC)
+	VERDICT_MAX = 8,         // number of verdicts (size of the counters map)
 };
 
 // mark is the skb->mark each verdict writes (see docs/design.md). Verdicts
@@ -68,6 +69,7 @@ enum mark {
 	MARK_DNS = 0x0c570004,
 	MARK_QUIC = 0x0c570005,
 	MARK_UNTRACK = 0x0c570006, // web TCP flow that started bypassed or paused
+	MARK_DOT = 0x0c570007,
 };
 
 // counter is one CPU's packet and byte count for one verdict.
@@ -306,6 +308,8 @@ static __always_inline enum verdict classify(__u8 proto, __u16 dport)
 			return VERDICT_TLS;
 		case 53:
 			return VERDICT_DNS;
+		case 853:
+			return VERDICT_DOT_REJECT;
 		}
 	} else if (proto == IPPROTO_UDP) {
 		switch (dport) {
@@ -313,6 +317,8 @@ static __always_inline enum verdict classify(__u8 proto, __u16 dport)
 			return VERDICT_DNS;
 		case 443:
 			return VERDICT_QUIC_REJECT;
+		case 853:
+			return VERDICT_DOT_REJECT;
 		}
 	}
 	return VERDICT_OTHER;
@@ -334,6 +340,8 @@ static __noinline enum mark mark_of(enum verdict v)
 		return MARK_DNS;
 	case VERDICT_QUIC_REJECT:
 		return MARK_QUIC;
+	case VERDICT_DOT_REJECT:
+		return MARK_DOT;
 	default:
 		return MARK_NONE;
 	}
@@ -564,8 +572,9 @@ static __always_inline enum verdict decide(struct __sk_buff *skb, struct packet 
 	// Pausing protection lets web traffic (HTTP, HTTPS, QUIC) flow
 	// directly; DNS stays with the gateway's resolver, because LAN clients
 	// that use the gateway as their DNS server would otherwise get no
-	// answer at all.
-	else if (class != VERDICT_DNS && paused())
+	// answer at all, and DNS over TLS or QUIC stays rejected, so that DNS
+	// is not resolved around that resolver either.
+	else if (class != VERDICT_DNS && class != VERDICT_DOT_REJECT && paused())
 		v = VERDICT_PAUSED;
 	if (class == VERDICT_HTTP || class == VERDICT_TLS)
 		v = remember_flow(skb, &p, ports, v, untrack);

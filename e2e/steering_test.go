@@ -362,6 +362,9 @@ func testSteering(t *testing.T, fw lab.Firewall) {
 		}
 	})
 
+	t.Run("f2/dns over tls rejected except bypass", func(t *testing.T) { checkDoT(t, e) })
+	t.Run("f3/application dns kept in the gateway", func(t *testing.T) { checkApplicationDNS(t, e) })
+
 	t.Run("g/listeners unreachable from the internet side", func(t *testing.T) {
 		for _, target := range []string{"10.20.0.1", "10.10.0.1", "[fd00:20::1]"} {
 			for _, port := range []int{15080, 15443, 15053} {

@@ -273,7 +273,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.fw, err = firewall.New(ctx, firewall.Config{
 		LANInterfaces: cfg.LANInterfaces,
 		Marks: firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC,
-			Untrack: steer.MarkUntrack},
+			Untrack: steer.MarkUntrack, DoT: dotMark(cfg)},
 		HTTPPort:      cfg.Listen.HTTPPort,
 		TLSPort:       cfg.Listen.TLSPort,
 		DNSPort:       cfg.Listen.DNSPort,
@@ -628,4 +628,13 @@ func refuseNames(names []string) func(string) bool {
 	}
 	s := nameset.New(names)
 	return s.Match
+}
+
+// dotMark is the classifier's DNS-over-TLS/QUIC mark when dns.reject_dot
+// is on, else 0 (the firewall then lets those flows through).
+func dotMark(cfg *config.Config) uint32 {
+	if cfg.DNS.RejectDoT != nil && *cfg.DNS.RejectDoT {
+		return steer.MarkDoT
+	}
+	return 0
 }

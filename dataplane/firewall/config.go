@@ -48,6 +48,12 @@ func (c Config) validate() error {
 			v    uint32
 		}{"Untrack", c.Marks.Untrack})
 	}
+	if c.Marks.DoT != 0 {
+		marks = append(marks, struct {
+			name string
+			v    uint32
+		}{"DoT", c.Marks.DoT})
+	}
 	seenMark := map[uint32]string{}
 	for _, m := range marks {
 		if m.v == 0 {

@@ -34,6 +34,10 @@ const DefaultTableName = "cloudsteer"
 type Marks struct {
 	HTTP, TLS, DNS, QUIC uint32
 	Untrack              uint32
+	// DoT marks TCP and UDP 853 (DNS over TLS or QUIC) to anything but a
+	// bypass destination; such flows are refused in the forward chain.
+	// Zero leaves them alone (dns.reject_dot off).
+	DoT uint32
 }
 
 // Config is what the table is built from.

@@ -34,7 +34,9 @@ const (
 //	  meta mark M_TLS fib daddr type local counter return
 //	  meta mark M_TLS meta l4proto tcp tcp flags & (syn|ack) == syn counter redirect to :P_TLS }
 //	 chain forward { type filter hook forward priority filter; policy accept;
-//	  meta mark M_QUIC meta l4proto udp ct state new counter reject with icmpx port-unreachable }
+//	  meta mark M_QUIC meta l4proto udp ct state new counter reject with icmpx port-unreachable
+//	  meta mark M_DOT meta l4proto tcp tcp flags & (syn|ack) == syn counter reject with tcp reset   (M_DOT set)
+//	  meta mark M_DOT meta l4proto udp ct state new counter reject with icmpx port-unreachable }
 //	 set listener_ifaces { type ifname; elements = { LAN..., "lo" } }
 //	 chain input { type filter hook input priority filter; policy accept;
 //	  meta l4proto tcp th dport { P_HTTP, P_TLS, P_DNS, GUARD... } iifname != @listener_ifaces counter drop
@@ -96,6 +98,17 @@ func build(conn *nftables.Conn, cfg Config) error {
 	// back to TCP 443 at once.
 	add(fwd, markIs(m.QUIC), l4protoIs(unix.IPPROTO_UDP), ctStateIsNew(), counter(),
 		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}})
+	// forward: DNS over TLS (TCP 853) gets a reset and DNS over QUIC (UDP
+	// 853) port unreachable, so devices fall back to plain DNS, which the
+	// gateway answers. Bypass destinations are not marked. The TCP rule
+	// takes the SYN rather than conntrack's "new": unsteered LAN TCP may
+	// be untracked (untrack.go).
+	if m.DoT != 0 {
+		add(fwd, markIs(m.DoT), l4protoIs(unix.IPPROTO_TCP), tcpSYNOnly(), counter(),
+			[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}})
+		add(fwd, markIs(m.DoT), l4protoIs(unix.IPPROTO_UDP), ctStateIsNew(), counter(),
+			[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}})
+	}
 
 	// input: the listener guard. The interface set is a named one: the
 	// library marks anonymous sets big-endian, which makes nft print

@@ -177,7 +177,7 @@ func (m model) verdict(frame []byte) Verdict {
 			return VerdictBypass
 		}
 	}
-	if m.paused && class != VerdictDNS {
+	if m.paused && class != VerdictDNS && class != VerdictDoTReject {
 		return VerdictPaused
 	}
 	return class
@@ -283,6 +283,8 @@ func modelParse(b []byte) (Verdict, netip.Addr, int, bool) {
 		return VerdictDNS, dst, off, true
 	case proto == protoUDP && dport == 443:
 		return VerdictQUICReject, dst, off, true
+	case dport == 853:
+		return VerdictDoTReject, dst, off, true
 	}
 	return VerdictOther, dst, off, true
 }

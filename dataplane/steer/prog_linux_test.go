@@ -127,6 +127,9 @@ func TestClassifier(t *testing.T) {
 		{"v4 udp 53", pkt{dst: v4, proto: protoUDP, dport: 53}.bytes(), false, VerdictDNS},
 		{"v4 udp 443", pkt{dst: v4, proto: protoUDP, dport: 443}.bytes(), false, VerdictQUICReject},
 		{"v4 udp 123", pkt{dst: v4, proto: protoUDP, dport: 123}.bytes(), false, VerdictOther},
+		{"v4 tcp 853", pkt{dst: v4, proto: protoTCP, dport: 853}.bytes(), false, VerdictDoTReject},
+		{"v4 udp 853", pkt{dst: v4, proto: protoUDP, dport: 853}.bytes(), false, VerdictDoTReject},
+		{"v4 tcp 854", pkt{dst: v4, proto: protoTCP, dport: 854}.bytes(), false, VerdictOther},
 		{"v4 udp 80", pkt{dst: v4, proto: protoUDP, dport: 80}.bytes(), false, VerdictOther},
 		{"v4 icmp", pkt{dst: v4, proto: protoICMP}.bytes(), false, VerdictOther},
 		{"v4 options ihl 6", pkt{dst: v4, proto: protoTCP, dport: 443, ihl: 6}.bytes(), false, VerdictTLS},
@@ -143,6 +146,8 @@ func TestClassifier(t *testing.T) {
 		{"v6 udp 53", pkt{dst: v6, proto: protoUDP, dport: 53}.bytes(), false, VerdictDNS},
 		{"v6 udp 443", pkt{dst: v6, proto: protoUDP, dport: 443}.bytes(), false, VerdictQUICReject},
 		{"v6 udp 123", pkt{dst: v6, proto: protoUDP, dport: 123}.bytes(), false, VerdictOther},
+		{"v6 tcp 853", pkt{dst: v6, proto: protoTCP, dport: 853}.bytes(), false, VerdictDoTReject},
+		{"v6 udp 853", pkt{dst: v6, proto: protoUDP, dport: 853}.bytes(), false, VerdictDoTReject},
 		{"v6 802.1Q tag", pkt{dst: v6, proto: protoUDP, dport: 443, vlan: true}.bytes(), false, VerdictQUICReject},
 		{"v6 hop-by-hop", pkt{dst: v6, proto: protoTCP, dport: 443, ext: []uint8{protoHopOpts}}.bytes(), false, VerdictTLS},
 		{"v6 hop routing dstopts", pkt{dst: v6, proto: protoTCP, dport: 80, ext: []uint8{protoHopOpts, protoRouting, protoDstOpts}}.bytes(), false, VerdictHTTP},
@@ -169,6 +174,8 @@ func TestClassifier(t *testing.T) {
 		{"bypass v6 /128 miss", pkt{dst: "2001:db8:113::41", proto: protoTCP, dport: 80}.bytes(), false, VerdictHTTP},
 		{"bypass v6 /48 hit", pkt{dst: "2001:db8:beef:1::1", proto: protoUDP, dport: 443}.bytes(), false, VerdictBypass},
 		{"bypass v6 /48 miss", pkt{dst: "2001:db8:bef0::1", proto: protoUDP, dport: 443}.bytes(), false, VerdictQUICReject},
+		{"bypass v4 /32 dot", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 853}.bytes(), false, VerdictBypass},
+		{"bypass v6 /48 dot", pkt{dst: "2001:db8:beef:1::1", proto: protoTCP, dport: 853}.bytes(), false, VerdictBypass},
 		{"bypass ignores other traffic", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 22}.bytes(), false, VerdictOther},
 
 		{"paused v4 tcp 80", pkt{dst: v4, proto: protoTCP, dport: 80}.bytes(), true, VerdictPaused},
@@ -176,6 +183,8 @@ func TestClassifier(t *testing.T) {
 		{"paused v6 udp 53 stays dns", pkt{dst: v6, proto: protoUDP, dport: 53}.bytes(), true, VerdictDNS},
 		{"paused bypass wins", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 443}.bytes(), true, VerdictBypass},
 		{"paused other", pkt{dst: v4, proto: protoTCP, dport: 22}.bytes(), true, VerdictOther},
+		{"paused v4 tcp 853 stays rejected", pkt{dst: v4, proto: protoTCP, dport: 853}.bytes(), true, VerdictDoTReject},
+		{"paused bypass dot", pkt{dst: "203.0.113.40", proto: protoTCP, dport: 853}.bytes(), true, VerdictBypass},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,6 +309,7 @@ func TestMarksMatchDesign(t *testing.T) {
 		{VerdictDNS, "dns", 4, 0x0c570004},
 		{VerdictQUICReject, "quic_reject", 5, 0x0c570005},
 		{VerdictPaused, "paused", 6, 0},
+		{VerdictDoTReject, "dot_reject", 7, 0x0c570007},
 	}
 	if len(tests) != len(Verdicts()) {
 		t.Fatalf("%d verdicts, design has %d", len(Verdicts()), len(tests))

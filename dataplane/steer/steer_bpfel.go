@@ -51,6 +51,7 @@ const (
 	steerMarkMARK_DNS     steerMark = 207028228
 	steerMarkMARK_QUIC    steerMark = 207028229
 	steerMarkMARK_UNTRACK steerMark = 207028230
+	steerMarkMARK_DOT     steerMark = 207028231
 )
 
 type steerSettings struct {
@@ -69,7 +70,8 @@ const (
 	steerVerdictVERDICT_DNS         steerVerdict = 4
 	steerVerdictVERDICT_QUIC_REJECT steerVerdict = 5
 	steerVerdictVERDICT_PAUSED      steerVerdict = 6
-	steerVerdictVERDICT_MAX         steerVerdict = 7
+	steerVerdictVERDICT_DOT_REJECT  steerVerdict = 7
+	steerVerdictVERDICT_MAX         steerVerdict = 8
 )
 
 // Names of all BPF objects in the ELF.

@@ -15,6 +15,7 @@ const (
 	VerdictDNS        = Verdict(steerVerdictVERDICT_DNS)
 	VerdictQUICReject = Verdict(steerVerdictVERDICT_QUIC_REJECT)
 	VerdictPaused     = Verdict(steerVerdictVERDICT_PAUSED)
+	VerdictDoTReject  = Verdict(steerVerdictVERDICT_DOT_REJECT)
 )
 
 // numVerdicts is the number of verdicts, the size of the counters map.
@@ -31,6 +32,7 @@ const (
 	MarkTLS     uint32 = uint32(steerMarkMARK_TLS)
 	MarkDNS     uint32 = uint32(steerMarkMARK_DNS)
 	MarkQUIC    uint32 = uint32(steerMarkMARK_QUIC)
+	MarkDoT     uint32 = uint32(steerMarkMARK_DOT)
 )
 
 // Verdicts returns every verdict in counter-index order.
@@ -59,6 +61,8 @@ func (v Verdict) String() string {
 		return "quic_reject"
 	case VerdictPaused:
 		return "paused"
+	case VerdictDoTReject:
+		return "dot_reject"
 	default:
 		return fmt.Sprintf("verdict(%d)", uint32(v))
 	}
@@ -78,6 +82,8 @@ func (v Verdict) Mark() (uint32, bool) {
 		return MarkDNS, true
 	case VerdictQUICReject:
 		return MarkQUIC, true
+	case VerdictDoTReject:
+		return MarkDoT, true
 	default:
 		return 0, false
 	}
