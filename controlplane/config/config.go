@@ -144,6 +144,9 @@ type DNS struct {
 	BlockDoH             *bool    `yaml:"block_doh"`
 	DoHHostnames         []string `yaml:"doh_hostnames"`
 	RejectDoT            *bool    `yaml:"reject_dot"`
+	// Split DNS (split.go): internal zones and their resolvers.
+	Split             []SplitZone `yaml:"split"`
+	LocalPrivateZones *bool       `yaml:"local_private_zones"`
 
 	upstreams []netip.AddrPort
 	dohNames  []string
@@ -572,7 +575,10 @@ func (d *DNS) validate() error {
 	if d.CacheSize < 0 || d.CacheSize > 10_000_000 {
 		return bad("dns.cache_size", "%d is outside 0..10000000", d.CacheSize)
 	}
-	return d.validateLeaks()
+	if err := d.validateLeaks(); err != nil {
+		return err
+	}
+	return d.validateSplit()
 }
 
 // UpstreamAddrs returns the validated resolver addresses.

@@ -47,7 +47,7 @@ var DefaultDoHHostnames = []string{
 }
 
 func (d *DNS) setLeakDefaults() {
-	for _, p := range []**bool{&d.ApplicationDNSCanary, &d.BlockDoH, &d.RejectDoT} {
+	for _, p := range []**bool{&d.ApplicationDNSCanary, &d.BlockDoH, &d.RejectDoT, &d.LocalPrivateZones} {
 		if *p == nil {
 			on := true
 			*p = &on
@@ -99,12 +99,16 @@ func checkHostname(name string) error {
 	return nil
 }
 
-// LocalNXDomain is what the resolver answers NXDOMAIN itself: the canary
-// and the DoH host names, as far as they are on.
+// LocalNXDomain is what the resolver answers NXDOMAIN itself: the canary,
+// the private zones and the DoH host names, as far as they are on (a
+// split zone wins over them in the resolver).
 func (d *DNS) LocalNXDomain() []string {
 	var names []string
 	if d.ApplicationDNSCanary != nil && *d.ApplicationDNSCanary {
 		names = append(names, ApplicationDNSCanary)
+	}
+	if d.LocalPrivateZones != nil && *d.LocalPrivateZones {
+		names = append(names, PrivateZones()...)
 	}
 	return append(names, d.RefusedDoHNames()...)
 }

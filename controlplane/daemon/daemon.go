@@ -215,6 +215,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		OnUpstreamSwitch: d.dnsSwitch,
 		// Firefox's canary and the DoH services' names (dns.block_doh).
 		NXDomain: cfg.DNS.LocalNXDomain(),
+		Split:    splitZones(cfg),
 		Logger:   log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
@@ -637,4 +638,14 @@ func dotMark(cfg *config.Config) uint32 {
 		return steer.MarkDoT
 	}
 	return 0
+}
+
+// splitZones is dns.split for the resolver.
+func splitZones(cfg *config.Config) []resolver.SplitZone {
+	domains, servers := cfg.DNS.SplitZones()
+	zones := make([]resolver.SplitZone, len(domains))
+	for i := range domains {
+		zones[i] = resolver.SplitZone{Suffixes: domains[i], Servers: servers[i]}
+	}
+	return zones
 }

@@ -93,7 +93,7 @@ func (r *Resolver) handleGeneral(ctx context.Context, raw []byte, client netip.A
 	// host names (a browser that cannot resolve its DoH server falls back
 	// to the system resolver, the gateway). Never forwarded, cached,
 	// offered to the kernel cache or snooped: never bypass evidence.
-	if r.nxdomain.Match(info.Name) {
+	if r.nxdomain.Match(info.Name) && r.split.zone(info.Name) == nil {
 		r.localNX.Add(1)
 		return finish(errorReply(q, dns.RcodeNameError))
 	}

@@ -101,6 +101,10 @@ type Config struct {
 	// snooped. The daemon puts Firefox's canary domain and the well-known
 	// DNS-over-HTTPS host names here.
 	NXDomain []string
+	// Split are the internal zones and their resolvers (split.go): names
+	// under them never go to the cloud resolvers. A split zone wins over
+	// NXDomain (the LAN's reverse zones may be in both).
+	Split []SplitZone
 	// OnUpstreamSwitch, when set, is called when the resolver queries go
 	// to first changes (to is the zero AddrPort when every one is down).
 	// It must not block.
@@ -152,6 +156,8 @@ type Stats struct {
 	CacheEntries     int               // answers in the cache now
 	UpstreamSwitches uint64            // changes of the resolver queries go to first
 	LocalNXDomain    uint64            // queries answered NXDOMAIN by Config.NXDomain
+	SplitQueries     uint64            // exchanges answered by an internal resolver (Config.Split)
+	SplitErrors      uint64            // failed attempts at an internal resolver
 }
 
 // Resolver is a caching DNS forwarder for the LAN.
@@ -161,6 +167,7 @@ type Resolver struct {
 	now       func() time.Time
 	cache     *cache
 	nxdomain  nameset.Set // Config.NXDomain
+	split     splitZones  // Config.Split by suffix
 	upstreams []*upstream
 	sem       chan struct{}
 	flights   flightGroup
@@ -172,6 +179,7 @@ type Resolver struct {
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
 	refusedTCP, refusedTCPClient, rateLimited, localNX             atomic.Uint64
+	splitQueries, splitErrors                                      atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 
 	activeMu sync.Mutex
@@ -231,6 +239,11 @@ func New(cfg Config) (*Resolver, error) {
 	if cfg.QueriesPerSecondPerClient > 0 {
 		r.rate = newRateLimiter(cfg.QueriesPerSecondPerClient, cfg.QueryBurst, maxRateClients, time.Now)
 	}
+	split, err := newSplitZones(cfg.Split)
+	if err != nil {
+		return nil, fmt.Errorf("new resolver: %w", err)
+	}
+	r.split = split
 	r.tcpConns.max = cfg.MaxTCPPerClient
 	r.cache.kernel = cfg.KernelCache
 	r.cache.log = r.log
@@ -527,6 +540,8 @@ func (r *Resolver) Stats() Stats {
 		CacheEntries:     r.cache.len(),
 		UpstreamSwitches: r.switches.Load(),
 		LocalNXDomain:    r.localNX.Load(),
+		SplitQueries:     r.splitQueries.Load(),
+		SplitErrors:      r.splitErrors.Load(),
 	}
 	for i := range r.rcodes {
 		v := r.rcodes[i].Load()

@@ -66,6 +66,9 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 	q.CheckingDisabled = k.cd
 	q.Question = []dns.Question{{Name: k.name, Qtype: k.qtype, Qclass: k.qclass}}
 	q.SetEdns0(upstreamUDPSize, k.do)
+	if z := r.split.zone(canonName(k.name)); z != nil {
+		return r.forwardSplit(ctx, z, q)
+	}
 	var errs []error
 	for _, u := range r.order() {
 		m, err := r.exchangeOne(ctx, u.addr, q)

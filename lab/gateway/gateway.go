@@ -39,6 +39,9 @@ type Options struct {
 	NoCode bool
 	// Extra is appended to the config verbatim.
 	Extra string
+	// DNSKeys are further lines of the dns section, each indented by two
+	// spaces ("  split:\n    - domains: ...").
+	DNSKeys string
 	// Attach is dataplane.attach (auto, tcx, legacy); empty takes
 	// $CLOUDSTEER_ATTACH, and without it the key is left out (auto).
 	Attach string
@@ -159,6 +162,7 @@ func ConfigYAML(o Options) string {
 	} else {
 		fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
 	}
+	b.WriteString(o.DNSKeys)
 	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
 	b.WriteString("log:\n  level: debug\n")
 	if o.Lab != nil {
