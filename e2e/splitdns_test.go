@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -91,6 +92,7 @@ func TestSplitDNS(t *testing.T) {
 	e := newLabEnv(t, lab.Options{LAN2: true})
 	office := startOfficeDNS(t, e, lab.RoleLAN2, lab.Client2V4.Addr(), lab.Client2V6.Addr())
 	e.startGateway(gateway.Options{
+		AdminHostnames: []string{"gateway.office.example"},
 		DNSKeys: "  split:\n    - domains: [corp.example, 0.10.10.in-addr.arpa]\n" +
 			"      servers: [\"" + lab.Client2V4.Addr().String() + "\", \"[" + lab.Client2V6.Addr().String() + "]:53\"]\n",
 	})
@@ -119,13 +121,20 @@ func TestSplitDNS(t *testing.T) {
 			}
 		}
 	}
+	// The gateway's own name (admin.hostnames) resolves to its LAN addresses.
+	for _, q := range []struct{ qtype, want string }{{"A", lab.GWLANV4.Addr().String()}, {"AAAA", lab.GWLANV6.Addr().String()}} {
+		ans, err := e.dig(lab.NobodyDNSV6.String(), "Gateway.Office.Example", q.qtype)
+		if err != nil || !slices.Contains(strings.Fields(ans), q.want) {
+			t.Fatalf("the gateway's own name %s = %q, %v; want %s among them", q.qtype, ans, err, q.want)
+		}
+	}
 	if ans, err := e.dig(lab.NobodyDNSV4.String(), "www.example.com", "A"); err != nil || strings.TrimSpace(ans) != site(t, "www.example.com").V4.String() {
 		t.Fatalf("a public name: %q, %v", ans, err)
 	}
 	var cloudSaw bool
 	for _, r := range e.dnsLog(start) {
 		n := strings.ToLower(r.Name)
-		if strings.Contains(n, "corp.example") || strings.HasSuffix(n, "in-addr.arpa.") {
+		if strings.Contains(n, "corp.example") || strings.HasSuffix(n, "in-addr.arpa.") || strings.Contains(n, "office.example") {
 			t.Errorf("the cloud side saw %+v", r)
 		}
 		if r.Server == "cloud" && n == "www.example.com." {

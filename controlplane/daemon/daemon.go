@@ -69,6 +69,7 @@ type Daemon struct {
 	events   *events
 	api      *api.Server
 	hosts    hostCheck  // Host headers the network API answers
+	hostname string     // the machine's host name, resolved locally (ownname.go)
 	authLog  logLimiter // one refused-credentials line per cause per minute
 
 	consoleSt  *consoleState                // the web console; nil when off
@@ -154,7 +155,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		o.PauseCheck = time.Second
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now()}
+	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now(), hostname: systemHostname()}
 	d.authLog = logLimiter{every: authLogEvery, now: o.Now}
 	d.ctrl = &controller{d: d}
 	defer func() {
@@ -216,7 +217,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		// Firefox's canary and the DoH services' names (dns.block_doh).
 		NXDomain: cfg.DNS.LocalNXDomain(),
 		Split:    splitZones(cfg),
-		Logger:   log,
+		// The gateway's own names (ownname.go).
+		LocalAddrs: d.ownName,
+		Logger:     log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
 		MaxTCPPerClient:           config.Value(cfg.Limits.DNSTCPPerClient),

@@ -87,6 +87,12 @@ func (r *Resolver) handleGeneral(ctx context.Context, raw []byte, client netip.A
 	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeMAILA, dns.TypeMAILB, dns.TypeOPT:
 		return finish(errorReply(q, dns.RcodeRefused))
 	}
+	if r.cfg.LocalAddrs != nil {
+		if addrs, ok := r.cfg.LocalAddrs(info.Name); ok {
+			r.localAnswers.Add(1)
+			return finish(localAnswer(q, addrs))
+		}
+	}
 	// Names the resolver answers itself (Config.NXDomain): Firefox's
 	// canary domain (NXDOMAIN tells Firefox the network filters DNS, and
 	// it turns its automatic DNS over HTTPS off) and the DoH services'
@@ -305,4 +311,31 @@ func sinkholed(m *dns.Msg) bool {
 		}
 	}
 	return false
+}
+
+// localTTL is the TTL of the gateway's own names' answers: short, as its
+// LAN addresses may change.
+const localTTL = 60
+
+// localAnswer answers q for one of the gateway's own names with the
+// addresses of the question's family (NODATA for other types).
+func localAnswer(q *dns.Msg, addrs []netip.Addr) *dns.Msg {
+	out := errorReply(q, dns.RcodeSuccess)
+	out.Authoritative = true
+	qq := q.Question[0]
+	if qq.Qclass != dns.ClassINET {
+		return out
+	}
+	for _, a := range addrs {
+		hdr := dns.RR_Header{Name: qq.Name, Class: dns.ClassINET, Ttl: localTTL}
+		switch {
+		case qq.Qtype == dns.TypeA && a.Is4():
+			hdr.Rrtype = dns.TypeA
+			out.Answer = append(out.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case qq.Qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
+			hdr.Rrtype = dns.TypeAAAA
+			out.Answer = append(out.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -50,5 +51,45 @@ func TestLocalNXDomain(t *testing.T) {
 	m := ask(t, r.addr, "udp", query("alias.example.com.", dns.TypeA))
 	if m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 || up.count("alias.example.com.") != 1 {
 		t.Fatalf("alias.example.com: rcode %s, %d answers, upstream asked %d times", dns.RcodeToString[m.Rcode], len(m.Answer), up.count("alias.example.com."))
+	}
+}
+
+// TestLocalAddrs: the gateway's own names are answered from LocalAddrs by
+// family (NODATA for other types), never forwarded; other names are.
+func TestLocalAddrs(t *testing.T) {
+	up := newFakeUpstream(t)
+	gw := []netip.Addr{netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("fd00:77::1")}
+	r := startResolver(t, Config{
+		Upstreams: []netip.AddrPort{up.addr},
+		LocalAddrs: func(name string) ([]netip.Addr, bool) {
+			return gw, name == "gateway.lan" || name == "www.example.com"
+		},
+	})
+	for _, network := range []string{"udp", "tcp"} {
+		for _, tc := range []struct {
+			name  string
+			qtype uint16
+			want  string
+		}{{"Gateway.LAN.", dns.TypeA, "192.168.77.1"}, {"gateway.lan.", dns.TypeAAAA, "fd00:77::1"}, {"www.example.com.", dns.TypeA, "192.168.77.1"}, {"gateway.lan.", dns.TypeMX, ""}} {
+			m := ask(t, r.addr, network, query(tc.name, tc.qtype))
+			if m.Rcode != dns.RcodeSuccess {
+				t.Fatalf("%s %s: %s", tc.name, dns.TypeToString[tc.qtype], dns.RcodeToString[m.Rcode])
+			}
+			if tc.want == "" {
+				if len(m.Answer) != 0 {
+					t.Errorf("%s MX: %v, want NODATA", tc.name, m.Answer)
+				}
+				continue
+			}
+			if len(m.Answer) != 1 || !strings.Contains(m.Answer[0].String(), tc.want) || m.Answer[0].Header().Name != tc.name {
+				t.Errorf("%s %s over %s: %v, want %s", tc.name, dns.TypeToString[tc.qtype], network, m.Answer, tc.want)
+			}
+		}
+	}
+	if c := up.count("www.example.com."); c != 0 {
+		t.Errorf("a local name went upstream %d times", c)
+	}
+	if m := ask(t, r.addr, "udp", query("alias.example.com.", dns.TypeA)); len(m.Answer) == 0 || up.count("alias.example.com.") != 1 {
+		t.Errorf("another name: %v", m)
 	}
 }

@@ -101,6 +101,11 @@ type Config struct {
 	// snooped. The daemon puts Firefox's canary domain and the well-known
 	// DNS-over-HTTPS host names here.
 	NXDomain []string
+	// LocalAddrs, when set, answers the gateway's own names: for a name
+	// (canonical) it reports true and the addresses to answer with (A or
+	// AAAA by family; NODATA for other types). Such answers come before
+	// everything else, are never forwarded, cached or snooped.
+	LocalAddrs func(name string) ([]netip.Addr, bool)
 	// Split are the internal zones and their resolvers (split.go): names
 	// under them never go to the cloud resolvers. A split zone wins over
 	// NXDomain (the LAN's reverse zones may be in both).
@@ -156,6 +161,7 @@ type Stats struct {
 	CacheEntries     int               // answers in the cache now
 	UpstreamSwitches uint64            // changes of the resolver queries go to first
 	LocalNXDomain    uint64            // queries answered NXDOMAIN by Config.NXDomain
+	LocalAnswers     uint64            // queries answered from Config.LocalAddrs
 	SplitQueries     uint64            // exchanges answered by an internal resolver (Config.Split)
 	SplitErrors      uint64            // failed attempts at an internal resolver
 }
@@ -179,7 +185,7 @@ type Resolver struct {
 
 	queries, hits, misses, coalesced, upErrors, malformed, dropped atomic.Uint64
 	refusedTCP, refusedTCPClient, rateLimited, localNX             atomic.Uint64
-	splitQueries, splitErrors                                      atomic.Uint64
+	splitQueries, splitErrors, localAnswers                        atomic.Uint64
 	rcodes                                                         [25]atomic.Uint64 // 0-23 (BADCOOKIE), 24: other
 
 	activeMu sync.Mutex
@@ -540,6 +546,7 @@ func (r *Resolver) Stats() Stats {
 		CacheEntries:     r.cache.len(),
 		UpstreamSwitches: r.switches.Load(),
 		LocalNXDomain:    r.localNX.Load(),
+		LocalAnswers:     r.localAnswers.Load(),
 		SplitQueries:     r.splitQueries.Load(),
 		SplitErrors:      r.splitErrors.Load(),
 	}

@@ -39,6 +39,8 @@ type Options struct {
 	NoCode bool
 	// Extra is appended to the config verbatim.
 	Extra string
+	// AdminHostnames is admin.hostnames (with a Lab only).
+	AdminHostnames []string
 	// DNSKeys are further lines of the dns section, each indented by two
 	// spaces ("  split:\n    - domains: ...").
 	DNSKeys string
@@ -175,6 +177,9 @@ func ConfigYAML(o Options) string {
 			state = filepath.Join(o.Lab.Dir(), "state-"+name)
 		}
 		fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", state, Socket(o))
+		if len(o.AdminHostnames) > 0 {
+			fmt.Fprintf(&b, "  hostnames: [%s]\n", quoteList(o.AdminHostnames))
+		}
 	}
 	fmt.Fprintf(&b, "health:\n  probe_target: www.example.com:443\n  interval: 2s\n")
 	attach := o.Attach
