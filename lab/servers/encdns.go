@@ -3,6 +3,7 @@ package servers
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
@@ -333,12 +334,20 @@ func (e *EncryptedDNS) startDoQ(ctx context.Context, cfg EncryptedDNSConfig) err
 	e.DoQ = boundAddr(pc.LocalAddr())
 	tc := tlsServerConfig(cfg.Cert, doqALPN)
 	tc.MinVersion = tls.VersionTLS13
-	ln, err := quic.Listen(pc, tc, &quic.Config{MaxIdleTimeout: cfg.IdleTimeout, MaxIncomingStreams: 1000})
+	// A stateless reset tells a client at once that the server forgot
+	// its connection (idle timeout), as a real DoQ server would.
+	var key quic.StatelessResetKey
+	if _, err := rand.Read(key[:]); err != nil {
+		pc.Close()
+		return fmt.Errorf("make stateless reset key: %w", err)
+	}
+	qt := &quic.Transport{Conn: pc, StatelessResetKey: &key}
+	ln, err := qt.Listen(tc, &quic.Config{MaxIdleTimeout: cfg.IdleTimeout, MaxIncomingStreams: 1000})
 	if err != nil {
 		pc.Close()
 		return fmt.Errorf("listen doq %s: %w", e.DoQ, err)
 	}
-	e.closers = append(e.closers, pc.Close, ln.Close)
+	e.closers = append(e.closers, pc.Close, qt.Close, ln.Close)
 	h := countingHandler(cfg.Handler, &e.doqQ)
 	e.wg.Go(func() {
 		for {

@@ -30,10 +30,11 @@ type doh struct {
 	tr   *http.Transport
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	cur    *http.ClientConn
-	first  int
-	closed bool
+	mu         sync.Mutex
+	cur        *http.ClientConn
+	lastAnswer time.Time
+	first      int
+	closed     bool
 }
 
 func newDoH(s Spec, o Options, log *slog.Logger) *doh {
@@ -74,8 +75,22 @@ func (d *doh) Exchange(ctx context.Context, query []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		sent := time.Now()
 		ans, err := d.roundTrip(ctx, cc, body)
+		if err != nil && ctx.Err() != nil {
+			// No answer on the connection since this query went out: it
+			// is stuck (HTTP/2 pings would find out too, later).
+			d.mu.Lock()
+			stuck := d.lastAnswer.Before(sent)
+			d.mu.Unlock()
+			if stuck {
+				d.drop(cc)
+			}
+		}
 		if err == nil {
+			d.mu.Lock()
+			d.lastAnswer = time.Now()
+			d.mu.Unlock()
 			binary.BigEndian.PutUint16(ans, binary.BigEndian.Uint16(query))
 			return ans, nil
 		}

@@ -34,10 +34,11 @@ type doq struct {
 	qc   *quic.Config
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	cur    *quic.Conn
-	first  int
-	closed bool
+	mu         sync.Mutex
+	cur        *quic.Conn
+	lastAnswer time.Time // of any query on any connection
+	first      int
+	closed     bool
 }
 
 func newDoQ(s Spec, o Options, log *slog.Logger) *doq {
@@ -63,10 +64,25 @@ func (d *doq) Exchange(ctx context.Context, query []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		sent := time.Now()
 		ans, err := d.exchange(ctx, c, frame)
 		if err == nil {
+			d.mu.Lock()
+			d.lastAnswer = time.Now()
+			d.mu.Unlock()
 			binary.BigEndian.PutUint16(ans, binary.BigEndian.Uint16(query))
 			return ans, nil
+		}
+		// A connection that gave no answer since this query went out,
+		// though QUIC still holds it open (a server that forgot it without
+		// a stateless reset): drop it, so the next query dials again.
+		if ctx.Err() != nil {
+			d.mu.Lock()
+			if d.cur == c && d.lastAnswer.Before(sent) {
+				c.CloseWithError(doqNoError, "no answer")
+				d.cur = nil
+			}
+			d.mu.Unlock()
 		}
 		// A reused connection that ended (idle timeout, server close)
 		// under the query: once more on a new one.
