@@ -8,6 +8,7 @@ package resolver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 )
 
 // Defaults used when the matching Config field is zero.
@@ -45,8 +48,20 @@ const (
 
 // Config is what a Resolver needs; zero fields take the defaults above.
 type Config struct {
-	// Upstreams are the cloud resolvers, tried in order with failover.
+	// Upstreams are plain DNS cloud resolvers, tried in order with
+	// failover: a shorthand for Servers of Kind transport.Plain. Exactly
+	// one of Upstreams and Servers is set.
 	Upstreams []netip.AddrPort
+	// Servers are the cloud resolvers of any transport (plain, DoT, DoH,
+	// DoQ), tried in order with failover. An encrypted one's Addrs must be
+	// set (the bootstrap): the resolver never looks a server name up, and
+	// never sends plain DNS to an encrypted upstream.
+	Servers []transport.Spec
+	// RootCAs verify the encrypted upstreams; nil is the system roots.
+	RootCAs *x509.CertPool
+	// IdleTimeout closes an encrypted upstream's connection unused this
+	// long (default transport.DefaultIdleTimeout).
+	IdleTimeout time.Duration
 	// Timeout bounds one attempt at one upstream (default 2s).
 	Timeout time.Duration
 	// CacheSize is the maximum number of cached answers (default 10000).
@@ -95,9 +110,9 @@ type Config struct {
 	// DefaultRecoverAfter.
 	RecoverAfter time.Duration
 	// OnUpstreamSwitch, when set, is called when the resolver queries go
-	// to first changes (to is the zero AddrPort when every one is down).
-	// It must not block.
-	OnUpstreamSwitch func(from, to netip.AddrPort)
+	// to first changes, with the upstreams' names (UpstreamState.Name; to
+	// is "" when every one is down). It must not block.
+	OnUpstreamSwitch func(from, to string)
 }
 
 // KernelCache is a second cache of answers that serves clients before
@@ -172,13 +187,19 @@ type Resolver struct {
 
 // New validates cfg and returns a Resolver; it opens no sockets.
 func New(cfg Config) (*Resolver, error) {
-	if len(cfg.Upstreams) == 0 {
-		return nil, errors.New("new resolver: no upstreams")
+	if len(cfg.Upstreams) > 0 && len(cfg.Servers) > 0 {
+		return nil, errors.New("new resolver: both upstreams and servers")
 	}
 	for _, u := range cfg.Upstreams {
 		if !u.IsValid() || u.Port() == 0 {
 			return nil, fmt.Errorf("new resolver: invalid upstream %q", u)
 		}
+		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
+		cfg.Servers = append(cfg.Servers, transport.Spec{Kind: transport.Plain, Host: u.Addr().String(), Port: u.Port(), Addrs: []netip.Addr{u.Addr()}})
+	}
+	cfg.Upstreams = nil
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("new resolver: no upstreams")
 	}
 	if cfg.Timeout < 0 || cfg.CacheSize < 0 || cfg.CacheBytes < 0 || cfg.MinTTL < 0 || cfg.MaxTTL < 0 ||
 		cfg.MaxConcurrent < 0 || cfg.MaxTCPConns < 0 || cfg.MaxTCPPerClient < 0 || cfg.QueriesPerSecondPerClient < 0 || cfg.QueryBurst < 0 {
@@ -224,8 +245,12 @@ func New(cfg Config) (*Resolver, error) {
 	r.tcpConns.max = cfg.MaxTCPPerClient
 	r.cache.kernel = cfg.KernelCache
 	r.cache.log = r.log
-	for _, u := range cfg.Upstreams {
-		up := &upstream{addr: u}
+	for _, s := range cfg.Servers {
+		up, err := r.newUpstream(s)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("new resolver: %w", err)
+		}
 		r.newHealth(up)
 		r.upstreams = append(r.upstreams, up)
 	}
@@ -555,8 +580,8 @@ func (r *Resolver) Healthy(ctx context.Context) error {
 	q.SetEdns0(upstreamUDPSize, false)
 	var errs []error
 	for _, u := range r.upstreams {
-		if _, err := r.exchangeOne(ctx, u.addr, q); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+		if _, err := r.exchangeOne(ctx, u, q); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
 			continue
 		}
 		return nil

@@ -12,13 +12,47 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 	uphealth "github.com/cloudsteer/cloudsteer/dataplane/upstream"
 )
 
-// upstream is one cloud resolver and its health (health.go).
+// upstream is one cloud resolver and its health (health.go): plain DNS
+// to addr, or an encrypted transport t (transport.go).
 type upstream struct {
-	addr netip.AddrPort
+	name string
+	addr netip.AddrPort      // plain only
+	t    transport.Transport // encrypted only
 	h    *uphealth.Health
+}
+
+// newUpstream makes s's upstream; an encrypted one gets its transport,
+// which dials on the first query.
+func (r *Resolver) newUpstream(s transport.Spec) (*upstream, error) {
+	u := &upstream{name: s.String()}
+	if s.Kind == transport.Plain {
+		if len(s.Addrs) != 1 || s.Port == 0 {
+			return nil, fmt.Errorf("plain upstream %s: want one address and a port", s)
+		}
+		u.addr = netip.AddrPortFrom(s.Addrs[0].Unmap(), s.Port)
+		return u, nil
+	}
+	t, err := transport.New(s, transport.Options{RootCAs: r.cfg.RootCAs, IdleTimeout: r.cfg.IdleTimeout, Logger: r.cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	u.t = t
+	return u, nil
+}
+
+// Close closes the encrypted upstreams' connections; queries after it
+// fail for those upstreams.
+func (r *Resolver) Close() error {
+	for _, u := range r.upstreams {
+		if u.t != nil {
+			u.t.Close()
+		}
+	}
+	return nil
 }
 
 // order returns the upstreams in configured order, the down ones moved
@@ -68,10 +102,10 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 	q.SetEdns0(upstreamUDPSize, k.do)
 	var errs []error
 	for _, u := range r.order() {
-		m, err := r.exchangeOne(ctx, u.addr, q)
+		m, err := r.exchangeOne(ctx, u, q)
 		if err != nil {
 			r.upErrors.Add(1)
-			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
 			if ctx.Err() != nil {
 				break
 			}
@@ -85,14 +119,27 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 	return nil, fmt.Errorf("forward %s: %w", k.name, errors.Join(errs...))
 }
 
-// exchangeOne sends q to addr over UDP, and again over TCP when the UDP
-// answer is truncated. An answer that does not match q, or says SERVFAIL,
-// REFUSED, NOTIMP or FORMERR, is an error.
-func (r *Resolver) exchangeOne(ctx context.Context, addr netip.AddrPort, q *dns.Msg) (*dns.Msg, error) {
+// exchangeOne sends q to u: over its encrypted transport, within
+// cfg.Timeout; or, for a plain upstream, over UDP, and again over TCP when
+// the UDP answer is truncated. An answer that does not match q, or says
+// SERVFAIL, REFUSED, NOTIMP or FORMERR, is an error.
+func (r *Resolver) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*dns.Msg, error) {
 	packed, err := q.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
+	if u.t != nil {
+		// A stream transport carries the whole answer: TC means what the
+		// server meant, and is never retried over plain TCP.
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+		raw, err := u.t.Exchange(ctx, packed)
+		if err != nil {
+			return nil, err
+		}
+		return parseReply(q, raw)
+	}
+	addr := u.addr
 	raw, err := r.exchange(ctx, addr, packed, false)
 	if err != nil {
 		return nil, err
