@@ -82,7 +82,7 @@ func TestParseEncryptedUpstreamsBad(t *testing.T) {
 		{"empty bootstrap", "dns:\n  upstreams: [\"tls://dns.example\"]\n  bootstrap:\n    dns.example: []\n", "dns.bootstrap.dns.example", "no addresses"},
 		{"address as bootstrap key", "dns:\n  upstreams: [\"tls://192.0.2.1\"]\n  bootstrap:\n    192.0.2.1: [192.0.2.1]\n", "dns.bootstrap.192.0.2.1", "address"},
 		{"unknown scheme", "dns:\n  upstreams: [\"198.51.100.53\", \"dnscrypt://x\"]\n", "dns.upstreams[1]", "unknown scheme"},
-		{"h3", "dns:\n  upstreams: [\"h3://dns.example/dns-query\"]\n", "dns.upstreams[0]", "HTTP/3"},
+		{"h3 without bootstrap", "dns:\n  upstreams: [\"h3://dns.example/dns-query\"]\n", "dns.upstreams[0]", "dns.bootstrap"},
 		{"path on tls", "dns:\n  upstreams: [\"tls://192.0.2.1/dns-query\"]\n", "dns.upstreams[0]", "path"},
 		{"fragment bootstrap", "dns:\n  upstreams: [\"tls://dns.example#192.0.2.1\"]\n", "dns.upstreams[0]", "dns.bootstrap"},
 		{"ca file for plain", "dns:\n  upstreams: [\"198.51.100.53\"]\n  ca_file: /etc/hostname\n", "dns.ca_file", "only used"},

@@ -89,6 +89,9 @@ func (s *encServers) spec(tb testing.TB, k transport.Kind) transport.Spec {
 	case transport.HTTPS:
 		ap = s.DoH
 		raw = fmt.Sprintf("https://%s:%d/dns-query", encName, ap.Port())
+	case transport.HTTP3:
+		ap = s.DoH3
+		raw = fmt.Sprintf("h3://%s:%d/dns-query", encName, ap.Port())
 	case transport.QUIC:
 		ap = s.DoQ
 		raw = fmt.Sprintf("quic://%s:%d", encName, ap.Port())
@@ -102,11 +105,11 @@ func (s *encServers) spec(tb testing.TB, k transport.Kind) transport.Spec {
 }
 
 func (s *encServers) conns(k transport.Kind) int64 {
-	dot, doh, doq := s.Conns()
-	return map[transport.Kind]int64{transport.TLS: dot, transport.HTTPS: doh, transport.QUIC: doq}[k]
+	dot, doh, doh3, doq := s.Conns()
+	return map[transport.Kind]int64{transport.TLS: dot, transport.HTTPS: doh, transport.HTTP3: doh3, transport.QUIC: doq}[k]
 }
 
-var encKinds = []transport.Kind{transport.TLS, transport.HTTPS, transport.QUIC}
+var encKinds = []transport.Kind{transport.TLS, transport.HTTPS, transport.HTTP3, transport.QUIC}
 
 // noPlain makes any plain exchange of r a test failure.
 func noPlain(t *testing.T, r *Resolver) {

@@ -77,7 +77,7 @@ func (l *Lab) startDNS(ctx context.Context, w *jsonlWriter) error {
 	// addresses the plain listeners proved usable.
 	for _, a := range l.cfg.CloudDNSAddrs {
 		e, err := StartEncryptedDNS(ctx, EncryptedDNSConfig{
-			Addr: a, DoTPort: DoTPort, DoHPort: DoHPort, DoQPort: DoQPort,
+			Addr: a, DoTPort: DoTPort, DoHPort: DoHPort, DoH3Port: DoHPort, DoQPort: DoQPort,
 			Cert: l.dnsLeaf, Handler: cloudH, Logger: l.cfg.Logger,
 		})
 		if err != nil {

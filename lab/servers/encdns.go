@@ -20,11 +20,13 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // Encrypted DNS of the lab cloud resolver: DNS over TLS (RFC 7858, served
-// by miekg/dns), over HTTPS (RFC 8484, net/http with HTTP/2) and over QUIC
-// (RFC 9250, quic-go), each answering with the same handler as plain DNS.
+// by miekg/dns), over HTTPS (RFC 8484: net/http with HTTP/2 on TCP, and
+// quic-go's http3 on UDP of the same port) and over QUIC (RFC 9250,
+// quic-go), each answering with the same handler as plain DNS.
 const (
 	// CloudDNSName is the cloud resolver's TLS name (in the lab leaf
 	// certificate, with the cloud resolver's addresses).
@@ -39,10 +41,11 @@ const (
 // EncryptedDNSConfig says where to serve encrypted DNS. A port of 0 takes
 // an ephemeral one; a negative port turns that transport off.
 type EncryptedDNSConfig struct {
-	Addr                      netip.Addr
-	DoTPort, DoHPort, DoQPort int
-	Cert                      tls.Certificate
-	Handler                   dns.Handler
+	Addr netip.Addr
+	// DoH3Port is DoH over HTTP/3 (UDP, quic-go's http3).
+	DoTPort, DoHPort, DoH3Port, DoQPort int
+	Cert                                tls.Certificate
+	Handler                             dns.Handler
 	// IdleTimeout closes a client connection idle this long (default 30s).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
@@ -50,27 +53,27 @@ type EncryptedDNSConfig struct {
 
 // EncryptedDNS is a running set of DoT, DoH and DoQ servers.
 type EncryptedDNS struct {
-	// DoT, DoH and DoQ are the bound addresses (invalid when off).
-	DoT, DoH, DoQ netip.AddrPort
+	// DoT, DoH, DoH3 and DoQ are the bound addresses (invalid when off).
+	DoT, DoH, DoH3, DoQ netip.AddrPort
 
-	dotConns, dohConns, doqConns atomic.Int64
-	dotQ, dohQ, doqQ             atomic.Int64
-	log                          *slog.Logger
-	closers                      []func() error
-	wg                           sync.WaitGroup
-	cancel                       context.CancelFunc
-	once                         sync.Once
+	dotConns, dohConns, doh3Conns, doqConns atomic.Int64
+	dotQ, dohQ, doh3Q, doqQ                 atomic.Int64
+	log                                     *slog.Logger
+	closers                                 []func() error
+	wg                                      sync.WaitGroup
+	cancel                                  context.CancelFunc
+	once                                    sync.Once
 }
 
 // Conns returns the client connections accepted so far (each one a TLS
 // or QUIC handshake) per transport.
-func (e *EncryptedDNS) Conns() (dot, doh, doq int64) {
-	return e.dotConns.Load(), e.dohConns.Load(), e.doqConns.Load()
+func (e *EncryptedDNS) Conns() (dot, doh, doh3, doq int64) {
+	return e.dotConns.Load(), e.dohConns.Load(), e.doh3Conns.Load(), e.doqConns.Load()
 }
 
 // Queries returns the queries answered so far per transport.
-func (e *EncryptedDNS) Queries() (dot, doh, doq int64) {
-	return e.dotQ.Load(), e.dohQ.Load(), e.doqQ.Load()
+func (e *EncryptedDNS) Queries() (dot, doh, doh3, doq int64) {
+	return e.dotQ.Load(), e.dohQ.Load(), e.doh3Q.Load(), e.doqQ.Load()
 }
 
 // countingListener counts accepted connections.
@@ -120,6 +123,11 @@ func StartEncryptedDNS(ctx context.Context, cfg EncryptedDNSConfig) (_ *Encrypte
 	}
 	if cfg.DoHPort >= 0 {
 		if err := e.startDoH(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.DoH3Port >= 0 {
+		if err := e.startDoH3(ctx, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -258,7 +266,32 @@ func (e *EncryptedDNS) startDoH(cfg EncryptedDNSConfig) error {
 		return fmt.Errorf("listen doh: %w", err)
 	}
 	e.DoH = boundAddr(ln.Addr())
-	h := countingHandler(cfg.Handler, &e.dohQ)
+	mux := dohMux(countingHandler(cfg.Handler, &e.dohQ), ln.Addr(), "https")
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           mux,
+		TLSConfig:         tlsServerConfig(cfg.Cert, "h2", "http/1.1"),
+		Protocols:         &protos,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	cl := countingListener{ln, &e.dohConns}
+	e.wg.Go(func() { _ = srv.ServeTLS(cl, "", "") })
+	e.closers = append(e.closers, func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return srv.Close()
+	})
+	return nil
+}
+
+// dohMux serves RFC 8484 GET ?dns= and POST on DoHPath with h; network
+// names the transport for the handler's log.
+func dohMux(h dns.Handler, local net.Addr, network string) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc(DoHPath, func(rw http.ResponseWriter, r *http.Request) {
 		var q []byte
@@ -284,8 +317,8 @@ func (e *EncryptedDNS) startDoH(cfg EncryptedDNSConfig) error {
 			http.Error(rw, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		remote := encNet{tcpAddrOf(r.RemoteAddr), "https"}
-		ans := serveMsg(h, q, ln.Addr(), remote)
+		remote := encNet{tcpAddrOf(r.RemoteAddr), network}
+		ans := serveMsg(h, q, local, remote)
 		if ans == nil {
 			http.Error(rw, "bad query", http.StatusBadRequest)
 			return
@@ -294,26 +327,7 @@ func (e *EncryptedDNS) startDoH(cfg EncryptedDNSConfig) error {
 		rw.Header().Set("Cache-Control", "max-age=0")
 		_, _ = rw.Write(ans)
 	})
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	srv := &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsServerConfig(cfg.Cert, "h2", "http/1.1"),
-		Protocols:         &protos,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-	}
-	cl := countingListener{ln, &e.dohConns}
-	e.wg.Go(func() { _ = srv.ServeTLS(cl, "", "") })
-	e.closers = append(e.closers, func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		return srv.Close()
-	})
-	return nil
+	return mux
 }
 
 func tcpAddrOf(s string) net.Addr {
@@ -324,30 +338,67 @@ func tcpAddrOf(s string) net.Addr {
 	return net.TCPAddrFromAddrPort(ap)
 }
 
+// startDoH3 serves DoH over HTTP/3 on UDP (quic-go's http3).
+func (e *EncryptedDNS) startDoH3(ctx context.Context, cfg EncryptedDNSConfig) error {
+	qt, pc, err := e.quicTransport(cfg.Addr, cfg.DoH3Port)
+	if err != nil {
+		return fmt.Errorf("listen doh3: %w", err)
+	}
+	e.DoH3 = boundAddr(pc.LocalAddr())
+	srv := &http3.Server{Handler: dohMux(countingHandler(cfg.Handler, &e.doh3Q), pc.LocalAddr(), "h3"), IdleTimeout: cfg.IdleTimeout}
+	tc := http3.ConfigureTLSConfig(tlsServerConfig(cfg.Cert))
+	tc.MinVersion = tls.VersionTLS13
+	ln, err := qt.ListenEarly(tc, &quic.Config{MaxIdleTimeout: cfg.IdleTimeout, MaxIncomingStreams: 1000})
+	if err != nil {
+		return fmt.Errorf("listen doh3 %s: %w", e.DoH3, err)
+	}
+	e.closers = append(e.closers, ln.Close, srv.Close)
+	e.wg.Go(func() {
+		for {
+			c, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			e.doh3Conns.Add(1)
+			e.wg.Go(func() { _ = srv.ServeQUICConn(c) })
+		}
+	})
+	return nil
+}
+
+// quicTransport opens a UDP socket on addr:port with a QUIC transport
+// that sends stateless resets: a client learns at once that the server
+// forgot its connection (idle timeout), as from a real server.
+func (e *EncryptedDNS) quicTransport(addr netip.Addr, port int) (*quic.Transport, *net.UDPConn, error) {
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
+	if err != nil {
+		return nil, nil, err
+	}
+	var key quic.StatelessResetKey
+	if _, err := rand.Read(key[:]); err != nil {
+		pc.Close()
+		return nil, nil, fmt.Errorf("make stateless reset key: %w", err)
+	}
+	qt := &quic.Transport{Conn: pc, StatelessResetKey: &key}
+	e.closers = append(e.closers, pc.Close, qt.Close)
+	return qt, pc, nil
+}
+
 // startDoQ serves DNS over QUIC: one query per stream, answered on it
 // with the length prefix, then FIN.
 func (e *EncryptedDNS) startDoQ(ctx context.Context, cfg EncryptedDNSConfig) error {
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Addr, uint16(cfg.DoQPort))))
+	qt, pc, err := e.quicTransport(cfg.Addr, cfg.DoQPort)
 	if err != nil {
 		return fmt.Errorf("listen doq: %w", err)
 	}
 	e.DoQ = boundAddr(pc.LocalAddr())
 	tc := tlsServerConfig(cfg.Cert, doqALPN)
 	tc.MinVersion = tls.VersionTLS13
-	// A stateless reset tells a client at once that the server forgot
-	// its connection (idle timeout), as a real DoQ server would.
-	var key quic.StatelessResetKey
-	if _, err := rand.Read(key[:]); err != nil {
-		pc.Close()
-		return fmt.Errorf("make stateless reset key: %w", err)
-	}
-	qt := &quic.Transport{Conn: pc, StatelessResetKey: &key}
 	ln, err := qt.Listen(tc, &quic.Config{MaxIdleTimeout: cfg.IdleTimeout, MaxIncomingStreams: 1000})
 	if err != nil {
-		pc.Close()
 		return fmt.Errorf("listen doq %s: %w", e.DoQ, err)
 	}
-	e.closers = append(e.closers, pc.Close, qt.Close, ln.Close)
+	e.closers = append(e.closers, ln.Close)
 	h := countingHandler(cfg.Handler, &e.doqQ)
 	e.wg.Go(func() {
 		for {

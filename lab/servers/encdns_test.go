@@ -13,7 +13,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/lab"
 )
 
-// The lab cloud resolver answers over DoT, DoH and DoQ, as
+// The lab cloud resolver answers over DoT, DoH (HTTP/2 and HTTP/3) and DoQ, as
 // dns.cloud.example verified by the lab CA, on both of its addresses,
 // with the same answers (and sinkholes) as plain DNS, and logs the
 // transport.
@@ -24,7 +24,7 @@ func TestCloudResolverEncrypted(t *testing.T) {
 			kind transport.Kind
 			port uint16
 			log  string
-		}{{transport.TLS, DoTPort, "tls"}, {transport.HTTPS, DoHPort, "https"}, {transport.QUIC, DoQPort, "quic"}} {
+		}{{transport.TLS, DoTPort, "tls"}, {transport.HTTPS, DoHPort, "https"}, {transport.HTTP3, DoHPort, "h3"}, {transport.QUIC, DoQPort, "quic"}} {
 			t.Run(tc.kind.String()+"/"+a.String(), func(t *testing.T) {
 				sp := transport.Spec{Kind: tc.kind, Host: CloudDNSName, Port: tc.port, Path: DoHPath, Addrs: []netip.Addr{a}}
 				tr, err := transport.New(sp, transport.Options{RootCAs: tl.lab.CAPool()})

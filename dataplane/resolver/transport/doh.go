@@ -112,23 +112,29 @@ func (e *answerError) Error() string { return e.err.Error() }
 func (e *answerError) Unwrap() error { return e.err }
 
 func (d *doh) roundTrip(ctx context.Context, cc *http.ClientConn, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
+	return dohRoundTrip(ctx, "doh", cc, d.url, body)
+}
+
+// dohRoundTrip POSTs a query to url over rt and reads the answer; an
+// answer that came but is not DNS is an *answerError.
+func dohRoundTrip(ctx context.Context, kind string, rt http.RoundTripper, url string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("doh: %w", err)
+		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
 	req.Header.Set("Content-Type", dohMediaType)
 	req.Header.Set("Accept", dohMediaType)
-	resp, err := cc.RoundTrip(req)
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		return nil, fmt.Errorf("doh: %w", err)
+		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
 	defer resp.Body.Close()
 	ans, err := ReadDoHAnswer(resp.StatusCode, resp.Header.Get("Content-Type"), resp.Body)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("doh: %w", err)
+			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
-		return nil, &answerError{fmt.Errorf("doh: %w", err)}
+		return nil, &answerError{fmt.Errorf("%s: %w", kind, err)}
 	}
 	return ans, nil
 }

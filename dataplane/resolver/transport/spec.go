@@ -1,8 +1,11 @@
 // Package transport holds the resolver's clients for encrypted upstream
 // DNS: DNS over TLS (RFC 7858, queries pipelined on one connection by
-// message ID, RFC 7766), DNS over HTTPS (RFC 8484, HTTP/2 streams on one
-// connection) and DNS over QUIC (RFC 9250, a stream per query on one QUIC
-// connection). Each Transport keeps one connection to its server, opened
+// message ID, RFC 7766), DNS over HTTPS (RFC 8484: HTTP/2 streams on one
+// TLS connection for https://, HTTP/3 request streams on one QUIC
+// connection for h3://) and DNS over QUIC (RFC 9250, a stream per query on
+// one QUIC connection). HTTP/3 is used only when written h3://: an
+// https:// upstream stays on HTTP/2 whatever Alt-Svc its server sends, so
+// the transport (TCP 443 or UDP 443) is the one configured. Each Transport keeps one connection to its server, opened
 // on the first query and again after the server or IdleTimeout closed it;
 // it never falls back to plain DNS, and it never looks a name up: a server
 // given by name is dialled at the addresses of its Spec (the bootstrap).
@@ -30,6 +33,7 @@ const (
 	TLS               // DNS over TLS, tls://host[:853]
 	HTTPS             // DNS over HTTPS over HTTP/2, https://host[:443]/path
 	QUIC              // DNS over QUIC, quic://host[:853]
+	HTTP3             // DNS over HTTPS over HTTP/3, h3://host[:443]/path
 )
 
 func (k Kind) String() string {
@@ -42,6 +46,8 @@ func (k Kind) String() string {
 		return "https"
 	case QUIC:
 		return "quic"
+	case HTTP3:
+		return "h3"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -62,7 +68,7 @@ type Spec struct {
 	// addresses). For Plain it is the address.
 	Host string
 	Port uint16
-	// Path is the DoH request path, "/dns-query" by default.
+	// Path is the DoH (and DoH3) request path, "/dns-query" by default.
 	Path string
 	// Addrs are the addresses dialled, in order: Host itself when it is
 	// an address, else the bootstrap addresses given for it.
@@ -79,6 +85,8 @@ func (s Spec) String() string {
 		return hp
 	case HTTPS:
 		return "https://" + hp + s.Path
+	case HTTP3:
+		return "h3://" + hp + s.Path
 	}
 	return s.Kind.String() + "://" + hp
 }
@@ -99,7 +107,8 @@ func (s Spec) Dial() []netip.AddrPort {
 }
 
 // Parse reads an upstream: "IP", "IP:port", "[v6]:port" (plain DNS),
-// "tls://host[:port]", "https://host[:port]/path" or "quic://host[:port]".
+// "tls://host[:port]", "https://host[:port]/path", "h3://host[:port]/path"
+// or "quic://host[:port]".
 // A Spec whose Host is a name has no Addrs: the caller adds the
 // bootstrap addresses.
 func Parse(s string) (Spec, error) {
@@ -122,9 +131,9 @@ func Parse(s string) (Spec, error) {
 	case "udp", "tcp", "dns":
 		return Spec{}, fmt.Errorf("%q: plain DNS is written as IP or IP:port, without a scheme", s)
 	case "h3":
-		return Spec{}, fmt.Errorf("%q: DNS over HTTP/3 is not supported; use https:// (HTTP/2) or quic://", s)
+		sp = Spec{Kind: HTTP3, Port: HTTPSPort, Path: "/dns-query"}
 	default:
-		return Spec{}, fmt.Errorf("%q: unknown scheme %q (want tls://, https:// or quic://, or a plain IP[:port])", s, scheme)
+		return Spec{}, fmt.Errorf("%q: unknown scheme %q (want tls://, https://, h3:// or quic://, or a plain IP[:port])", s, scheme)
 	}
 	u, err := url.Parse(strings.ToLower(scheme) + "://" + rest)
 	if err != nil {
@@ -140,12 +149,12 @@ func Parse(s string) (Spec, error) {
 	case u.Hostname() == "":
 		return Spec{}, fmt.Errorf("%q: no host", s)
 	}
-	if sp.Kind == HTTPS {
+	if sp.Kind == HTTPS || sp.Kind == HTTP3 {
 		if u.Path != "" {
 			sp.Path = u.EscapedPath()
 		}
 	} else if u.Path != "" && u.Path != "/" {
-		return Spec{}, fmt.Errorf("%q: a path is only for https://", s)
+		return Spec{}, fmt.Errorf("%q: a path is only for https:// and h3://", s)
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.ParseUint(p, 10, 16)

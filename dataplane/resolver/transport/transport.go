@@ -67,6 +67,8 @@ func New(s Spec, o Options) (Transport, error) {
 		return newDoH(s, o, log), nil
 	case QUIC:
 		return newDoQ(s, o, log), nil
+	case HTTP3:
+		return newDoH3(s, o, log), nil
 	}
 	return nil, fmt.Errorf("new transport %s: kind %s has no encrypted transport", s, s.Kind)
 }

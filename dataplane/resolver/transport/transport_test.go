@@ -118,6 +118,8 @@ func (s *testServer) spec(k Kind) Spec {
 		ap = s.DoT
 	case HTTPS:
 		ap, sp.Path = s.DoH, "/dns-query"
+	case HTTP3:
+		ap, sp.Path = s.DoH3, "/dns-query"
 	case QUIC:
 		ap = s.DoQ
 	}
@@ -126,8 +128,8 @@ func (s *testServer) spec(k Kind) Spec {
 }
 
 func (s *testServer) conns(k Kind) int64 {
-	dot, doh, doq := s.Conns()
-	return map[Kind]int64{TLS: dot, HTTPS: doh, QUIC: doq}[k]
+	dot, doh, doh3, doq := s.Conns()
+	return map[Kind]int64{TLS: dot, HTTPS: doh, HTTP3: doh3, QUIC: doq}[k]
 }
 
 func newTransport(tb testing.TB, sp Spec, o Options) Transport {
@@ -192,7 +194,7 @@ func timeout(tb testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-var kinds = []Kind{TLS, HTTPS, QUIC}
+var kinds = []Kind{TLS, HTTPS, HTTP3, QUIC}
 
 // Sequential cache-miss queries share one connection: one handshake.
 func TestSequentialQueriesOneHandshake(t *testing.T) {
@@ -447,6 +449,8 @@ func TestParse(t *testing.T) {
 		{"https://dns.example", "https://dns.example:443/dns-query", HTTPS, 0},
 		{"https://dns.example:8443/resolve", "https://dns.example:8443/resolve", HTTPS, 0},
 		{"quic://dns.example", "quic://dns.example:853", QUIC, 0},
+		{"h3://dns.example", "h3://dns.example:443/dns-query", HTTP3, 0},
+		{"h3://192.0.2.1:8443/q", "h3://192.0.2.1:8443/q", HTTP3, 1},
 		{"quic://192.0.2.1:8853", "quic://192.0.2.1:8853", QUIC, 1},
 	} {
 		sp, err := Parse(tc.in)
@@ -459,7 +463,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, in := range []string{
-		"", "dns.example", "192.0.2.1:0", "udp://192.0.2.1", "h3://dns.example/dns-query", "ftp://x",
+		"", "dns.example", "192.0.2.1:0", "udp://192.0.2.1", "ftp://x", "h3://dns.example/dns-query?x",
 		"tls://", "tls://dns.example:0", "tls://dns.example:99999", "tls://dns.example:", "tls://user@dns.example",
 		"tls://dns.example#192.0.2.1", "https://dns.example/dns-query?x=1", "tls://dns.example/path",
 		"tls://bad_name!.example", "tls://[fe80::1%eth0]", "quic://-bad.example",
