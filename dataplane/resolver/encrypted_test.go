@@ -295,3 +295,56 @@ func TestNoPlainDNSWithEncryptedUpstreams(t *testing.T) {
 		t.Fatal("the encrypted servers saw no query")
 	}
 }
+
+// sizeHandler records the wire size of each query.
+type sizeHandler struct {
+	encHandler
+	sizes chan int
+}
+
+func (h *sizeHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	b, _ := r.Pack()
+	opt := r.IsEdns0()
+	padded := false
+	if opt != nil {
+		for _, o := range opt.Option {
+			if o.Option() == dns.EDNS0PADDING {
+				padded = true
+			}
+		}
+	}
+	if !padded {
+		h.sizes <- -len(b)
+	} else {
+		h.sizes <- len(b)
+	}
+	h.encHandler.ServeDNS(w, r)
+}
+
+// Queries to an encrypted upstream are padded to 128-byte blocks (RFC
+// 8467), whatever the name's length; the answer is still the right one.
+func TestEncryptedQueriesPadded(t *testing.T) {
+	ca, err := servers.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue([]string{encName}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &sizeHandler{sizes: make(chan int, 100)}
+	e, err := servers.StartEncryptedDNS(context.Background(), servers.EncryptedDNSConfig{Addr: netip.MustParseAddr("127.0.0.1"), Cert: leaf, Handler: h, DoHPort: -1, DoH3Port: -1, DoQPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	sp := transport.Spec{Kind: transport.TLS, Host: encName, Port: e.DoT.Port(), Addrs: []netip.Addr{e.DoT.Addr()}}
+	r := startResolver(t, Config{Servers: []transport.Spec{sp}, RootCAs: ca.Pool()})
+	t.Cleanup(func() { r.Close() })
+	for _, name := range []string{"a.example.", "a-much-longer-name.with.several.labels.example.", strings.Repeat("x", 60) + ".example."} {
+		checkEncAnswer(t, ask(t, r.addr, "udp", query(name, dns.TypeA)), name)
+		if n := <-h.sizes; n <= 0 || n%128 != 0 {
+			t.Fatalf("query for %s: %d bytes on the wire (negative: no padding option), want a multiple of 128", name, n)
+		}
+	}
+}

@@ -124,11 +124,11 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 // the UDP answer is truncated. An answer that does not match q, or says
 // SERVFAIL, REFUSED, NOTIMP or FORMERR, is an error.
 func (r *Resolver) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*dns.Msg, error) {
-	packed, err := q.Pack()
-	if err != nil {
-		return nil, fmt.Errorf("pack query: %w", err)
-	}
 	if u.t != nil {
+		packed, err := packPadded(q)
+		if err != nil {
+			return nil, fmt.Errorf("pack query: %w", err)
+		}
 		// A stream transport carries the whole answer: TC means what the
 		// server meant, and is never retried over plain TCP.
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
@@ -138,6 +138,10 @@ func (r *Resolver) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*d
 			return nil, err
 		}
 		return parseReply(q, raw)
+	}
+	packed, err := q.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("pack query: %w", err)
 	}
 	addr := u.addr
 	raw, err := r.exchange(ctx, addr, packed, false)
@@ -158,6 +162,31 @@ func (r *Resolver) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*d
 		}
 	}
 	return m, nil
+}
+
+// paddingBlock is the size encrypted queries are padded to a multiple of
+// (RFC 8467 4.1, the Block-Length Padding of 128 octets), so their length
+// tells an observer little about the name.
+const paddingBlock = 128
+
+// packPadded packs q, which has an OPT record, with an EDNS(0) Padding
+// option (RFC 7830) that makes its length a multiple of paddingBlock.
+// q itself is not changed.
+func packPadded(q *dns.Msg) ([]byte, error) {
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	opt := q.IsEdns0()
+	if opt == nil {
+		return b, nil
+	}
+	// The option costs 4 bytes (code, length) besides its padding.
+	n := (paddingBlock - (len(b)+4)%paddingBlock) % paddingBlock
+	p := q.Copy()
+	popt := p.IsEdns0()
+	popt.Option = append(popt.Option, &dns.EDNS0_PADDING{Padding: make([]byte, n)})
+	return p.Pack()
 }
 
 // parseReply unpacks an upstream answer and checks that it answers q.
