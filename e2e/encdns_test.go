@@ -72,16 +72,19 @@ func TestEncryptedDNSUpstreams(t *testing.T) {
 	e := newEnv(t, false)
 	count := plainDNSCounter(t, e)
 	boot := fmt.Sprintf("bootstrap: {%s: [%q, %q]}", servers.CloudDNSName, lab.CloudDNSV4, lab.CloudDNSV6)
-	for _, tc := range []struct{ upstream, transport string }{
-		{"tls://" + servers.CloudDNSName, "tls"},
-		{"https://" + servers.CloudDNSName + "/dns-query", "https"},
-		{"h3://" + servers.CloudDNSName + "/dns-query", "h3"},
-		{"quic://" + servers.CloudDNSName, "quic"},
+	boot6 := fmt.Sprintf("bootstrap: {%s: [%q]}", servers.CloudDNSName, lab.CloudDNSV6)
+	for _, tc := range []struct{ name, upstream, transport, boot string }{
+		{"tls", "tls://" + servers.CloudDNSName, "tls", boot},
+		{"https", "https://" + servers.CloudDNSName + "/dns-query", "https", boot},
+		{"h3", "h3://" + servers.CloudDNSName + "/dns-query", "h3", boot},
+		{"quic", "quic://" + servers.CloudDNSName, "quic", boot},
+		{"tls over ipv6", "tls://" + servers.CloudDNSName, "tls", boot6},
+		{"quic over ipv6", "quic://" + servers.CloudDNSName, "quic", boot6},
 	} {
-		t.Run(tc.transport, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			before := count()
 			start := time.Now()
-			e.gatewayFor(t, gateway.Options{DNSUpstreams: []string{tc.upstream}, DNS: []string{boot, "ca_file: " + e.lab.CAFile()}})
+			e.gatewayFor(t, gateway.Options{DNSUpstreams: []string{tc.upstream}, DNS: []string{tc.boot, "ca_file: " + e.lab.CAFile()}})
 			for i := range 5 {
 				name := fmt.Sprintf("e%d-%d.%s.www.example.com", i, start.UnixNano(), tc.transport)
 				if _, err := e.dig(lab.NobodyDNSV4.String(), name, "A"); err != nil { // NXDOMAIN is an answer
@@ -101,6 +104,9 @@ func TestEncryptedDNSUpstreams(t *testing.T) {
 				}
 				if r.Transport != tc.transport {
 					t.Errorf("cloud resolver saw %s %s over %s, want %s only", r.Name, r.Type, r.Transport, tc.transport)
+				}
+				if v6 := strings.HasPrefix(r.Remote, "["); tc.boot == boot6 && !v6 {
+					t.Errorf("cloud resolver saw %s from %s with only an IPv6 bootstrap address", r.Name, r.Remote)
 				}
 				seen++
 			}

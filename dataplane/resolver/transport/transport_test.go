@@ -196,9 +196,16 @@ func timeout(tb testing.TB, d time.Duration) context.Context {
 
 var kinds = []Kind{TLS, HTTPS, HTTP3, QUIC}
 
-// Sequential cache-miss queries share one connection: one handshake.
+// Sequential cache-miss queries share one connection: one handshake;
+// over IPv4 and IPv6.
 func TestSequentialQueriesOneHandshake(t *testing.T) {
-	s := startServers(t, netip.MustParseAddr("127.0.0.1"), 0)
+	for _, addr := range []string{"127.0.0.1", "::1"} {
+		t.Run(addr, func(t *testing.T) { testSequentialQueriesOneHandshake(t, netip.MustParseAddr(addr)) })
+	}
+}
+
+func testSequentialQueriesOneHandshake(t *testing.T, addr netip.Addr) {
+	s := startServers(t, addr, 0)
 	for _, k := range kinds {
 		t.Run(k.String(), func(t *testing.T) {
 			tr := newTransport(t, s.spec(k), Options{RootCAs: s.pool})
