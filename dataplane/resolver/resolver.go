@@ -1,6 +1,8 @@
 // Package resolver is the gateway's LAN DNS forwarder: it answers the
 // queries that nftables redirects to it over UDP and TCP, forwards misses to
-// the cloud resolvers (UDP, then TCP when the answer is truncated), caches
+// the cloud resolvers (plain DNS: UDP, then TCP when the answer is
+// truncated; or DNS over TLS, HTTPS or QUIC on one reused connection per
+// resolver, never falling back to plain: package transport), caches
 // positive and negative answers within their TTL, and reports every A/AAAA
 // answer to a snooping hook that teaches the dataplane which addresses
 // belong to which names.
