@@ -31,8 +31,10 @@ type dot struct {
 	closed bool
 }
 
+// newDoT offers no ALPN: RFC 7858 has none, and a server that knows
+// other protocols but not "dot" would refuse the handshake.
 func newDoT(s Spec, o Options, log *slog.Logger) *dot {
-	return &dot{spec: s, addr: s.Dial(), tc: tlsConfig(s, o, "dot"), idle: o.IdleTimeout, log: log}
+	return &dot{spec: s, addr: s.Dial(), tc: tlsConfig(s, o), idle: o.IdleTimeout, log: log}
 }
 
 // dotConn is one TLS connection and its queries in flight.
