@@ -11,9 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -568,4 +571,55 @@ func FuzzReadDoHAnswer(f *testing.F) {
 			t.Fatalf("accepted status %d, %d bytes (body %d)", status, len(b), len(body))
 		}
 	})
+}
+
+// A DoH server's answer that is not a DNS message (wrong status or type,
+// too large, too short) is a clear error, on one connection, never
+// retried.
+func TestDoHMalformedAnswers(t *testing.T) {
+	var reqs atomic.Int64
+	body := map[string]func(w http.ResponseWriter){
+		"/status": func(w http.ResponseWriter) { http.Error(w, "no", http.StatusBadGateway) },
+		"/type": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Write(make([]byte, 40))
+		},
+		"/big": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/dns-message")
+			w.Write(make([]byte, MaxMessage+100))
+		},
+		"/short": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/dns-message")
+			w.Write([]byte{1, 2, 3})
+		},
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqs.Add(1)
+		if r.ProtoMajor != 2 || r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/dns-message" {
+			http.Error(w, "want an HTTP/2 POST of application/dns-message", http.StatusBadRequest)
+			return
+		}
+		body[r.URL.Path](w)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	ap := srv.Listener.Addr().(*net.TCPAddr).AddrPort()
+	for path, want := range map[string]string{"/status": "status 502", "/type": "content type", "/big": "larger than", "/short": "shorter than"} {
+		t.Run(path, func(t *testing.T) {
+			before := reqs.Load()
+			sp := Spec{Kind: HTTPS, Host: "127.0.0.1", Port: ap.Port(), Path: path, Addrs: []netip.Addr{ap.Addr()}}
+			tr := newTransport(t, sp, Options{RootCAs: pool})
+			_, q := query(t, "bad.example")
+			_, err := tr.Exchange(timeout(t, 5*time.Second), q)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("got %v, want an error with %q", err, want)
+			}
+			if n := reqs.Load() - before; n != 1 {
+				t.Fatalf("%d requests for one query, want 1 (no retry of an answer)", n)
+			}
+		})
+	}
 }
