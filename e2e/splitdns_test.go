@@ -93,8 +93,8 @@ func TestSplitDNS(t *testing.T) {
 	office := startOfficeDNS(t, e, lab.RoleLAN2, lab.Client2V4.Addr(), lab.Client2V6.Addr())
 	e.startGateway(gateway.Options{
 		AdminHostnames: []string{"gateway.office.example"},
-		DNSKeys: "  split:\n    - domains: [corp.example, 0.10.10.in-addr.arpa]\n" +
-			"      servers: [\"" + lab.Client2V4.Addr().String() + "\", \"[" + lab.Client2V6.Addr().String() + "]:53\"]\n",
+		DNS: []string{"split: [{domains: [corp.example, 0.10.10.in-addr.arpa], servers: [\"" +
+			lab.Client2V4.Addr().String() + "\", \"[" + lab.Client2V6.Addr().String() + "]:53\"]}]"},
 	})
 	start := time.Now()
 	for _, server := range []string{lab.NobodyDNSV4.String(), lab.NobodyDNSV6.String()} {

@@ -46,7 +46,7 @@ var (
 	// (`cloudsteer-lab proxy`), the one failover tests kill: :8080, :8443.
 	CloudProxy2V4 = netip.MustParseAddr("198.51.100.12")
 	CloudProxy2V6 = netip.MustParseAddr("2001:db8:51::12")
-	CloudDNSV4    = netip.MustParseAddr("198.51.100.53") // cloud resolver: :53
+	CloudDNSV4    = netip.MustParseAddr("198.51.100.53") // cloud resolver: :53, DoT tcp/853, DoH tcp+udp/443, DoQ udp/853 (servers.CloudDNSName)
 	CloudDNSV6    = netip.MustParseAddr("2001:db8:51::53")
 	AuthDNSV4     = netip.MustParseAddr("198.51.100.54") // authoritative for the lab names: :53
 	AuthDNSV6     = netip.MustParseAddr("2001:db8:51::54")

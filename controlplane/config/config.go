@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 )
 
 // Config is cloudsteer's whole configuration.
@@ -131,8 +133,17 @@ type CloudProxy struct {
 
 // DNS configures the LAN resolver.
 type DNS struct {
-	// Upstreams are the cloud resolvers, "IP" or "IP:port".
+	// Upstreams are the cloud resolvers, in order: plain DNS "IP" or
+	// "IP:port", or encrypted "tls://host[:853]", "https://host[:443]/path"
+	// or "quic://host[:853]" (dns.go).
 	Upstreams []string `yaml:"upstreams"`
+	// Bootstrap gives the addresses of the encrypted upstreams named by a
+	// host name: name → IP addresses, dialled in order. A name is never
+	// looked up over DNS.
+	Bootstrap map[string][]string `yaml:"bootstrap"`
+	// CAFile is a PEM bundle that verifies the encrypted upstreams instead
+	// of the system roots.
+	CAFile    string   `yaml:"ca_file"`
 	Timeout   Duration `yaml:"timeout"`
 	CacheSize int      `yaml:"cache_size"`
 	// KernelCache answers cached queries in the eBPF program on the LAN
@@ -148,8 +159,9 @@ type DNS struct {
 	Split             []SplitZone `yaml:"split"`
 	LocalPrivateZones *bool       `yaml:"local_private_zones"`
 
-	upstreams []netip.AddrPort
-	dohNames  []string
+	servers  []transport.Spec
+	roots    *x509.CertPool
+	dohNames []string
 }
 
 // Bypass lists what passes untouched, on top of the system domains.
@@ -559,15 +571,10 @@ func (c *Config) HasSecrets() bool {
 
 func (d *DNS) validate() error {
 	if len(d.Upstreams) == 0 {
-		return bad("dns.upstreams", "required: the cloud resolvers, e.g. [\"192.0.2.53\"]")
+		return bad("dns.upstreams", "required: the cloud resolvers, e.g. [\"192.0.2.53\"] or [\"tls://dns.example\"]")
 	}
-	d.upstreams = nil
-	for i, s := range d.Upstreams {
-		ap, err := parseHostPort(s, 53)
-		if err != nil {
-			return bad(fmt.Sprintf("dns.upstreams[%d]", i), "%v", err)
-		}
-		d.upstreams = append(d.upstreams, ap)
+	if err := d.validateUpstreams(); err != nil {
+		return err
 	}
 	if d.Timeout <= 0 {
 		return bad("dns.timeout", "must be positive")
@@ -581,25 +588,21 @@ func (d *DNS) validate() error {
 	return d.validateSplit()
 }
 
-// UpstreamAddrs returns the validated resolver addresses.
-func (d *DNS) UpstreamAddrs() []netip.AddrPort { return d.upstreams }
+// Servers returns the validated cloud resolvers, in order, with their
+// addresses (for a name, the bootstrap ones).
+func (d *DNS) Servers() []transport.Spec { return d.servers }
 
-func parseHostPort(s string, defPort uint16) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		if ap.Port() == 0 {
-			return netip.AddrPort{}, fmt.Errorf("port 0 in %q", s)
-		}
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+// UpstreamNames returns the cloud resolvers as normalised strings.
+func (d *DNS) UpstreamNames() []string {
+	out := make([]string, len(d.servers))
+	for i, s := range d.servers {
+		out[i] = s.String()
 	}
-	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address or IP:port", s)
-	}
-	if a.Zone() != "" {
-		return netip.AddrPort{}, fmt.Errorf("%q: zones are not supported", s)
-	}
-	return netip.AddrPortFrom(a.Unmap(), defPort), nil
+	return out
 }
+
+// RootCAs returns the pool of dns.ca_file, or nil for the system roots.
+func (d *DNS) RootCAs() *x509.CertPool { return d.roots }
 
 func (b *Bypass) validate() error {
 	b.domains = nil

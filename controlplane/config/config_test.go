@@ -68,8 +68,8 @@ func TestParseGood(t *testing.T) {
 	if *off.CloudProxy.WarmConnections != 0 {
 		t.Errorf("warm_connections: 0 read as %d", *off.CloudProxy.WarmConnections)
 	}
-	ups := c.DNS.UpstreamAddrs()
-	if len(ups) != 2 || ups[0].String() != "198.51.100.53:53" || ups[1].String() != "[2001:db8:51::53]:5353" {
+	ups := c.DNS.UpstreamNames()
+	if len(ups) != 2 || ups[0] != "198.51.100.53:53" || ups[1] != "[2001:db8:51::53]:5353" {
 		t.Errorf("upstreams = %v", ups)
 	}
 	if got := strings.Join(c.Bypass.DomainPatterns(), ","); got != "bank.example,*.corp.example,.xn--bcher-kva.example" {

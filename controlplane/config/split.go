@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 )
 
 // Split DNS: dns.split lists an office's internal zones and the resolvers
@@ -74,7 +76,7 @@ func (d *DNS) validateSplit() error {
 			z.domains = append(z.domains, name)
 		}
 		for j, s := range z.Servers {
-			ap, err := parseHostPort(s, 53)
+			ap, err := transport.ParsePlain(s)
 			if err != nil {
 				return bad(fmt.Sprintf("%s.servers[%d]", key, j), "%v", err)
 			}

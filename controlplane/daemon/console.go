@@ -391,10 +391,7 @@ func (b consoleBackend) SetInspectionCA(ctx context.Context, certPEMOrDER []byte
 
 // Info is console.Backend.
 func (b consoleBackend) Info(ctx context.Context) console.Info {
-	var ups []string
-	for _, u := range b.d.cfg.DNS.UpstreamAddrs() {
-		ups = append(ups, u.String())
-	}
+	ups := b.d.cfg.DNS.UpstreamNames()
 	i := console.Info{CloudProxy: b.d.cfg.CloudProxy.ProxyURL().Host, DNSUpstreams: ups, Version: Version}
 	if st := b.d.consoleSt; st != nil {
 		i.ConsoleFingerprint = st.cert.Fingerprint()

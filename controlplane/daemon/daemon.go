@@ -207,7 +207,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.failoverEventsReady(d.events)
 
 	rcfg := resolver.Config{
-		Upstreams: cfg.DNS.UpstreamAddrs(),
+		Servers:   cfg.DNS.Servers(),
+		RootCAs:   cfg.DNS.RootCAs(),
 		Timeout:   cfg.DNS.Timeout.D(),
 		CacheSize: cfg.DNS.CacheSize,
 		Snoop:     d.bypass.Snoop,
@@ -356,7 +357,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		"cloud_proxy", cfg.CloudProxy.ProxyURL().Redacted(),
 		"cloud_proxy_backups", len(cfg.CloudProxy.ProxyURLs())-1,
 		"failure_mode", cfg.CloudProxy.FailureMode,
-		"dns_upstreams", cfg.DNS.UpstreamAddrs(),
+		"dns_upstreams", cfg.DNS.UpstreamNames(),
 		"activated", d.hasCredentials(),
 		"admin_socket", cfg.Admin.Socket,
 		"admin_port", cfg.Admin.Port)
@@ -535,6 +536,10 @@ func (d *Daemon) Close() error {
 		errs = append(errs, d.fw.Close())
 	}
 	d.wg.Wait()
+	if d.resolver != nil {
+		// The encrypted upstreams' connections, once nothing queries.
+		errs = append(errs, d.resolver.Close())
+	}
 	return errors.Join(errs...)
 }
 

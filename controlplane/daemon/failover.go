@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,14 +90,8 @@ func (d *Daemon) cloudSwitch(sw cloudproxy.Switch) {
 }
 
 // dnsSwitch records a change of the cloud resolver queries go to first.
-func (d *Daemon) dnsSwitch(from, to netip.AddrPort) {
-	name, target := "", ""
-	if to.IsValid() {
-		name = to.String()
-	}
-	if from.IsValid() {
-		target = from.String()
-	}
+func (d *Daemon) dnsSwitch(from, to string) {
+	name, target := to, from
 	d.offerFailoverEvent(model.Event{Time: time.Now(), Proto: "dns", Reason: EventDNSSwitch, Name: name, Target: target})
 }
 
@@ -169,7 +162,7 @@ func (d *Daemon) dnsStates() []model.DNSUpstreamState {
 	}
 	out := make([]model.DNSUpstreamState, len(us))
 	for i, u := range us {
-		out[i] = model.DNSUpstreamState{Addr: u.Addr.String(), Healthy: u.Up, Active: u.Active}
+		out[i] = model.DNSUpstreamState{Addr: u.Name, Healthy: u.Up, Active: u.Active}
 	}
 	return out
 }

@@ -67,8 +67,8 @@ func (c *failoverCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.switchs, prometheus.CounterValue, float64(c.src.CloudProxySwitches()))
 	for _, u := range c.src.DNSUpstreamStates() {
-		ch <- prometheus.MustNewConstMetric(c.dnsActive, prometheus.GaugeValue, b(u.Active), u.Addr.String())
-		ch <- prometheus.MustNewConstMetric(c.dnsHealthy, prometheus.GaugeValue, b(u.Up), u.Addr.String())
+		ch <- prometheus.MustNewConstMetric(c.dnsActive, prometheus.GaugeValue, b(u.Active), u.Name)
+		ch <- prometheus.MustNewConstMetric(c.dnsHealthy, prometheus.GaugeValue, b(u.Up), u.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(c.dnsSwit, prometheus.CounterValue, float64(c.src.ResolverStats().UpstreamSwitches))
 }

@@ -104,6 +104,8 @@ const (
 
 // DNSUpstreamState is one configured cloud resolver's health in Status.
 type DNSUpstreamState struct {
+	// Addr is the upstream as configured, normalised: "IP:port" for plain
+	// DNS, "tls://host:853", "https://host:443/dns-query", ... otherwise.
 	Addr    string `json:"addr"`
 	Healthy bool   `json:"healthy"`
 	Active  bool   `json:"active"` // the one queries go to first

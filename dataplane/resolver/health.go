@@ -27,6 +27,10 @@ const (
 
 // UpstreamState is one cloud resolver's health.
 type UpstreamState struct {
+	// Name is the upstream as configured, normalised ("192.0.2.1:53",
+	// "tls://dns.example:853"); Addr is a plain upstream's address (the
+	// zero AddrPort for an encrypted one).
+	Name   string
 	Addr   netip.AddrPort
 	Up     bool
 	Active bool // the one queries go to first
@@ -40,9 +44,9 @@ func (r *Resolver) newHealth(u *upstream) {
 	}
 	u.h = uphealth.New(uphealth.Params{FailAfter: 1, RecoverAfter: ra}, time.Now(), func(up bool, err error) {
 		if up {
-			r.log.Info("cloud resolver answers again", "upstream", u.addr.String())
+			r.log.Info("cloud resolver answers again", "upstream", u.name)
 		} else {
-			r.log.Warn("cloud resolver failing, the next one goes first", "upstream", u.addr.String(), "err", err)
+			r.log.Warn("cloud resolver failing, the next one goes first", "upstream", u.name, "err", err)
 		}
 		r.recomputeActive()
 	})
@@ -65,14 +69,14 @@ func (r *Resolver) recomputeActive() {
 		return
 	}
 	r.switches.Add(1)
-	var f, t netip.AddrPort
+	var f, t string
 	if from >= 0 {
-		f = r.upstreams[from].addr
+		f = r.upstreams[from].name
 	}
 	if to >= 0 {
-		t = r.upstreams[to].addr
+		t = r.upstreams[to].name
 	}
-	r.log.Warn("cloud resolver switch", "from", f.String(), "to", t.String())
+	r.log.Warn("cloud resolver switch", "from", f, "to", t)
 	if r.cfg.OnUpstreamSwitch != nil {
 		r.cfg.OnUpstreamSwitch(f, t)
 	}
@@ -85,7 +89,7 @@ func (r *Resolver) UpstreamStates() []UpstreamState {
 	r.activeMu.Unlock()
 	out := make([]UpstreamState, len(r.upstreams))
 	for i, u := range r.upstreams {
-		out[i] = UpstreamState{Addr: u.addr, Up: u.h.Up(), Active: i == active}
+		out[i] = UpstreamState{Name: u.name, Addr: u.addr, Up: u.h.Up(), Active: i == active}
 	}
 	return out
 }
@@ -113,7 +117,7 @@ func (r *Resolver) RunHealth(ctx context.Context, interval time.Duration) {
 			q.RecursionDesired = true
 			q.Question = []dns.Question{{Name: ".", Qtype: dns.TypeNS, Qclass: dns.ClassINET}}
 			q.SetEdns0(upstreamUDPSize, false)
-			_, err := r.exchangeOne(ctx, u.addr, q)
+			_, err := r.exchangeOne(ctx, u, q)
 			if ctx.Err() != nil {
 				return
 			}

@@ -18,12 +18,12 @@ func TestUpstreamHealthSkipsDeadFirstAndComesBack(t *testing.T) {
 	first := netip.MustParseAddrPort("192.0.2.1:53")
 	second := netip.MustParseAddrPort("192.0.2.2:53")
 	var mu sync.Mutex
-	var switches [][2]netip.AddrPort
+	var switches [][2]string
 	r, err := New(Config{
 		Upstreams: []netip.AddrPort{first, second}, Logger: testLogger(t), RecoverAfter: 200 * time.Millisecond,
-		OnUpstreamSwitch: func(from, to netip.AddrPort) {
+		OnUpstreamSwitch: func(from, to string) {
 			mu.Lock()
-			switches = append(switches, [2]netip.AddrPort{from, to})
+			switches = append(switches, [2]string{from, to})
 			mu.Unlock()
 		},
 	})
@@ -85,7 +85,7 @@ func TestUpstreamHealthSkipsDeadFirstAndComesBack(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(switches) != 2 || switches[0] != [2]netip.AddrPort{first, second} || switches[1] != [2]netip.AddrPort{second, first} {
+	if len(switches) != 2 || switches[0] != [2]string{first.String(), second.String()} || switches[1] != [2]string{second.String(), first.String()} {
 		t.Fatalf("switches: %v", switches)
 	}
 	if r.Stats().UpstreamSwitches != 2 {

@@ -1,6 +1,8 @@
 // Package resolver is the gateway's LAN DNS forwarder: it answers the
 // queries that nftables redirects to it over UDP and TCP, forwards misses to
-// the cloud resolvers (UDP, then TCP when the answer is truncated), caches
+// the cloud resolvers (plain DNS: UDP, then TCP when the answer is
+// truncated; or DNS over TLS, HTTPS or QUIC on one reused connection per
+// resolver, never falling back to plain: package transport), caches
 // positive and negative answers within their TTL, and reports every A/AAAA
 // answer to a snooping hook that teaches the dataplane which addresses
 // belong to which names.
@@ -8,6 +10,7 @@ package resolver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 	"github.com/cloudsteer/cloudsteer/internal/nameset"
 )
 
@@ -47,8 +51,20 @@ const (
 
 // Config is what a Resolver needs; zero fields take the defaults above.
 type Config struct {
-	// Upstreams are the cloud resolvers, tried in order with failover.
+	// Upstreams are plain DNS cloud resolvers, tried in order with
+	// failover: a shorthand for Servers of Kind transport.Plain. Exactly
+	// one of Upstreams and Servers is set.
 	Upstreams []netip.AddrPort
+	// Servers are the cloud resolvers of any transport (plain, DoT, DoH,
+	// DoQ), tried in order with failover. An encrypted one's Addrs must be
+	// set (the bootstrap): the resolver never looks a server name up, and
+	// never sends plain DNS to an encrypted upstream.
+	Servers []transport.Spec
+	// RootCAs verify the encrypted upstreams; nil is the system roots.
+	RootCAs *x509.CertPool
+	// IdleTimeout closes an encrypted upstream's connection unused this
+	// long (default transport.DefaultIdleTimeout).
+	IdleTimeout time.Duration
 	// Timeout bounds one attempt at one upstream (default 2s).
 	Timeout time.Duration
 	// CacheSize is the maximum number of cached answers (default 10000).
@@ -111,9 +127,9 @@ type Config struct {
 	// NXDomain (the LAN's reverse zones may be in both).
 	Split []SplitZone
 	// OnUpstreamSwitch, when set, is called when the resolver queries go
-	// to first changes (to is the zero AddrPort when every one is down).
-	// It must not block.
-	OnUpstreamSwitch func(from, to netip.AddrPort)
+	// to first changes, with the upstreams' names (UpstreamState.Name; to
+	// is "" when every one is down). It must not block.
+	OnUpstreamSwitch func(from, to string)
 }
 
 // KernelCache is a second cache of answers that serves clients before
@@ -195,13 +211,19 @@ type Resolver struct {
 
 // New validates cfg and returns a Resolver; it opens no sockets.
 func New(cfg Config) (*Resolver, error) {
-	if len(cfg.Upstreams) == 0 {
-		return nil, errors.New("new resolver: no upstreams")
+	if len(cfg.Upstreams) > 0 && len(cfg.Servers) > 0 {
+		return nil, errors.New("new resolver: both upstreams and servers")
 	}
 	for _, u := range cfg.Upstreams {
 		if !u.IsValid() || u.Port() == 0 {
 			return nil, fmt.Errorf("new resolver: invalid upstream %q", u)
 		}
+		u = netip.AddrPortFrom(u.Addr().Unmap(), u.Port())
+		cfg.Servers = append(cfg.Servers, transport.Spec{Kind: transport.Plain, Host: u.Addr().String(), Port: u.Port(), Addrs: []netip.Addr{u.Addr()}})
+	}
+	cfg.Upstreams = nil
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("new resolver: no upstreams")
 	}
 	if cfg.Timeout < 0 || cfg.CacheSize < 0 || cfg.CacheBytes < 0 || cfg.MinTTL < 0 || cfg.MaxTTL < 0 ||
 		cfg.MaxConcurrent < 0 || cfg.MaxTCPConns < 0 || cfg.MaxTCPPerClient < 0 || cfg.QueriesPerSecondPerClient < 0 || cfg.QueryBurst < 0 {
@@ -253,8 +275,12 @@ func New(cfg Config) (*Resolver, error) {
 	r.tcpConns.max = cfg.MaxTCPPerClient
 	r.cache.kernel = cfg.KernelCache
 	r.cache.log = r.log
-	for _, u := range cfg.Upstreams {
-		up := &upstream{addr: u}
+	for _, s := range cfg.Servers {
+		up, err := r.newUpstream(s)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("new resolver: %w", err)
+		}
 		r.newHealth(up)
 		r.upstreams = append(r.upstreams, up)
 	}
@@ -588,8 +614,8 @@ func (r *Resolver) Healthy(ctx context.Context) error {
 	q.SetEdns0(upstreamUDPSize, false)
 	var errs []error
 	for _, u := range r.upstreams {
-		if _, err := r.exchangeOne(ctx, u.addr, q); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+		if _, err := r.exchangeOne(ctx, u, q); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
 			continue
 		}
 		return nil

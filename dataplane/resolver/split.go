@@ -83,7 +83,7 @@ func (s splitZones) zone(name string) *SplitZone {
 func (r *Resolver) forwardSplit(ctx context.Context, z *SplitZone, q *dns.Msg) (*dns.Msg, error) {
 	var errs []error
 	for _, a := range z.Servers {
-		m, err := r.exchangeOne(ctx, a, q)
+		m, err := r.exchangeOne(ctx, &upstream{name: a.String(), addr: a}, q)
 		if err != nil {
 			r.splitErrors.Add(1)
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))

@@ -12,13 +12,47 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/resolver/transport"
 	uphealth "github.com/cloudsteer/cloudsteer/dataplane/upstream"
 )
 
-// upstream is one cloud resolver and its health (health.go).
+// upstream is one cloud resolver and its health (health.go): plain DNS
+// to addr, or an encrypted transport t (transport.go).
 type upstream struct {
-	addr netip.AddrPort
+	name string
+	addr netip.AddrPort      // plain only
+	t    transport.Transport // encrypted only
 	h    *uphealth.Health
+}
+
+// newUpstream makes s's upstream; an encrypted one gets its transport,
+// which dials on the first query.
+func (r *Resolver) newUpstream(s transport.Spec) (*upstream, error) {
+	u := &upstream{name: s.String()}
+	if s.Kind == transport.Plain {
+		if len(s.Addrs) != 1 || s.Port == 0 {
+			return nil, fmt.Errorf("plain upstream %s: want one address and a port", s)
+		}
+		u.addr = netip.AddrPortFrom(s.Addrs[0].Unmap(), s.Port)
+		return u, nil
+	}
+	t, err := transport.New(s, transport.Options{RootCAs: r.cfg.RootCAs, IdleTimeout: r.cfg.IdleTimeout, Logger: r.cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	u.t = t
+	return u, nil
+}
+
+// Close closes the encrypted upstreams' connections; queries after it
+// fail for those upstreams.
+func (r *Resolver) Close() error {
+	for _, u := range r.upstreams {
+		if u.t != nil {
+			u.t.Close()
+		}
+	}
+	return nil
 }
 
 // order returns the upstreams in configured order, the down ones moved
@@ -71,10 +105,10 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 	}
 	var errs []error
 	for _, u := range r.order() {
-		m, err := r.exchangeOne(ctx, u.addr, q)
+		m, err := r.exchangeOne(ctx, u, q)
 		if err != nil {
 			r.upErrors.Add(1)
-			errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
 			if ctx.Err() != nil {
 				break
 			}
@@ -88,14 +122,31 @@ func (r *Resolver) forward(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 	return nil, fmt.Errorf("forward %s: %w", k.name, errors.Join(errs...))
 }
 
-// exchangeOne sends q to addr over UDP, and again over TCP when the UDP
-// answer is truncated. An answer that does not match q, or says SERVFAIL,
-// REFUSED, NOTIMP or FORMERR, is an error.
-func (r *Resolver) exchangeOne(ctx context.Context, addr netip.AddrPort, q *dns.Msg) (*dns.Msg, error) {
+// exchangeOne sends q to u: over its encrypted transport, within
+// cfg.Timeout; or, for a plain upstream, over UDP, and again over TCP when
+// the UDP answer is truncated. An answer that does not match q, or says
+// SERVFAIL, REFUSED, NOTIMP or FORMERR, is an error.
+func (r *Resolver) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*dns.Msg, error) {
+	if u.t != nil {
+		packed, err := packPadded(q)
+		if err != nil {
+			return nil, fmt.Errorf("pack query: %w", err)
+		}
+		// A stream transport carries the whole answer: TC means what the
+		// server meant, and is never retried over plain TCP.
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+		raw, err := u.t.Exchange(ctx, packed)
+		if err != nil {
+			return nil, err
+		}
+		return parseReply(q, raw)
+	}
 	packed, err := q.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
+	addr := u.addr
 	raw, err := r.exchange(ctx, addr, packed, false)
 	if err != nil {
 		return nil, err
@@ -114,6 +165,31 @@ func (r *Resolver) exchangeOne(ctx context.Context, addr netip.AddrPort, q *dns.
 		}
 	}
 	return m, nil
+}
+
+// paddingBlock is the size encrypted queries are padded to a multiple of
+// (RFC 8467 4.1, the Block-Length Padding of 128 octets), so their length
+// tells an observer little about the name.
+const paddingBlock = 128
+
+// packPadded packs q, which has an OPT record, with an EDNS(0) Padding
+// option (RFC 7830) that makes its length a multiple of paddingBlock.
+// q itself is not changed.
+func packPadded(q *dns.Msg) ([]byte, error) {
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	opt := q.IsEdns0()
+	if opt == nil {
+		return b, nil
+	}
+	// The option costs 4 bytes (code, length) besides its padding.
+	n := (paddingBlock - (len(b)+4)%paddingBlock) % paddingBlock
+	p := q.Copy()
+	popt := p.IsEdns0()
+	popt.Option = append(popt.Option, &dns.EDNS0_PADDING{Padding: make([]byte, n)})
+	return p.Pack()
 }
 
 // parseReply unpacks an upstream answer and checks that it answers q.

@@ -41,17 +41,19 @@ type Options struct {
 	Extra string
 	// AdminHostnames is admin.hostnames (with a Lab only).
 	AdminHostnames []string
-	// DNSKeys are further lines of the dns section, each indented by two
-	// spaces ("  split:\n    - domains: ...").
-	DNSKeys string
 	// Attach is dataplane.attach (auto, tcx, legacy); empty takes
 	// $CLOUDSTEER_ATTACH, and without it the key is left out (auto).
 	Attach string
 	// ProxyURLs, when set, are written as cloud_proxy.urls (primary
 	// first) instead of ProxyURL.
 	ProxyURLs []string
-	// DNSUpstreams replace the lab's cloud resolvers in dns.upstreams.
+	// DNSUpstreams replace the lab's cloud resolvers in dns.upstreams
+	// (encrypted ones too: "tls://dns.cloud.example", see lab/servers).
 	DNSUpstreams []string
+	// DNS are more lines of the dns section, each "key: value", e.g.
+	// `bootstrap: {dns.cloud.example: [198.51.100.53]}` or
+	// `ca_file: /path/to/lab/ca.pem`.
+	DNS []string
 	// CloudProxy are more lines of the cloud_proxy section, each
 	// "key: value" (failure_mode, recover_after, ...).
 	CloudProxy []string
@@ -164,7 +166,9 @@ func ConfigYAML(o Options) string {
 	} else {
 		fmt.Fprintf(&b, "dns:\n  upstreams: [%q, %q]\n", lab.CloudDNSV4.String(), "["+lab.CloudDNSV6.String()+"]:53")
 	}
-	b.WriteString(o.DNSKeys)
+	for _, line := range o.DNS {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
 	fmt.Fprintf(&b, "bypass:\n  domains: [%s]\n  cidrs: [%s]\n", quoteList(o.BypassDomains), quoteList(o.BypassCIDRs))
 	b.WriteString("log:\n  level: debug\n")
 	if o.Lab != nil {

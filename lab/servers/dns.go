@@ -73,6 +73,18 @@ func (l *Lab) startDNS(ctx context.Context, w *jsonlWriter) error {
 			}
 		}
 	}
+	// The cloud resolver also speaks DoT, DoH and DoQ (encdns.go), on
+	// addresses the plain listeners proved usable.
+	for _, a := range l.cfg.CloudDNSAddrs {
+		e, err := StartEncryptedDNS(ctx, EncryptedDNSConfig{
+			Addr: a, DoTPort: DoTPort, DoHPort: DoHPort, DoH3Port: DoHPort, DoQPort: DoQPort,
+			Cert: l.dnsLeaf, Handler: cloudH, Logger: l.cfg.Logger,
+		})
+		if err != nil {
+			return fmt.Errorf("serve encrypted dns on %s: %w", a, err)
+		}
+		l.onClose(e.Close)
+	}
 	return nil
 }
 
@@ -81,6 +93,9 @@ func writeDNS(rw dns.ResponseWriter, req, resp *dns.Msg, rec DNSRecord, w *jsonl
 	rec.Time = time.Now().UTC()
 	rec.Remote = rw.RemoteAddr().String()
 	rec.Transport = rw.RemoteAddr().Network()
+	if cs, ok := rw.(dns.ConnectionStater); ok && cs.ConnectionState() != nil {
+		rec.Transport = "tls"
+	}
 	if len(req.Question) > 0 {
 		rec.Name = req.Question[0].Name
 		rec.Type = dns.TypeToString[req.Question[0].Qtype]

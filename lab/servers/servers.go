@@ -1,7 +1,8 @@
 // Package servers runs the lab's "internet": origin web servers (HTTP,
 // HTTPS and QUIC on each lab site's addresses), a cloud proxy that behaves
 // like the cloud secure web gateway (proxy auth, CONNECT, absolute-form
-// HTTP, category blocking), a cloud DNS resolver and an authoritative DNS
+// HTTP, category blocking), a cloud DNS resolver (plain DNS on :53, and DNS
+// over TLS, HTTPS and QUIC as dns.cloud.example: encdns.go) and an authoritative DNS
 // server, all logging what they saw as JSON lines.
 //
 // Files in the serve directory: ca.pem and ca-key.pem (the lab CA, kept
@@ -141,6 +142,7 @@ type Lab struct {
 	cfg     Config
 	log     *slog.Logger
 	CA      *CA
+	dnsLeaf tls.Certificate // the cloud resolver's, for DoT, DoH, DoQ
 	closers []func() error
 	logs    []*jsonlWriter
 	wg      sync.WaitGroup
@@ -183,6 +185,13 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	}
 	leaf, err := l.CA.Issue(names, ips)
 	if err != nil {
+		return nil, err
+	}
+	var dnsIPs []net.IP
+	for _, a := range cfg.CloudDNSAddrs {
+		dnsIPs = append(dnsIPs, a.AsSlice())
+	}
+	if l.dnsLeaf, err = l.CA.Issue([]string{CloudDNSName}, dnsIPs); err != nil {
 		return nil, err
 	}
 	logs := map[string]**jsonlWriter{}
