@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench bench-dns deb
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,13 @@ bench: deps build ## measure cloudsteer vs direct, redsocks, Squid in the lab (r
 	scripts/bench-deps.sh
 	$(GO) build -o $(BIN)/cloudsteer-bench ./cmd/cloudsteer-bench
 	$(BIN)/cloudsteer-bench run --bin $(BIN) --out bench/out $(BENCHFLAGS)
+	$(MAKE) bench-dns
+
+bench-dns: ## the resolver's cache-miss latency and queries/s per upstream transport (plain, DoT, DoH h2/h3, DoQ) next to unbound over DoT; writes bench/out/table-dns-transports.txt
+	scripts/bench-deps.sh
+	@mkdir -p bench/out
+	$(GO) build -o $(BIN)/cloudsteer-dnsbench ./cmd/cloudsteer-dnsbench
+	$(BIN)/cloudsteer-dnsbench | tee bench/out/table-dns-transports.txt
 
 clean: ## remove build output
 	rm -rf $(BIN)
