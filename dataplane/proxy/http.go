@@ -479,7 +479,12 @@ func (h *httpFlow) roundTrip(ctx context.Context, req *http.Request, bypass bool
 		h.dropUpstream(up) // also ends a writer blocked upstream
 		retry := reused && attempt == 0 && idempotent(req.Method) && !hasBody && ctx.Err() == nil
 		if hasBody {
-			h.f.client.CloseRead() // a writer blocked on the client body gets EOF
+			// A writer blocked on the client body gets EOF. Said first, so
+			// that the writer and the watcher take that EOF for what it is
+			// (ours), not for the client going away: the client still gets
+			// its 502.
+			h.client.stopRead.Store(true)
+			h.f.client.CloseRead()
 		}
 		werr := x.wait()
 		x.stopWatch()
@@ -521,7 +526,7 @@ func (h *httpFlow) startExchange(req *http.Request, up *upstream, bypass bool) *
 		clientFailed, err := h.writeRequest(req, bw, bypass)
 		x.errc <- err
 		switch {
-		case clientFailed:
+		case clientFailed && !h.client.stopRead.Load():
 			// The client broke off its request body: the upstream can
 			// get no complete request.
 			h.clientGone(up)
