@@ -274,7 +274,7 @@ type Reader struct {
 	src  *countReader
 	tr   *tar.Reader
 	m    *Manifest
-	next int      // index into FileNames of the next file
+	next int         // index into FileNames of the next file
 	cur  *fileReader // the file being read, until it reached EOF
 	done bool
 	// dataEnd is the offset after the last file's bytes: the end marker

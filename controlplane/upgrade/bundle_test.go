@@ -156,7 +156,7 @@ func TestOversizeHeaderRefusedBeforeReading(t *testing.T) {
 	pub, priv := testKey(t)
 	ms := signedMembers(t, priv, testPayload())
 	head := rawBundle(t, ms[:2]) // manifest + sig + end marker
-	head = head[:len(head)-1024]  // drop the end marker
+	head = head[:len(head)-1024] // drop the end marker
 	var hb bytes.Buffer
 	tw := tar.NewWriter(&hb)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: RootName, Mode: 0o644, Size: MaxRoot + 1}); err != nil {

@@ -49,7 +49,7 @@ func writeBundle(t testing.TB, priv ed25519.PrivateKey, version, arch string, p 
 type member struct {
 	name string
 	data []byte
-	typ  byte // tar.TypeReg when 0
+	typ  byte  // tar.TypeReg when 0
 	size int64 // header size when not -1 and set; 0 means len(data)
 }
 
@@ -112,3 +112,9 @@ func signedMembers(t testing.TB, priv ed25519.PrivateKey, p payload) []member {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }
+
+func testKeyFrom(t testing.TB, seed string) (ed25519.PublicKey, ed25519.PrivateKey) {
+	s := sha256.Sum256([]byte(seed))
+	priv := ed25519.NewKeyFromSeed(s[:])
+	return priv.Public().(ed25519.PublicKey), priv
+}
