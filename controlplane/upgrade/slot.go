@@ -47,6 +47,9 @@ type System struct {
 	// disk; empty skips that check.
 	SysBlock string
 	Log      *slog.Logger
+
+	// afterWrite, in tests, runs between the root's sync and its read-back.
+	afterWrite func()
 }
 
 // Default is the appliance image's System.
@@ -251,6 +254,9 @@ func (s System) Install(ctx context.Context, r io.Reader, pub ed25519.PublicKey,
 	}
 	if err := dev.Sync(); err != nil {
 		return nil, fmt.Errorf("install upgrade: sync root-%s: %w", other, err)
+	}
+	if s.afterWrite != nil {
+		s.afterWrite()
 	}
 	if err := readBack(dev, f); err != nil {
 		return nil, fmt.Errorf("install upgrade: root-%s: %w", other, err)
