@@ -303,16 +303,24 @@ func (s System) Install(ctx context.Context, r io.Reader, pub ed25519.PublicKey,
 	if opts.NoReboot {
 		return res, nil
 	}
-	if len(s.Reboot) == 0 {
-		return res, errors.New("install upgrade: no reboot command")
-	}
 	say("rebooting into slot %s", other)
-	out, err := exec.CommandContext(ctx, s.Reboot[0], s.Reboot[1:]...).CombinedOutput()
-	if err != nil {
-		return res, fmt.Errorf("install upgrade: reboot (%s): %w: %s", strings.Join(s.Reboot, " "), err, bytes.TrimSpace(out))
+	if _, err := s.reboot(ctx); err != nil {
+		return res, fmt.Errorf("install upgrade: %w", err)
 	}
 	res.Rebooted = true
 	return res, nil
+}
+
+// reboot runs the reboot command.
+func (s System) reboot(ctx context.Context) (bool, error) {
+	if len(s.Reboot) == 0 {
+		return false, errors.New("reboot: no reboot command")
+	}
+	out, err := exec.CommandContext(ctx, s.Reboot[0], s.Reboot[1:]...).CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("reboot (%s): %w: %s", strings.Join(s.Reboot, " "), err, bytes.TrimSpace(out))
+	}
+	return true, nil
 }
 
 // openSlot opens the inactive slot's partition for writing and returns its
