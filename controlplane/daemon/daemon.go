@@ -32,6 +32,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
+	"github.com/cloudsteer/cloudsteer/controlplane/upgrade"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/firewall"
@@ -86,6 +87,7 @@ type Daemon struct {
 	fds fdPlan // descriptor limit, reserve and the effective flows limit
 
 	failover failoverState // the cloud proxies' switches (failover.go)
+	image    imageState    // the appliance image's slots (upgrade.go)
 
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
@@ -154,6 +156,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now()}
+	imageSys := upgrade.Default()
+	imageSys.Log = log
+	d.image = imageState{sys: &imageSys, key: UpgradeKey}
 	d.authLog = logLimiter{every: authLogEvery, now: o.Now}
 	d.ctrl = &controller{d: d}
 	defer func() {

@@ -63,9 +63,11 @@ const (
 const MaxBundle = MaxManifest + ed25519.SignatureSize + MaxRoot + MaxKernel + MaxInitrd + 64<<10
 
 // Receive streams a bundle from r into dir (created 0700), verifying it
-// fully, and hands it to the root unit by renaming it to dir/bundle. On
-// any error nothing is left for the unit.
-func Receive(ctx context.Context, dir string, r io.Reader, pub ed25519.PublicKey) (*Manifest, error) {
+// fully, and hands it to the root unit by renaming it to dir/bundle.
+// check, when set, sees the manifest as soon as its signature holds and
+// may refuse the bundle before the rest is read. On any error nothing is
+// left for the unit.
+func Receive(ctx context.Context, dir string, r io.Reader, pub ed25519.PublicKey, check func(*Manifest) error) (*Manifest, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("receive bundle: %w", err)
 	}
@@ -84,9 +86,27 @@ func Receive(ctx context.Context, dir string, r io.Reader, pub ed25519.PublicKey
 		return nil, err
 	}
 	lr := &io.LimitedReader{R: &ctxReader{ctx, r}, N: MaxBundle + 1}
-	m, err := Verify(io.TeeReader(lr, f), pub)
+	br, err := Open(io.TeeReader(lr, f), pub)
 	if err != nil {
 		return fail(fmt.Errorf("receive bundle: %w", err))
+	}
+	m := br.Manifest()
+	if check != nil {
+		if err := check(m); err != nil {
+			return fail(fmt.Errorf("receive bundle: %w", err))
+		}
+	}
+	for {
+		_, fr, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, fr)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("receive bundle: %w", err))
+		}
 	}
 	if lr.N <= 0 {
 		return fail(errors.New("receive bundle: too large"))

@@ -3,6 +3,8 @@ package upgrade
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,14 +15,14 @@ func TestReceiveAndInstallSpool(t *testing.T) {
 	pub, priv := testKey(t)
 	fs := newFakeSystem(t, "a", "1")
 	spool := filepath.Join(t.TempDir(), "upgrade")
-	m, err := Receive(context.Background(), spool, bytes.NewReader(writeBundle(t, priv, "2", "amd64", testPayload())), pub)
+	m, err := Receive(context.Background(), spool, bytes.NewReader(writeBundle(t, priv, "2", "amd64", testPayload())), pub, nil)
 	if err != nil || m.Version != "2" {
 		t.Fatalf("Receive: %v %v", m, err)
 	}
 	if st, ok, _ := ReadSpoolState(spool); !ok || st.State != SpoolReceived || st.Version != "2" {
 		t.Fatalf("state after Receive: %+v %v", st, ok)
 	}
-	if _, err := Receive(context.Background(), spool, bytes.NewReader(nil), pub); err == nil || !strings.Contains(err.Error(), "already waiting") {
+	if _, err := Receive(context.Background(), spool, bytes.NewReader(nil), pub, nil); err == nil || !strings.Contains(err.Error(), "already waiting") {
 		t.Fatalf("second Receive: %v", err)
 	}
 	// A link planted where root writes its state is replaced, not followed.
@@ -56,7 +58,7 @@ func TestReceiveRefusesBadBundle(t *testing.T) {
 	pub, _ := testKey(t)
 	_, other := testKeyFrom(t, "other")
 	spool := t.TempDir()
-	if _, err := Receive(context.Background(), spool, bytes.NewReader(writeBundle(t, other, "2", "amd64", testPayload())), pub); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := Receive(context.Background(), spool, bytes.NewReader(writeBundle(t, other, "2", "amd64", testPayload())), pub, nil); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("Receive of another key's bundle: %v", err)
 	}
 	des, _ := os.ReadDir(spool)
@@ -90,5 +92,26 @@ func TestInstallSpoolRefusesLinkAndRecordsFailure(t *testing.T) {
 	}
 	if fs.rebooted() {
 		t.Fatal("rebooted")
+	}
+}
+
+func TestReceiveCheckRefusesEarly(t *testing.T) {
+	pub, priv := testKey(t)
+	spool := t.TempDir()
+	b := writeBundle(t, priv, "2", "amd64", testPayload())
+	// Only the manifest and signature (the first 2 KiB) may be read before
+	// check refuses.
+	r := io.MultiReader(bytes.NewReader(b[:2048]), failReader{t})
+	_, err := Receive(context.Background(), spool, r, pub, func(m *Manifest) error {
+		if m.Version != "2" {
+			t.Errorf("check saw %+v", m)
+		}
+		return errors.New("not newer")
+	})
+	if err == nil || !strings.Contains(err.Error(), "not newer") {
+		t.Fatalf("Receive: %v", err)
+	}
+	if des, _ := os.ReadDir(spool); len(des) != 0 {
+		t.Fatalf("left in the spool: %v", des)
 	}
 }
