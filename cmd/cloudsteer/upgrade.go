@@ -38,9 +38,17 @@ func cmdUpgrade(ctx context.Context, c *cli, args []string) int {
 	tries := fs.Int("tries", 3, fmt.Sprintf("boots the new slot gets to come up healthy (1..%d)", upgrade.MaxTries))
 	pubPath := fs.String("pub", DefaultUpgradeKey, "the public key bundles must be signed for")
 	spool := fs.String("spool", "", "take the bundle the console left in this directory (cloudsteer-upgrade.service)")
+	writeState := fs.Bool("write-state", false, "record the boot slots' state for the daemon (cloudsteer-image-state.service)")
 	want := 1
-	if len(args) > 0 && (strings.HasPrefix(args[0], "--spool") || strings.HasPrefix(args[0], "-spool")) {
-		want = 0
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, f := range []string{"spool", "write-state"} {
+			if strings.HasPrefix(a, "--"+f) || strings.HasPrefix(a, "-"+f) {
+				want = 0
+			}
+		}
 	}
 	pos, code := c.parse(fs, args, want, upgradeUse)
 	if code != exitOK {
@@ -53,13 +61,23 @@ func cmdUpgrade(ctx context.Context, c *cli, args []string) int {
 		fmt.Fprintln(c.stderr, "cloudsteer: upgrade: must be run as root (it writes the inactive root partition and the boot partition)")
 		return exitFail
 	}
+	sys := c.system()
+	if *writeState {
+		st, err := sys.Inspect()
+		if err == nil {
+			err = upgrade.WriteState(sys.StateFile, st)
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		return exitOK
+	}
 	pub, err := upgrade.LoadPublicKey(*pubPath)
 	if err != nil {
 		return c.fail(err)
 	}
 	opts := upgrade.InstallOptions{Tries: *tries, NoReboot: *noReboot,
 		Progress: func(f string, a ...any) { fmt.Fprintf(c.stdout, f+"\n", a...) }}
-	sys := c.system()
 	if *spool != "" {
 		if err := upgrade.InstallSpool(ctx, sys, *spool, pub, opts); err != nil {
 			return c.fail(err)

@@ -199,3 +199,15 @@ Reasons:           none
 		t.Errorf("stdout:\n%s", r.stdout)
 	}
 }
+
+func TestUpgradeWriteState(t *testing.T) {
+	sys, dir := imageSys(t)
+	sys.StateFile = filepath.Join(dir, "run", "cloudsteer-image.json")
+	os.WriteFile(filepath.Join(sys.ESP, "loader", "entries", "cloudsteer-b+0-3.conf"), []byte(upgrade.EntryText("b", "2", "amd64")), 0o600)
+	want(t, runCLIImage(t, "", nil, sys, nil, "upgrade", "--write-state"), exitOK, "", "")
+	st, err := upgrade.ReadState(sys.StateFile)
+	if err != nil || !st.RolledBack || st.Slot != "a" {
+		t.Fatalf("state %+v %v", st, err)
+	}
+	want(t, runCLIImage(t, "", nil, sys, nil, "upgrade", "--write-state", "extra"), exitConfig, "", "usage")
+}

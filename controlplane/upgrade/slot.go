@@ -46,7 +46,11 @@ type System struct {
 	// SysBlock is /sys/dev/block, to check that both slots are on the same
 	// disk; empty skips that check.
 	SysBlock string
-	Log      *slog.Logger
+	// StateFile is where `cloudsteer upgrade --write-state` (root, at
+	// boot) records the slots' state for the daemon, which cannot read
+	// the ESP (/run/cloudsteer-image.json).
+	StateFile string
+	Log       *slog.Logger
 
 	// afterWrite, in tests, runs between the root's sync and its read-back.
 	afterWrite func()
@@ -62,6 +66,7 @@ func Default() System {
 		Reboot:    []string{"systemctl", "reboot"},
 		Arch:      runtime.GOARCH,
 		SysBlock:  "/sys/dev/block",
+		StateFile: "/run/cloudsteer-image.json",
 	}
 }
 

@@ -301,3 +301,32 @@ func TestInspect(t *testing.T) {
 		t.Fatalf("Inspect off the image: %v", err)
 	}
 }
+
+// TestInspectFromStateFile: where the entries cannot be read (the daemon:
+// the ESP is root-only), what root recorded at boot is used, for the same
+// slot only.
+func TestInspectFromStateFile(t *testing.T) {
+	fs := newFakeSystem(t, "a", "1")
+	fs.entry(t, "cloudsteer-b+0-3.conf", "b", "2")
+	fs.StateFile = filepath.Join(t.TempDir(), "run", "cloudsteer-image.json")
+	rec, err := fs.Inspect()
+	must(t, err)
+	must(t, WriteState(fs.StateFile, rec))
+	if fi, err := os.Stat(fs.StateFile); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("state file: %v %v", fi, err)
+	}
+	must(t, os.RemoveAll(filepath.Join(fs.ESP, "loader")))
+	st, err := fs.Inspect()
+	must(t, err)
+	if !st.RolledBack || st.Upgrade != "upgrade to 2 failed to come up healthy; rolled back to 1" || st.EntriesError != "" {
+		t.Fatalf("Inspect from the state file: %+v", st)
+	}
+	// A record of the other slot (an earlier boot's) is not used.
+	rec.Slot = "b"
+	must(t, WriteState(fs.StateFile, rec))
+	st, err = fs.Inspect()
+	must(t, err)
+	if st.RolledBack || st.EntriesError == "" {
+		t.Fatalf("Inspect used another slot's record: %+v", st)
+	}
+}

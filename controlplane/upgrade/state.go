@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,12 @@ func (s System) Inspect() (*model.ImageStatus, error) {
 	}
 	entries, err := s.Entries()
 	if err != nil {
+		// The ESP is root-only; cloudsteer-image-state.service (root)
+		// leaves what it read there at boot in StateFile.
+		if rec, rerr := ReadState(s.StateFile); rerr == nil && rec.Slot == slot {
+			rec.Version = st.Version
+			return rec, nil
+		}
 		st.EntriesError = err.Error()
 		return st, nil
 	}
@@ -118,3 +125,41 @@ func entryVersion(path string) (string, error) {
 
 // IsNotImage reports whether err says this is not the image.
 func IsNotImage(err error) bool { return errors.Is(err, ErrNotImage) }
+
+// WriteState records st in path (0644, written through a temporary file
+// and renamed), for the daemon, which cannot read the ESP.
+func WriteState(path string, st *model.ImageStatus) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write image state: %w", err)
+	}
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	if err := writeNew(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write image state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write image state: %w", err)
+	}
+	return nil
+}
+
+// ReadState reads a state WriteState recorded.
+func ReadState(path string) (*model.ImageStatus, error) {
+	if path == "" {
+		return nil, errors.New("read image state: no state file")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read image state: %w", err)
+	}
+	var st model.ImageStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("read image state: %w", err)
+	}
+	return &st, nil
+}
