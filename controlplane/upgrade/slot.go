@@ -303,6 +303,14 @@ func (s System) Install(ctx context.Context, r io.Reader, pub ed25519.PublicKey,
 	}
 	res.Entry = filepath.Join(entries, name)
 	say("boot entry %s written (%d tries)", name, tries)
+	if s.StateFile != "" {
+		// So that status shows the pending upgrade until the reboot.
+		if st, err := s.Inspect(); err == nil {
+			if err := WriteState(s.StateFile, st); err != nil {
+				log.Warn("record slot state", "err", err)
+			}
+		}
+	}
 	log.Info("upgrade written", "version", m.Version, "slot", other, "entry", name, "took", time.Since(start).Round(time.Millisecond))
 	res.Took = time.Since(start)
 	if opts.NoReboot {

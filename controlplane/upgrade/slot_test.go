@@ -33,6 +33,7 @@ func newFakeSystem(t *testing.T, slot, version string) *fakeSystem {
 		OSRelease: filepath.Join(dir, "os-release"),
 		Reboot:    []string{"sh", "-c", "echo rebooted >> " + filepath.Join(dir, "rebooted")},
 		Arch:      "amd64",
+		StateFile: filepath.Join(dir, "run", "cloudsteer-image.json"),
 	}
 	must(t, os.WriteFile(fs.Cmdline, []byte("BOOT_IMAGE=x "+EntryOptions(slot, "amd64")+" quiet\n"), 0o644))
 	must(t, os.WriteFile(fs.OSRelease, []byte("ID=debian\nIMAGE_ID=cloudsteer\nIMAGE_VERSION="+version+"\n"), 0o644))
@@ -128,7 +129,12 @@ options root=PARTLABEL=root-b rootfstype=squashfs ro cloudsteer.slot=b console=t
 		return nil
 	})
 	// Status: pending until the reboot.
-	st, err := fs.Inspect()
+	st, err := ReadState(fs.StateFile)
+	must(t, err)
+	if st.Other == nil || st.Other.File != "cloudsteer-b+3.conf" {
+		t.Fatalf("state file after Install: %+v", st)
+	}
+	st, err = fs.Inspect()
 	must(t, err)
 	if st.Slot != "a" || st.Version != "1" || st.Other == nil || st.Other.State != model.SlotTrial || st.Upgrade != "upgrade to 2 installed in slot b; it starts at the next reboot" {
 		t.Fatalf("inspect %+v", st)
