@@ -50,7 +50,11 @@ type System struct {
 	// boot) records the slots' state for the daemon, which cannot read
 	// the ESP (/run/cloudsteer-image.json).
 	StateFile string
-	Log       *slog.Logger
+	// LockFile is locked (flock) for the whole install, so that the CLI
+	// and the console's unit never write a slot at once
+	// (/run/cloudsteer-upgrade.lock); empty: no lock.
+	LockFile string
+	Log      *slog.Logger
 
 	// afterWrite, in tests, runs between the root's sync and its read-back.
 	afterWrite func()
@@ -67,6 +71,7 @@ func Default() System {
 		Arch:      runtime.GOARCH,
 		SysBlock:  "/sys/dev/block",
 		StateFile: "/run/cloudsteer-image.json",
+		LockFile:  "/run/cloudsteer-upgrade.lock",
 	}
 }
 
@@ -208,6 +213,13 @@ func (s System) Install(ctx context.Context, r io.Reader, pub ed25519.PublicKey,
 		return nil, fmt.Errorf("install upgrade: %w", err)
 	}
 	other := Other(cur)
+	if s.LockFile != "" {
+		unlock, err := lockFile(s.LockFile)
+		if err != nil {
+			return nil, fmt.Errorf("install upgrade: %w", err)
+		}
+		defer unlock()
+	}
 	running, err := s.ImageVersion()
 	if err != nil {
 		return nil, fmt.Errorf("install upgrade: %w", err)
@@ -334,6 +346,23 @@ func (s System) reboot(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("reboot (%s): %w: %s", strings.Join(s.Reboot, " "), err, bytes.TrimSpace(out))
 	}
 	return true, nil
+}
+
+// lockFile takes an exclusive lock on path, failing at once when another
+// process holds it.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, errors.New("another upgrade is running")
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // openSlot opens the inactive slot's partition for writing and returns its

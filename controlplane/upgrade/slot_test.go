@@ -336,3 +336,25 @@ func TestInspectFromStateFile(t *testing.T) {
 		t.Fatalf("Inspect used another slot's record: %+v", st)
 	}
 }
+
+// TestInstallLocked: a second install while one holds the lock is refused
+// before it touches anything.
+func TestInstallLocked(t *testing.T) {
+	pub, priv := testKey(t)
+	fs := newFakeSystem(t, "a", "1")
+	fs.LockFile = filepath.Join(fs.dir, "upgrade.lock")
+	fs.entry(t, "cloudsteer-b.conf", "b", "0.9")
+	unlock, err := lockFile(fs.LockFile)
+	must(t, err)
+	b := writeBundle(t, priv, "2", "amd64", testPayload())
+	if _, err := fs.Install(context.Background(), bytes.NewReader(b), pub, InstallOptions{NoReboot: true}); err == nil || !strings.Contains(err.Error(), "another upgrade is running") {
+		t.Fatalf("Install while locked: %v", err)
+	}
+	if got := strings.Join(fs.entries(t), " "); got != "cloudsteer-a.conf cloudsteer-b.conf" {
+		t.Fatalf("entries %s", got)
+	}
+	unlock()
+	if _, err := fs.Install(context.Background(), bytes.NewReader(b), pub, InstallOptions{NoReboot: true}); err != nil {
+		t.Fatalf("Install after the lock went: %v", err)
+	}
+}
