@@ -72,6 +72,10 @@ func cmdUpgrade(ctx context.Context, c *cli, args []string) int {
 		}
 		return exitOK
 	}
+	// Off the image, say so before anything else goes wrong.
+	if _, err := sys.CurrentSlot(); err != nil {
+		return c.fail(fmt.Errorf("upgrade: %w", err))
+	}
 	pub, err := upgrade.LoadPublicKey(*pubPath)
 	if err != nil {
 		return c.fail(err)
