@@ -32,7 +32,6 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
 	"github.com/cloudsteer/cloudsteer/controlplane/store"
-	"github.com/cloudsteer/cloudsteer/controlplane/upgrade"
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/firewall"
@@ -156,9 +155,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now()}
-	imageSys := upgrade.Default()
-	imageSys.Log = log
-	d.image = imageState{sys: &imageSys, key: UpgradeKey}
 	d.authLog = logLimiter{every: authLogEvery, now: o.Now}
 	d.ctrl = &controller{d: d}
 	defer func() {
@@ -175,6 +171,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := d.seedState(); err != nil {
 		return nil, err
 	}
+
+	d.image = newImageState(log)
 
 	if cfg.CloudProxy.CAFile != "" {
 		if d.roots, err = loadCA(cfg.CloudProxy.CAFile); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/console"
@@ -25,6 +26,13 @@ const UpgradeKey = "/usr/share/cloudsteer/upgrade.pub"
 type imageState struct {
 	sys *upgrade.System
 	key string
+}
+
+// newImageState is the image as it is on the appliance.
+func newImageState(log *slog.Logger) imageState {
+	sys := upgrade.Default()
+	sys.Log = log
+	return imageState{sys: &sys, key: UpgradeKey}
 }
 
 // imageStatus is Status's Image: nil off the image. As the daemon cannot
