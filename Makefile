@@ -24,10 +24,11 @@ check-generated: generate ## fail when the committed generated code is stale
 	@git diff --exit-code -- dataplane/steer/ dataplane/dnscache/ || { echo "generated eBPF code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- dataplane/steer/ dataplane/dnscache/)" || { git status --porcelain -- dataplane/steer/ dataplane/dnscache/; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
 
-build: ## build cloudsteer and the lab tool into bin/
+build: ## build cloudsteer, the lab tool and the image signing tool into bin/
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer ./cmd/cloudsteer
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudsteer-lab ./cmd/cloudsteer-lab
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/cloudsteer-image ./cmd/cloudsteer-image
 
 # The privileged packages that attach eBPF programs run a second time in
 # legacy attach mode (clsact + cls_bpf, what kernels before 6.6 get).

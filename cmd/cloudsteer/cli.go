@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/controlplane/model"
+	"github.com/cloudsteer/cloudsteer/controlplane/upgrade"
 )
 
 // Exit statuses of the admin commands beyond exitOK, exitFail (the daemon
@@ -57,6 +59,17 @@ const cliUsage = `admin commands (talk to the running daemon over its unix socke
   console reset-admin [--yes]    delete the console's admin (asks first unless --yes), sign every
                                  session out and print a new setup link; the last resort when
                                  the password and the two-factor device are lost
+  health [--wait D]              exit 0 once cloudsteer answers and its dataplane is up (steering,
+                                 or failing open for a reason status names); 1 after D, with why
+                                 (the image's boot runs it before marking a new slot good)
+
+image commands (on the cloudsteer appliance image, as root):
+  upgrade FILE|URL|- [--no-reboot] [--tries N] [--pub KEY]
+                                 verify a signed upgrade bundle, write it to the inactive slot
+                                 (read back and compared), add its boot entry with N tries
+                                 (default 3) and reboot into it; a slot that does not come up
+                                 healthy N times is left and the gateway boots the old one
+                                 (KEY: default ` + DefaultUpgradeKey + `)
 
 global flags (before or after the command):
   --socket PATH   the daemon's socket (default ` + config.DefaultAdminSocket + `)
@@ -80,6 +93,10 @@ type cli struct {
 	now            func() time.Time
 	loc            *time.Location
 	geteuid        func() int
+	// upgradeSys is the slots' System for upgrade (nil: the image's);
+	// inspect reads the image state for status (nil: not read).
+	upgradeSys *upgrade.System
+	inspect    func() (*model.ImageStatus, error)
 }
 
 // cliCommands are the admin commands by name.
@@ -93,6 +110,8 @@ var cliCommands = map[string]func(ctx context.Context, c *cli, args []string) in
 	"diagnose": cmdDiagnose,
 	"token":    cmdToken,
 	"console":  cmdConsole,
+	"upgrade":  cmdUpgrade,
+	"health":   cmdHealth,
 }
 
 // isCLI reports whether args start with an admin command or a global flag.
@@ -109,7 +128,8 @@ func isCLI(args []string) bool {
 func runCLI(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	c := &cli{stdout: stdout, stderr: stderr, stdin: os.Stdin, now: time.Now, loc: time.Local, geteuid: os.Geteuid}
+	c := &cli{stdout: stdout, stderr: stderr, stdin: os.Stdin, now: time.Now, loc: time.Local, geteuid: os.Geteuid,
+		inspect: upgrade.Default().Inspect}
 	return c.run(ctx, args)
 }
 

@@ -80,7 +80,11 @@ func cmdStatus(ctx context.Context, c *cli, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
+	merged := c.mergeImage(&st)
 	if c.json {
+		if merged {
+			raw = marshalLine(st)
+		}
 		c.printJSON(raw)
 	} else {
 		c.printStatus(st)
@@ -156,6 +160,7 @@ func (c *cli) printStatus(st model.Status) {
 		fmt.Fprintf(w, "Fast path WAN:\t%s\n", strings.Join(st.WANInterfaces, ", "))
 	}
 	fmt.Fprintf(w, "Version:\t%s\n", orDash(st.Version))
+	imageLines(w, st.Image)
 	fmt.Fprintf(w, "Running since:\t%s\n", c.when(st.Started))
 	fmt.Fprintf(w, "Last check:\t%s\n", c.when(st.CheckedAt))
 	if len(st.Reasons) == 0 {

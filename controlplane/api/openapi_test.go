@@ -179,6 +179,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		"SetupLink":         api.SetupLink{},
 		"CloudProxyState":   model.CloudProxyState{},
 		"DNSUpstreamState":  model.DNSUpstreamState{},
+		"ImageStatus":       model.ImageStatus{},
+		"SlotEntry":         model.SlotEntry{},
 	}
 	for name := range schemas {
 		if _, ok := types[name]; !ok {

@@ -1,7 +1,8 @@
 // Package console is the gateway's web console: HTML pages in English and
 // Japanese for status, bypass domains, pause, events, diagnostics, settings
 // and the inspection CA, behind a login with the source manual's password
-// rules and TOTP two-factor authentication.
+// rules and TOTP two-factor authentication; on the appliance image, the
+// upgrade page too.
 //
 // Pages are rendered on the server from embedded templates (go:embed; no
 // CDN, nothing fetched at run time). Reading is a plain GET; every change
@@ -19,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -73,6 +75,17 @@ type Backend interface {
 	// Info returns what the settings page shows besides Settings.
 	Info(ctx context.Context) Info
 
+	// ReceiveUpgrade takes an upgrade bundle of the appliance image: it
+	// verifies it (signature, then every file) while saving it for the
+	// root unit that writes the other slot and reboots, and returns the
+	// bundle's version. ErrInvalid (saying why) for a bundle that does not
+	// verify or is not newer than the running image; ErrForbidden when the
+	// gateway does not run from the image.
+	ReceiveUpgrade(ctx context.Context, r io.Reader) (version string, err error)
+	// UpgradeState is where the last upgrade from the console stands; ok
+	// is false when there was none.
+	UpgradeState(ctx context.Context) (st UpgradeState, ok bool)
+
 	// RecordEvent adds a console event (a failed login: Proto "console",
 	// Reason "login_failed") to the event log.
 	RecordEvent(ctx context.Context, e model.Event)
@@ -84,6 +97,15 @@ type Counters struct {
 	Bypassed uint64    `json:"bypassed"` // spliced direct (bypass list, agent domains)
 	Blocked  uint64    `json:"blocked"`  // block events
 	Since    time.Time `json:"since"`    // start of the window (or of the daemon, if later)
+}
+
+// UpgradeState is the last console upgrade's progress, as the root unit
+// that installs it records it.
+type UpgradeState struct {
+	State   string // "received", "installing", "rebooting", "installed", "failed"
+	Version string
+	Error   string
+	Time    time.Time
 }
 
 // Info is the read-only part of the settings page.
@@ -112,6 +134,9 @@ type Options struct {
 	// recovery-code hashes (auth.DefaultHashParams when zero; tests use
 	// cheap ones). Verification reads the parameters from each hash.
 	HashParams auth.HashParams
+	// HTTPClient downloads upgrade bundles from the admin's URL
+	// (http.DefaultClient if nil).
+	HTTPClient *http.Client
 	// HashConcurrency bounds how many argon2id computations (19 MiB each
 	// with the defaults) run at once; further logins wait for a slot
 	// (2 when <= 0).

@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -39,6 +40,12 @@ type fakeBackend struct {
 
 	activateErr error
 	pauseErr    error
+
+	// Upgrade: what ReceiveUpgrade got and answers.
+	upgradeBody  []byte
+	upgradeErr   error
+	upgradeState UpgradeState
+	hasUpgrade   bool
 }
 
 func newFakeBackend() *fakeBackend {
@@ -301,4 +308,24 @@ func (f *fakeBackend) RecordEvent(_ context.Context, e model.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.recorded = append(f.recorded, e)
+}
+
+func (f *fakeBackend) ReceiveUpgrade(_ context.Context, r io.Reader) (string, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.upgradeBody = b
+	if f.upgradeErr != nil {
+		return "", f.upgradeErr
+	}
+	return "2", nil
+}
+
+func (f *fakeBackend) UpgradeState(context.Context) (UpgradeState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.upgradeState, f.hasUpgrade
 }

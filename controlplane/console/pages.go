@@ -22,6 +22,9 @@ func (c *Console) pageRoutes() {
 	c.mux.HandleFunc("GET /settings", c.page(c.settingsPage))
 	c.mux.HandleFunc("GET /certificate", c.page(c.certificatePage))
 	c.mux.Handle("POST /certificate", c.limitUpload(c.requireLogin(c.uploadCA)))
+	c.mux.HandleFunc("GET /upgrade", c.page(c.upgradePage))
+	c.mux.HandleFunc("POST /upgrade", c.requireLogin(c.uploadUpgrade))
+	c.mux.HandleFunc("POST /upgrade/url", c.requireLogin(c.fetchUpgrade))
 
 	c.mux.HandleFunc("GET /badge", c.requireLogin(c.badgeJSON))
 	c.mux.HandleFunc("POST /events/seen", c.requireLogin(c.markSeen))

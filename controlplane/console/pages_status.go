@@ -50,6 +50,7 @@ type statusData struct {
 	Counters   Counters
 	Report     model.Report
 	Reported   bool
+	Image      *model.ImageStatus // the appliance image; nil off it
 }
 
 func (c *Console) statusPage(w http.ResponseWriter, r *http.Request, p pageData) {
@@ -63,6 +64,7 @@ func (c *Console) statusPage(w http.ResponseWriter, r *http.Request, p pageData)
 		Counters:   c.b.LastHour(ctx),
 		Report:     rep,
 		Reported:   ok,
+		Image:      st.Image,
 	}
 	c.render(w, r, http.StatusOK, "status", p)
 }

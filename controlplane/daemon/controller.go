@@ -483,6 +483,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		st.PauseUntil = pause.Until
 	}
 	st.WANInterfaces = d.links.WANInUse()
+	st.Image = d.imageStatus()
 	return st
 }
 

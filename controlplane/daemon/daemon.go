@@ -88,6 +88,7 @@ type Daemon struct {
 	fds fdPlan // descriptor limit, reserve and the effective flows limit
 
 	failover failoverState // the cloud proxies' switches (failover.go)
+	image    imageState    // the appliance image's slots (upgrade.go)
 
 	closers []func() error // listeners, in opening order
 	wg      sync.WaitGroup
@@ -172,6 +173,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	if err := d.seedState(); err != nil {
 		return nil, err
 	}
+
+	d.image = newImageState(log)
 
 	if cfg.CloudProxy.CAFile != "" {
 		if d.roots, err = loadCA(cfg.CloudProxy.CAFile); err != nil {

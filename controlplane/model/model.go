@@ -155,6 +155,9 @@ type Status struct {
 	FailureMode  string            `json:"failure_mode,omitempty"`
 	// DNSUpstreams are the cloud resolvers, in order, with their health.
 	DNSUpstreams []DNSUpstreamState `json:"dns_upstreams,omitempty"`
+	// Image is the appliance image's version, slot and upgrade state;
+	// absent when cloudsteer does not run from the image.
+	Image *ImageStatus `json:"image,omitempty"`
 }
 
 // Event is a request the cloud blocked (or a refusal worth an admin's
@@ -229,3 +232,49 @@ type plainError struct {
 
 func (e plainError) Error() string { return e.msg }
 func (e plainError) Unwrap() error { return e.is }
+
+// ImageStatus is the appliance image the gateway runs from, in Status
+// (absent when not running on the image): version and slot, whether the
+// booted slot is still on trial, and what became of the last upgrade.
+type ImageStatus struct {
+	// Version is IMAGE_VERSION of the running root.
+	Version string `json:"version,omitempty"`
+	// Slot is the booted root slot ("a" or "b", from cloudsteer.slot= on
+	// the kernel command line).
+	Slot string `json:"slot"`
+	// Boot is the booted slot's entry; Other the other slot's, when it has
+	// one. Both are absent when the boot entries cannot be read (the ESP
+	// is root-only: `cloudsteer status` as root reads them).
+	Boot  *SlotEntry `json:"boot,omitempty"`
+	Other *SlotEntry `json:"other,omitempty"`
+	// RolledBack is set when the other slot holds an upgrade that used up
+	// its boot tries without being marked good, so systemd-boot came back
+	// to this slot.
+	RolledBack bool `json:"rolled_back,omitempty"`
+	// Upgrade says in a sentence where the last upgrade stands ("upgrade
+	// to 2 failed to come up healthy; rolled back to 1"); empty when there
+	// is nothing to say.
+	Upgrade string `json:"upgrade,omitempty"`
+	// EntriesError says why the boot entries could not be read.
+	EntriesError string `json:"entries_error,omitempty"`
+}
+
+// SlotEntry is one slot's boot loader entry.
+type SlotEntry struct {
+	Slot    string `json:"slot"`
+	Version string `json:"version"`
+	// State: "good" (no boot counter: the image's first entry or marked
+	// good by systemd-bless-boot), "trial" (counting, tries left), "bad"
+	// (tries used up: systemd-boot no longer picks it).
+	State     string `json:"state"`
+	TriesLeft int    `json:"tries_left,omitempty"`
+	TriesDone int    `json:"tries_done,omitempty"`
+	File      string `json:"file"`
+}
+
+// Slot entry states.
+const (
+	SlotGood  = "good"
+	SlotTrial = "trial"
+	SlotBad   = "bad"
+)

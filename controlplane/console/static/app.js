@@ -279,6 +279,36 @@ const pages = {
   },
 };
 
+// The upgrade page sends the bundle as the raw body (streamed, not a
+// form), then waits for the gateway to restart.
+pages.upgrade = function () {
+  const card = $("#upgrade-card");
+  if (!card) return;
+  const out = $("#upgrade-message");
+  const busy = (on) => $$("#upgrade-card button").forEach((b) => { if (on) b.setAttribute("aria-busy", "true"); else b.removeAttribute("aria-busy"); });
+  const go = async (send) => {
+    if ($("#upgrade-card button[aria-busy]")) return;
+    cs.say(out, card.dataset.msgSending); busy(true);
+    try {
+      const a = await send();
+      cs.say(out, a.message);
+      // The gateway reboots; come back once it answers again.
+      setTimeout(() => location.reload(), 60000);
+    } catch (e) { cs.say(out, cs.why(e, out)); }
+    finally { busy(false); }
+  };
+  $("#upgrade-file-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = $("#upgrade-file").files[0];
+    if (!f) { cs.say(out, card.dataset.msgNofile); return; }
+    go(() => cs.send("/upgrade", { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: f }));
+  });
+  $("#upgrade-url-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    go(() => cs.form("/upgrade/url", { url: $("#upgrade-url").value.trim() }));
+  });
+};
+
 document.addEventListener("DOMContentLoaded", () => {
   cs.times();
   const init = pages[document.body.dataset.page];
