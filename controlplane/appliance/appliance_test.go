@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
@@ -323,7 +324,21 @@ func TestConfigureImportsCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{Root: root, RouterConf: rc, StateDir: state, Sysfs: sys}
+	// The unit's umask must not make the directories unreadable to
+	// networkd and resolved (which run as their own users).
+	old := syscall.Umask(0o077)
 	st, err := Configure(context.Background(), o)
+	syscall.Umask(old)
+	for _, d := range []string{NetworkDir, "/run/systemd/resolved.conf.d", RunDir} {
+		if fi, err := os.Stat(filepath.Join(root, d)); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: %v %v, want mode 0755", d, fi, err)
+		}
+	}
+	for _, f := range []string{NetworkDir + "/10-cloudsteer-lan.network", ResolvedDropIn} {
+		if fi, err := os.Stat(filepath.Join(root, f)); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: %v %v, want mode 0644", f, fi, err)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -273,7 +273,7 @@ func (o *Options) write(files []File) error {
 		if f.Path == PPPOptions {
 			dirMode = 0o700
 		}
-		if err := os.MkdirAll(filepath.Dir(p), dirMode); err != nil {
+		if err := mkdirAll(filepath.Dir(p), dirMode); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 		if err := writeFile(p, f.Data, f.Mode); err != nil {
@@ -297,6 +297,27 @@ func (o *Options) write(files []File) error {
 		}
 	}
 	return nil
+}
+
+// mkdirAll is os.MkdirAll that gives each directory it makes exactly
+// mode, whatever the umask (networkd and resolved read theirs as other
+// users).
+func mkdirAll(dir string, mode os.FileMode) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chmod(dir, mode)
 }
 
 // writeFile writes data to path atomically with mode (a temporary file

@@ -1,0 +1,398 @@
+package appliance
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/internal/privtest"
+)
+
+// routerBoot runs inside `ip netns exec GW unshare --pid --fork --mount
+// --uts`: systemd as PID 1 of the Debian root, in the network namespace
+// the test made (with the router's NICs already in it) and a cgroup of
+// its own. /sys is read-only, as a container manager mounts it: no udev
+// runs, and nothing in the root can write the host's devices.
+const routerBoot = `set -e
+R=$1 CG=$2
+mount --make-rprivate /
+mkdir -p "$CG"
+mount -t cgroup2 none "$CG"
+mkdir "$CG/$3"
+echo $$ > "$CG/$3/cgroup.procs"
+umount "$CG"
+mount --bind "$R" "$R"
+mount -t proc proc "$R/proc"
+mount -t sysfs -o ro sysfs "$R/sys"
+mount -t tmpfs -o mode=0755 tmpfs "$R/run"
+mount -t tmpfs -o mode=0755 tmpfs "$R/dev"
+mknod -m 666 "$R/dev/null" c 1 3
+mknod -m 666 "$R/dev/zero" c 1 5
+mknod -m 666 "$R/dev/random" c 1 8
+mknod -m 666 "$R/dev/urandom" c 1 9
+mknod -m 666 "$R/dev/tty" c 5 0
+mkdir -m 755 "$R/dev/pts"
+mkdir -m 1777 "$R/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$R/dev/pts"
+ln -s pts/ptmx "$R/dev/ptmx"
+mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
+ln -s /proc/self/fd "$R/dev/fd"
+mkdir -p "$R/.oldroot"
+exec unshare --cgroup sh -c 'mount -t cgroup2 none "$0/sys/fs/cgroup" && cd "$0" && pivot_root . .oldroot &&
+	/.oldroot/usr/bin/umount -l /.oldroot && rmdir /.oldroot &&
+	exec /usr/bin/env container=cloudsteer-test /lib/systemd/systemd --system' "$R"
+`
+
+const rootPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// routerRoot makes the trixie root (cached in bin/cache), with the
+// image's overlay and a freshly built cloudsteer.
+func routerRoot(t *testing.T) string {
+	t.Helper()
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarball := filepath.Join(repo, "bin", "cache", "debian-trixie-appliance.tar")
+	if _, err := os.Stat(tarball); err != nil {
+		os.MkdirAll(filepath.Dir(tarball), 0o755)
+		start := time.Now()
+		out, err := exec.Command("mmdebstrap", "--variant=minbase", "--format=tar",
+			"--include=systemd,systemd-resolved,nftables,iproute2,udev", "--quiet",
+			"--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
+			"--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*",
+			"trixie", tarball+".part", debianMirror()).CombinedOutput()
+		if err != nil {
+			os.Remove(tarball + ".part")
+			t.Fatalf("mmdebstrap trixie: %v\n%s", err, out)
+		}
+		if err := os.Rename(tarball+".part", tarball); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("made the trixie root in %s", time.Since(start).Round(time.Second))
+	}
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	privtest.Run(t, "", "tar", "-C", root, "--numeric-owner", "-xpf", tarball, "--exclude=./dev/*")
+	privtest.Run(t, "", "cp", "-a", filepath.Join(repo, "images", "rootfs")+"/.", root+"/")
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(root, "usr/bin/cloudsteer"), "./cmd/cloudsteer")
+	build.Dir = repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build cloudsteer: %v\n%s", err, out)
+	}
+	// Image-only pieces that need the real disk or would touch the host
+	// (sysctl, binfmt, the clock, udev on the host's devices, getty).
+	for _, u := range []string{"efi.mount", "var.mount"} {
+		os.Remove(filepath.Join(root, "usr/lib/systemd/system", u))
+		os.Remove(filepath.Join(root, "usr/lib/systemd/system/local-fs.target.wants", u))
+	}
+	os.Remove(filepath.Join(root, "usr/lib/systemd/system/multi-user.target.wants/cloudsteer-banner.service"))
+	for _, u := range []string{"systemd-sysctl.service", "systemd-binfmt.service", "systemd-timesyncd.service",
+		"systemd-udevd.service", "systemd-udev-trigger.service", "getty.target", "console-getty.service",
+		"systemd-networkd-wait-online.service"} {
+		os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system", u))
+	}
+	if os.Getenv("APPLIANCE_DEBUG") != "" {
+		os.MkdirAll(filepath.Join(root, "etc/systemd/system/systemd-networkd.service.d"), 0o755)
+		os.WriteFile(filepath.Join(root, "etc/systemd/system/systemd-networkd.service.d/debug.conf"), []byte("[Service]\nEnvironment=SYSTEMD_LOG_LEVEL=debug\n"), 0o644)
+	}
+	return root
+}
+
+func debianMirror() string {
+	b, _ := os.ReadFile("/etc/apt/sources.list.d/debian.sources")
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "URIs:" && strings.HasSuffix(strings.TrimSuffix(f[1], "/"), "/debian") {
+			return f[1]
+		}
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// router is a booted root's systemd.
+type router struct {
+	t   *testing.T
+	pid int
+	ns  string
+}
+
+func bootRouter(t *testing.T, root, ns string) *router {
+	t.Helper()
+	cgMount := filepath.Join(t.TempDir(), "cg")
+	cgName := privtest.Unique("cs-appliance-")
+	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount", "--uts",
+		"sh", "-c", routerBoot, "boot", root, cgMount, cgName)
+	log := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &router{t: t, ns: ns}
+	t.Cleanup(func() {
+		if r.pid != 0 {
+			syscall.Kill(r.pid, syscall.SIGKILL)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		removeCgroup(t, cgName)
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if r.pid == 0 {
+			r.pid = findSystemd(cmd.Process.Pid)
+		}
+		if r.pid != 0 {
+			out, _ := r.exec("systemctl", "is-system-running")
+			if s := strings.TrimSpace(out); s == "running" || s == "degraded" {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			out, _ := r.exec("systemctl", "list-jobs")
+			t.Fatalf("systemd did not come up in 90s (pid %d):\n%s\n%s", r.pid, log, out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// findSystemd returns the pid of the systemd below pid (ip netns exec →
+// unshare → systemd), 0 while there is none.
+func findSystemd(pid int) int {
+	for range 4 {
+		kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		f := strings.Fields(string(kids))
+		if err != nil || len(f) == 0 {
+			return 0
+		}
+		pid, _ = strconv.Atoi(f[0])
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "systemd" {
+			return pid
+		}
+	}
+	return 0
+}
+
+func removeCgroup(t *testing.T, name string) {
+	dir := t.TempDir()
+	script := `mount -t cgroup2 none "$0" || exit 1
+test -d "$0/$1" || { umount "$0"; exit 0; }
+find "$0/$1" -depth -type d -exec rmdir {} +; r=$?; umount "$0"; exit $r`
+	var out []byte
+	var err error
+	for range 40 {
+		if out, err = exec.Command("unshare", "--mount", "sh", "-c", script, dir, name).CombinedOutput(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Errorf("remove cgroup %s: %v\n%s", name, err, out)
+}
+
+func (r *router) exec(args ...string) (string, error) {
+	full := append([]string{"-t", strconv.Itoa(r.pid), "-m", "-p", "-n", "-u", "-r", "-w",
+		"/usr/bin/env", "-i", rootPath, "LANG=C"}, args...)
+	out, err := exec.Command("nsenter", full...).CombinedOutput()
+	return string(out), err
+}
+
+func (r *router) must(args ...string) string {
+	r.t.Helper()
+	out, err := r.exec(args...)
+	if err != nil {
+		j, _ := r.exec("journalctl", "--no-pager", "-b", "-n", "80")
+		r.t.Fatalf("%s: %v\n%s\njournal:\n%s", strings.Join(args, " "), err, out, j)
+	}
+	return out
+}
+
+// dial connects from namespace ns to addr, sends nothing and returns
+// what the server wrote.
+func dial(ns, addr string, timeout time.Duration) (string, error) {
+	var got string
+	err := privtest.Do(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		b, err := io.ReadAll(c)
+		got = string(b)
+		return err
+	})
+	return got, err
+}
+
+// serveAddr serves the caller's address (as the server sees it) on addr
+// inside ns.
+func serveAddr(t *testing.T, ns, addr string) {
+	privtest.ServeTCP(t, ns, addr, func(c net.Conn) {
+		io.WriteString(c, c.RemoteAddr().(*net.TCPAddr).IP.String())
+		c.Close()
+	})
+}
+
+// TestRouterBoots boots the image's overlay on a Debian 13 root (systemd
+// 257 as PID 1 in namespaces of the test's own) with two veth NICs: the
+// WAN towards a peer namespace (a static uplink, 203.0.113.0/24), the LAN
+// towards a client namespace. It checks the whole boot chain: router.conf
+// read by cloudsteer-appliance-configure (the code imported and removed
+// from the file), the firewall loaded without flowtables (this kernel has
+// none), the LAN client's DHCP lease from systemd-networkd (address,
+// router and DNS = the LAN address), the router's resolver answering on
+// the LAN address, LAN→WAN masqueraded, and nothing from the WAN reaching
+// the router or the LAN.
+func TestRouterBoots(t *testing.T) {
+	privtest.RequireRoot(t)
+	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "go")
+	start := time.Now()
+	root := routerRoot(t)
+	t.Logf("root ready in %s", time.Since(start).Round(time.Second))
+
+	gw, wan, lan := privtest.NewNetNS(t), privtest.NewNetNS(t), privtest.NewNetNS(t)
+	privtest.Run(t, gw, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "uplink", "netns", wan)
+	privtest.Run(t, gw, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "client", "netns", lan)
+	privtest.Run(t, wan, "ip", "addr", "add", "203.0.113.1/24", "dev", "uplink")
+	privtest.Run(t, wan, "ip", "link", "set", "uplink", "up")
+	privtest.Run(t, lan, "ip", "link", "set", "client", "up")
+
+	const code = "3315471d-b831-48ed-a621-17042a74a8e3"
+	conf := "# test\nwan = wan0\nlan = lan0\nwan_mode = static\nwan_address = 203.0.113.2/24\nwan_gateway = 203.0.113.1\n" +
+		"wan_dns = 203.0.113.53\ncloud_proxy = http://203.0.113.1:3128\nentitlement_code = " + code + "\n"
+	rc := filepath.Join(root, "efi/cloudsteer/router.conf")
+	os.MkdirAll(filepath.Dir(rc), 0o700)
+	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	bootStart := time.Now()
+	r := bootRouter(t, root, gw)
+	t.Logf("systemd up in %s", time.Since(bootStart).Round(100*time.Millisecond))
+
+	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service"} {
+		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
+			out, _ := r.exec("journalctl", "--no-pager", "-b", "-u", u)
+			t.Fatalf("%s is %s:\n%s", u, s, out)
+		}
+	}
+	if st := r.must("cat", StatusFile); !strings.Contains(st, "router.conf: ok") || !strings.Contains(st, "wan: wan0") || !strings.Contains(st, "lan: lan0") {
+		t.Fatalf("status:\n%s", st)
+	}
+	// The code left router.conf for the data partition.
+	if b, _ := os.ReadFile(rc); strings.Contains(string(b), code) || !strings.Contains(string(b), ImportedComment) {
+		t.Fatalf("router.conf after import:\n%s", b)
+	}
+	if fi, err := os.Stat(filepath.Join(root, DefaultStateDir, CodeFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("imported code: %v %v", fi, err)
+	}
+	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat"); strings.Contains(j, code) {
+		t.Fatal("the entitlement code is in the journal")
+	}
+	fw := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-firewall.service")
+	if !strings.Contains(fw, "loaded without flowtable offload") {
+		t.Fatalf("firewall journal:\n%s", fw)
+	}
+	rules := privtest.Run(t, gw, "nft", "list", "table", "inet", "cloudsteer-router")
+	if !strings.Contains(rules, `iifname "lan0" accept`) || !strings.Contains(rules, `oifname "wan0" meta nfproto ipv4 masquerade`) {
+		t.Fatalf("ruleset:\n%s", rules)
+	}
+
+	// The LAN client's lease from networkd's DHCP server.
+	script := filepath.Join(t.TempDir(), "udhcpc.sh")
+	os.WriteFile(script, []byte(`#!/bin/sh
+case "$1" in bound|renew)
+	echo "LEASE ip=$ip mask=$mask router=$router dns=$dns"
+	ip addr add "$ip/$mask" dev "$interface"
+	ip route add default via "$router" dev "$interface"
+esac
+`), 0o755)
+	leaseStart := time.Now()
+	out, err := privtest.Command(lan, "udhcpc", "-i", "client", "-f", "-q", "-n", "-t", "20", "-T", "1", "-s", script).CombinedOutput()
+	if err != nil {
+		n, _ := r.exec("networkctl", "status", "lan0", "--no-pager")
+		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "short-monotonic", "-u", "systemd-networkd", "-u", "cloudsteer-appliance-configure")
+		ls, _ := r.exec("ls", "-l", "/run/systemd/network")
+		t.Fatalf("no DHCP lease: %v\n%s\n%s\n%s\n%s", err, out[max(0, len(out)-300):], n, j, ls)
+	}
+	var lease string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "LEASE ") {
+			lease = l
+		}
+	}
+	t.Logf("%s (in %s)", lease, time.Since(leaseStart).Round(100*time.Millisecond))
+	f := map[string]string{}
+	for _, kv := range strings.Fields(lease)[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		f[k] = v
+	}
+	ip, err := netip.ParseAddr(f["ip"])
+	if err != nil || f["mask"] != "24" || f["router"] != "192.168.77.1" || f["dns"] != "192.168.77.1" {
+		t.Fatalf("lease %q", lease)
+	}
+	if b := ip.As4(); b[0] != 192 || b[1] != 168 || b[2] != 77 || b[3] < 100 || b[3] > 249 {
+		t.Fatalf("lease address %s outside the pool .100-.249", ip)
+	}
+
+	// The router's resolver answers on the LAN address (what clients use
+	// while cloudsteer does not steer): resolved synthesizes localhost.
+	err = privtest.Do(lan, func() error {
+		res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "udp", "192.168.77.1:53")
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		addrs, err := res.LookupHost(ctx, "localhost")
+		if err == nil && len(addrs) == 0 {
+			err = fmt.Errorf("no addresses")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("resolver on the LAN address: %v", err)
+	}
+
+	// LAN → WAN: masqueraded to the WAN address.
+	serveAddr(t, wan, "203.0.113.1:8080")
+	if got, err := dial(lan, "203.0.113.1:8080", 5*time.Second); err != nil || got != "203.0.113.2" {
+		t.Fatalf("LAN → WAN: the WAN peer saw %q (%v), want the masqueraded 203.0.113.2", got, err)
+	}
+
+	// Nothing from the WAN: a listener on every address of the router
+	// answers the LAN, not the WAN (dropped: a timeout, no reset); the
+	// LAN client's own listener is not reachable from the WAN either.
+	serveAddr(t, gw, ":2222")
+	if got, err := dial(lan, "192.168.77.1:2222", 5*time.Second); err != nil || got != f["ip"] {
+		t.Fatalf("LAN → router: %q %v", got, err)
+	}
+	privtest.Run(t, wan, "ip", "route", "add", "192.168.77.0/24", "via", "203.0.113.2")
+	for _, a := range []string{"203.0.113.2:2222", "192.168.77.1:2222", "192.168.77.1:53", "203.0.113.2:53"} {
+		if got, err := dial(wan, a, 2*time.Second); err == nil {
+			t.Errorf("WAN → router %s connected (%q)", a, got)
+		} else if !os.IsTimeout(err) && !strings.Contains(err.Error(), "timeout") {
+			t.Errorf("WAN → router %s: %v, want a silent drop (timeout)", a, err)
+		}
+	}
+	serveAddr(t, lan, ":8081")
+	if got, err := dial(wan, f["ip"]+":8081", 2*time.Second); err == nil {
+		t.Errorf("WAN → LAN client connected (%q)", got)
+	}
+	if out, err := privtest.Command(wan, "ping", "-c", "1", "-W", "1", "203.0.113.2").CombinedOutput(); err == nil {
+		t.Errorf("the router answers ping from the WAN:\n%s", out)
+	}
+	t.Logf("router test took %s", time.Since(start).Round(time.Second))
+}
