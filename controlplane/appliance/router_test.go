@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -246,71 +247,44 @@ func serveAddr(t *testing.T, ns, addr string) {
 	})
 }
 
-// TestRouterBoots boots the image's overlay on a Debian 13 root (systemd
-// 257 as PID 1 in namespaces of the test's own) with two veth NICs: the
-// WAN towards a peer namespace (a static uplink, 203.0.113.0/24), the LAN
-// towards a client namespace. It checks the whole boot chain: router.conf
-// read by cloudsteer-appliance-configure (the code imported and removed
-// from the file), the firewall loaded without flowtables (this kernel has
-// none), the LAN client's DHCP lease from systemd-networkd (address,
-// router and DNS = the LAN address), the router's resolver answering on
-// the LAN address, LAN→WAN masqueraded, and nothing from the WAN reaching
-// the router or the LAN.
-func TestRouterBoots(t *testing.T) {
-	privtest.RequireRoot(t)
-	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "go")
-	start := time.Now()
-	root := routerRoot(t)
-	t.Logf("root ready in %s", time.Since(start).Round(time.Second))
+// lab is a booted router between a WAN peer and a LAN client namespace.
+type lab struct {
+	r            *router
+	gw, wan, lan string
+	rc           string // router.conf, as the host sees it
+}
 
+// startLab makes the namespaces and veths (wan0 ↔ uplink 203.0.113.1/24
+// in the WAN peer, lan0 ↔ client in the LAN client), writes router.conf,
+// runs beforeBoot (a server on the WAN side, say) and boots the router.
+func startLab(t *testing.T, root, conf string, beforeBoot func(wan string)) *lab {
+	t.Helper()
 	gw, wan, lan := privtest.NewNetNS(t), privtest.NewNetNS(t), privtest.NewNetNS(t)
 	privtest.Run(t, gw, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "uplink", "netns", wan)
 	privtest.Run(t, gw, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "client", "netns", lan)
 	privtest.Run(t, wan, "ip", "addr", "add", "203.0.113.1/24", "dev", "uplink")
 	privtest.Run(t, wan, "ip", "link", "set", "uplink", "up")
 	privtest.Run(t, lan, "ip", "link", "set", "client", "up")
-
-	const code = "3315471d-b831-48ed-a621-17042a74a8e3"
-	conf := "# test\nwan = wan0\nlan = lan0\nwan_mode = static\nwan_address = 203.0.113.2/24\nwan_gateway = 203.0.113.1\n" +
-		"wan_dns = 203.0.113.53\ncloud_proxy = http://203.0.113.1:3128\nentitlement_code = " + code + "\n"
 	rc := filepath.Join(root, "efi/cloudsteer/router.conf")
 	os.MkdirAll(filepath.Dir(rc), 0o700)
 	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
+	if beforeBoot != nil {
+		beforeBoot(wan)
+	}
 	bootStart := time.Now()
 	r := bootRouter(t, root, gw)
 	t.Logf("systemd up in %s", time.Since(bootStart).Round(100*time.Millisecond))
+	return &lab{r: r, gw: gw, wan: wan, lan: lan, rc: rc}
+}
 
-	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service"} {
-		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
-			out, _ := r.exec("journalctl", "--no-pager", "-b", "-u", u)
-			t.Fatalf("%s is %s:\n%s", u, s, out)
-		}
-	}
-	if st := r.must("cat", StatusFile); !strings.Contains(st, "router.conf: ok") || !strings.Contains(st, "wan: wan0") || !strings.Contains(st, "lan: lan0") {
-		t.Fatalf("status:\n%s", st)
-	}
-	// The code left router.conf for the data partition.
-	if b, _ := os.ReadFile(rc); strings.Contains(string(b), code) || !strings.Contains(string(b), ImportedComment) {
-		t.Fatalf("router.conf after import:\n%s", b)
-	}
-	if fi, err := os.Stat(filepath.Join(root, DefaultStateDir, CodeFile)); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("imported code: %v %v", fi, err)
-	}
-	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat"); strings.Contains(j, code) {
-		t.Fatal("the entitlement code is in the journal")
-	}
-	fw := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-firewall.service")
-	if !strings.Contains(fw, "loaded without flowtable offload") {
-		t.Fatalf("firewall journal:\n%s", fw)
-	}
-	rules := privtest.Run(t, gw, "nft", "list", "table", "inet", "cloudsteer-router")
-	if !strings.Contains(rules, `iifname "lan0" accept`) {
-		t.Fatalf("ruleset:\n%s", rules)
-	}
-
+// lease gets the LAN client a DHCP lease from the router (busybox udhcpc;
+// the script applies the address and default route) and returns its
+// fields (ip, mask, router, dns).
+func (l *lab) lease(t *testing.T) map[string]string {
+	t.Helper()
+	r, lan := l.r, l.lan
 	// The LAN client's lease from networkd's DHCP server.
 	script := filepath.Join(t.TempDir(), "udhcpc.sh")
 	os.WriteFile(script, []byte(`#!/bin/sh
@@ -347,10 +321,65 @@ esac
 	if b := ip.As4(); b[0] != 192 || b[1] != 168 || b[2] != 77 || b[3] < 100 || b[3] > 249 {
 		t.Fatalf("lease address %s outside the pool .100-.249", ip)
 	}
+	return f
+}
+
+// TestRouterBoots boots the image's overlay on a Debian 13 root (systemd
+// 257 as PID 1 in namespaces of the test's own) with two veth NICs: the
+// WAN towards a peer namespace (a static uplink, 203.0.113.0/24), the LAN
+// towards a client namespace. It checks the whole boot chain: router.conf
+// read by cloudsteer-appliance-configure (the code imported and removed
+// from the file), the firewall loaded without flowtables (this kernel has
+// none), the LAN client's DHCP lease from systemd-networkd (address,
+// router and DNS = the LAN address), the router's resolver answering on
+// the LAN address, LAN→WAN masqueraded, and nothing from the WAN reaching
+// the router or the LAN.
+func TestRouterBoots(t *testing.T) {
+	privtest.RequireRoot(t)
+	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "go")
+	start := time.Now()
+	root := routerRoot(t)
+	t.Logf("root ready in %s", time.Since(start).Round(time.Second))
+
+	const code = "3315471d-b831-48ed-a621-17042a74a8e3"
+	conf := "# test\nwan = wan0\nlan = lan0\nwan_mode = static\nwan_address = 203.0.113.2/24\nwan_gateway = 203.0.113.1\n" +
+		"wan_dns = 203.0.113.53\ncloud_proxy = http://203.0.113.1:3128\nentitlement_code = " + code + "\n"
+	l := startLab(t, root, conf, nil)
+	r, gw, wan, lan, rc := l.r, l.gw, l.wan, l.lan, l.rc
+
+	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service"} {
+		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
+			out, _ := r.exec("journalctl", "--no-pager", "-b", "-u", u)
+			t.Fatalf("%s is %s:\n%s", u, s, out)
+		}
+	}
+	if st := r.must("cat", StatusFile); !strings.Contains(st, "router.conf: ok") || !strings.Contains(st, "wan: wan0") || !strings.Contains(st, "lan: lan0") {
+		t.Fatalf("status:\n%s", st)
+	}
+	// The code left router.conf for the data partition.
+	if b, _ := os.ReadFile(rc); strings.Contains(string(b), code) || !strings.Contains(string(b), ImportedComment) {
+		t.Fatalf("router.conf after import:\n%s", b)
+	}
+	if fi, err := os.Stat(filepath.Join(root, DefaultStateDir, CodeFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("imported code: %v %v", fi, err)
+	}
+	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat"); strings.Contains(j, code) {
+		t.Fatal("the entitlement code is in the journal")
+	}
+	fw := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-firewall.service")
+	if !strings.Contains(fw, "loaded without flowtable offload") {
+		t.Fatalf("firewall journal:\n%s", fw)
+	}
+	rules := privtest.Run(t, gw, "nft", "list", "table", "inet", "cloudsteer-router")
+	if !strings.Contains(rules, `iifname "lan0" accept`) {
+		t.Fatalf("ruleset:\n%s", rules)
+	}
+
+	f := l.lease(t)
 
 	// The router's resolver answers on the LAN address (what clients use
 	// while cloudsteer does not steer): resolved synthesizes localhost.
-	err = privtest.Do(lan, func() error {
+	err := privtest.Do(lan, func() error {
 		res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "udp", "192.168.77.1:53")
 		}}
@@ -452,4 +481,60 @@ func kernelHas(opt string) bool {
 		return false
 	}
 	return strings.Contains(string(out), "\n"+opt+"=y") || strings.Contains(string(out), "\n"+opt+"=m")
+}
+
+// TestRouterDHCPWAN boots the default WAN mode (a DHCP client) against a
+// DHCP server on the WAN peer (busybox udhcpd), with a router.conf that
+// names only the NICs: the WAN takes the server's address, its DNS
+// server reaches the router's resolver, the LAN client's traffic leaves
+// masqueraded to the DHCP address, and cloudsteer's config says what is
+// missing (no cloud proxy: a name that never resolves, so it fails
+// open; DNS through the router's resolver; no code).
+func TestRouterDHCPWAN(t *testing.T) {
+	privtest.RequireRoot(t)
+	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "busybox", "go")
+	start := time.Now()
+	root := routerRoot(t)
+	dir := t.TempDir()
+	l := startLab(t, root, "wan = wan0\nlan = lan0\n", func(wan string) {
+		conf := filepath.Join(dir, "udhcpd.conf")
+		os.WriteFile(conf, []byte("start 203.0.113.50\nend 203.0.113.60\ninterface uplink\noption subnet 255.255.255.0\n"+
+			"option router 203.0.113.1\noption dns 203.0.113.53\nlease_file "+dir+"/leases\npidfile "+dir+"/pid\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "leases"), nil, 0o644)
+		srv := privtest.Command(wan, "busybox", "udhcpd", "-f", conf)
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	})
+	var wanAddr string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out := privtest.Run(t, l.gw, "ip", "-4", "-o", "addr", "show", "dev", "wan0")
+		if m := regexp.MustCompile(`inet (203\.0\.113\.(5\d|60))/24`).FindStringSubmatch(out); m != nil {
+			wanAddr = m[1]
+			break
+		}
+		if time.Now().After(deadline) {
+			j, _ := l.r.exec("journalctl", "--no-pager", "-b", "-u", "systemd-networkd")
+			t.Fatalf("no DHCP address on the WAN:\n%s\n%s", out, j)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("WAN address %s from DHCP", wanAddr)
+	if out := l.r.must("resolvectl", "dns", "wan0"); !strings.Contains(out, "203.0.113.53") {
+		t.Errorf("the WAN's DHCP DNS server did not reach resolved: %s", out)
+	}
+	y := l.r.must("cat", CloudsteerConfig)
+	if !strings.Contains(y, UnsetProxy) || !strings.Contains(y, `upstreams: ["127.0.0.53"]`) || strings.Contains(y, "entitlement_code") {
+		t.Errorf("cloudsteer config without cloud settings:\n%s", y)
+	}
+	if st := l.r.must("cat", StatusFile); !strings.Contains(st, "entitlement code: none") || !strings.Contains(st, "cloud proxy: not set") {
+		t.Errorf("status:\n%s", st)
+	}
+	l.lease(t)
+	serveAddr(t, l.wan, "203.0.113.1:8080")
+	if got, err := dial(l.lan, "203.0.113.1:8080", 5*time.Second); err != nil || got != wanAddr {
+		t.Fatalf("LAN → WAN: the WAN peer saw %q (%v), want the masqueraded %s", got, err, wanAddr)
+	}
+	t.Logf("router test took %s", time.Since(start).Round(time.Second))
 }
