@@ -377,6 +377,35 @@ func TestRouterBoots(t *testing.T) {
 
 	f := l.lease(t)
 
+	// Every generated networkd file of the golden cases parses without a
+	// warning in networkd 257 (they match no link here), and the units
+	// pass systemd-analyze verify.
+	goldens, _ := filepath.Glob("testdata/golden/*/run/systemd/network/*.network")
+	for _, g := range goldens {
+		b, _ := os.ReadFile(g)
+		name := "90-golden-" + filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(filepath.Dir(g))))) + "-" + filepath.Base(g)
+		// Through the root's /var (its /tmp and /run are its own tmpfs).
+		if err := os.WriteFile(filepath.Join(root, "var/tmp", name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r.must("mv", "/var/tmp/"+name, NetworkDir+"/"+name)
+	}
+	r.must("networkctl", "reload")
+	time.Sleep(time.Second)
+	nj := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "systemd-networkd", "-u", "systemd-resolved")
+	for _, l := range strings.Split(nj, "\n") {
+		if strings.Contains(l, "cloudsteer") && (strings.Contains(l, "Unknown") || strings.Contains(l, "Failed to parse") || strings.Contains(l, "ignoring")) {
+			t.Errorf("networkd/resolved: %s", l)
+		}
+	}
+	if len(goldens) < 10 {
+		t.Fatalf("only %d golden network files", len(goldens))
+	}
+	if out, err := r.exec("systemd-analyze", "verify", "cloudsteer-appliance-configure.service", "cloudsteer-firewall.service",
+		"cloudsteer-banner.service", "cloudsteer-healthy.service"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+
 	// The router's resolver answers on the LAN address (what clients use
 	// while cloudsteer does not steer): resolved synthesizes localhost.
 	err := privtest.Do(lan, func() error {
