@@ -59,7 +59,7 @@ const rootPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 
 // routerRoot makes the trixie root (cached in bin/cache), with the
 // image's overlay and a freshly built cloudsteer.
-func routerRoot(t *testing.T) string {
+func routerRoot(t *testing.T, withCloudsteer bool) string {
 	t.Helper()
 	repo, err := filepath.Abs("../..")
 	if err != nil {
@@ -99,7 +99,16 @@ func routerRoot(t *testing.T) string {
 		os.Remove(filepath.Join(root, "usr/lib/systemd/system", u))
 		os.Remove(filepath.Join(root, "usr/lib/systemd/system/local-fs.target.wants", u))
 	}
-	os.Remove(filepath.Join(root, "usr/lib/systemd/system/multi-user.target.wants/cloudsteer-banner.service"))
+	if withCloudsteer {
+		// The service as the package installs it (its user, the unit,
+		// enabled); the image's drop-in points it at the generated config.
+		privtest.Run(t, "", "chroot", root, "useradd", "--system", "--user-group", "--home-dir", "/var/lib/cloudsteer",
+			"--no-create-home", "--shell", "/usr/sbin/nologin", "cloudsteer")
+		privtest.Run(t, "", "cp", filepath.Join(repo, "packaging/cloudsteer.service"), filepath.Join(root, "usr/lib/systemd/system/"))
+		os.Symlink("/usr/lib/systemd/system/cloudsteer.service", filepath.Join(root, "etc/systemd/system/multi-user.target.wants/cloudsteer.service"))
+	} else {
+		os.Remove(filepath.Join(root, "usr/lib/systemd/system/multi-user.target.wants/cloudsteer-banner.service"))
+	}
 	for _, u := range []string{"systemd-sysctl.service", "systemd-binfmt.service", "systemd-timesyncd.service",
 		"systemd-udevd.service", "systemd-udev-trigger.service", "getty.target", "console-getty.service",
 		"systemd-networkd-wait-online.service"} {
@@ -338,7 +347,7 @@ func TestRouterBoots(t *testing.T) {
 	privtest.RequireRoot(t)
 	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "go")
 	start := time.Now()
-	root := routerRoot(t)
+	root := routerRoot(t, true)
 	t.Logf("root ready in %s", time.Since(start).Round(time.Second))
 
 	const code = "3315471d-b831-48ed-a621-17042a74a8e3"
@@ -347,7 +356,7 @@ func TestRouterBoots(t *testing.T) {
 	l := startLab(t, root, conf, nil)
 	r, gw, wan, lan, rc := l.r, l.gw, l.wan, l.lan, l.rc
 
-	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service"} {
+	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service", "cloudsteer.service"} {
 		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
 			out, _ := r.exec("journalctl", "--no-pager", "-b", "-u", u)
 			t.Fatalf("%s is %s:\n%s", u, s, out)
@@ -452,6 +461,31 @@ func TestRouterBoots(t *testing.T) {
 	if out, err := privtest.Command(wan, "ping", "-c", "1", "-W", "1", "203.0.113.2").CombinedOutput(); err == nil {
 		t.Errorf("the router answers ping from the WAN:\n%s", out)
 	}
+
+	// cloudsteer runs on the generated config (as the shipped unit with
+	// the image's drop-in), and the banner unit put the console's address
+	// and a setup link into the login prompt's issue file.
+	if out := r.must("systemctl", "show", "-P", "ExecStart", "cloudsteer.service"); !strings.Contains(out, CloudsteerConfig) {
+		t.Errorf("cloudsteer.service ExecStart: %s", out)
+	}
+	var issue string
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", "cloudsteer-banner.service")); s == "active" || s == "failed" {
+			issue, _ = r.exec("cat", "/run/issue.d/50-cloudsteer.issue")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cloudsteer-banner.service did not finish in 60 s")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(issue, "https://192.168.77.1") || !strings.Contains(issue, "/setup?token=") || !strings.Contains(issue, "Certificate SHA-256") {
+		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer", "-u", "cloudsteer-banner")
+		t.Fatalf("banner:\n%s\njournal:\n%s", issue, j)
+	}
+	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-banner"); strings.Contains(j, "token=") {
+		t.Errorf("the banner's setup link is in the journal:\n%s", j)
+	}
 	t.Logf("router test took %s", time.Since(start).Round(time.Second))
 }
 
@@ -523,7 +557,7 @@ func TestRouterDHCPWAN(t *testing.T) {
 	privtest.RequireRoot(t)
 	privtest.RequireCommand(t, "mmdebstrap", "ip", "nft", "unshare", "nsenter", "udhcpc", "busybox", "go")
 	start := time.Now()
-	root := routerRoot(t)
+	root := routerRoot(t, false)
 	dir := t.TempDir()
 	l := startLab(t, root, "wan = wan0\nlan = lan0\n", func(wan string) {
 		conf := filepath.Join(dir, "udhcpd.conf")
