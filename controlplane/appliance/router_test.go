@@ -462,6 +462,12 @@ func TestRouterBoots(t *testing.T) {
 		t.Errorf("the router answers ping from the WAN:\n%s", out)
 	}
 
+	// IPv6: the router answers a router solicitation on the LAN with a
+	// router advertisement (networkd's IPv6SendRA=).
+	if err := privtest.Do(lan, routerAdvertised); err != nil {
+		t.Errorf("LAN router advertisement: %v", err)
+	}
+
 	// cloudsteer runs on the generated config (as the shipped unit with
 	// the image's drop-in), and the banner unit put the console's address
 	// and a setup link into the login prompt's issue file.
@@ -600,4 +606,51 @@ func TestRouterDHCPWAN(t *testing.T) {
 		t.Fatalf("LAN → WAN: the WAN peer saw %q (%v), want the masqueraded %s", got, err, wanAddr)
 	}
 	t.Logf("router test took %s", time.Since(start).Round(time.Second))
+}
+
+// routerAdvertised sends a router solicitation from the LAN client
+// ("client") and waits 5 s for a router advertisement.
+func routerAdvertised() error {
+	c, err := net.ListenPacket("ip6:58", "::")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	raw, err := c.(*net.IPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	raw.Control(func(fd uintptr) {
+		// ND messages must arrive with hop limit 255.
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_MULTICAST_HOPS, 255)
+	})
+	if serr != nil {
+		return serr
+	}
+	// The link-local address needs DAD first.
+	var werr error
+	for range 20 {
+		if _, werr = c.WriteTo([]byte{133, 0, 0, 0, 0, 0, 0, 0}, &net.IPAddr{IP: net.ParseIP("ff02::2"), Zone: "client"}); werr == nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if werr != nil {
+		return werr
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("no router advertisement: %w", err)
+		}
+		if n > 0 && buf[0] == 134 {
+			if ip := from.(*net.IPAddr).IP; !ip.IsLinkLocalUnicast() {
+				return fmt.Errorf("router advertisement from %s, not a link-local address", ip)
+			}
+			return nil
+		}
+	}
 }
