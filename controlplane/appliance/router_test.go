@@ -2,8 +2,6 @@ package appliance
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
 )
@@ -414,10 +414,8 @@ func TestRouterBoots(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
-	// DNS from the LAN is answered at the router's address (by
-	// cloudsteer, which steers it, or the router's resolver); an answer
-	// (NXDOMAIN for _gateway: nothing upstream here) proves the path, a
-	// timeout fails. Not "localhost": Go answers it without a query.
+	// DNS from the LAN is answered at the router's address (cloudsteer
+	// steers it to its resolver, whose upstream is the router's own).
 	if err := dnsAnswers(lan, "192.168.77.1:53"); err != nil {
 		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer")
 		t.Fatalf("DNS from the LAN: %v\n%s", err, j[max(0, len(j)-3000):])
@@ -665,21 +663,41 @@ func routerAdvertised() error {
 	}
 }
 
-// dnsAnswers asks server from namespace ns for _gateway (systemd-resolved
-// synthesizes it; NXDOMAIN from a resolver that does not counts too):
-// any answer is nil, a timeout or a server failure is an error.
+// dnsAnswers sends one DNS query (A _gateway., which systemd-resolved
+// synthesizes) from namespace ns to server over UDP and waits 3 s for the
+// answer: any response with the query's ID is nil (whatever its rcode),
+// silence or an ICMP error is an error.
 func dnsAnswers(ns, server string) error {
 	return privtest.Do(ns, func() error {
-		res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "udp", server)
-		}}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := res.LookupHost(ctx, "_gateway")
-		var de *net.DNSError
-		if errors.As(err, &de) && de.IsNotFound {
-			return nil
+		q := dnsmessage.Message{
+			Header:    dnsmessage.Header{ID: 0x5ca1, RecursionDesired: true},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("_gateway."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
 		}
-		return err
+		b, err := q.Pack()
+		if err != nil {
+			return err
+		}
+		c, err := net.Dial("udp", server)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		var m dnsmessage.Message
+		if err := m.Unpack(buf[:n]); err != nil {
+			return fmt.Errorf("bad answer: %w", err)
+		}
+		if !m.Header.Response || m.Header.ID != q.Header.ID {
+			return fmt.Errorf("not an answer to the query: %+v", m.Header)
+		}
+		return nil
 	})
 }
