@@ -66,12 +66,12 @@ func routerRoot(t *testing.T, withCloudsteer bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tarball := filepath.Join(repo, "bin", "cache", "debian-trixie-appliance.tar")
+	tarball := filepath.Join(repo, "bin", "cache", "debian-trixie-appliance-2.tar")
 	if _, err := os.Stat(tarball); err != nil {
 		os.MkdirAll(filepath.Dir(tarball), 0o755)
 		start := time.Now()
 		out, err := exec.Command("mmdebstrap", "--variant=minbase", "--format=tar",
-			"--include=systemd,systemd-resolved,nftables,iproute2,udev", "--quiet",
+			"--include=systemd,systemd-resolved,nftables,iproute2,udev,openssh-server,ppp", "--quiet",
 			"--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
 			"--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-exclude=/usr/share/info/*",
 			"trixie", tarball+".part", debianMirror()).CombinedOutput()
@@ -354,6 +354,10 @@ func TestRouterBoots(t *testing.T) {
 	const code = "3315471d-b831-48ed-a621-17042a74a8e3"
 	conf := "# test\nwan = wan0\nlan = lan0\nwan_mode = static\nwan_address = 203.0.113.2/24\nwan_gateway = 203.0.113.1\n" +
 		"wan_dns = 203.0.113.53\ncloud_proxy = http://203.0.113.1:3128\nentitlement_code = " + code + "\n"
+	// SSH on: the admin's key on the boot partition (CRLF: Notepad).
+	os.MkdirAll(filepath.Join(root, "efi/cloudsteer"), 0o700)
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RrZXl0ZXN0a2V5dGVzdGtleXRlc3RrZXl0ZXN0 admin@office"
+	os.WriteFile(filepath.Join(root, "efi/cloudsteer/authorized_keys"), []byte(key+"\r\n"), 0o600)
 	l := startLab(t, root, conf, nil)
 	r, gw, wan, lan, rc := l.r, l.gw, l.wan, l.lan, l.rc
 
@@ -468,6 +472,82 @@ func TestRouterBoots(t *testing.T) {
 	// router advertisement (networkd's IPv6SendRA=).
 	if err := privtest.Do(lan, routerAdvertised); err != nil {
 		t.Errorf("LAN router advertisement: %v", err)
+	}
+
+	// SSH: on (the key is there), keys copied without the CR and 0600,
+	// a host key made on /var, root by key only, on the LAN address only;
+	// the LAN reaches it, the WAN does not (above: nothing answers there).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", "ssh.service")); s == "active" {
+			break
+		} else if time.Now().After(deadline) {
+			j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "ssh")
+			t.Fatalf("ssh.service is %s:\n%s", s, j)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if ak := r.must("stat", "-c", "%a %U %s", "/run/cloudsteer-appliance/ssh/authorized_keys"); strings.TrimSpace(ak) != fmt.Sprintf("600 root %d", len(key)+1) {
+		t.Errorf("authorized_keys: %s", ak)
+	}
+	if hk := r.must("stat", "-c", "%a", DefaultStateDir+"/ssh/ssh_host_ed25519_key"); strings.TrimSpace(hk) != "600" {
+		t.Errorf("host key mode %s", hk)
+	}
+	sshT := r.must("sshd", "-T")
+	for _, want := range []string{"passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password",
+		"listenaddress 192.168.77.1:22", "authorizedkeysfile /run/cloudsteer-appliance/ssh/authorized_keys",
+		"hostkey /var/lib/cloudsteer-appliance/ssh/ssh_host_ed25519_key", "allowusers root"} {
+		if !strings.Contains(sshT, want+"\n") {
+			t.Errorf("sshd -T lacks %q", want)
+		}
+	}
+	if strings.Count(sshT, "listenaddress ") != 1 || strings.Count(sshT, "hostkey ") != 1 {
+		t.Errorf("sshd listens or keys beyond the LAN address and the /var key:\n%s", sshT)
+	}
+	if got, err := dialBanner(lan, "192.168.77.1:22"); err != nil || !strings.HasPrefix(got, "SSH-2.0-") {
+		t.Errorf("SSH from the LAN: %q %v", got, err)
+	}
+	if got, err := dial(wan, "203.0.113.2:22", 2*time.Second); err == nil {
+		t.Errorf("SSH from the WAN connected (%q)", got)
+	}
+
+	// PPPoE: pppd of the root accepts the options file the generator
+	// writes (pppd's dryrun: the options parsed, the plugin loaded).
+	pppDir := filepath.Join(root, "var/tmp")
+	c, _ := Parse([]byte("wan_mode = pppoe\npppoe_user = user@isp.example\npppoe_password = \"p a\\\"ss\"\n"))
+	files, err := Generate(c, Roles{WAN: NIC{Name: "wan0"}, LAN: NIC{Name: "lan0"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if f.Path == PPPOptions {
+			os.WriteFile(filepath.Join(pppDir, "ppp-options"), f.Data, 0o600)
+			// The same without the plugin (which stops pppd at once on
+			// a kernel without PPPoE): pppd's own options.
+			var core []string
+			for _, l := range strings.Split(string(f.Data), "\n") {
+				if !strings.HasPrefix(l, "plugin ") && !strings.HasPrefix(l, "nic-") {
+					core = append(core, l)
+				}
+			}
+			os.WriteFile(filepath.Join(pppDir, "ppp-core"), []byte(strings.Join(core, "\n")), 0o600)
+		}
+	}
+	if out, err := r.exec("pppd", "file", "/var/tmp/ppp-core", "dryrun"); strings.Contains(out, "unrecognized option") || strings.Contains(out, "In file") ||
+		(err != nil && !strings.Contains(out, "no device specified")) {
+		t.Errorf("pppd refuses the generated options: %v\n%s", err, out)
+	}
+	out, err := r.exec("pppd", "file", "/var/tmp/ppp-options", "dryrun")
+	switch {
+	case strings.Contains(out, "unrecognized option") || strings.Contains(out, "In file") || !strings.Contains(out, "Plugin pppoe.so loaded"):
+		t.Errorf("pppd refuses the generated options: %v\n%s", err, out)
+	case err == nil:
+		t.Logf("pppd dryrun accepted the generated options")
+	case !kernelHas("CONFIG_PPP") && strings.Contains(out, "/dev/ppp"):
+		// This kernel has no PPP: the plugin loaded and stopped pppd
+		// at its kernel check (its nic- option is not checked here).
+		t.Logf("pppd parsed the generated options and loaded pppoe.so; no PPP in this kernel (%s)", strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]))
+	default:
+		t.Errorf("pppd dryrun of the generated options: %v\n%s", err, out)
 	}
 
 	// cloudsteer runs on the generated config (as the shipped unit with
@@ -700,4 +780,20 @@ func dnsAnswers(ns, server string) error {
 		}
 		return nil
 	})
+}
+
+// dialBanner connects from ns and returns the first line the server sends.
+func dialBanner(ns, addr string) (string, error) {
+	var line string
+	err := privtest.Do(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	return line, err
 }
