@@ -378,8 +378,9 @@ func TestConfigureImportsCode(t *testing.T) {
 	}
 	check()
 
-	// A broken file: defaults for the network, the status names the
-	// line, the cloud settings of good lines stay, stale files go.
+	// A broken file: default addresses and WAN mode, the status names
+	// the line, the NICs and cloud settings of good lines stay, stale
+	// files go.
 	os.WriteFile(rc, []byte("cloud_proxy = http://proxy.example.net:8080\nlan = lan0\nwan = wan0\nwan_mode = pppoe\npppoe_user = u\npppoe_password = p\nlan_address = 10.0.0.1/33\n"), 0o644)
 	if _, err := Configure(context.Background(), o); err != nil {
 		t.Fatal(err)
@@ -411,8 +412,13 @@ func TestConfigureImportsCode(t *testing.T) {
 		t.Fatalf("cloud proxy of a good line dropped:\n%s", y)
 	}
 	n, _ := os.ReadFile(filepath.Join(root, NetworkDir, "10-cloudsteer-lan.network"))
-	if !strings.Contains(string(n), "Address=192.168.77.1/24") {
+	if !strings.Contains(string(n), "Address=192.168.77.1/24") || !strings.Contains(string(n), "Name=lan0\n") {
 		t.Fatalf("lan network of a broken file:\n%s", n)
+	}
+	// The named NICs of a broken file stay (swapped from the bus order).
+	os.WriteFile(rc, []byte("wan = lan0\nlan = wan0\nwan_mode = static\n"), 0o644)
+	if st, err = Configure(context.Background(), o); err != nil || st.WAN.Name != "lan0" || st.LAN.Name != "wan0" || len(st.Problems) != 3 || st.Mode != ModeDHCP {
+		t.Fatalf("broken file with named NICs: %+v %v", st, err)
 	}
 }
 

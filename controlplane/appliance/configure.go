@@ -128,11 +128,14 @@ func Configure(ctx context.Context, o Options) (*Status, error) {
 		if len(errs) == 0 {
 			c = parsed
 		} else {
-			// The network falls back to the defaults; the cloud settings
-			// of valid lines still apply (they cannot cut the LAN off).
+			// The addresses and the WAN mode fall back to the defaults.
+			// Valid lines choosing the NICs still apply (a default pick
+			// could swap the roles and serve DHCP to the provider), and
+			// so do the cloud settings (they cannot cut the LAN off).
+			c.WAN, c.LAN = parsed.WAN, parsed.LAN
 			c.CloudProxies, c.DNS, c.NTP = parsed.CloudProxies, parsed.DNS, parsed.NTP
 			c.EntitlementCode, c.CodeLine = parsed.EntitlementCode, parsed.CodeLine
-			st.Problems = append(st.Problems, "the WAN and LAN use the defaults until router.conf is fixed")
+			st.Problems = append(st.Problems, "the WAN and LAN addresses use the defaults until router.conf is fixed")
 		}
 	}
 	st.Mode = c.WANMode

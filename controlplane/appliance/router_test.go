@@ -636,7 +636,8 @@ func kernelHas(opt string) bool {
 
 // TestRouterDHCPWAN boots the default WAN mode (a DHCP client) against a
 // DHCP server on the WAN peer (busybox udhcpd), with a router.conf that
-// names only the NICs: the WAN takes the server's address, its DNS
+// names the NICs and has a bad lan_address line (the LAN comes up with
+// the default address, the status names the line): the WAN takes the server's address, its DNS
 // server reaches the router's resolver, the LAN client's traffic leaves
 // masqueraded to the DHCP address, and cloudsteer's config says what is
 // missing (no cloud proxy: a name that never resolves, so it fails
@@ -647,7 +648,9 @@ func TestRouterDHCPWAN(t *testing.T) {
 	start := time.Now()
 	root := routerRoot(t, false)
 	dir := t.TempDir()
-	l := startLab(t, root, "wan = wan0\nlan = lan0\n", func(wan string) {
+	// A mistake on line 3: the addresses are the defaults, the NICs
+	// named on valid lines stay, the status names the line.
+	l := startLab(t, root, "wan = wan0\nlan = lan0\nlan_address = 10.0.0.1/33\n", func(wan string) {
 		conf := filepath.Join(dir, "udhcpd.conf")
 		os.WriteFile(conf, []byte("start 203.0.113.50\nend 203.0.113.60\ninterface uplink\noption subnet 255.255.255.0\n"+
 			"option router 203.0.113.1\noption dns 203.0.113.53\nlease_file "+dir+"/leases\npidfile "+dir+"/pid\n"), 0o644)
@@ -679,7 +682,8 @@ func TestRouterDHCPWAN(t *testing.T) {
 	if !strings.Contains(y, UnsetProxy) || !strings.Contains(y, `upstreams: ["127.0.0.53"]`) || strings.Contains(y, "entitlement_code") {
 		t.Errorf("cloudsteer config without cloud settings:\n%s", y)
 	}
-	if st := l.r.must("cat", StatusFile); !strings.Contains(st, "entitlement code: none") || !strings.Contains(st, "cloud proxy: not set") {
+	if st := l.r.must("cat", StatusFile); !strings.Contains(st, "entitlement code: none") || !strings.Contains(st, "cloud proxy: not set") ||
+		!strings.Contains(st, "router.conf line 3: lan_address:") || !strings.Contains(st, "lan: lan0 (") || !strings.Contains(st, "192.168.77.1/24") {
 		t.Errorf("status:\n%s", st)
 	}
 	l.lease(t)
