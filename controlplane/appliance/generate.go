@@ -3,7 +3,6 @@ package appliance
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -277,6 +276,3 @@ func cloudsteerYAML(c *Conf, r Roles, wanL3, code string) (string, error) {
 	}
 	return b.String(), nil
 }
-
-// LANGateway is the LAN address clients reach the router at.
-func (c *Conf) LANGateway() netip.Addr { return c.LANAddress.Addr() }
