@@ -35,6 +35,7 @@ commands:
   run --config FILE          run the gateway until SIGTERM/SIGINT; SIGHUP re-reads FILE
   check-config --config FILE validate a configuration file and exit
   cleanup                    remove the eBPF filters a killed cloudsteer left (legacy attach mode)
+  appliance configure|check|banner  the router image's boot-time commands (cloudsteer appliance help)
   version                    print the version
   help                       this text, with the admin commands
 `
@@ -55,6 +56,8 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "cleanup":
 		return cmdCleanup(args[1:], stdout, stderr)
+	case "appliance":
+		return cmdAppliance(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "cloudsteer", version)
 		return exitOK
