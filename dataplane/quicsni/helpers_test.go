@@ -28,6 +28,11 @@ func readHex(t testing.TB, name string) []byte {
 // padded with PADDING frames to padTo payload bytes (at least as many as
 // header protection needs to sample).
 func sealInitial(v Version, dcid, scid, token []byte, pn uint64, pnLen int, frames []byte, padTo int) []byte {
+	return sealWith(newKeys(v, dcid), v, dcid, scid, token, pn, pnLen, frames, padTo)
+}
+
+// sealWith is sealInitial with the keys given, not those of dcid.
+func sealWith(k *keys, v Version, dcid, scid, token []byte, pn uint64, pnLen int, frames []byte, padTo int) []byte {
 	payload := append([]byte(nil), frames...)
 	minPayload := 4 + sampleLen - pnLen - tagLen
 	for len(payload) < max(padTo, minPayload) {
@@ -51,7 +56,6 @@ func sealInitial(v Version, dcid, scid, token []byte, pn uint64, pnLen int, fram
 	for i := pnLen - 1; i >= 0; i-- {
 		hdr = append(hdr, byte(pn>>(8*i)))
 	}
-	k := newKeys(v, dcid)
 	nonce := k.iv
 	for i := range 8 {
 		nonce[4+i] ^= byte(pn >> (8 * (7 - i)))

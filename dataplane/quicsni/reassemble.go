@@ -45,6 +45,7 @@ type Hello struct {
 type Reassembler struct {
 	lim       Limits
 	keys      *keys  // the flow's version and DCID, from its first Initial
+	retry     *keys  // keys of a later DCID (after a Retry), last one tried
 	largest   int64  // largest packet number opened, -1 none
 	buf       []byte // CRYPTO stream bytes, grown to the highest end seen
 	have      []uint64
@@ -74,12 +75,13 @@ func NewReassembler(lim Limits) *Reassembler {
 //
 // The first packet of each datagram must be an Initial (a 0-RTT packet is
 // allowed at the start of a later datagram, and skipped). Packets coalesced
-// after it are opened when they are Initials of the flow's version and
-// DCID, skipped when they are 0-RTT or Handshake packets of it, and the
-// rest of the datagram is ignored from the first packet of another DCID or
-// version, or a short header, or bytes that do not parse (RFC 9000 §12.2:
+// after it with the same DCID and version are opened when they are
+// Initials and skipped when they are 0-RTT or Handshake packets; the rest
+// of the datagram is ignored from the first packet of another DCID or
+// version, a short header, or bytes that do not parse (RFC 9000 §12.2:
 // receivers SHOULD ignore such packets; some clients pad datagrams after
-// their last packet).
+// their last packet). All Initials of a flow must have the version of its
+// first one; their DCID may change (see open).
 func (r *Reassembler) Feed(datagram []byte) (*Hello, error) {
 	if r.hello != nil || r.err != nil {
 		return r.hello, r.err
@@ -104,6 +106,7 @@ func (r *Reassembler) feed(b []byte) (*Hello, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty datagram", ErrMalformed)
 	}
+	var dcid []byte // of the datagram's first packet
 	for first := true; len(b) > 0; first = false {
 		h, err := parseLongHeader(b)
 		if err != nil {
@@ -112,18 +115,17 @@ func (r *Reassembler) feed(b []byte) (*Hello, error) {
 			}
 			break // trailing bytes or a short header: ignored
 		}
-		same := r.keys == nil || (h.version == r.keys.version && bytes.Equal(h.dcid, r.keys.dcid))
-		if !first && !same {
-			break
+		if first {
+			dcid = h.dcid
+		} else if h.version != r.keys.version || !bytes.Equal(h.dcid, dcid) {
+			break // another connection's packet: ignored
 		}
 		switch {
-		case h.typ == typeInitial && !same:
-			return nil, fmt.Errorf("%w: initial of %v, dcid %x after %v, dcid %x", ErrMalformed, h.version, h.dcid, r.keys.version, r.keys.dcid)
 		case h.typ == typeInitial:
 			if err := r.open(b, h); err != nil {
 				return nil, err
 			}
-		case h.typ == type0RTT && same && r.keys != nil, h.typ == typeHandshake && !first:
+		case h.typ == type0RTT && r.keys != nil, h.typ == typeHandshake && !first:
 			// Skipped: 0-RTT data cannot be read here, and it does not
 			// change what the ClientHello says.
 		default:
@@ -134,11 +136,26 @@ func (r *Reassembler) feed(b []byte) (*Hello, error) {
 	return r.check()
 }
 
+// open decrypts one Initial and takes its CRYPTO frames. The keys are those
+// of the flow's first Initial: a client that has seen the server's first
+// Initial sends its next ones to the server's connection ID, still under
+// the original keys (RFC 9001 §5.2). Only after a Retry do the keys follow
+// the new DCID, so a packet that fails under the flow's keys and carries
+// another DCID is tried under that DCID's keys too.
 func (r *Reassembler) open(b []byte, h *header) error {
 	if r.keys == nil {
 		r.keys = newKeys(h.version, h.dcid)
 	}
+	if h.version != r.keys.version {
+		return fmt.Errorf("%w: %v initial in a %v flow", ErrMalformed, h.version, r.keys.version)
+	}
 	p, err := openInitial(b, h, r.keys, r.largest)
+	if errors.Is(err, ErrDecrypt) && !bytes.Equal(h.dcid, r.keys.dcid) {
+		if r.retry == nil || !bytes.Equal(h.dcid, r.retry.dcid) {
+			r.retry = newKeys(h.version, h.dcid)
+		}
+		p, err = openInitial(b, h, r.retry, r.largest)
+	}
 	if err != nil {
 		return err
 	}

@@ -137,7 +137,11 @@ func TestCoalesced(t *testing.T) {
 	zeroRTT := append([]byte{0xd0, 0, 0, 0, 1, byte(len(testDCID))}, testDCID...)
 	zeroRTT = append(zeroRTT, 0, 30)
 	zeroRTT = append(zeroRTT, bytes.Repeat([]byte{0xaa}, 30)...)
-	otherDCID := sealInitial(Version1, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 1, 1, cryptoFrame(uint64(half), []byte("bogus")), 0)
+	otherDCID := sealInitial(Version1, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 1, 1, cryptoFrame(0, []byte("bogus")), 0)
+	newDCID := []byte{0xbb, 0x9c, 0x66, 0x3c}
+	serverDCID := sealWith(newKeys(Version1, testDCID), Version1, newDCID, nil, nil, 1, 1, cryptoFrame(uint64(half), hello[half:]), 0)
+	afterRetry := sealInitial(Version1, newDCID, nil, nil, 1, 1, cryptoFrame(uint64(half), hello[half:]), 0)
+	wrongKeys := sealWith(newKeys(Version1, []byte("other")), Version1, newDCID, nil, nil, 1, 1, cryptoFrame(uint64(half), hello[half:]), 0)
 	v2 := sealInitial(Version2, testDCID, nil, nil, 1, 1, cryptoFrame(uint64(half), hello[half:]), 0)
 	cat := func(ps ...[]byte) []byte { return bytes.Join(ps, nil) }
 	tests := []struct {
@@ -154,7 +158,10 @@ func TestCoalesced(t *testing.T) {
 		{"other version after: ignored", [][]byte{cat(p1, v2), p2}, nil},
 		{"garbage long header after: ignored", [][]byte{cat(p1, []byte{0xc0, 0, 0, 0, 1, 50}), p2}, nil},
 		{"0-rtt first", [][]byte{zeroRTT, p1}, ErrNotInitial},
-		{"other dcid in a later datagram", [][]byte{p1, otherDCID}, ErrMalformed},
+		{"server's dcid in a later datagram, original keys", [][]byte{p1, serverDCID}, nil},
+		{"new dcid after a retry, its own keys", [][]byte{p1, afterRetry}, nil},
+		{"other dcid, conflicting data", [][]byte{p1, otherDCID}, ErrMalformed},
+		{"other dcid, keys of neither", [][]byte{p1, wrongKeys}, ErrDecrypt},
 		{"other version in a later datagram", [][]byte{p1, v2}, ErrMalformed},
 		{"truncated initial after: ignored", [][]byte{cat(p1, p2[:len(p2)-1])}, ErrIncomplete},
 		{"bad tag on the initial after", [][]byte{cat(p1, flip(p2, len(p2)-1))}, ErrDecrypt},
