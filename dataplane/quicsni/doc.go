@@ -20,3 +20,31 @@
 // short headers and packets that do not authenticate are errors (each
 // wraps one of the Err* values), never panics.
 package quicsni
+
+// # Integration: QUIC by name (issue 13 §3)
+//
+// Today the classifier (bpf/steer.c) marks LAN UDP 443 M_QUIC unless the
+// destination is in the bypass map, and the forward chain rejects new
+// M_QUIC flows with ICMP port unreachable. The plan keeps the classifier
+// as it is and changes only that rule, so that the first packets of a new
+// flow go to Go through NFQUEUE and the verdict lives on in the conntrack
+// mark (the lead's file INTEGRATION.md has the rules and the reasons):
+//
+//	chain forward { type filter hook forward priority filter; policy accept;
+//	 meta mark M_QUIC meta l4proto udp ct mark & CTM == CT_OK counter accept
+//	 meta mark M_QUIC meta l4proto udp ct mark & CTM == CT_NO counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC_OK meta l4proto udp ct mark set ct mark & ~CTM | CT_OK counter accept
+//	 meta mark M_QUIC_NO meta l4proto udp ct mark set ct mark & ~CTM | CT_NO counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC meta l4proto udp ct state new counter queue num Q }
+//
+// Go holds a new flow's datagrams in the queue (no verdict yet), feeds
+// them to a Reassembler keyed by the 5-tuple, and once the hello is whole
+// (or broken, or after a timeout, or over a cap) re-injects every held
+// packet with NF_REPEAT and the packet mark M_QUIC_OK or M_QUIC_NO: the
+// chain runs again for them, stores the verdict in the conntrack mark and
+// accepts or rejects; later packets of the flow match the first two rules
+// and never leave the kernel. A flow is accepted only when its SNI is a
+// bypass name and Policy.BypassTarget(name, dst) returns dst itself (dst
+// is an address cloudsteer's resolver holds, or now obtains, for the
+// name); everything else is rejected and falls back to TCP, where the
+// proxy inspects it or splices it to a right address.
