@@ -30,20 +30,25 @@ package quicsni
 // flow go to Go through NFQUEUE and the verdict lives on in the conntrack
 // mark (the lead's file INTEGRATION.md has the rules and the reasons):
 //
+//	set quic_no4 { type ipv4_addr . inet_service . ipv4_addr; flags timeout; timeout 30s; }
+//	set quic_no6 { type ipv6_addr . inet_service . ipv6_addr; flags timeout; timeout 30s; }
 //	chain forward { type filter hook forward priority filter; policy accept;
 //	 meta mark M_QUIC meta l4proto udp ct mark & CTM == CT_OK counter accept
-//	 meta mark M_QUIC meta l4proto udp ct mark & CTM == CT_NO counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC ip saddr . udp sport . ip daddr @quic_no4 counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC ip6 saddr . udp sport . ip6 daddr @quic_no6 counter reject with icmpx port-unreachable
 //	 meta mark M_QUIC_OK meta l4proto udp ct mark set ct mark & ~CTM | CT_OK counter accept
-//	 meta mark M_QUIC_NO meta l4proto udp ct mark set ct mark & ~CTM | CT_NO counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC_NO meta nfproto ipv4 add @quic_no4 { ip saddr . udp sport . ip daddr } counter reject with icmpx port-unreachable
+//	 meta mark M_QUIC_NO meta nfproto ipv6 add @quic_no6 { ip6 saddr . udp sport . ip6 daddr } counter reject with icmpx port-unreachable
 //	 meta mark M_QUIC meta l4proto udp ct state new counter queue num Q }
 //
 // Go holds a new flow's datagrams in the queue (no verdict yet), feeds
 // them to a Reassembler keyed by the 5-tuple, and once the hello is whole
 // (or broken, or after a timeout, or over a cap) re-injects every held
 // packet with NF_REPEAT and the packet mark M_QUIC_OK or M_QUIC_NO: the
-// chain runs again for them, stores the verdict in the conntrack mark and
-// accepts or rejects; later packets of the flow match the first two rules
-// and never leave the kernel. A flow is accepted only when its SNI is a
+// chain runs again for them, stores the verdict (an accept in the
+// conntrack mark; a reject in a timeout set, since a rejected packet never
+// confirms its conntrack entry) and accepts or rejects; later packets of
+// the flow match the first rules and never leave the kernel. A flow is accepted only when its SNI is a
 // bypass name and Policy.BypassTarget(name, dst) returns dst itself (dst
 // is an address cloudsteer's resolver holds, or now obtains, for the
 // name); everything else is rejected and falls back to TCP, where the
