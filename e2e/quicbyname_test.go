@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudsteer/cloudsteer/lab"
+	"github.com/cloudsteer/cloudsteer/lab/gateway"
+)
+
+// TestQUICByName runs the gateway with firewall.quic_by_name (issue 13
+// §3): QUIC naming a bypass name, sent to an address cloudsteer's resolver
+// gives for that name, passes — though the client asked the gateway no DNS,
+// so the kernel bypass map has no entry and the gate asks the resolver —
+// while QUIC naming an inspected site, or naming the bypass name at another
+// site's address, is rejected and the client falls back to TCP. IPv4 and
+// IPv6, with the lab's real quic-go client and server.
+func TestQUICByName(t *testing.T) {
+	e := newEnv(t, false)
+	g := e.startGateway(gateway.Options{BypassDomains: []string{"bank.example"}, Extra: "firewall:\n  quic_by_name: true\n"})
+	if !strings.Contains(g.Log(), "QUIC by name on") {
+		t.Fatalf("gate not on:\n%s", g.Log())
+	}
+	bank, www := site(t, "bank.example"), site(t, "www.example.com")
+	probe := func(addr netip.Addr, name string) (string, error) {
+		return e.run(lab.RoleLAN, 10*time.Second, bins.lab, "quic-probe", "--addr", netip.AddrPortFrom(addr, 443).String(),
+			"--name", name, "--ca", e.lab.CAFile(), "--timeout", "3s")
+	}
+	for _, fam := range []struct {
+		name      string
+		bank, www netip.Addr
+	}{{"ipv4", bank.V4, www.V4}, {"ipv6", bank.V6, www.V6}} {
+		t.Run(fam.name, func(t *testing.T) {
+			out, err := probe(fam.bank, bank.Name)
+			if err != nil || !strings.Contains(out, "hello from bank.example via quic") {
+				t.Fatalf("QUIC to a bypass name at its address: %q, %v", out, err)
+			}
+			if out, err := probe(fam.www, www.Name); err == nil {
+				t.Fatalf("QUIC to an inspected site worked: %q", out)
+			}
+			if out, err := probe(fam.www, bank.Name); err == nil {
+				t.Fatalf("QUIC naming the bypass name at another site's address worked: %q", out)
+			}
+		})
+	}
+}
