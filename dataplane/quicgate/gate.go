@@ -85,8 +85,13 @@ type flow struct {
 }
 
 // decidedTTL is how long a verdict is remembered for packets that were
-// queued before the kernel had it.
-const decidedTTL = 5 * time.Second
+// queued before the kernel had it, and maxDecided bounds how many are
+// (a flood of new flows must not grow memory; a straggler of a forgotten
+// flow starts a new reassembler, which rejects it or waits for the rest).
+const (
+	decidedTTL = 5 * time.Second
+	maxDecided = 16384
+)
 
 type verdict struct {
 	accept bool
@@ -198,7 +203,9 @@ func (g *Gate) finish(k flowKey, d Decision) {
 	g.mu.Lock()
 	f := g.pending[k]
 	delete(g.pending, k)
-	g.decided[k] = verdict{accept: d.Accept, until: g.now().Add(decidedTTL)}
+	if len(g.decided) < maxDecided {
+		g.decided[k] = verdict{accept: d.Accept, until: g.now().Add(decidedTTL)}
+	}
 	var held []uint32
 	if f != nil {
 		held = f.held

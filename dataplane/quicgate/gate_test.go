@@ -300,3 +300,18 @@ func FuzzParseUDP(f *testing.F) {
 		}
 	})
 }
+
+// TestDecidedBounded: a flood of new flows does not grow the verdict memory
+// past its cap, and every packet still gets a verdict.
+func TestDecidedBounded(t *testing.T) {
+	g, q, _ := newGate(t, &fakePolicy{}, Config{})
+	junk := []byte{0x40, 1, 2, 3, 4, 5, 6, 7, 8}
+	n := maxDecided + 100
+	for i := range n {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i%50000))
+		g.Handle(uint32(i), l3(src, bank4, junk))
+	}
+	if len(g.decided) > maxDecided || len(q.got()) != n || g.Pending() != 0 {
+		t.Fatalf("decided %d, verdicts %d, pending %d", len(g.decided), len(q.got()), g.Pending())
+	}
+}
