@@ -57,10 +57,15 @@ type Packet struct {
 
 // Queue is a bound NFQUEUE.
 type Queue struct {
-	conn   *netlink.Conn
-	num    uint16
-	closed atomic.Bool
+	conn      *netlink.Conn
+	num       uint16
+	closed    atomic.Bool
+	malformed atomic.Uint64
 }
+
+// Malformed counts packet messages Receive skipped because their
+// attributes did not parse.
+func (q *Queue) Malformed() uint64 { return q.malformed.Load() }
 
 // Open binds queue number num with copy mode "whole packet" (up to
 // 0xffff bytes) and a kernel queue of at most maxLen packets (the kernel's
@@ -134,7 +139,10 @@ func (q *Queue) Receive() ([]Packet, error) {
 			}
 			p, err := parsePacket(m.Data[4:])
 			if err != nil {
-				return nil, fmt.Errorf("receive from nfqueue %d: %w", q.num, err)
+				// Without its id the packet cannot be given a verdict;
+				// it stays queued until the queue is closed. Never seen.
+				q.malformed.Add(1)
+				continue
 			}
 			out = append(out, p)
 		}

@@ -2,6 +2,7 @@ package nfqueue
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,15 +53,16 @@ func TestQueueVerdicts(t *testing.T) {
 	privtest.Run(t, ns, "nft", "-f", rules)
 	// The queue rule is added from Go: nft's queue statement, or the xt
 	// NFQUEUE target through nft_compat where the kernel lacks nft_queue.
-	privtest.InNetNS(t, ns, func() {
+	// (t.Fatal must not run on the namespace's goroutine: errors come back.)
+	inNS(t, ns, func() error {
 		compat := !Available(false)
 		if compat && !Available(true) {
-			t.Fatal("kernel takes neither nft's queue statement nor the xt NFQUEUE target")
+			return errors.New("kernel takes neither nft's queue statement nor the xt NFQUEUE target")
 		}
 		t.Logf("queue rule: compat %v", compat)
 		c, err := nftables.New()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		tab := &nftables.Table{Name: "nfqtest", Family: nftables.TableFamilyINet}
 		exprs := []expr.Any{
@@ -72,8 +74,9 @@ func TestQueueVerdicts(t *testing.T) {
 		}
 		c.AddRule(&nftables.Rule{Table: tab, Chain: &nftables.Chain{Name: "out", Table: tab}, Exprs: append(exprs, Exprs(77, compat)...)})
 		if err := c.Flush(); err != nil {
-			t.Fatalf("add queue rule: %v", err)
+			return fmt.Errorf("add queue rule: %w", err)
 		}
+		return nil
 	})
 
 	for _, host := range []string{"127.0.0.1", "::1"} {
@@ -81,26 +84,32 @@ func TestQueueVerdicts(t *testing.T) {
 			var q *Queue
 			var srv *net.UDPConn
 			var clients [3]*net.UDPConn
-			privtest.InNetNS(t, ns, func() {
-				var err error
-				if q, err = Open(77, 64); err != nil {
-					t.Fatal(err)
+			t.Cleanup(func() {
+				if q != nil {
+					q.Close()
 				}
-				if srv, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host), Port: 19443}); err != nil {
-					t.Fatal(err)
+				if srv != nil {
+					srv.Close()
 				}
-				for i := range clients {
-					if clients[i], err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr)); err != nil {
-						t.Fatal(err)
+				for _, c := range clients {
+					if c != nil {
+						c.Close()
 					}
 				}
 			})
-			t.Cleanup(func() {
-				q.Close()
-				srv.Close()
-				for _, c := range clients {
-					c.Close()
+			inNS(t, ns, func() (err error) {
+				if q, err = Open(77, 64); err != nil {
+					return err
 				}
+				if srv, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host), Port: 19443}); err != nil {
+					return err
+				}
+				for i := range clients {
+					if clients[i], err = net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr)); err != nil {
+						return err
+					}
+				}
+				return nil
 			})
 			queued := func(want string) *Packet {
 				t.Helper()
@@ -183,5 +192,13 @@ func TestQueueVerdicts(t *testing.T) {
 			}
 			nothingReceived()
 		})
+	}
+}
+
+// inNS runs fn in namespace ns and fails the test if it returns an error.
+func inNS(t *testing.T, ns string, fn func() error) {
+	t.Helper()
+	if err := privtest.Do(ns, fn); err != nil {
+		t.Fatal(err)
 	}
 }

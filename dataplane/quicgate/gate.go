@@ -291,7 +291,13 @@ func Run(ctx context.Context, q *nfqueue.Queue, g *Gate) error {
 			if isTimeout(err) {
 				continue
 			}
-			return err
+			if errors.Is(err, nfqueue.ErrClosed) {
+				return err
+			}
+			// A netlink hiccup: the queue is still bound, keep reading.
+			g.cfg.Log.Warn("read QUIC queue", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		for _, p := range ps {
 			g.Handle(p.ID, p.Payload)

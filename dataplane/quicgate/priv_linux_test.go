@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/netip"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,14 +91,17 @@ func lab(t *testing.T) (lan, gw, srv string, q *countingQueue, decisions func() 
 	var ds []Decision
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	privtest.InNetNS(t, gw, func() {
+	// t.Fatal must not run on the namespace's goroutine (it would never
+	// return to privtest.Do): errors come back instead.
+	var nq *nfqueue.Queue
+	inNS(t, gw, func() error {
 		compat := !nfqueue.Available(false)
 		if compat && !nfqueue.Available(true) {
-			t.Fatal("kernel takes neither nft's queue statement nor the xt NFQUEUE target")
+			return errors.New("kernel takes neither nft's queue statement nor the xt NFQUEUE target")
 		}
 		c, err := nftables.New()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		tab := c.AddTable(&nftables.Table{Name: "quicgate_test", Family: nftables.TableFamilyINet})
 		accept := nftables.ChainPolicyAccept
@@ -116,21 +121,25 @@ func lab(t *testing.T) (lan, gw, srv string, q *countingQueue, decisions func() 
 			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 		if err := AddRules(c, tab, fwd, RuleConfig{MarkQUIC: testMarkQUIC, MarkOK: markOK, MarkNo: markNo,
 			CtMask: testCtMask, CtOK: testCtMask, Queue: testQueue, Compat: compat}); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := c.Flush(); err != nil {
-			t.Fatalf("install rules (compat %v): %v", compat, err)
+			return fmt.Errorf("install rules (compat %v): %w", compat, err)
 		}
-		nq, err := nfqueue.Open(testQueue, 256)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nq, err = nfqueue.Open(testQueue, 256)
+		return err
+	})
+	{
 		q = &countingQueue{q: nq}
 		g := New(ctx, Config{Policy: policy, Queue: q, MarkOK: markOK, MarkNo: markNo,
 			Decided: func(d Decision) { mu.Lock(); ds = append(ds, d); mu.Unlock() }})
 		go func() { done <- Run(ctx, nq, g) }()
-		t.Cleanup(func() { cancel(); <-done; nq.Close() })
-	})
+		t.Cleanup(func() {
+			cancel()
+			waitOrDump(t, "the gate's Run", func() { <-done })
+			nq.Close()
+		})
+	}
 	return lan, gw, srv, q, func() []Decision { mu.Lock(); defer mu.Unlock(); return append([]Decision(nil), ds...) }
 }
 
@@ -159,12 +168,10 @@ func TestGateInLab(t *testing.T) {
 	lan, gw, srv, q, decisions := lab(t)
 	var accepted atomic.Int64
 	var ln *quic.Listener
-	privtest.InNetNS(t, srv, func() {
-		var err error
-		ln, err = quic.ListenAddr("[::]:443", &tls.Config{Certificates: []tls.Certificate{serverCert(t)}, NextProtos: []string{"echo"}}, &quic.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+	cert := serverCert(t)
+	inNS(t, srv, func() (err error) {
+		ln, err = quic.ListenAddr("[::]:443", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"echo"}}, &quic.Config{})
+		return err
 	})
 	sctx, scancel := context.WithCancel(context.Background())
 	var swg sync.WaitGroup
@@ -189,16 +196,16 @@ func TestGateInLab(t *testing.T) {
 			}()
 		}
 	}()
-	t.Cleanup(func() { scancel(); ln.Close(); swg.Wait() })
+	t.Cleanup(func() { scancel(); ln.Close(); waitOrDump(t, "the echo server", swg.Wait) })
 
 	dial := func(addr, sni string, timeout time.Duration) (string, time.Duration, error) {
 		var got string
 		var took time.Duration
 		var derr error
-		privtest.InNetNS(t, lan, func() {
+		inNS(t, lan, func() error {
 			udp, err := net.ListenUDP("udp", nil)
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			defer udp.Close()
 			tr := &quic.Transport{Conn: udp}
@@ -211,24 +218,26 @@ func TestGateInLab(t *testing.T) {
 			took = time.Since(start)
 			if err != nil {
 				derr = err
-				return
+				return nil
 			}
 			defer conn.CloseWithError(0, "")
 			s, err := conn.OpenStream()
 			if err != nil {
 				derr = err
-				return
+				return nil
 			}
 			msg := strings.Repeat("through the gate ", 2000) // many packets after the handshake
+			s.SetDeadline(time.Now().Add(10 * time.Second))
 			s.Write([]byte(msg))
 			s.Close()
 			b, err := io.ReadAll(s)
 			if err != nil || string(b) != msg {
 				derr = err
 				got = string(b)
-				return
+				return nil
 			}
 			got = "echoed"
+			return nil
 		})
 		return got, took, derr
 	}
@@ -252,6 +261,30 @@ func TestGateInLab(t *testing.T) {
 				t.Fatalf("%d packets of the accepted flow reached Go", verdicts)
 			}
 			t.Logf("bypass name: handshake and echo in %v, %d packets through Go", took, verdicts)
+
+			// A connected UDP socket (as Chrome uses) learns of the
+			// reject at once: ICMP port unreachable, ECONNREFUSED. First,
+			// while the kernel's ICMP rate limit for this client is full
+			// (the rejected retransmissions below each cost an ICMP error,
+			// and a run where 8 went out left none for this check).
+			inNS(t, lan, func() error {
+				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				start := time.Now()
+				for _, d := range news {
+					c.Write(d)
+				}
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				_, err = c.Read(make([]byte, 2048))
+				if !errors.Is(err, unix.ECONNREFUSED) {
+					return fmt.Errorf("connected socket after a rejected hello: %v, want ECONNREFUSED", err)
+				}
+				t.Logf("connected socket: ECONNREFUSED %v after the first flight", time.Since(start))
+				return nil
+			})
 
 			before, acc := q.n.Load(), accepted.Load()
 			_, took, err = dial(addr, "news.example", 3*time.Second)
@@ -285,25 +318,6 @@ func TestGateInLab(t *testing.T) {
 			}
 			t.Logf("inspected name: dial failed after %v (%v); %d packets through Go, %d rejected by the kernel's set so far", took, err, verdicts, n)
 
-			// A connected UDP socket (as Chrome uses) learns of the
-			// reject at once: ICMP port unreachable, ECONNREFUSED.
-			privtest.InNetNS(t, lan, func() {
-				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				start := time.Now()
-				for _, d := range news {
-					c.Write(d)
-				}
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				_, err = c.Read(make([]byte, 2048))
-				if !errors.Is(err, unix.ECONNREFUSED) {
-					t.Fatalf("connected socket after a rejected hello: %v, want ECONNREFUSED", err)
-				}
-				t.Logf("connected socket: ECONNREFUSED %v after the first flight", time.Since(start))
-			})
 		})
 	}
 }
@@ -325,4 +339,28 @@ func ruleCounter(t *testing.T, ns, what string) int {
 	}
 	t.Fatalf("no rule with %q", what)
 	return 0
+}
+
+// waitOrDump runs wait, and if it has not returned within 15 s fails the
+// test with every goroutine's stack instead of hanging until the test
+// binary's timeout.
+func waitOrDump(t *testing.T, what string, wait func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	go func() { wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(15 * time.Second):
+		var b strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&b, 2)
+		t.Errorf("%s did not stop within 15 s; goroutines:\n%s", what, b.String())
+	}
+}
+
+// inNS runs fn in namespace ns and fails the test if it returns an error.
+func inNS(t *testing.T, ns string, fn func() error) {
+	t.Helper()
+	if err := privtest.Do(ns, fn); err != nil {
+		t.Fatal(err)
+	}
 }
