@@ -91,6 +91,8 @@ type Daemon struct {
 	closers []func() error // listeners, in opening order
 
 	quicQueue *nfqueue.Queue // the QUIC gate's queue (quic.go); nil while QUIC by name is off
+	quicMu    sync.Mutex
+	quicFlows map[string]uint64 // the gate's verdicts by reason
 	wg        sync.WaitGroup
 	cancel    context.CancelFunc
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"maps"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
@@ -59,12 +60,26 @@ func (d *Daemon) startQUICGate(ctx context.Context) {
 	d.log.Info("QUIC by name on: new QUIC flows to bypass names pass, the rest falls back to TCP")
 }
 
-// quicDecided turns a QUIC flow refused for want of an address for its
-// bypass name into a bypass_refused event, as the proxy does for TLS.
+// quicDecided counts the gate's verdicts and turns a QUIC flow refused
+// for want of an address for its bypass name into a bypass_refused event,
+// as the proxy does for TLS.
 func (d *Daemon) quicDecided(dec quicgate.Decision) {
+	d.quicMu.Lock()
+	if d.quicFlows == nil {
+		d.quicFlows = map[string]uint64{}
+	}
+	d.quicFlows[dec.Reason]++
+	d.quicMu.Unlock()
 	if dec.Reason != quicgate.ReasonNoAddress || d.events == nil {
 		return
 	}
 	d.events.offer(model.Event{Time: d.now(), Client: dec.Client.Addr().String(), Name: dec.Name, Proto: "quic",
 		Reason: "bypass_refused", Target: dec.Dst.String()})
+}
+
+// QUICFlows returns the gate's verdicts by reason (metrics.Source).
+func (d *Daemon) QUICFlows() map[string]uint64 {
+	d.quicMu.Lock()
+	defer d.quicMu.Unlock()
+	return maps.Clone(d.quicFlows)
 }

@@ -47,6 +47,10 @@ const (
 	ReasonOverflow     = "overflow"      // too many flows pending at once
 )
 
+// Reasons lists every reason, ReasonBypass (the one accept) first.
+var Reasons = []string{ReasonBypass, ReasonNoSNI, ReasonNotBypass, ReasonNoAddress, ReasonOtherAddress,
+	ReasonBadInitial, ReasonTimeout, ReasonOverflow}
+
 // Decision is one flow's verdict.
 type Decision struct {
 	Client, Dst netip.AddrPort
