@@ -45,4 +45,31 @@ func TestQUICByName(t *testing.T) {
 			}
 		})
 	}
+	// Each verdict counted once per flow, by reason. The first bypass
+	// decision's resolver lookup put bank.example's addresses, both
+	// families, in the kernel bypass map (the resolver's answer is
+	// evidence), so the second family's probe may pass in the kernel
+	// without the gate: 1 or 2 accepts.
+	out, err := e.run(lab.RoleLAN, 10*time.Second, "curl", "-s", "--max-time", "3", "http://10.10.0.1:9080/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `cloudsteer_quic_flows_total{reason="bypass"} 1`) && !strings.Contains(out, `cloudsteer_quic_flows_total{reason="bypass"} 2`) {
+		t.Error("metrics: bypass accepts not 1 or 2")
+	}
+	for _, want := range []string{
+		`cloudsteer_quic_flows_total{reason="not_bypass"} 2`,
+		`cloudsteer_quic_flows_total{reason="other_address"} 2`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "cloudsteer_quic_flows_total") {
+				t.Log(line)
+			}
+		}
+	}
 }
