@@ -15,7 +15,7 @@ import (
 // gives for that name, passes — though the client asked the gateway no DNS,
 // so the kernel bypass map has no entry and the gate asks the resolver —
 // while QUIC naming an inspected site, or naming the bypass name at another
-// site's address, is rejected and the client falls back to TCP. IPv4 and
+// site's address, is rejected (a browser then falls back to TCP). IPv4 and
 // IPv6, with the lab's real quic-go client and server.
 func TestQUICByName(t *testing.T) {
 	e := newEnv(t, false)
