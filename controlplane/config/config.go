@@ -71,7 +71,19 @@ type Firewall struct {
 	// WANInterfaces get the fast path's forwarder for traffic towards the
 	// LAN; empty means the interfaces of the default routes at start.
 	WANInterfaces []string `yaml:"wan_interfaces"`
+	// QUICByName lets new LAN QUIC flows through when their Initial names
+	// a bypass name whose address the resolver holds, instead of rejecting
+	// all QUIC that is not to a bypassed address (dataplane/quicgate);
+	// left out, it is off. It needs NFQUEUE (nft_queue, or the xtables
+	// NFQUEUE target through nft_compat); without it QUIC stays rejected.
+	QUICByName *bool `yaml:"quic_by_name"`
+	// QUICQueue is the NFQUEUE number the QUIC gate binds (DefaultQUICQueue
+	// when 0).
+	QUICQueue uint16 `yaml:"quic_queue"`
 }
+
+// DefaultQUICQueue is firewall.quic_queue's default.
+const DefaultQUICQueue = 15443
 
 // Debug holds developer switches, off by default.
 type Debug struct {
@@ -342,6 +354,13 @@ func (c *Config) setDefaults() {
 	if c.Firewall.FastPath == nil {
 		on := true
 		c.Firewall.FastPath = &on
+	}
+	if c.Firewall.QUICByName == nil {
+		off := false
+		c.Firewall.QUICByName = &off
+	}
+	if c.Firewall.QUICQueue == 0 {
+		c.Firewall.QUICQueue = DefaultQUICQueue
 	}
 	if c.Listen.HTTPPort == 0 {
 		c.Listen.HTTPPort = DefaultHTTPPort

@@ -220,3 +220,17 @@ func TestBroadBypass(t *testing.T) {
 		t.Errorf("two /8s with allow_broad_cidrs: %v", err)
 	}
 }
+
+func TestQUICByName(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Firewall.QUICByName == nil || *c.Firewall.QUICByName || c.Firewall.QUICQueue != DefaultQUICQueue {
+		t.Fatalf("defaults: quic_by_name %v, quic_queue %d", c.Firewall.QUICByName, c.Firewall.QUICQueue)
+	}
+	c, err = Parse([]byte(good + "firewall:\n  quic_by_name: true\n  quic_queue: 77\n"))
+	if err != nil || !*c.Firewall.QUICByName || c.Firewall.QUICQueue != 77 {
+		t.Fatalf("set: %+v, %v", c.Firewall, err)
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/dataplane/cloudproxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/dnscache"
 	"github.com/cloudsteer/cloudsteer/dataplane/firewall"
+	"github.com/cloudsteer/cloudsteer/dataplane/nfqueue"
 	"github.com/cloudsteer/cloudsteer/dataplane/proxy"
 	"github.com/cloudsteer/cloudsteer/dataplane/resolver"
 	"github.com/cloudsteer/cloudsteer/dataplane/steer"
@@ -91,8 +92,12 @@ type Daemon struct {
 	image    imageState    // the appliance image's slots (upgrade.go)
 
 	closers []func() error // listeners, in opening order
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
+
+	quicQueue *nfqueue.Queue // the QUIC gate's queue (quic.go); nil while QUIC by name is off
+	quicMu    sync.Mutex
+	quicFlows map[string]uint64 // the gate's verdicts by reason
+	wg        sync.WaitGroup
+	cancel    context.CancelFunc
 }
 
 // Options are optional knobs for Start (tests inject a clock).
@@ -278,6 +283,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		guard = append(guard, cfg.Admin.Port)
 	}
 	guard = append(guard, consoleGuardPorts(cfg)...)
+	quicGate := d.openQUICGate(cfg)
 	d.fw, err = firewall.New(ctx, firewall.Config{
 		LANInterfaces: cfg.LANInterfaces,
 		Marks: firewall.Marks{HTTP: steer.MarkHTTP, TLS: steer.MarkTLS, DNS: steer.MarkDNS, QUIC: steer.MarkQUIC,
@@ -289,6 +295,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		// Only while nothing else in the namespace needs conntrack.
 		UntrackUnsteered: *cfg.Firewall.UntrackUnsteered,
 		Limits:           firewallLimits(cfg.Limits),
+		QUICGate:         quicGate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install nftables table: %w", err)
@@ -350,6 +357,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.prober.Run(ctx) })
 	d.goRun(func() { d.resolver.RunHealth(ctx, 0) })
 	d.goRun(func() { d.sampleFlows(ctx) })
+	d.startQUICGate(ctx)
 	if err := d.startLinkWatch(ctx); err != nil {
 		return nil, fmt.Errorf("follow interface changes: %w", err)
 	}

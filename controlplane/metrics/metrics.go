@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/quicgate"
+
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -68,6 +70,9 @@ type Source interface {
 	// for it: the kernel's (firewall.Table.LimitRefusals), the proxy's
 	// and the resolver's counts added up by the daemon.
 	LimitRefusals() map[string]uint64
+	// QUICFlows returns, per reason (quicgate.Reasons), how many new QUIC
+	// flows the QUIC gate decided; all zero while it is off.
+	QUICFlows() map[string]uint64
 }
 
 // LimitNames are the limit label values of limit_refused_total, always
@@ -237,6 +242,7 @@ type collector struct {
 	fastPath, fastPackets, fastBytes              *prometheus.Desc
 	bypassRefused, bypassEvicted                  *prometheus.Desc
 	limitRefused                                  *prometheus.Desc
+	quicFlows                                     *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -280,6 +286,8 @@ func newCollector(src Source) *collector {
 			"per_name (the name holds the maximum), map_full (no room, nothing evictable), address (not global unicast, or the gateway's own).", "reason"),
 		bypassEvicted: d("bypass_learn_evicted_total", "Learned addresses of admin bypass names evicted to make room for a system name's."),
 		limitRefused:  d("limit_refused_total", "Flows, connections and DNS queries refused or dropped because a client or the gateway was at a limit, by limit.", "limit"),
+		quicFlows: d("quic_flows_total", "New LAN QUIC flows the QUIC gate (firewall.quic_by_name) decided, by reason: bypass (let through: a bypass name to one of its resolver addresses); "+
+			"rejected: no_sni, not_bypass, no_address, other_address, bad_initial, timeout, overflow.", "reason"),
 	}
 }
 
@@ -291,7 +299,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.dnsCoalesced, c.dnsUpstreamErrs, c.dnsMalformed, c.dnsDropped, c.bypassEntries, c.paused, c.untracking,
 		c.cloudConns, c.cloudWarmIdle, c.cloudDiscarded, c.cloudRetries, c.cloudRefills,
 		c.dnsKernelHits, c.dnsKernelPassed, c.dnsKernelEntries,
-		c.fastPath, c.fastPackets, c.fastBytes, c.bypassRefused, c.bypassEvicted, c.limitRefused,
+		c.fastPath, c.fastPackets, c.fastBytes, c.bypassRefused, c.bypassEvicted, c.limitRefused, c.quicFlows,
 	} {
 		ch <- d
 	}
@@ -424,6 +432,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if !slices.Contains(LimitNames, name) {
 			counter(c.limitRefused, float64(n), name)
 		}
+	}
+
+	quicFlows := c.src.QUICFlows()
+	for _, r := range quicgate.Reasons {
+		counter(c.quicFlows, float64(quicFlows[r]), r)
 	}
 
 	if on, lan, wan, ok := c.src.FastPath(); ok {

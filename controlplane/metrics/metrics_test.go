@@ -120,6 +120,10 @@ func (f *fakeSource) LimitRefusals() map[string]uint64 {
 	return maps.Clone(f.refused)
 }
 
+func (f *fakeSource) QUICFlows() map[string]uint64 {
+	return map[string]uint64{"bypass": 3, "not_bypass": 9, "bad_initial": 1}
+}
+
 var _ metrics.Source = (*fakeSource)(nil)
 
 func busySource() *fakeSource {
@@ -279,6 +283,10 @@ func TestScrape(t *testing.T) {
 		{"cloudsteer_limit_refused_total", l("limit", "dns_tcp"), C, 0},
 		{"cloudsteer_limit_refused_total", l("limit", "some_new_limit"), C, 2},
 		{"cloudsteer_events_dropped_total", l(), C, 0},
+		{"cloudsteer_quic_flows_total", l("reason", "bypass"), C, 3},
+		{"cloudsteer_quic_flows_total", l("reason", "not_bypass"), C, 9},
+		{"cloudsteer_quic_flows_total", l("reason", "bad_initial"), C, 1},
+		{"cloudsteer_quic_flows_total", l("reason", "timeout"), C, 0},
 	}
 	for _, w := range want {
 		v, typ, ok := value(fams, w.name, w.labels)

@@ -54,6 +54,18 @@ func (c Config) validate() error {
 			v    uint32
 		}{"DoT", c.Marks.DoT})
 	}
+	if g := c.QUICGate; g != nil {
+		marks = append(marks, struct {
+			name string
+			v    uint32
+		}{"QUIC gate OK", g.MarkOK}, struct {
+			name string
+			v    uint32
+		}{"QUIC gate NO", g.MarkNo})
+		if g.CtMask == 0 || g.CtOK == 0 || g.CtOK&^g.CtMask != 0 {
+			bad("QUIC gate conntrack mark %#08x is not a non-zero value under the mask %#08x", g.CtOK, g.CtMask)
+		}
+	}
 	seenMark := map[uint32]string{}
 	for _, m := range marks {
 		if m.v == 0 {

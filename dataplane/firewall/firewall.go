@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudsteer/cloudsteer/dataplane/quicgate"
+
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -65,6 +67,10 @@ type Config struct {
 	// Limits are the per-client limits on steered flows (see limits.go);
 	// the zero value sets none.
 	Limits Limits
+	// QUICGate, when set, sends new LAN QUIC flows (M_QUIC) to the QUIC
+	// gate's NFQUEUE instead of rejecting them (quicgate.AddRules; its
+	// MarkQUIC is taken from Marks.QUIC). Nil keeps the plain reject.
+	QUICGate *quicgate.RuleConfig
 }
 
 // Table is cloudsteer's owner-flagged nftables table, alive as long as the

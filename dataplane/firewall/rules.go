@@ -7,6 +7,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudsteer/cloudsteer/dataplane/quicgate"
 )
 
 // Conntrack bits the rules test (include/uapi/linux/netfilter/nf_conntrack_common.h).
@@ -95,9 +97,17 @@ func build(conn *nftables.Conn, cfg Config) error {
 	add(pre, markIs(m.TLS), l4protoIs(unix.IPPROTO_TCP), tcpSYNOnly(), counter(), redirectTo(cfg.TLSPort))
 
 	// forward: QUIC gets port unreachable (ICMP or ICMPv6) so browsers fall
-	// back to TCP 443 at once.
-	add(fwd, markIs(m.QUIC), l4protoIs(unix.IPPROTO_UDP), ctStateIsNew(), counter(),
-		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}})
+	// back to TCP 443 at once; with the QUIC gate, new flows go to its
+	// queue first and only bypass names to their addresses pass.
+	var gateErr error
+	if cfg.QUICGate != nil {
+		rc := *cfg.QUICGate
+		rc.MarkQUIC = m.QUIC
+		gateErr = quicgate.AddRules(conn, tab, fwd, rc)
+	} else {
+		add(fwd, markIs(m.QUIC), l4protoIs(unix.IPPROTO_UDP), ctStateIsNew(), counter(),
+			[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}})
+	}
 	// forward: DNS over TLS (TCP 853) gets a reset and DNS over QUIC (UDP
 	// 853) port unreachable, so devices fall back to plain DNS, which the
 	// gateway answers. Bypass destinations are not marked. The TCP rule
@@ -136,6 +146,9 @@ func build(conn *nftables.Conn, cfg Config) error {
 	add(in, udp, dportIs(cfg.DNSPort), markIs(m.DNS), counter(), acc)
 	add(in, tcp, dportAmong(steered...), counter(), drop)
 	add(in, udp, dportIs(cfg.DNSPort), counter(), drop)
+	if gateErr != nil && setErr == nil {
+		setErr = gateErr
+	}
 	if err := addLimits(conn, tab, cfg); err != nil && setErr == nil {
 		setErr = err
 	}
