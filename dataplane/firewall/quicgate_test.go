@@ -10,7 +10,7 @@ import (
 )
 
 func gateConfig(compat bool) *quicgate.RuleConfig {
-	return &quicgate.RuleConfig{MarkOK: 0x0c570007, MarkNo: 0x0c570008, CtMask: 0x20000000, CtOK: 0x20000000, Queue: 15443, Compat: compat}
+	return &quicgate.RuleConfig{MarkOK: 0x0c570011, MarkNo: 0x0c570012, CtMask: 0x20000000, CtOK: 0x20000000, Queue: 15443, Compat: compat}
 }
 
 func TestQUICGateConfigValidate(t *testing.T) {
@@ -54,7 +54,7 @@ func TestQUICGateRules(t *testing.T) {
 		"meta mark 0x0c570005 meta l4proto udp ct mark & 0x20000000 == 0x20000000 counter",
 		"ip saddr . udp sport . ip daddr @quic_no4 counter",
 		"ip6 saddr . udp sport . ip6 daddr @quic_no6 counter",
-		"meta mark 0x0c570007 meta l4proto udp ct mark set ct mark | 0x20000000 counter", // nft prints (m & ^M) | M as m | M
+		"meta mark 0x0c570011 meta l4proto udp ct mark set ct mark | 0x20000000 counter", // nft prints (m & ^M) | M as m | M
 		"add @quic_no4 { ip saddr . udp sport . ip daddr } counter",
 		"add @quic_no6 { ip6 saddr . udp sport . ip6 daddr } counter",
 		"meta mark 0x0c570005 meta l4proto udp ct state new counter",
