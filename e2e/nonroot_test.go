@@ -161,6 +161,13 @@ func TestNonRoot(t *testing.T) {
 		if n := notes(); !strings.HasPrefix(n, "READY=1\n") {
 			t.Fatalf("first notification %q, want READY=1", n)
 		}
+		// Everything attached, the kernel DNS answerer too (its verifier
+		// rules differ for a process without CAP_SYS_ADMIN).
+		for _, bad := range []string{"kernel DNS cache off", "level=WARN", " WARN "} {
+			if strings.Contains(g.Log(), bad) {
+				t.Errorf("the non-root daemon logged %q:\n%s", bad, g.Log())
+			}
+		}
 		st := procStatus(t, g.Pid())
 		uid := strconv.Itoa(nonrootUID)
 		if st["Uid"] != strings.Join([]string{uid, uid, uid, uid}, "\t") || st["Gid"] != strings.Join([]string{uid, uid, uid, uid}, "\t") {
@@ -266,13 +273,25 @@ func TestNonRoot(t *testing.T) {
 		t.Fatalf("the non-root daemon left kernel state: %+v", ks)
 	}
 
-	// Without each capability the daemon does not start, and says why.
+	// Without each capability the daemon does not start, and says why;
+	// without perfmon it starts with the kernel DNS answerer off (every
+	// query then goes to the resolver), and says why.
 	for _, missing := range caps {
 		t.Run("without "+missing, func(t *testing.T) {
 			less := &gateway.User{UID: nonrootUID, GID: nonrootUID, Caps: slices.DeleteFunc(slices.Clone(caps), func(c string) bool { return c == missing })}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			g, err := gateway.Start(ctx, gateway.Options{Bin: bin, Lab: e.lab, User: less, Name: "less-" + missing})
+			if missing == "perfmon" {
+				if err != nil {
+					t.Fatalf("did not start without perfmon: %v", err)
+				}
+				defer g.Stop()
+				if !strings.Contains(g.Log(), "kernel DNS cache off") {
+					t.Fatalf("without perfmon the kernel DNS cache loaded, or the log does not say it is off:\n%s", g.Log())
+				}
+				return
+			}
 			if err == nil {
 				g.Stop()
 				t.Fatalf("started without %s", missing)

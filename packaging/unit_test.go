@@ -60,7 +60,7 @@ func TestUnitDirectives(t *testing.T) {
 		filepath.Dir(config.DefaultAdminSocket) != "/run/"+unitValues("RuntimeDirectory")[0] {
 		t.Errorf("state dir %s / admin socket %s are not the unit's directories", config.DefaultStateDir, config.DefaultAdminSocket)
 	}
-	want := []string{"CAP_NET_ADMIN", "CAP_BPF", "CAP_NET_BIND_SERVICE"}
+	want := []string{"CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON", "CAP_NET_BIND_SERVICE"}
 	if !slices.Equal(Capabilities, want) {
 		t.Errorf("AmbientCapabilities = %v, want %v", Capabilities, want)
 	}

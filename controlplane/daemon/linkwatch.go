@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -118,10 +119,25 @@ func subscribeLinks(ns netns.NsHandle) (*linkEvents, error) {
 	// A receive error closes that subscription's channel, which the
 	// follower sees; the callback has nothing to add.
 	onErr := func(error) {}
+	// The sockets are made on this thread. Naming the namespace makes the
+	// library setns into it, which needs CAP_SYS_ADMIN (the packaged
+	// service has not got it), so it is named only when this thread is in
+	// another one (an in-process test's gateway namespace).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var nsp *netns.NsHandle
+	if cur, err := netns.Get(); err != nil || !cur.Equal(ns) {
+		nsp = &ns
+		if err == nil {
+			cur.Close()
+		}
+	} else {
+		cur.Close()
+	}
 	err := errors.Join(
-		netlink.LinkSubscribeWithOptions(ev.links, ev.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}),
-		netlink.AddrSubscribeWithOptions(ev.addrs, ev.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}),
-		netlink.RouteSubscribeWithOptions(ev.routes, ev.done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr}),
+		netlink.LinkSubscribeWithOptions(ev.links, ev.done, netlink.LinkSubscribeOptions{Namespace: nsp, ErrorCallback: onErr}),
+		netlink.AddrSubscribeWithOptions(ev.addrs, ev.done, netlink.AddrSubscribeOptions{Namespace: nsp, ErrorCallback: onErr}),
+		netlink.RouteSubscribeWithOptions(ev.routes, ev.done, netlink.RouteSubscribeOptions{Namespace: nsp, ErrorCallback: onErr}),
 	)
 	if err != nil {
 		ev.close()
