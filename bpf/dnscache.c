@@ -44,6 +44,18 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // DATA_MAX bounds the records (answer, authority, additional and the OPT
 // record) appended after the question.
 #define DATA_MAX 512
+
+// bound_1_to returns n, which the caller has checked is in 1..max (max a
+// power of two), in a form older verifiers (Linux 6.1) can follow for a
+// helper's size argument: they do not narrow a value on "n == 0", nor on
+// the (n - 1) > max - 1 form clang gives the check, so they would see a
+// size that may be 0 and refuse the call. dataplane/kernelcompat boots
+// Debian's 6.1 kernel to check.
+static __always_inline __u64 bound_1_to(__u64 n, __u64 max)
+{
+	asm volatile("" : "+r"(n));
+	return ((n - 1) & (max - 1)) + 1;
+}
 // OPT_LEN is an OPT record with no options.
 #define OPT_LEN 11
 #define DNS_HDR_LEN 12
@@ -324,6 +336,7 @@ static __always_inline enum reason parse_dns(struct __sk_buff *skb, const __u8 *
 	asm volatile("" : "+r"(avail));
 	if (avail < 1 || avail > NAME_MAX_WIRE)
 		return REASON_SHAPE;
+	avail = bound_1_to(avail, NAME_MAX_WIRE);
 	if (bpf_skb_load_bytes(skb, q->dns_off + DNS_HDR_LEN, k->name, avail) < 0)
 		return REASON_SHAPE;
 
@@ -427,7 +440,15 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct query *q, struc
 	int err = bpf_skb_change_tail(skb, q->dns_off + q->q_end + len, 0);
 	if (err < 0)
 		return err;
-	err = bpf_skb_store_bytes(skb, q->dns_off + q->q_end, a->data, len, 0);
+	// The bound once more, on a value read after the helper call: older
+	// verifiers (Linux 6.1) lose it on the copy the compiler keeps across
+	// the call and then refuse the store ("R3 min value is outside of the
+	// allowed memory range"; dataplane/kernelcompat boots 6.1 to check).
+	__u32 n = a->len[e];
+	if (n == 0 || n > DATA_MAX)
+		return -1;
+	n = bound_1_to(n, DATA_MAX);
+	err = bpf_skb_store_bytes(skb, q->dns_off + q->q_end, a->data, n, 0);
 	if (err < 0)
 		return err;
 	// UDP length: once in the pseudo-header, once in the UDP header. The

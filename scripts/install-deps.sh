@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 pkgs=(clang llvm libbpf-dev linux-libc-dev make git gcc
 	iproute2 nftables iputils-ping curl dnsutils
 	squid-openssl apache2-utils ca-certificates
-	chromium fonts-ipafont-gothic mmdebstrap systemd util-linux "$@")  # browser tests; the package test: a Debian root, systemd-analyze, setpriv
+	chromium fonts-ipafont-gothic mmdebstrap systemd util-linux
+	qemu-system-x86 "$@")  # browser tests; the package test: a Debian root, systemd-analyze, setpriv; the kernel compatibility test: qemu
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -24,6 +24,7 @@ import (
 const (
 	capNetBindService = 10
 	capNetAdmin       = 12
+	capPerfmon        = 38
 	capBPF            = 39
 )
 
@@ -41,6 +42,11 @@ func neededCaps(cfg *config.Config, unprivStart int) []neededCap {
 	caps := []neededCap{
 		{capNetAdmin, "CAP_NET_ADMIN", "the nftables table, attaching the eBPF programs"},
 		{capBPF, "CAP_BPF", "the eBPF maps and programs"},
+		// Without it the verifier sanitises pointer arithmetic against
+		// Spectre v1, which makes the classifier too complex for Linux
+		// 6.12's verifier and the DNS answerer's map access illegal
+		// (dataplane/kernelcompat shows both).
+		{capPerfmon, "CAP_PERFMON", "the verifier's full rules for the eBPF programs"},
 	}
 	var low []string
 	for _, p := range configuredPorts(cfg) {

@@ -25,27 +25,27 @@ func TestNeededCaps(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	if got := names(neededCaps(capsConfig(t, true), 1024)); got != "CAP_NET_ADMIN CAP_BPF CAP_NET_BIND_SERVICE" {
+	if got := names(neededCaps(capsConfig(t, true), 1024)); got != "CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_NET_BIND_SERVICE" {
 		t.Fatalf("console on 443/80: %s", got)
 	}
-	if got := names(neededCaps(capsConfig(t, false), 1024)); got != "CAP_NET_ADMIN CAP_BPF" {
+	if got := names(neededCaps(capsConfig(t, false), 1024)); got != "CAP_NET_ADMIN CAP_BPF CAP_PERFMON" {
 		t.Fatalf("console off, high ports: %s", got)
 	}
 	// A lowered ip_unprivileged_port_start makes 443 unprivileged.
-	if got := names(neededCaps(capsConfig(t, true), 80)); got != "CAP_NET_ADMIN CAP_BPF" {
+	if got := names(neededCaps(capsConfig(t, true), 80)); got != "CAP_NET_ADMIN CAP_BPF CAP_PERFMON" {
 		t.Fatalf("unprivileged ports from 80: %s", got)
 	}
 	cfg := capsConfig(t, false)
 	cfg.Listen.DNSPort = 53
 	need := neededCaps(cfg, 1024)
-	if names(need) != "CAP_NET_ADMIN CAP_BPF CAP_NET_BIND_SERVICE" || !strings.Contains(need[2].why, "listen.dns_port 53") {
+	if names(need) != "CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_NET_BIND_SERVICE" || !strings.Contains(need[3].why, "listen.dns_port 53") {
 		t.Fatalf("dns_port 53: %+v", need)
 	}
 }
 
 func TestMissingCaps(t *testing.T) {
 	need := neededCaps(capsConfig(t, true), 1024)
-	all := uint64(1)<<capNetAdmin | 1<<capBPF | 1<<capNetBindService
+	all := uint64(1)<<capNetAdmin | 1<<capBPF | 1<<capPerfmon | 1<<capNetBindService
 	if err := missingCaps(need, all, 998); err != nil {
 		t.Fatalf("all present: %v", err)
 	}
@@ -54,7 +54,7 @@ func TestMissingCaps(t *testing.T) {
 		t.Fatalf("without CAP_BPF: %v", err)
 	}
 	err = missingCaps(need, 0, 998)
-	for _, c := range []string{"CAP_NET_ADMIN", "CAP_BPF", "CAP_NET_BIND_SERVICE (ports below 1024: console.port 443, console.http_port 80)"} {
+	for _, c := range []string{"CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON", "CAP_NET_BIND_SERVICE (ports below 1024: console.port 443, console.http_port 80)"} {
 		if err == nil || !strings.Contains(err.Error(), c) {
 			t.Fatalf("none present: %v lacks %s", err, c)
 		}
