@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench deb image image-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,16 @@ bench: deps build ## measure cloudsteer vs direct, redsocks, Squid in the lab (r
 	scripts/bench-deps.sh
 	$(GO) build -o $(BIN)/cloudsteer-bench ./cmd/cloudsteer-bench
 	$(BIN)/cloudsteer-bench run --bin $(BIN) --out bench/out $(BENCHFLAGS)
+
+# The appliance image (images/README.md): IMAGE_ARCHS ?= amd64 arm64; output in images/out/.
+IMAGE_ARCHS ?= amd64 arm64
+image: ## build the appliance images images/out/cloudsteer-VERSION-ARCH.img.xz (root; IMAGE_ARCHS=amd64 for one)
+	images/build/host-deps.sh
+	@for a in $(IMAGE_ARCHS); do VERSION='$(VERSION)' images/build/build.sh $$a || exit 1; done
+
+image-check: ## run the build checks on the images in images/out/ (partition table, file modes, kernel config)
+	@set -e; n=0; for f in images/out/cloudsteer-$(VERSION)-*.img.xz; do test -e "$$f" || continue; images/build/check.sh "$$f"; n=$$((n+1)); done; \
+	test $$n -gt 0 || { echo "image-check: no images/out/cloudsteer-$(VERSION)-*.img.xz: run make image"; exit 1; }
 
 clean: ## remove build output
 	rm -rf $(BIN)
