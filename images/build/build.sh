@@ -156,8 +156,14 @@ echo "   kernel $KVER"
 
 # ---- 2. cloudsteer and the overlay -------------------------------------------
 step "go build cloudsteer"
-CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH go build -trimpath -buildvcs=false \
-	-ldflags "-s -w -X main.version=$VERSION" -o "$WORK/cloudsteer" ./cmd/cloudsteer
+if [[ -n "${CLOUDSTEER_BIN:-}" ]]; then
+	# A prebuilt binary (e.g. of another branch, to try its overlay).
+	echo "   using CLOUDSTEER_BIN=$CLOUDSTEER_BIN"
+	cp "$CLOUDSTEER_BIN" "$WORK/cloudsteer"
+else
+	CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH go build -trimpath -buildvcs=false \
+		-ldflags "-s -w -X main.version=$VERSION" -o "$WORK/cloudsteer" ./cmd/cloudsteer
+fi
 
 step "install cloudsteer + overlay"
 install -m 0755 -o root -g root "$WORK/cloudsteer" "$ROOT/usr/bin/cloudsteer"
@@ -170,8 +176,10 @@ EOF
 chmod 0644 "$ROOT/usr/lib/sysusers.d/cloudsteer.conf"
 in_root systemd-sysusers
 # The overlay tree of the appliance (images/rootfs/); owned by root, modes as committed.
-if [[ -d images/rootfs ]]; then
-	tar -C images/rootfs --exclude=./.keep --sort=name --owner=0 --group=0 --numeric-owner -cf - . |
+OVERLAY=${ROOTFS_OVERLAY:-images/rootfs}
+if [[ -d "$OVERLAY" ]]; then
+	echo "   overlay $OVERLAY: $(find "$OVERLAY" -mindepth 1 ! -name .keep | wc -l) entries"
+	tar -C "$OVERLAY" --exclude=./.keep --sort=name --owner=0 --group=0 --numeric-owner -cf - . |
 		tar -C "$ROOT" --no-overwrite-dir -xpf -
 fi
 # The public key upgrades are verified with.
@@ -198,26 +206,24 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tcloudsteer\n::1\t\tlocalhost ip6-localh
 # Empty machine-id: systemd makes a transient one on the read-only root.
 : >"$ROOT/etc/machine-id"
 rm -f "$ROOT/var/lib/dbus/machine-id"
-# sshd is off unless the appliance enables it (an authorized_keys on the ESP);
-# host keys are per device, so none are in the image.
+# Host keys are per device (the appliance makes them on /var): none in the image.
 rm -f "$ROOT"/etc/ssh/ssh_host_*
-for u in ssh.service ssh.socket sshd.service; do
-	in_root systemctl disable "$u" >/dev/null 2>&1 || true
-done
-in_root systemctl mask ssh.service ssh.socket >/dev/null 2>&1 || true
-in_root systemctl enable cloudsteer.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service nftables.service
-# The upgrade and the appliance units from the overlay, when it has them.
-for u in "$ROOT"/usr/lib/systemd/system/cloudsteer-*.service; do
-	[[ -e "$u" ]] || continue
-	grep -q '^\[Install\]' "$u" && in_root systemctl enable "$(basename "$u")"
-done
-# fstab: the ESP at /efi, the data partition at /var (made by systemd-repart on
-# first boot), /tmp as tmpfs. An overlay fstab wins.
-if [[ ! -e images/rootfs/etc/fstab ]]; then
+# sshd is off by default: when the overlay gates ssh.service on the admin's
+# key on the ESP (a ConditionPathExists drop-in) Debian's enablement stays,
+# else it is disabled.
+if ! grep -qs '^ConditionPathExists=' "$ROOT"/usr/lib/systemd/system/ssh.service.d/*.conf; then
+	in_root systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+	rm -f "$ROOT"/etc/systemd/system/sshd.service
+fi
+# The overlay enables its own units (symlinks under /usr/lib/systemd/system).
+in_root systemctl enable cloudsteer.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
+# The ESP at /efi and the data partition at /var are mount units of the
+# overlay (efi.mount, var.mount); without them (an overlay-less build) the
+# ESP is mounted through fstab. /tmp is systemd's tmp.mount (tmpfs).
+if [[ ! -e "$ROOT/usr/lib/systemd/system/efi.mount" ]]; then
 	cat >"$ROOT/etc/fstab" <<'EOF'
 # cloudsteer appliance: the root (squashfs) is read-only.
-PARTLABEL=esp   /efi  vfat  umask=0077,noatime,nofail,x-systemd.device-timeout=10s  0 2
-tmpfs           /tmp  tmpfs mode=1777,nosuid,nodev                                    0 0
+PARTLABEL=esp   /efi  vfat  umask=0077,noatime,nofail,x-systemd.device-timeout=30s  0 2
 EOF
 fi
 mkdir -p "$ROOT/efi"
@@ -344,23 +350,30 @@ linux /a/vmlinuz
 initrd /a/initrd.img
 options root=PARTLABEL=root-a rootfstype=squashfs ro cloudsteer.slot=a console=tty0 console=$CONSOLE,115200
 EOF
-# router.conf and README.txt come from the appliance overlay when it has them.
-for f in router.conf README.txt; do
-	if [[ -f images/esp/cloudsteer/$f ]]; then
-		cp "images/esp/cloudsteer/$f" "$ESPDIR/cloudsteer/$f"
-	elif [[ -f "$ROOT/usr/share/cloudsteer/esp/$f" ]]; then
-		cp "$ROOT/usr/share/cloudsteer/esp/$f" "$ESPDIR/cloudsteer/$f"
-	fi
-done
-[[ -f "$ESPDIR/cloudsteer/router.conf" ]] || cat >"$ESPDIR/cloudsteer/router.conf" <<'EOF'
+# router.conf is the appliance's commented example (the overlay's
+# /usr/share/cloudsteer/router.conf.example); README.txt says what the files are.
+if [[ -f "$ROOT/usr/share/cloudsteer/router.conf.example" ]]; then
+	cp "$ROOT/usr/share/cloudsteer/router.conf.example" "$ESPDIR/cloudsteer/router.conf"
+else
+	echo "   warning: no /usr/share/cloudsteer/router.conf.example in the overlay: a placeholder router.conf"
+	cat >"$ESPDIR/cloudsteer/router.conf" <<'EOF'
 # cloudsteer router settings, read at every boot. Lines starting with # are comments.
-# (placeholder of the image build: the appliance part supplies the real example)
-#wan = eth0
-#lan = eth1
-#lan_address = 192.168.77.1/24
-#code =
+# (placeholder of the image build: the appliance overlay supplies the real example)
 EOF
-[[ -f "$ESPDIR/cloudsteer/README.txt" ]] || printf 'cloudsteer %s\r\nEdit cloudsteer/router.conf before the first boot.\r\n' "$VERSION" >"$ESPDIR/cloudsteer/README.txt"
+fi
+if [[ -f "$ROOT/usr/share/cloudsteer/esp-README.txt" ]]; then
+	cp "$ROOT/usr/share/cloudsteer/esp-README.txt" "$ESPDIR/cloudsteer/README.txt"
+else
+	sed 's/$/\r/' >"$ESPDIR/cloudsteer/README.txt" <<EOF
+cloudsteer $VERSION ($ARCH) - the boot partition of the cloudsteer router
+
+cloudsteer/router.conf      the router's settings (NIC roles, WAN mode, LAN address,
+                            entitlement code, cloud proxy). Edit it with any text
+                            editor before the first boot; it is read at every boot.
+cloudsteer/authorized_keys  (optional) SSH public keys: SSH is off without this file.
+EFI/, loader/, a/, b/       the boot loader and the two system slots: do not edit.
+EOF
+fi
 rm -f "$WORK/esp.img"
 make_esp "$ESPDIR" "$WORK/esp.img"
 

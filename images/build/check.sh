@@ -117,9 +117,9 @@ done
 # Nothing world-writable but symlinks and sticky directories (/tmp, /var/tmp).
 ww=$(awk '$1 !~ /^[lcb]/ && substr($1,9,1) == "w" && !($1 ~ /^d/ && substr($1,10,1) == "t") {print $1, $6}' "$T/ls")
 [[ -z "$ww" ]] || fail "world-writable in the root: $(echo "$ww" | head -20 | tr '\n' ' ')"
-# Under /usr, /etc and /boot everything is owned by root (group shadow for
-# the shadow files); /var has the packages' own owners.
-nr=$(awk '$2 != "0/0" && $6 ~ /^squashfs-root\/(usr|etc|boot)\// && !($2 == "0/42" && $6 ~ /^squashfs-root\/etc\/g?shadow$/) {print $2, $6}' "$T/ls" | head -20)
+# Under /usr, /etc and /boot every file is owned by the root user (groups are
+# the packages' own: shadow, dip, ...); /var has the packages' own owners.
+nr=$(awk '$2 !~ /^0\// && $6 ~ /^squashfs-root\/(usr|etc|boot)\// {print $2, $6}' "$T/ls" | head -20)
 [[ -z "$nr" ]] || fail "not owned by root: $(echo "$nr" | tr '\n' ' ')"
 sqcat() { unsquashfs -cat "$T/root.sqfs" "$1" 2>/dev/null; }
 sqcat usr/lib/os-release | grep -qx 'IMAGE_ID=cloudsteer' || fail "os-release lacks IMAGE_ID=cloudsteer"
@@ -161,8 +161,8 @@ else
 	# The modules cloudsteer and the boot need must survive the pruning:
 	# each is a module file in the image or built into the kernel.
 	kver=${cfg#boot/config-}
-	awk -v d="squashfs-root/usr/lib/modules/$kver/kernel/" 'index($6, d) == 1 {n=$6; sub(".*/", "", n); sub("[.]ko.*", "", n); print n}' "$T/ls" | sort -u >"$T/mods"
-	sqcat "usr/lib/modules/$kver/modules.builtin" | sed 's|.*/||; s|[.]ko$||' | sort -u >"$T/builtin"
+	awk -v d="squashfs-root/usr/lib/modules/$kver/kernel/" 'index($6, d) == 1 {n=$6; sub(".*/", "", n); sub("[.]ko.*", "", n); gsub("-", "_", n); print n}' "$T/ls" | sort -u >"$T/mods"
+	sqcat "usr/lib/modules/$kver/modules.builtin" | sed 's|.*/||; s|[.]ko$||; s|-|_|g' | sort -u >"$T/builtin"
 	for m in nf_tables nft_redir nft_tproxy nf_flow_table nf_flow_table_inet nft_flow_offload nft_ct nft_connlimit nft_limit \
 		nft_reject nft_reject_inet nf_nat nft_masq nft_chain_nat veth sch_ingress cls_bpf pppoe \
 		virtio_net e1000e igb igc ixgbe r8169 r8152 cdc_ether ax88179_178a squashfs vfat ext4 nvme ahci sd_mod virtio_blk virtio_scsi usb_storage; do

@@ -14,6 +14,7 @@ pkgs=(
 	openssl               # ed25519 upgrade key when none is given
 	jq                    # check.sh reads sfdisk --json
 	qemu-user-static      # arm64 maintainer scripts on an amd64 host (binfmt_misc)
+	arch-test             # mmdebstrap checks the foreign architecture runs
 	debian-archive-keyring
 	ovmf                  # x86_64 UEFI firmware (sanity boot)
 	qemu-efi-aarch64      # arm64 UEFI firmware (sanity boot)
