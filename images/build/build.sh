@@ -21,6 +21,7 @@ set -euo pipefail
 # (one brace group: bash reads it whole, so editing this file mid-build is safe)
 {
 ARCH=${1:?usage: build.sh amd64|arm64}
+# shellcheck disable=SC2034 # ROOT_TYPE is used by layout.sh
 case "$ARCH" in
 amd64) EFI_ARCH=x64 EFI_NAME=BOOTX64.EFI ROOT_TYPE=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 CONSOLE=ttyS0 GOARCH=amd64 ;;
 arm64) EFI_ARCH=aa64 EFI_NAME=BOOTAA64.EFI ROOT_TYPE=B921B045-1DF0-41C3-AF44-4C6F280D3FAE CONSOLE=ttyAMA0 GOARCH=arm64 ;;
@@ -60,7 +61,7 @@ step() {
 	[[ -z "$STEPNAME" ]] || printf '== [%s] %-28s %4ds\n' "$ARCH" "$STEPNAME" $((now - TSTEP))
 	STEPNAME=$1
 	TSTEP=$now
-	[[ "$1" == done ]] || echo "== [$ARCH] $1 ..."
+	[[ "$1" == "done" ]] || echo "== [$ARCH] $1 ..."
 }
 
 # ---- cleanup of what this script mounted ------------------------------------
@@ -151,7 +152,7 @@ step "unpack root tree"
 rm -rf "$ROOT"
 mkdir -p "$ROOT"
 tar -C "$ROOT" --numeric-owner -xpf "$TREE"
-KVER=$(basename "$(ls -d "$ROOT"/usr/lib/modules/* | sort -V | tail -n1)")
+KVER=$(find "$ROOT/usr/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
 echo "   kernel $KVER"
 
 # ---- 2. cloudsteer and the overlay -------------------------------------------
@@ -182,20 +183,29 @@ if [[ -d "$OVERLAY" ]]; then
 	tar -C "$OVERLAY" --exclude=./.keep --sort=name --owner=0 --group=0 --numeric-owner -cf - . |
 		tar -C "$ROOT" --no-overwrite-dir -xpf -
 fi
-# The public key upgrades are verified with.
+# The public key upgrades are verified with. With the upgrade tool in the tree
+# its keygen makes the pair (its formats); before that, openssl's ed25519 PEM.
 mkdir -p "$OUT/keys"
 chmod 0700 "$OUT/keys"
 KEYFILE=${UPGRADE_KEY:-$OUT/keys/upgrade.key}
+PUBFILE=${KEYFILE%.key}.pub
+if [[ -d cmd/cloudsteer-image ]]; then
+	go build -trimpath -o "$WORK/cloudsteer-image" ./cmd/cloudsteer-image
+fi
 if [[ ! -s "$KEYFILE" ]]; then
 	if [[ -n "${UPGRADE_KEY:-}" ]]; then echo "build.sh: UPGRADE_KEY=$UPGRADE_KEY does not exist" >&2; exit 1; fi
-	echo "   no upgrade key: making $KEYFILE (ed25519, 0600)"
-	(umask 077 && openssl genpkey -algorithm ed25519 -out "$KEYFILE")
+	echo "   no upgrade key: making $KEYFILE (0600)"
+	if [[ -x "$WORK/cloudsteer-image" ]]; then
+		"$WORK/cloudsteer-image" keygen --out "$OUT/keys"
+	else
+		(umask 077 && openssl genpkey -algorithm ed25519 -out "$KEYFILE")
+		openssl pkey -in "$KEYFILE" -pubout -out "$PUBFILE"
+	fi
 fi
 chmod 0600 "$KEYFILE"
+[[ -s "$PUBFILE" ]] || openssl pkey -in "$KEYFILE" -pubout -out "$PUBFILE"
 mkdir -p "$ROOT/usr/share/cloudsteer"
-openssl pkey -in "$KEYFILE" -pubout -out "$ROOT/usr/share/cloudsteer/upgrade.pub"
-chmod 0644 "$ROOT/usr/share/cloudsteer/upgrade.pub"
-cp "$ROOT/usr/share/cloudsteer/upgrade.pub" "$OUT/keys/upgrade.pub"
+install -m 0644 -o root -g root "$PUBFILE" "$ROOT/usr/share/cloudsteer/upgrade.pub"
 
 # ---- 3. system configuration for a read-only root ---------------------------
 step "configure root"
@@ -394,7 +404,6 @@ echo "   $(basename "$IMG.xz") $((XZ / 1024 / 1024)) MiB ($XZ bytes)"
 
 step "upgrade bundle"
 if [[ -d cmd/cloudsteer-image ]]; then
-	go build -trimpath -o "$WORK/cloudsteer-image" ./cmd/cloudsteer-image
 	"$WORK/cloudsteer-image" bundle --key "$KEYFILE" --version "$VERSION" --arch "$ARCH" \
 		--root "$WORK/root.squashfs" --kernel "$WORK/vmlinuz" --initrd "$WORK/initrd.img" \
 		--out "$OUT/cloudsteer-$VERSION-$ARCH.upgrade"
@@ -403,10 +412,16 @@ else
 fi
 
 step "checksums"
-(cd "$OUT" && sha256sum -- cloudsteer-*.img.xz cloudsteer-*.upgrade 2>/dev/null >SHA256SUMS.tmp || true; mv SHA256SUMS.tmp SHA256SUMS; cat SHA256SUMS)
+# One file for the outputs of this version (both architectures once both are built).
+(
+	cd "$OUT"
+	shopt -s nullglob
+	sha256sum -- "cloudsteer-$VERSION"-*.img.xz "cloudsteer-$VERSION"-*.upgrade >SHA256SUMS
+	cat SHA256SUMS
+)
 rm -f "$IMG"
 [[ "${KEEP_WORK:-1}" == 1 ]] || rm -rf "$WORK"
-step done
+step "done"
 echo "== [$ARCH] total $(($(date +%s) - T0))s: $IMG.xz"
 exit 0
 }

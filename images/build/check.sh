@@ -50,6 +50,7 @@ sfdisk -J "$IMG" >"$T/pt.json" || { echo "FAIL: no partition table in $IMG_IN"; 
 n=$(jq '.partitiontable.partitions | length' "$T/pt.json")
 [[ $n == 3 ]] || fail "$n partitions, want 3 (esp, root-a, root-b; data is made on first boot)"
 i=0
+START_esp=0 START_root_a=0 START_root_b=0
 next=$((FIRST_MIB * 2048))
 for want in "esp $ESP_TYPE $ESP_MIB" "root-a $ROOT_TYPE $SLOT_MIB" "root-b $ROOT_TYPE $SLOT_MIB"; do
 	read -r name type mib <<<"$want"
@@ -125,7 +126,8 @@ sqcat() { unsquashfs -cat "$T/root.sqfs" "$1" 2>/dev/null; }
 sqcat usr/lib/os-release | grep -qx 'IMAGE_ID=cloudsteer' || fail "os-release lacks IMAGE_ID=cloudsteer"
 sqcat usr/lib/os-release | grep -qx "IMAGE_VERSION=$VERSION" || fail "os-release lacks IMAGE_VERSION=$VERSION"
 sqcat etc/passwd | grep -q '^cloudsteer:x:[0-9]*:[0-9]*:.*:/usr/sbin/nologin$' || fail "no cloudsteer system user in /etc/passwd"
-sqcat usr/share/cloudsteer/upgrade.pub | grep -q 'BEGIN PUBLIC KEY' || fail "upgrade.pub is not a public key"
+[[ -n "$(sqcat usr/share/cloudsteer/upgrade.pub)" ]] || fail "/usr/share/cloudsteer/upgrade.pub is empty"
+sqcat usr/share/cloudsteer/upgrade.pub | grep -q PRIVATE && fail "upgrade.pub holds a private key"
 [[ -z "$(sqcat etc/machine-id)" ]] || fail "/etc/machine-id is not empty"
 grep -q 'squashfs-root/etc/ssh/ssh_host_' "$T/ls" && fail "SSH host keys in the image (they must be made per device)"
 grep -q 'squashfs-root/etc/systemd/system/multi-user.target.wants/cloudsteer.service' "$T/ls" || fail "cloudsteer.service is not enabled"

@@ -39,6 +39,7 @@ if [[ $ARCH == amd64 ]]; then
 else
 	# AAVMF wants 64 MiB flash images: code read-only, variables a scratch copy.
 	cp /usr/share/AAVMF/AAVMF_VARS.fd "$T/vars.fd"
+	# shellcheck disable=SC2054 # the commas are qemu's
 	cmd=(qemu-system-aarch64 -M virt -cpu cortex-a57 -accel tcg -m 1024 -nographic
 		-drive if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd
 		-drive "if=pflash,format=raw,file=$T/vars.fd")
