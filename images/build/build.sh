@@ -16,6 +16,7 @@
 #   UPGRADE_KEY        ed25519 private key (PEM) that signs the bundle; default
 #                      images/out/keys/upgrade.key, made on first use
 #   KEEP_WORK=1        keep images/out/work/ARCH (the root tree, squashfs, ESP)
+#   OUT                output directory (default images/out)
 # Needs root and the host tools of images/build/host-deps.sh.
 set -euo pipefail
 # (one brace group: bash reads it whole, so editing this file mid-build is safe)
@@ -43,7 +44,7 @@ if [[ -z "${MIRROR:-}" ]]; then
 	MIRROR=${MIRROR:-http://deb.debian.org/debian}
 fi
 CACHE=${CACHE:-/var/cache/cloudsteer-image}
-OUT=$TOP/images/out
+OUT=${OUT:-$TOP/images/out}
 WORK=$OUT/work/$ARCH
 ROOT=$WORK/root
 IMG=$OUT/cloudsteer-$VERSION-$ARCH.img
