@@ -246,27 +246,30 @@ before=$(du -sm "$M" | cut -f1)
 # Kept whole: networking (netfilter, sched, bridge, vlan, ppp, wireguard,
 # ipv6, ...), crypto, lib, and the file systems named below. Kept in drivers/:
 # the NIC, storage, USB, virtio and console drivers listed in modules-keep.txt.
-python_free_prune() {
-	local keep=$HERE/modules-keep.txt
-	local tmp
-	tmp=$(mktemp)
-	(cd "$M" && find . -type f \( -name '*.ko' -o -name '*.ko.*' \) | sed 's|^\./||' | sort) >"$tmp.all"
-	# Each line of modules-keep.txt is a path prefix under kernel/ (optionally
-	# for one arch: "arm64:drivers/net/ethernet/stmicro/").
+prune_modules() {
+	local keep=$HERE/modules-keep.txt dep=$M/../modules.dep
+	local t
+	t=$(mktemp -d)
+	[[ -s "$dep" ]] || { echo "build.sh: no modules.dep in the kernel package" >&2; exit 1; }
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]*$//' "$keep" |
-		awk -v a="$ARCH" -F: 'NF==1 {print $1} NF==2 && $1==a {print $2}' >"$tmp.keep"
-	awk 'NR==FNR {k[++n]=$0; next} {for (i=1;i<=n;i++) if (index($0,k[i])==1) next; print}' "$tmp.keep" "$tmp.all" >"$tmp.drop"
-	(cd "$M" && xargs -r rm -f <"$tmp.drop")
-	echo "   dropped $(wc -l <"$tmp.drop") of $(wc -l <"$tmp.all") modules"
-	rm -f "$tmp" "$tmp.all" "$tmp.keep" "$tmp.drop"
+		awk -v a="$ARCH" -F: 'NF==1 {print "kernel/" $1} NF==2 && $1==a {print "kernel/" $2}' >"$t/prefixes"
+	# modules.dep (depmod's, of the whole kernel package) lists each module's
+	# dependencies transitively: what a kept module needs is kept too.
+	awk -F': *' 'NR==FNR {p[++n]=$0; next}
+		{for (i=1;i<=n;i++) if (index($1,p[i])==1) {print $1; m=split($2,d," "); for (j=1;j<=m;j++) print d[j] " dep"; break}}' \
+		"$t/prefixes" "$dep" >"$t/kept.raw"
+	awk '{print $1}' "$t/kept.raw" | sort -u >"$t/kept"
+	awk '$2 == "dep" {print $1}' "$t/kept.raw" | sort -u | comm -23 - <(awk 'NF==1' "$t/kept.raw" | sort -u) >"$t/bydep"
+	sed 's/:.*//' "$dep" | sort -u >"$t/all"
+	comm -23 "$t/all" "$t/kept" >"$t/drop"
+	(cd "$M/.." && xargs -r rm -f <"$t/drop")
+	echo "   kept $(wc -l <"$t/kept") of $(wc -l <"$t/all") modules ($(wc -l <"$t/bydep") only as dependencies:" \
+		"$(sed 's|.*/||; s|\.ko.*||' "$t/bydep" | tr '\n' ' '))"
+	rm -rf "$t"
 }
-python_free_prune
-# Dependencies of what is kept must be kept too: fail the build if depmod
-# finds a kept module needing a dropped one.
+prune_modules
 find "$M" -depth -type d -empty -delete
 in_root depmod -a "$KVER"
-missing=$(in_root sh -c "modprobe -S $KVER --show-depends -a \$(find /usr/lib/modules/$KVER/kernel -name '*.ko*' -printf '%f\n' | sed 's/\.ko.*//') 2>&1 >/dev/null" | grep -i 'not found' || true)
-[[ -z "$missing" ]] || { echo "build.sh: pruned modules lack dependencies:"; echo "$missing"; exit 1; } >&2
 echo "   modules: ${before} MB -> $(du -sm "$M" | cut -f1) MB"
 # No firmware blobs are installed (none are in main for these NICs: r8169 runs
 # without its optional firmware patch).

@@ -5,7 +5,7 @@
 # images/out/boot-ARCH.log, and stops as soon as the console shows a login
 # prompt (or systemd's multi-user target), printing how long that took.
 # Exits 1 when neither appears before the timeout. The image file itself is not
-# written (-snapshot).
+# written: the VM boots a sparse copy grown to DISK_SIZE (default 4G).
 set -euo pipefail
 {
 IMG_IN=${1:?usage: qemu-boot.sh IMAGE [TIMEOUT]}
@@ -18,7 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUTDIR=$HERE/../out
 mkdir -p "$OUTDIR"
 LOG=$OUTDIR/boot-$ARCH.log
-T=$(mktemp -d)
+T=$(mktemp -d /var/tmp/qemu-boot.XXXXXX)
 QPID=""
 cleanup() {
 	if [[ -n "$QPID" ]] && kill -0 "$QPID" 2>/dev/null; then
@@ -28,11 +28,15 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
-IMG=$IMG_IN
+# A copy grown to DISK_SIZE: the data partition is made by systemd-repart on
+# first boot in the space after the slots, and the image itself has none.
+IMG=$T/disk.img
 if [[ "$IMG_IN" == *.xz ]]; then
-	IMG=$T/disk.img
 	xz -dc "$IMG_IN" >"$IMG"
+else
+	cp --sparse=always "$IMG_IN" "$IMG"
 fi
+truncate -s "${DISK_SIZE:-4G}" "$IMG"
 
 if [[ $ARCH == amd64 ]]; then
 	cmd=(qemu-system-x86_64 -accel tcg -m 1024 -nographic -bios /usr/share/ovmf/OVMF.fd)
@@ -44,7 +48,7 @@ else
 		-drive if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd
 		-drive "if=pflash,format=raw,file=$T/vars.fd")
 fi
-cmd+=(-snapshot -drive "file=$IMG,format=raw,if=virtio" -nic none -serial mon:stdio)
+cmd+=(-drive "file=$IMG,format=raw,if=virtio" -nic none -serial mon:stdio)
 
 start=$(date +%s.%N)
 "${cmd[@]}" </dev/null >"$LOG" 2>&1 &
