@@ -7,7 +7,7 @@
 # (GPT: esp, root-a, root-b; data is made on first boot by systemd-repart).
 #
 # Environment:
-#   VERSION            image version (default: git describe)
+#   VERSION            image version (default: 0.COMMITS.gHASH, sorts by commit count)
 #   SOURCE_DATE_EPOCH  timestamps (default: the commit time of HEAD)
 #   MIRROR             Debian mirror (default: the first URI of the machine's debian.sources)
 #   SUITE              Debian suite (default: trixie)
@@ -35,7 +35,13 @@ cd "$TOP"
 # shellcheck source=images/build/layout.sh
 . "$HERE/layout.sh"
 
-VERSION=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
+# systemd-boot sorts entries by version, newest first, and an upgrade must
+# sort newer than what it replaces: a bare commit hash does not, so the
+# default is 0.COMMITS.gHASH (COMMITS = commits up to HEAD).
+if [[ -z "${VERSION:-}" ]]; then
+	VERSION=0.$(git rev-list --count HEAD 2>/dev/null || echo 0).g$(git rev-parse --short HEAD 2>/dev/null || echo dev)
+	git diff --quiet HEAD 2>/dev/null || VERSION=$VERSION.dirty
+fi
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
 SUITE=${SUITE:-trixie}
@@ -350,9 +356,10 @@ mkdir -p "$ESPDIR/EFI/BOOT" "$ESPDIR/loader/entries" "$ESPDIR/a" "$ESPDIR/clouds
 cp "$WORK/$EFI_NAME" "$ESPDIR/EFI/BOOT/$EFI_NAME"
 cp "$WORK/vmlinuz" "$ESPDIR/a/vmlinuz"
 cp "$WORK/initrd.img" "$ESPDIR/a/initrd.img"
+# No "default": systemd-boot boots the first entry in its order (newest
+# version first, entries with a spent boot counter last).
 cat >"$ESPDIR/loader/loader.conf" <<'EOF'
 timeout 3
-default cloudsteer-*
 editor no
 console-mode keep
 EOF
