@@ -408,7 +408,10 @@ step "build check"
 
 step "xz"
 rm -f "$IMG.xz"
-xz -T2 -6 --keep --force "$IMG"
+# The content is compressed already (squashfs xz, kernel, zstd initrd): a
+# light preset gives the same size as -6 in a fraction of the time; the rest
+# is zeros.
+xz -T2 -1 --keep --force "$IMG"
 XZ=$(stat -c %s "$IMG.xz")
 echo "   $(basename "$IMG.xz") $((XZ / 1024 / 1024)) MiB ($XZ bytes)"
 ((XZ <= 150 * 1024 * 1024)) || { echo "build.sh: $IMG.xz is over 150 MB" >&2; exit 1; }

@@ -40,9 +40,13 @@ fi
 
 FAILS=0
 fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
-ok() { echo "ok:   $*"; }
+SEC=0
+section() { SEC=$FAILS; }
+# ok prints only when the section since the last `section` had no failure.
+ok() { ((FAILS != SEC)) || echo "ok:   $*"; section; }
 
 # ---- partition table ---------------------------------------------------------
+section
 sfdisk -J "$IMG" >"$T/pt.json" || { echo "FAIL: no partition table in $IMG_IN"; exit 1; }
 [[ $(jq -r .partitiontable.label "$T/pt.json") == gpt ]] || fail "label is not gpt"
 [[ $(jq -r .partitiontable.sectorsize "$T/pt.json") == 512 ]] || fail "sector size is not 512"
