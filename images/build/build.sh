@@ -81,6 +81,7 @@ cleanup() {
 	if ((BINFMT_MOUNTED)); then umount /proc/sys/fs/binfmt_misc || true; fi
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # The host runs arm64 maintainer scripts through qemu-user-static; binfmt_misc
 # is not mounted here by default, so mount it and register the interpreter for
