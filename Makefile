@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench bench-dns deb
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench bench-dns deb image image-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -72,6 +72,18 @@ bench-dns: ## the resolver's cache-miss latency and queries/s per upstream trans
 	@mkdir -p bench/out
 	$(GO) build -o $(BIN)/cloudsteer-dnsbench ./cmd/cloudsteer-dnsbench
 	$(BIN)/cloudsteer-dnsbench | tee bench/out/table-dns-transports.txt
+
+# The appliance image (images/README.md): IMAGE_ARCHS ?= amd64 arm64; output in images/out/.
+IMAGE_ARCHS ?= amd64 arm64
+# Image versions must sort by age (systemd-boot picks the newest): 0.COMMITS.gHASH.
+IMAGE_VERSION ?= $(shell echo "0.$$(git rev-list --count HEAD 2>/dev/null || echo 0).g$$(git rev-parse --short HEAD 2>/dev/null || echo dev)$$(git diff --quiet HEAD 2>/dev/null || echo .dirty)")
+image: ## build the appliance images images/out/cloudsteer-VERSION-ARCH.img.xz (root; IMAGE_ARCHS=amd64 for one)
+	images/build/host-deps.sh
+	@for a in $(IMAGE_ARCHS); do VERSION='$(IMAGE_VERSION)' images/build/build.sh $$a || exit 1; done
+
+image-check: ## run the build checks on the images in images/out/ (partition table, file modes, kernel config)
+	@set -e; n=0; for f in images/out/cloudsteer-$(IMAGE_VERSION)-*.img.xz; do test -e "$$f" || continue; images/build/check.sh "$$f"; n=$$((n+1)); done; \
+	test $$n -gt 0 || { echo "image-check: no images/out/cloudsteer-$(IMAGE_VERSION)-*.img.xz: run make image"; exit 1; }
 
 clean: ## remove build output
 	rm -rf $(BIN)
