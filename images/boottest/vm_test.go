@@ -19,7 +19,7 @@ import (
 )
 
 // bins are the binaries TestMain builds once.
-var bins struct{ lab string }
+var bins struct{ lab, image string }
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
@@ -36,11 +36,20 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins.lab = filepath.Join(dir, "cloudsteer-lab")
-	cmd := exec.Command("go", "build", "-o", bins.lab, "./cmd/cloudsteer-lab")
-	cmd.Dir = "../.."
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build cloudsteer-lab: %v\n%s", err, b)
-		os.Exit(1)
+	build := map[string]string{bins.lab: "./cmd/cloudsteer-lab"}
+	// The upgrade bundles' tool (the upgrade tests need it; without it
+	// they fail under CI=true).
+	if _, err := os.Stat("../../cmd/cloudsteer-image"); err == nil {
+		bins.image = filepath.Join(dir, "cloudsteer-image")
+		build[bins.image] = "./cmd/cloudsteer-image"
+	}
+	for out, pkg := range build {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = "../.."
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -111,8 +120,11 @@ type vmRun struct {
 type bootOptions struct {
 	arch  string
 	image string
-	// esp are files written to the ESP before the first boot.
-	esp []ESPFile
+	// esp are files written to the ESP before the first boot; espFunc,
+	// when set, makes them from the decompressed disk (it may read the
+	// image's own ESP first).
+	esp     []ESPFile
+	espFunc func(disk string) ([]ESPFile, error)
 	// mem is the VM's memory in MiB (default 1024).
 	mem int
 	// bootWait bounds qemu's start → a DHCP lease (default bootWait).
@@ -156,6 +168,13 @@ func boot(t *testing.T, o bootOptions) *vmRun {
 		t.Fatal(err)
 	}
 	r.tl.Mark("decompress image")
+	if o.espFunc != nil {
+		files, err := o.espFunc(disk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.esp = append(o.esp, files...)
+	}
 	if len(o.esp) > 0 {
 		if err := WriteESP(ctx, disk, dir, o.esp); err != nil {
 			t.Fatal(err)
