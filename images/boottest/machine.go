@@ -143,7 +143,12 @@ func Decompress(ctx context.Context, src, dst string, size int64) error {
 		return fmt.Errorf("decompress image: %w", err)
 	}
 	defer out.Close()
-	cmd := exec.CommandContext(ctx, "xz", "-dc", "--", src)
+	// A raw image (no .xz) is copied as it is: a build's intermediate.
+	prog := []string{"xz", "-dc", "--", src}
+	if !strings.HasSuffix(src, ".xz") {
+		prog = []string{"cat", "--", src}
+	}
+	cmd := exec.CommandContext(ctx, prog[0], prog[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	r, err := cmd.StdoutPipe()
@@ -159,7 +164,7 @@ func Decompress(ctx context.Context, src, dst string, size int64) error {
 		return fmt.Errorf("decompress image: %w", cerr)
 	}
 	if werr != nil {
-		return fmt.Errorf("decompress image: xz: %w: %s", werr, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("decompress image: %s: %w: %s", prog[0], werr, strings.TrimSpace(stderr.String()))
 	}
 	if err := out.Truncate(max(n, size)); err != nil {
 		return fmt.Errorf("decompress image: %w", err)
