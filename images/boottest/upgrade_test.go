@@ -129,10 +129,10 @@ func (b *bundles) build(ctx context.Context, dir, root, kernel, initrd, arch str
 	if m == nil {
 		return fmt.Errorf("the image's os-release has no IMAGE_VERSION:\n%s", rel)
 	}
-	// '^' marks a patched release: newer than the base for systemd-boot
-	// and cloudsteer upgrade alike, ^2 newer than ^1.
+	// A ".N" segment more: newer than the base for systemd-boot and
+	// cloudsteer upgrade alike (strverscmp_improved), .2 newer than .1.
 	b.base = string(m[1])
-	b.good, b.broken = b.base+"^1", b.base+"^2"
+	b.good, b.broken = b.base+".1", b.base+".2"
 	setVersion := func(v string) error {
 		out := regexp.MustCompile(`(?m)^IMAGE_VERSION=.*$`).ReplaceAll(rel, []byte("IMAGE_VERSION="+v))
 		if err := os.Remove(osRelease); err != nil { // it may be a hard link
@@ -263,9 +263,9 @@ func (r *vmRun) upgradeTo(t *testing.T, bundle string, tries, boots int, wait ti
 		if err != nil {
 			r.fatalf("upgrade %s: reboot %d of %d not seen on the serial console within %s: %v", label, i+1, boots, wait, err)
 		}
-		r.tl.MarkAt(fmt.Sprintf("upgrade %s: reboot %d (firmware)", label, i+1), l.At)
+		r.tl.MarkAt(fmt.Sprintf("upgrade %s: shutdown + firmware (boot %d)", label, i+1), l.At)
 		from = r.con.Len()
-		r.followPhases(from-1, fmt.Sprintf(" [%s boot %d]", label, i+1))
+		r.followPhases(from, fmt.Sprintf(" [%s boot %d]", label, i+1), bootMarkers[1:])
 	}
 	ok := eventually(time.Until(deadline(ctx)), 3*time.Second, func() bool {
 		out, err := r.ssh(20*time.Second, "cat /proc/cmdline; echo ----; cat /usr/lib/os-release")
@@ -370,4 +370,29 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 		}
 		t.Logf("status after the rollback:\n%s", status)
 	})
+}
+
+// TestMakeBundles checks the bundle making on its own (no VM): both
+// bundles verify with the build's public key and carry the versions.
+func TestMakeBundles(t *testing.T) {
+	privtest.RequireRoot(t)
+	requireUpgradeTools(t)
+	img := findImage(t, "amd64")
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	if err := Decompress(t.Context(), img, disk, 0); err != nil {
+		t.Fatal(err)
+	}
+	b := <-makeBundles(t.Context(), disk, t.TempDir(), "amd64")
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	t.Logf("built %s and %s in %s", b.good, b.broken, b.took.Round(time.Second))
+	pub := strings.TrimSuffix(upgradeKey(), ".key") + ".pub"
+	for file, v := range map[string]string{b.goodFile: b.good, b.brokenFile: b.broken} {
+		out, err := exec.Command(imageTool(), "verify", "--pub", pub, file).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), v) {
+			t.Fatalf("cloudsteer-image verify %s: %v\n%s", file, err, out)
+		}
+	}
 }

@@ -133,13 +133,17 @@ type bootOptions struct {
 
 // serial console lines that end boot phases, in boot order; a phase whose
 // line does not show is left out of the timeline.
-var bootMarkers = []struct {
+type bootMarker struct {
 	phase string
 	re    *regexp.Regexp
-}{
+}
+
+var bootMarkers = []bootMarker{
 	{"firmware + boot loader", regexp.MustCompile(`Linux version [0-9]|Booting Linux on`)},
 	{"kernel (to /init)", regexp.MustCompile(`Run /init as init process|Run /sbin/init`)},
 	{"initramfs (to systemd)", regexp.MustCompile(`systemd\[1\]: |Welcome to `)},
+	{"systemd (to multi-user.target)", regexp.MustCompile(`Reached target .*[Mm]ulti-[Uu]ser`)},
+	{"systemd (to multi-user.target)", regexp.MustCompile(`Reached target .*[Mm]ulti-[Uu]ser`)},
 }
 
 // boot brings up the lab with a VM gateway, writes the ESP files into a
@@ -245,14 +249,15 @@ func (r *vmRun) start() {
 			}
 		}
 	})
-	r.followPhases(from, "")
+	r.followPhases(from, "", bootMarkers)
 }
 
-// followPhases marks the boot phases as their serial console lines show
-// (from line index from on), with suffix appended to the phase names.
-func (r *vmRun) followPhases(from int, suffix string) {
+// followPhases marks the boot phases of markers as their serial console
+// lines show (from line index from on), with suffix appended to the phase
+// names.
+func (r *vmRun) followPhases(from int, suffix string, markers []bootMarker) {
 	go func() {
-		for _, m := range bootMarkers {
+		for _, m := range markers {
 			l, err := r.con.WaitFrom(r.ctx, from, m.re)
 			if err != nil {
 				return
