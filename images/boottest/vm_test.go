@@ -143,7 +143,6 @@ var bootMarkers = []bootMarker{
 	{"kernel (to /init)", regexp.MustCompile(`Run /init as init process|Run /sbin/init`)},
 	{"initramfs (to systemd)", regexp.MustCompile(`systemd\[1\]: |Welcome to `)},
 	{"systemd (to multi-user.target)", regexp.MustCompile(`Reached target .*[Mm]ulti-[Uu]ser`)},
-	{"systemd (to multi-user.target)", regexp.MustCompile(`Reached target .*[Mm]ulti-[Uu]ser`)},
 }
 
 // boot brings up the lab with a VM gateway, writes the ESP files into a
