@@ -110,7 +110,7 @@ func bootAppliance(t *testing.T, arch, img string, beforeBoot func(disk string))
 		}, nil
 	}})
 	if !lanNet.Contains(r.lease.Addr.Addr()) || r.router != netip.MustParseAddr("192.168.77.1") {
-		r.fatalf("lease %+v: want an address in %s from 192.168.77.1", r.lease, lanNet)
+		r.fatalf(r.t, "lease %+v: want an address in %s from 192.168.77.1", r.lease, lanNet)
 	}
 	r.waitHealthy()
 	return r, key != ""
@@ -128,7 +128,7 @@ func (r *vmRun) waitHealthy() {
 		return err == nil && (out == "200" || out == "303")
 	})
 	if !ok {
-		r.fatalf("the console at %s did not answer within %s of the lease (last: %s)", url, healthyWait, last)
+		r.fatalf(r.t, "the console at %s did not answer within %s of the lease (last: %s)", url, healthyWait, last)
 	}
 	r.tl.Mark("cloudsteer up (console answers)")
 	if l, ok := r.con.Find(0, regexp.MustCompile(`cloudsteer-healthy|Reached target.*[Bb]oot [Cc]ompletion`)); ok {
@@ -190,7 +190,7 @@ func (r *vmRun) checkRouter(useSquid bool) {
 		start := time.Now()
 		body, err := curl("https://www.example.com/?case=vm-steered")
 		if err != nil || !strings.Contains(body, "hello from www.example.com via https") {
-			r.fatalf("steered HTTPS: %q %v", body, err)
+			r.fatalf(t, "steered HTTPS: %q %v", body, err)
 		}
 		if useSquid {
 			var recs []lab.SquidRecord
@@ -235,7 +235,7 @@ func (r *vmRun) checkRouter(useSquid bool) {
 		start := time.Now()
 		body, err := curl("https://" + bypass.Name + "/?case=vm-bypass")
 		if err != nil || !strings.Contains(body, "hello from "+bypass.Name+" via https") {
-			r.fatalf("bypass HTTPS: %q %v", body, err)
+			r.fatalf(t, "bypass HTTPS: %q %v", body, err)
 		}
 		var remote string
 		eventually(5*time.Second, 200*time.Millisecond, func() bool {

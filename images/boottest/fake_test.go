@@ -24,12 +24,12 @@ func TestHarnessFake(t *testing.T) {
 	r := boot(t, bootOptions{arch: "amd64", image: img, mem: 256, bootWait: 3 * time.Minute,
 		esp: []ESPFile{{Path: "/cloudsteer/router.conf", Data: []byte("# written by the harness test\n")}}})
 	if r.lease.Addr.Masked() != netip.MustParsePrefix("192.168.77.0/24") || r.router != netip.MustParseAddr("192.168.77.1") {
-		r.fatalf("lease %+v", r.lease)
+		r.fatalf(r.t, "lease %+v", r.lease)
 	}
 	r.step("lan web server", func(t *testing.T) {
 		out, err := r.run(lab.RoleLAN, 20*time.Second, "curl", "-sS", "--max-time", "10", "http://"+r.router.String()+"/")
 		if err != nil || !strings.Contains(out, "fake cloudsteer LAN page") {
-			r.fatalf("LAN page: %q %v", out, err)
+			r.fatalf(t, "LAN page: %q %v", out, err)
 		}
 	})
 	r.step("scanner sees the LAN server", func(t *testing.T) {

@@ -252,7 +252,7 @@ func (r *vmRun) upgradeTo(t *testing.T, bundle string, tries, boots int, wait ti
 	out, err := r.sshStdin(3*time.Minute, bundle, fmt.Sprintf("cloudsteer upgrade --tries %d -", tries))
 	// The VM reboots at the end: ssh may lose its connection.
 	if !strings.Contains(out, "rebooting into slot") {
-		r.fatalf("cloudsteer upgrade: %v\n%s", err, out)
+		r.fatalf(t, "cloudsteer upgrade: %v\n%s", err, out)
 	}
 	t.Logf("cloudsteer upgrade (%s):\n%s", time.Since(start).Round(time.Second), out)
 	r.tl.Mark("upgrade " + label + ": bundle written")
@@ -261,7 +261,7 @@ func (r *vmRun) upgradeTo(t *testing.T, bundle string, tries, boots int, wait ti
 	for i := range boots {
 		l, err := r.con.WaitFrom(ctx, from, linuxBootRE)
 		if err != nil {
-			r.fatalf("upgrade %s: reboot %d of %d not seen on the serial console within %s: %v", label, i+1, boots, wait, err)
+			r.fatalf(t, "upgrade %s: reboot %d of %d not seen on the serial console within %s: %v", label, i+1, boots, wait, err)
 		}
 		r.tl.MarkAt(fmt.Sprintf("upgrade %s: shutdown + firmware (boot %d)", label, i+1), l.At)
 		from = r.con.Len()
@@ -276,7 +276,7 @@ func (r *vmRun) upgradeTo(t *testing.T, bundle string, tries, boots int, wait ti
 		return true
 	})
 	if !ok {
-		r.fatalf("upgrade %s: the VM did not answer SSH within %s of the upgrade", label, wait)
+		r.fatalf(t, "upgrade %s: the VM did not answer SSH within %s of the upgrade", label, wait)
 	}
 	r.tl.Mark("upgrade " + label + ": back on ssh")
 	return cmdline, osRelease
@@ -329,7 +329,7 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 	r.step("upgrade to a second build", func(t *testing.T) {
 		cmdline, rel := r.upgradeTo(t, b.goodFile, 3, 1, rebootWait, "good")
 		if v := imageVersion(rel); v != b.good || slotOf(cmdline) != "b" {
-			r.fatalf("after the upgrade: IMAGE_VERSION %q slot %q, want %q on slot b", v, slotOf(cmdline), b.good)
+			r.fatalf(t, "after the upgrade: IMAGE_VERSION %q slot %q, want %q on slot b", v, slotOf(cmdline), b.good)
 		}
 		// Marked good once healthy: systemd-bless-boot drops the counter
 		// from the entry's name.
@@ -339,7 +339,7 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 			return strings.Contains(entries, "cloudsteer-b.conf")
 		})
 		if !ok {
-			r.fatalf("slot b was not marked good (no cloudsteer-b.conf): %s", entries)
+			r.fatalf(t, "slot b was not marked good (no cloudsteer-b.conf): %s", entries)
 		}
 		r.tl.Mark("upgrade good: slot b blessed")
 		status, _ := r.ssh(20*time.Second, "cloudsteer status")
@@ -355,7 +355,7 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 		// (FailureAction=reboot) and systemd-boot then boots the good one.
 		cmdline, rel := r.upgradeTo(t, b.brokenFile, 1, 2, rollbackWait, "broken")
 		if v := imageVersion(rel); v != b.good || slotOf(cmdline) != "b" {
-			r.fatalf("after the broken upgrade: IMAGE_VERSION %q slot %q, want the good %q on slot b", v, slotOf(cmdline), b.good)
+			r.fatalf(t, "after the broken upgrade: IMAGE_VERSION %q slot %q, want the good %q on slot b", v, slotOf(cmdline), b.good)
 		}
 		if _, ok := r.con.Find(0, regexp.MustCompile(`broken on purpose|cloudsteer-healthy.*[Ff]ail|Failed to start.*health`)); !ok {
 			t.Errorf("the serial console does not show the broken build failing")

@@ -266,10 +266,11 @@ func (r *vmRun) followPhases(from int, suffix string, markers []bootMarker) {
 	}()
 }
 
-// fatalf fails the test with the serial console's last lines.
-func (r *vmRun) fatalf(format string, args ...any) {
-	r.t.Helper()
-	r.t.Fatalf("%s\n--- serial console (%s), last %d lines ---\n%s", fmt.Sprintf(format, args...), r.m.SerialLog(), serialTailLines, r.con.Tail(serialTailLines))
+// fatalf fails t (the boot test or one of its subtests) with the serial
+// console's last lines.
+func (r *vmRun) fatalf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	t.Fatalf("%s\n--- serial console (%s), last %d lines ---\n%s", fmt.Sprintf(format, args...), r.m.SerialLog(), serialTailLines, r.con.Tail(serialTailLines))
 }
 
 // waitLease waits (at most wait) until the LAN client has a DHCP lease
@@ -288,7 +289,7 @@ func (r *vmRun) waitLease(wait time.Duration) {
 	}()
 	lease, err := r.lab.DHCPLease(ctx, lab.RoleLAN)
 	if err != nil {
-		r.fatalf("no DHCP lease from the VM within %s of qemu's start: %v", wait, err)
+		r.fatalf(r.t, "no DHCP lease from the VM within %s of qemu's start: %v", wait, err)
 	}
 	r.lease = lease
 	r.router = lease.Router
