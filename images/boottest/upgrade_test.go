@@ -326,7 +326,7 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 	if b == nil || b.err != nil {
 		return
 	}
-	r.step("upgrade to a second build", func(t *testing.T) {
+	goodOK := r.step("upgrade to a second build", func(t *testing.T) {
 		cmdline, rel := r.upgradeTo(t, b.goodFile, 3, 1, rebootWait, "good")
 		if v := imageVersion(rel); v != b.good || slotOf(cmdline) != "b" {
 			r.fatalf(t, "after the upgrade: IMAGE_VERSION %q slot %q, want %q on slot b", v, slotOf(cmdline), b.good)
@@ -347,7 +347,7 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles) {
 			t.Errorf("cloudsteer status does not name the version %s:\n%s", b.good, status)
 		}
 	})
-	if r.t.Failed() {
+	if !goodOK {
 		return
 	}
 	r.step("upgrade to a broken build rolls back", func(t *testing.T) {
