@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"syscall"
@@ -103,10 +104,21 @@ func bootAppliance(t *testing.T, arch, img string, beforeBoot func(disk string))
 			proxy = fmt.Sprintf("http://%s:%d", lab.CloudProxyV4, lab.CloudProxyHTTPPort)
 			t.Logf("the image's router.conf has no proxy password key: using the lab cloud proxy %s (Squid needs a password with the code)", proxy)
 		}
-		return []ESPFile{
+		files := []ESPFile{
 			{Path: "/cloudsteer/router.conf", Data: routerConf(proxy, key)},
 			{Path: "/cloudsteer/authorized_keys", Data: pub},
-		}, nil
+		}
+		if os.Getenv("BOOTTEST_JOURNAL_CONSOLE") == "1" {
+			// Debugging: the journal on the serial console (slows the boot).
+			const entry = "/loader/entries/cloudsteer-a.conf"
+			e, err := ReadESP(t.Context(), disk, entry)
+			if err != nil {
+				return nil, err
+			}
+			e = regexp.MustCompile(`(?m)^(options .*)$`).ReplaceAll(e, []byte("$1 systemd.journald.forward_to_console=1"))
+			files = append(files, ESPFile{Path: entry, Data: e})
+		}
+		return files, nil
 	}})
 	if !lanNet.Contains(r.lease.Addr.Addr()) || r.router != netip.MustParseAddr("192.168.77.1") {
 		r.fatalf(r.t, "lease %+v: want an address in %s from 192.168.77.1", r.lease, lanNet)
