@@ -209,6 +209,17 @@ func boot(t *testing.T, o bootOptions) *vmRun {
 	}
 	r.con = FollowConsole(r.m.SerialLog())
 	t.Cleanup(r.con.Close)
+	t.Cleanup(func() {
+		// The run directory goes with the test: keep the whole serial log
+		// of a failed run.
+		if !t.Failed() {
+			return
+		}
+		keep := filepath.Join(os.TempDir(), fmt.Sprintf("cloudsteer-boottest-%s-%s-serial.log", o.arch, prefix))
+		if b, err := os.ReadFile(r.m.SerialLog()); err == nil && os.WriteFile(keep, b, 0o600) == nil {
+			t.Logf("serial console log kept in %s", keep)
+		}
+	})
 	r.start()
 	wait := o.bootWait
 	if wait == 0 {
