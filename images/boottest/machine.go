@@ -84,9 +84,11 @@ func (m Machine) Prepare() error {
 }
 
 // Command is the qemu command line: TCG only (never KVM), UEFI, the disk
-// on virtio-blk, the two NICs on fixed PCI slots so the guest sees the
-// WAN first, a virtio RNG (no boot stalls for entropy), no display and no
-// other devices (-nodefaults), no user-mode networking.
+// on virtio-blk and first in the firmware's boot order, the two NICs on
+// fixed PCI slots so the guest sees the WAN first, without option ROMs
+// (no network boot attempts: they cost the firmware phase PXE timeouts),
+// a virtio RNG (no boot stalls for entropy), no display and no other
+// devices (-nodefaults), no user-mode networking.
 func (m Machine) Command() ([]string, error) {
 	fw, ok := Firmwares[m.Arch]
 	qemu := QemuBinary[m.Arch]
@@ -121,11 +123,11 @@ func (m Machine) Command() ([]string, error) {
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+fw.Code,
 		"-drive", "if=pflash,format=raw,unit=1,file="+m.Vars(),
 		"-netdev", "tap,id=wan,ifname="+m.WANTap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=wan,mac="+wanMAC+",addr=0x3",
+		"-device", "virtio-net-pci,netdev=wan,mac="+wanMAC+",addr=0x3,romfile=",
 		"-netdev", "tap,id=lan,ifname="+m.LANTap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=lan,mac="+lanMAC+",addr=0x4",
+		"-device", "virtio-net-pci,netdev=lan,mac="+lanMAC+",addr=0x4,romfile=",
 		"-drive", "if=none,id=disk0,format=raw,cache=unsafe,file="+m.Disk,
-		"-device", "virtio-blk-pci,drive=disk0,addr=0x5",
+		"-device", "virtio-blk-pci,drive=disk0,addr=0x5,bootindex=0",
 		"-device", "virtio-rng-pci,addr=0x6",
 		"-chardev", "socket,id=ser0,path="+m.SerialSocket()+",server=on,wait=off,logfile="+m.SerialLog()+",logappend=on",
 		"-serial", "chardev:ser0",
