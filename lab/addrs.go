@@ -78,6 +78,10 @@ var Sites = []Site{
 	{Name: "scores.sports.example", V4: netip.MustParseAddr("203.0.113.20"), V6: netip.MustParseAddr("2001:db8:113::20"), Category: "Sports"},
 	{Name: "gw1.akaetp.net", V4: netip.MustParseAddr("203.0.113.30"), V6: netip.MustParseAddr("2001:db8:113::30")},
 	{Name: "bank.example", V4: netip.MustParseAddr("203.0.113.40"), V6: netip.MustParseAddr("2001:db8:113::40")},
+	// www.akamai.com is cloudsteer's default health probe target
+	// (config.DefaultProbeTarget): a gateway whose config names none, as
+	// the appliance image's does, probes it through the cloud proxy.
+	{Name: "www.akamai.com", V4: netip.MustParseAddr("203.0.113.50"), V6: netip.MustParseAddr("2001:db8:113::50")},
 }
 
 // SiteByName returns the lab site with that name.

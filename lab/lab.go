@@ -83,6 +83,12 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the lab servers and Squid; zero
 	// means 30s.
 	ReadyTimeout time.Duration
+	// VMGateway builds the lab for a virtual machine as the gateway (the
+	// appliance image's boot test, vm.go): the gateway namespace holds
+	// only bridges to the taps TapWAN and TapLAN (StartVM runs qemu there),
+	// the LAN client gets its address from the VM (DHCPLease). Firewall
+	// and LAN2 do not apply.
+	VMGateway bool
 }
 
 // Lab is a running namespace lab. Close tears it down.
@@ -92,6 +98,7 @@ type Lab struct {
 	squid  bool
 	fw     Firewall
 	lan2   bool
+	vm     bool // Options.VMGateway
 	// squidHosts are Options.SquidHosts.
 	squidHosts map[string]netip.Addr
 	log        *slog.Logger
@@ -150,7 +157,14 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 		fw:         opts.Firewall,
 		squidHosts: opts.SquidHosts,
 		lan2:       opts.LAN2,
+		vm:         opts.VMGateway,
 		log:        slog.With("component", "lab", "prefix", opts.Prefix),
+	}
+	if l.vm {
+		if opts.LAN2 {
+			return nil, errors.New("lab options: LAN2 with a VM gateway")
+		}
+		l.fw = FirewallNone // the VM is the router; the gateway namespace only bridges
 	}
 	for _, role := range allRoles {
 		if ns := NSName(l.prefix, role); nsExists(ns) {
@@ -164,11 +178,18 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 			}
 		}
 	}()
-	if err := l.buildTopology(ctx); err != nil {
-		return nil, err
-	}
-	if err := l.waitReachable(ctx); err != nil {
-		return nil, err
+	if l.vm {
+		// Nothing routes until the VM is up: no reachability wait.
+		if err := l.buildVMTopology(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := l.buildTopology(ctx); err != nil {
+			return nil, err
+		}
+		if err := l.waitReachable(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if opts.LabBinary != "" {
 		if err := l.startServe(ctx, opts.LabBinary, opts.ReadyTimeout); err != nil {
@@ -180,7 +201,7 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	l.log.Info("lab up", "dir", dir, "squid", opts.Squid, "firewall", opts.Firewall, "lan2", opts.LAN2)
+	l.log.Info("lab up", "dir", dir, "squid", opts.Squid, "firewall", l.fw, "lan2", opts.LAN2, "vm_gateway", l.vm)
 	return l, nil
 }
 
@@ -206,9 +227,9 @@ func (l *Lab) Roles() []string {
 	return Roles
 }
 
-// NAT reports whether the gateway namespace masquerades IPv4 (every
-// Options.Firewall but FirewallNone).
-func (l *Lab) NAT() bool { return l.Firewall().NAT() }
+// NAT reports whether the gateway masquerades IPv4 (every
+// Options.Firewall but FirewallNone; a VM gateway, the appliance, does).
+func (l *Lab) NAT() bool { return l.vm || l.Firewall().NAT() }
 
 // Firewall is the gateway namespace's own ruleset (Options.Firewall).
 func (l *Lab) Firewall() Firewall {
@@ -526,9 +547,10 @@ type Info struct {
 	Dir        string            `json:"dir"`
 	Namespaces map[string]string `json:"namespaces"` // role → namespace
 	Squid      bool              `json:"squid"`
-	NAT        bool              `json:"nat"`      // the gateway masquerades IPv4: origins see GWWANV4 for routed v4 flows
-	Firewall   Firewall          `json:"firewall"` // the gateway's own ruleset (Options.Firewall)
-	LAN2       bool              `json:"lan2"`     // the second LAN host exists
+	NAT        bool              `json:"nat"`                  // the gateway masquerades IPv4: origins see GWWANV4 for routed v4 flows
+	Firewall   Firewall          `json:"firewall"`             // the gateway's own ruleset (Options.Firewall)
+	LAN2       bool              `json:"lan2"`                 // the second LAN host exists
+	VMGateway  bool              `json:"vm_gateway,omitempty"` // Options.VMGateway
 }
 
 // Info returns the description of the lab.
@@ -537,7 +559,7 @@ func (l *Lab) Info() Info {
 	for _, r := range l.Roles() {
 		ns[r] = l.NS(r)
 	}
-	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid, NAT: l.NAT(), Firewall: l.Firewall(), LAN2: l.lan2}
+	return Info{Prefix: l.prefix, Dir: l.dir, Namespaces: ns, Squid: l.squid, NAT: l.NAT(), Firewall: l.Firewall(), LAN2: l.lan2, VMGateway: l.vm}
 }
 
 // WriteInfo writes the lab's Info as JSON to Dir/lab.json.
@@ -581,6 +603,7 @@ func Attach(info Info) (*Lab, error) {
 		squid:  info.Squid,
 		fw:     fw,
 		lan2:   info.LAN2,
+		vm:     info.VMGateway,
 		log:    slog.With("component", "lab", "prefix", info.Prefix),
 	}, nil
 }

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 pkgs=(clang llvm libbpf-dev linux-libc-dev make git gcc
 	iproute2 nftables iputils-ping curl dnsutils
 	squid-openssl apache2-utils ca-certificates
-	chromium fonts-ipafont-gothic mmdebstrap systemd util-linux
-	qemu-system-x86 "$@")  # browser tests; the package test: a Debian root, systemd-analyze, setpriv; the kernel compatibility test: qemu
+	chromium fonts-ipafont-gothic mmdebstrap systemd util-linux  # browser tests; the package test: a Debian root, systemd-analyze, setpriv
+	qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 mtools udhcpc xz-utils squashfs-tools openssh-client  # the kernel compatibility test, the image boot test
+	"$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
