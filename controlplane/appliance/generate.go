@@ -263,6 +263,16 @@ func cloudsteerYAML(c *Conf, r Roles, wanL3, code string) (string, error) {
 	if code != "" {
 		fmt.Fprintf(&b, "  entitlement_code: %s\n", yq(code))
 	}
+	if c.CloudProxyPassword != "" {
+		user := c.CloudProxyUser
+		if user == "" {
+			user = code
+		}
+		if user == "" {
+			return "", fmt.Errorf("generate cloudsteer config: cloud_proxy_password needs cloud_proxy_user or an entitlement code")
+		}
+		fmt.Fprintf(&b, "  username: %s\n  password: %s\n", yq(user), yq(c.CloudProxyPassword))
+	}
 	dns := c.DNS
 	if len(dns) == 0 {
 		dns = []string{LocalResolver}

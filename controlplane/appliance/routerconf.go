@@ -68,10 +68,14 @@ type Conf struct {
 
 	IPv6 bool
 
-	CloudProxies    []string
-	DNS             []string // cloudsteer's dns.upstreams
-	NTP             []string
-	EntitlementCode string
+	CloudProxies []string
+	// CloudProxyUser and CloudProxyPassword are the provider's
+	// proxy-chaining credentials (cloud_proxy.username/password); the
+	// user defaults to the entitlement code.
+	CloudProxyUser, CloudProxyPassword string
+	DNS                                []string // cloudsteer's dns.upstreams
+	NTP                                []string
+	EntitlementCode                    string
 	// CodeLine is the 1-based line of entitlement_code (0: none).
 	CodeLine int
 
@@ -109,11 +113,11 @@ func (e LineError) Error() string {
 var keys = []string{
 	"wan", "lan", "wan_mode", "wan_address", "wan_gateway", "wan_dns",
 	"pppoe_user", "pppoe_password", "lan_address", "dhcp_pool", "ipv6",
-	"cloud_proxy", "dns", "ntp", "entitlement_code",
+	"cloud_proxy", "cloud_proxy_user", "cloud_proxy_password", "dns", "ntp", "entitlement_code",
 }
 
 // secretKeys are never echoed.
-var secretKeys = map[string]bool{"pppoe_password": true, "entitlement_code": true}
+var secretKeys = map[string]bool{"pppoe_password": true, "entitlement_code": true, "cloud_proxy_password": true}
 
 // Line is one key = value line.
 type line struct {
@@ -270,6 +274,18 @@ func Parse(data []byte) (*Conf, []LineError) {
 				continue
 			}
 			c.CloudProxies = ps
+		case "cloud_proxy_user":
+			if v == "" || len(v) > 255 || strings.ContainsAny(v, ":\x00\n") {
+				fail("must be 1 to 255 characters, without ':'")
+				continue
+			}
+			c.CloudProxyUser = v
+		case "cloud_proxy_password":
+			if v == "" || len(v) > 255 || strings.ContainsAny(v, "\x00\n") {
+				fail("must be 1 to 255 characters")
+				continue
+			}
+			c.CloudProxyPassword = v
 		case "dns":
 			var ds []string
 			for _, f := range splitList(v) {
