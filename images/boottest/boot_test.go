@@ -1,3 +1,5 @@
+//go:build boottest
+
 package boottest
 
 import (
