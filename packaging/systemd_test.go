@@ -247,8 +247,9 @@ func TestServiceUnderSystemd(t *testing.T) {
 	if f := strings.Fields(status["Uid"]); len(f) != 4 || f[0] != uid || f[1] != uid {
 		t.Errorf("daemon Uid %q, want cloudsteer's %s", status["Uid"], uid)
 	}
-	// CAP_NET_ADMIN (12), CAP_BPF (39), CAP_NET_BIND_SERVICE (10).
-	const wantCaps = "0000008000001400"
+	// CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39),
+	// CAP_NET_BIND_SERVICE (10).
+	const wantCaps = "000000c000001400"
 	for _, k := range []string{"CapEff", "CapPrm", "CapBnd", "CapAmb"} {
 		if status[k] != wantCaps {
 			t.Errorf("%s = %s, want %s", k, status[k], wantCaps)
