@@ -117,8 +117,13 @@ type Lease struct {
 	Router netip.Addr   // the default route the client now has
 	DNS    []netip.Addr
 	Server netip.Addr // the DHCP server's identifier
+	Domain string     // the domain name the server gave (option 15), if any
 	Time   time.Duration
 }
+
+// LeaseHostname is the host name a lab client sends in its DHCP requests
+// (option 12), so the gateway's DHCP server can name it: "lab-" + role.
+func LeaseHostname(role string) string { return "lab-" + role }
 
 // udhcpcScript is the script busybox udhcpc runs: on a lease it configures
 // the address and default route, and writes the lease's fields to the file
@@ -143,6 +148,7 @@ bound|renew)
 		echo "dns=${dns:-}"
 		echo "serverid=${serverid:-}"
 		echo "lease=${lease:-}"
+		echo "domain=${domain:-}"
 	} >"$CLOUDSTEER_LEASE_FILE.tmp"
 	mv "$CLOUDSTEER_LEASE_FILE.tmp" "$CLOUDSTEER_LEASE_FILE"
 	;;
@@ -174,7 +180,7 @@ func (l *Lab) DHCPLease(ctx context.Context, role string) (Lease, error) {
 		// -n: exit when no lease after -t tries of -T seconds; -q: exit
 		// with the lease (the address stays).
 		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, bin, "-f", "-q", "-n",
-			"-t", "5", "-T", "2", "-i", ClientIf, "-s", script)
+			"-t", "5", "-T", "2", "-i", ClientIf, "-s", script, "-x", "hostname:"+LeaseHostname(role))
 		cmd.Env = append(os.Environ(), "CLOUDSTEER_LEASE_FILE="+leaseFile)
 		out, runErr := cmd.CombinedOutput()
 		appendFile(logPath, out)
@@ -258,6 +264,7 @@ func parseLease(kv map[string]string) (Lease, error) {
 			return lease, fmt.Errorf("parse lease server: %w", err)
 		}
 	}
+	lease.Domain = kv["domain"]
 	return lease, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/controlplane/dhcpnames"
 )
 
 // Paths the generated files go to (under the Configure root).
@@ -170,6 +171,11 @@ func lanNetwork(c *Conf, name, uplink string) string {
 		fmt.Fprintf(&b, "PoolOffset=%d\nPoolSize=%d\n", off, size)
 	}
 	fmt.Fprintf(&b, "EmitDNS=yes\nDNS=%s\nEmitRouter=yes\nDefaultLeaseTimeSec=3600\n", c.LANAddress.Addr())
+	// The leases (with the devices' host names) are kept in
+	// /var/lib/systemd/network/dhcp-server-lease/, where cloudsteer reads
+	// them (dns.dhcp_host_names); option 15 gives the devices the domain
+	// they are found under ("nas" is also "nas.lan").
+	fmt.Fprintf(&b, "PersistLeases=yes\nSendOption=15:string:%s\n", dhcpnames.DefaultDomain)
 	if c.IPv6 {
 		b.WriteString("\n[DHCPPrefixDelegation]\n")
 		if uplink != "" {

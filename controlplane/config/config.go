@@ -170,6 +170,11 @@ type DNS struct {
 	// Split DNS (split.go): internal zones and their resolvers.
 	Split             []SplitZone `yaml:"split"`
 	LocalPrivateZones *bool       `yaml:"local_private_zones"`
+	// The LAN's DHCP host names (lannames.go): answered under LocalDomain
+	// from the lease files in DHCPLeasesDir (systemd-networkd's).
+	DHCPHostNames *bool  `yaml:"dhcp_host_names"`
+	DHCPLeasesDir string `yaml:"dhcp_leases_dir"`
+	LocalDomain   string `yaml:"local_domain"`
 
 	servers  []transport.Spec
 	roots    *x509.CertPool
@@ -347,6 +352,7 @@ func (c *Config) setDefaults() {
 		c.DNS.KernelCache = &on
 	}
 	c.DNS.setLeakDefaults()
+	c.DNS.setLANNameDefaults()
 	if c.Firewall.UntrackUnsteered == nil {
 		on := true
 		c.Firewall.UntrackUnsteered = &on
@@ -602,6 +608,9 @@ func (d *DNS) validate() error {
 		return bad("dns.cache_size", "%d is outside 0..10000000", d.CacheSize)
 	}
 	if err := d.validateLeaks(); err != nil {
+		return err
+	}
+	if err := d.validateLANNames(); err != nil {
 		return err
 	}
 	return d.validateSplit()

@@ -110,7 +110,11 @@ func (d *DNS) LocalNXDomain() []string {
 	if d.LocalPrivateZones != nil && *d.LocalPrivateZones {
 		names = append(names, PrivateZones()...)
 	}
-	return append(names, d.RefusedDoHNames()...)
+	names = append(names, d.RefusedDoHNames()...)
+	if d.LocalDomainIsPrivate() {
+		names = append(names, d.LocalDomain)
+	}
+	return names
 }
 
 // RefusedDoHNames are the DoH host names refused (nil when

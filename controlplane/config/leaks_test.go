@@ -17,7 +17,7 @@ func TestLeakDefaults(t *testing.T) {
 		t.Errorf("defaults off: canary %v doh %v dot %v", *d.ApplicationDNSCanary, *d.BlockDoH, *d.RejectDoT)
 	}
 	nx := d.LocalNXDomain()
-	if len(nx) != 1+len(PrivateZones())+len(DefaultDoHHostnames) || nx[0] != ApplicationDNSCanary || !slices.Contains(nx, "dns.google") || !slices.Contains(nx, "mask.icloud.com") {
+	if len(nx) != 1+len(PrivateZones())+len(DefaultDoHHostnames)+1 || nx[len(nx)-1] != "lan" || nx[0] != ApplicationDNSCanary || !slices.Contains(nx, "dns.google") || !slices.Contains(nx, "mask.icloud.com") {
 		t.Errorf("LocalNXDomain = %v", nx)
 	}
 }
@@ -26,7 +26,7 @@ func TestLeakKeys(t *testing.T) {
 	dns := func(extra string) string {
 		return strings.Replace(good, "dns:\n", "dns:\n"+extra, 1)
 	}
-	c, err := Parse([]byte(dns("  local_private_zones: false\n  application_dns_canary: false\n  doh_hostnames: [\"DoH.Corp.Example.\", \"x.test\"]\n  reject_dot: false\n")))
+	c, err := Parse([]byte(dns("  local_private_zones: false\n  application_dns_canary: false\n  doh_hostnames: [\"DoH.Corp.Example.\", \"x.test\"]\n  reject_dot: false\n  dhcp_host_names: false\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestLeakKeys(t *testing.T) {
 	if *c.DNS.RejectDoT {
 		t.Error("reject_dot: false ignored")
 	}
-	c, err = Parse([]byte(dns("  block_doh: false\n  local_private_zones: false\n")))
+	c, err = Parse([]byte(dns("  block_doh: false\n  local_private_zones: false\n  local_domain: office.example.com\n")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/cloudsteer/cloudsteer/controlplane/api"
 	"github.com/cloudsteer/cloudsteer/controlplane/bypass"
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
+	"github.com/cloudsteer/cloudsteer/controlplane/dhcpnames"
 	"github.com/cloudsteer/cloudsteer/controlplane/health"
 	"github.com/cloudsteer/cloudsteer/controlplane/metrics"
 	"github.com/cloudsteer/cloudsteer/controlplane/model"
@@ -69,9 +70,10 @@ type Daemon struct {
 	ctrl     *controller
 	events   *events
 	api      *api.Server
-	hosts    hostCheck  // Host headers the network API answers
-	hostname string     // the machine's host name, resolved locally (ownname.go)
-	authLog  logLimiter // one refused-credentials line per cause per minute
+	hosts    hostCheck          // Host headers the network API answers
+	hostname string             // the machine's host name, resolved locally (ownname.go)
+	lanNames *dhcpnames.Watcher // the LAN's DHCP host names (ownname.go); nil when off
+	authLog  logLimiter         // one refused-credentials line per cause per minute
 
 	consoleSt  *consoleState                // the web console; nil when off
 	flows      flowRing                     // per-minute flow counters for the console
@@ -162,6 +164,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), cancel: cancel, now: o.Now, started: o.Now(), hostname: systemHostname()}
+	if *cfg.DNS.DHCPHostNames {
+		d.lanNames = &dhcpnames.Watcher{
+			Dir: cfg.DNS.DHCPLeasesDir, Domain: cfg.DNS.LocalDomain, Reserved: d.ownNames,
+			Log: log.With("component", "dhcpnames"), Now: o.Now,
+		}
+	}
 	d.authLog = logLimiter{every: authLogEvery, now: o.Now}
 	d.ctrl = &controller{d: d}
 	defer func() {
@@ -226,8 +234,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 		// Firefox's canary and the DoH services' names (dns.block_doh).
 		NXDomain: cfg.DNS.LocalNXDomain(),
 		Split:    splitZones(cfg),
-		// The gateway's own names (ownname.go).
+		// The gateway's own names and the LAN's DHCP host names (ownname.go).
 		LocalAddrs: d.ownName,
+		LocalPTR:   d.lanPTR,
 		Logger:     log,
 		// Per-client limits (0 is off); the kernel enforces the same
 		// numbers in front of the listeners.
@@ -357,6 +366,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Op
 	d.goRun(func() { d.prober.Run(ctx) })
 	d.goRun(func() { d.resolver.RunHealth(ctx, 0) })
 	d.goRun(func() { d.sampleFlows(ctx) })
+	if d.lanNames != nil {
+		d.goRun(func() { d.lanNames.Run(ctx) })
+	}
 	d.startQUICGate(ctx)
 	if err := d.startLinkWatch(ctx); err != nil {
 		return nil, fmt.Errorf("follow interface changes: %w", err)

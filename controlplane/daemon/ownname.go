@@ -32,17 +32,40 @@ func systemHostname() string {
 	return h
 }
 
+// The LAN's DHCP host names (dns.dhcp_host_names) come next: a device
+// that leased an address from the gateway's DHCP server under a host name
+// is found by that name alone and under dns.local_domain, and its address
+// by PTR (controlplane/dhcpnames). A device cannot take one of the
+// gateway's own names, nor wpad or isatap.
+
+// ownNames are the gateway's own names (canonical).
+func (d *Daemon) ownNames() []string {
+	var names []string
+	if d.hostname != "" {
+		names = append(names, d.hostname)
+	}
+	if p := d.hosts.names.Load(); p != nil {
+		names = append(names, *p...)
+	}
+	return names
+}
+
 // ownName is the resolver's LocalAddrs: true, with the LAN addresses, for
-// an own name.
+// an own name; true, with the leased addresses, for a LAN host name.
 func (d *Daemon) ownName(name string) ([]netip.Addr, bool) {
-	own := name == d.hostname && name != ""
-	if !own {
-		if p := d.hosts.names.Load(); p != nil {
-			own = slices.Contains(*p, name)
-		}
+	if name != "" && slices.Contains(d.ownNames(), name) {
+		return d.consoleAddrs(), true
 	}
-	if !own {
-		return nil, false
+	if d.lanNames != nil {
+		return d.lanNames.Lookup(name)
 	}
-	return d.consoleAddrs(), true
+	return nil, false
+}
+
+// lanPTR is the resolver's LocalPTR: the name of a leased LAN address.
+func (d *Daemon) lanPTR(a netip.Addr) (string, bool) {
+	if d.lanNames == nil {
+		return "", false
+	}
+	return d.lanNames.Table().Reverse(a)
 }

@@ -93,6 +93,14 @@ func (r *Resolver) handleGeneral(ctx context.Context, raw []byte, client netip.A
 			return finish(localAnswer(q, addrs))
 		}
 	}
+	if r.cfg.LocalPTR != nil && qq.Qtype == dns.TypePTR && qq.Qclass == dns.ClassINET {
+		if a, ok := reverseAddr(info.Name); ok {
+			if name, ok := r.cfg.LocalPTR(a); ok {
+				r.localAnswers.Add(1)
+				return finish(localPTR(q, name))
+			}
+		}
+	}
 	// Names the resolver answers itself (Config.NXDomain): Firefox's
 	// canary domain (NXDOMAIN tells Firefox the network filters DNS, and
 	// it turns its automatic DNS over HTTPS off) and the DoH services'

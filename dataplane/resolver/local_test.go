@@ -93,3 +93,68 @@ func TestLocalAddrs(t *testing.T) {
 		t.Errorf("another name: %v", m)
 	}
 }
+
+// TestLocalPTR: PTR queries for local addresses (the LAN's DHCP leases)
+// are answered from LocalPTR, ahead of the private reverse zones'
+// NXDOMAIN; other reverse names go their usual way.
+func TestLocalPTR(t *testing.T) {
+	up := newFakeUpstream(t)
+	names := map[netip.Addr]string{netip.MustParseAddr("192.168.77.23"): "nas.lan", netip.MustParseAddr("fd00:77::23"): "nas.lan"}
+	r := startResolver(t, Config{
+		Upstreams: []netip.AddrPort{up.addr},
+		NXDomain:  []string{"168.192.in-addr.arpa"},
+		LocalPTR: func(a netip.Addr) (string, bool) {
+			n, ok := names[a]
+			return n, ok
+		},
+	})
+	for _, tc := range []struct{ qname, want string }{
+		{"23.77.168.192.in-addr.arpa.", "nas.lan."},
+		{"23.77.168.192.IN-ADDR.ARPA.", "nas.lan."},
+		{mustReverse(t, "fd00:77::23"), "nas.lan."},
+	} {
+		m := ask(t, r.addr, "udp", query(tc.qname, dns.TypePTR))
+		if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+			t.Fatalf("%s: %s %v", tc.qname, dns.RcodeToString[m.Rcode], m.Answer)
+		}
+		if p, ok := m.Answer[0].(*dns.PTR); !ok || p.Ptr != tc.want || p.Hdr.Name != tc.qname {
+			t.Errorf("%s: %v, want %s", tc.qname, m.Answer[0], tc.want)
+		}
+	}
+	// An address without a lease in the private zone: the zone's NXDOMAIN.
+	if m := ask(t, r.addr, "udp", query("24.77.168.192.in-addr.arpa.", dns.TypePTR)); m.Rcode != dns.RcodeNameError {
+		t.Errorf("unleased private address: %s", dns.RcodeToString[m.Rcode])
+	}
+	// A leased address asked for another type is not answered locally.
+	if m := ask(t, r.addr, "udp", query("23.77.168.192.in-addr.arpa.", dns.TypeTXT)); m.Rcode != dns.RcodeNameError {
+		t.Errorf("TXT of a leased address: %s", dns.RcodeToString[m.Rcode])
+	}
+	if up.count("23.77.168.192.in-addr.arpa.") != 0 {
+		t.Error("a local PTR query went upstream")
+	}
+}
+
+func mustReverse(t *testing.T, a string) string {
+	t.Helper()
+	n, err := dns.ReverseAddr(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestReverseAddr(t *testing.T) {
+	for _, a := range []string{"192.168.77.23", "0.0.0.0", "255.255.255.255", "fd00:77::23", "2001:db8:1:2:3:4:5:6", "::"} {
+		n, _ := dns.ReverseAddr(a)
+		got, ok := reverseAddr(canonName(n))
+		if !ok || got != netip.MustParseAddr(a) {
+			t.Errorf("reverseAddr(%s) = %v, %v; want %s", n, got, ok, a)
+		}
+	}
+	for _, n := range []string{"168.192.in-addr.arpa", "in-addr.arpa", "1.2.3.4.5.in-addr.arpa", "256.1.1.1.in-addr.arpa", "01.1.1.1.in-addr.arpa",
+		"x.1.1.1.in-addr.arpa", ".1.1.1.in-addr.arpa", "1.0.ip6.arpa", "10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa", "example.com"} {
+		if a, ok := reverseAddr(n); ok {
+			t.Errorf("reverseAddr(%q) = %v", n, a)
+		}
+	}
+}

@@ -122,6 +122,11 @@ type Config struct {
 	// AAAA by family; NODATA for other types). Such answers come before
 	// everything else, are never forwarded, cached or snooped.
 	LocalAddrs func(name string) ([]netip.Addr, bool)
+	// LocalPTR, when set, answers PTR queries for local addresses (the
+	// LAN's DHCP leases) with a name; like LocalAddrs, before everything
+	// else (a private reverse zone's NXDOMAIN included) and never
+	// forwarded, cached or snooped.
+	LocalPTR func(addr netip.Addr) (string, bool)
 	// Split are the internal zones and their resolvers (split.go): names
 	// under them never go to the cloud resolvers. A split zone wins over
 	// NXDomain (the LAN's reverse zones may be in both).
