@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,44 +18,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/cloudsteer/cloudsteer/internal/privtest"
+	"github.com/cloudsteer/cloudsteer/internal/sdcontainer"
 )
-
-// routerBoot runs inside `ip netns exec GW unshare --pid --fork --mount
-// --uts`: systemd as PID 1 of the Debian root, in the network namespace
-// the test made (with the router's NICs already in it) and a cgroup of
-// its own. /sys is read-only, as a container manager mounts it: no udev
-// runs, and nothing in the root can write the host's devices.
-const routerBoot = `set -e
-R=$1 CG=$2
-mount --make-rprivate /
-mkdir -p "$CG"
-mount -t cgroup2 none "$CG"
-mkdir "$CG/$3"
-echo $$ > "$CG/$3/cgroup.procs"
-umount "$CG"
-mount --bind "$R" "$R"
-mount -t proc proc "$R/proc"
-mount -t sysfs -o ro sysfs "$R/sys"
-mount -t tmpfs -o mode=0755 tmpfs "$R/run"
-mount -t tmpfs -o mode=0755 tmpfs "$R/dev"
-mknod -m 666 "$R/dev/null" c 1 3
-mknod -m 666 "$R/dev/zero" c 1 5
-mknod -m 666 "$R/dev/random" c 1 8
-mknod -m 666 "$R/dev/urandom" c 1 9
-mknod -m 666 "$R/dev/tty" c 5 0
-mkdir -m 755 "$R/dev/pts"
-mkdir -m 1777 "$R/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$R/dev/pts"
-ln -s pts/ptmx "$R/dev/ptmx"
-mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
-ln -s /proc/self/fd "$R/dev/fd"
-mkdir -p "$R/.oldroot"
-exec unshare --cgroup sh -c 'mount -t cgroup2 none "$0/sys/fs/cgroup" && cd "$0" && pivot_root . .oldroot &&
-	/.oldroot/usr/bin/umount -l /.oldroot && rmdir /.oldroot &&
-	exec /usr/bin/env container=cloudsteer-test /lib/systemd/systemd --system' "$R"
-`
-
-const rootPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // routerRoot makes the trixie root (cached in bin/cache), with the
 // image's overlay and a freshly built cloudsteer.
@@ -133,101 +96,16 @@ func debianMirror() string {
 	return "http://deb.debian.org/debian"
 }
 
-// router is a booted root's systemd.
+// router is a booted root's systemd (internal/sdcontainer) in the
+// gateway's network namespace, with the router's NICs already in it.
 type router struct {
-	t   *testing.T
-	pid int
-	ns  string
+	*sdcontainer.System
+	ns string
 }
 
 func bootRouter(t *testing.T, root, ns string) *router {
 	t.Helper()
-	cgMount := filepath.Join(t.TempDir(), "cg")
-	cgName := privtest.Unique("cs-appliance-")
-	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount", "--uts",
-		"sh", "-c", routerBoot, "boot", root, cgMount, cgName)
-	log := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &router{t: t, ns: ns}
-	t.Cleanup(func() {
-		if r.pid != 0 {
-			syscall.Kill(r.pid, syscall.SIGKILL)
-		}
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		removeCgroup(t, cgName)
-	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if r.pid == 0 {
-			r.pid = findSystemd(cmd.Process.Pid)
-		}
-		if r.pid != 0 {
-			out, _ := r.exec("systemctl", "is-system-running")
-			if s := strings.TrimSpace(out); s == "running" || s == "degraded" {
-				return r
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := r.exec("systemctl", "list-jobs")
-			t.Fatalf("systemd did not come up in 90s (pid %d):\n%s\n%s", r.pid, log, out)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-// findSystemd returns the pid of the systemd below pid (ip netns exec →
-// unshare → systemd), 0 while there is none.
-func findSystemd(pid int) int {
-	for range 4 {
-		kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		f := strings.Fields(string(kids))
-		if err != nil || len(f) == 0 {
-			return 0
-		}
-		pid, _ = strconv.Atoi(f[0])
-		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "systemd" {
-			return pid
-		}
-	}
-	return 0
-}
-
-func removeCgroup(t *testing.T, name string) {
-	dir := t.TempDir()
-	script := `mount -t cgroup2 none "$0" || exit 1
-test -d "$0/$1" || { umount "$0"; exit 0; }
-find "$0/$1" -depth -type d -exec rmdir {} +; r=$?; umount "$0"; exit $r`
-	var out []byte
-	var err error
-	for range 40 {
-		if out, err = exec.Command("unshare", "--mount", "sh", "-c", script, dir, name).CombinedOutput(); err == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Errorf("remove cgroup %s: %v\n%s", name, err, out)
-}
-
-func (r *router) exec(args ...string) (string, error) {
-	full := append([]string{"-t", strconv.Itoa(r.pid), "-m", "-p", "-n", "-u", "-r", "-w",
-		"/usr/bin/env", "-i", rootPath, "LANG=C"}, args...)
-	out, err := exec.Command("nsenter", full...).CombinedOutput()
-	return string(out), err
-}
-
-func (r *router) must(args ...string) string {
-	r.t.Helper()
-	out, err := r.exec(args...)
-	if err != nil {
-		j, _ := r.exec("journalctl", "--no-pager", "-b", "-n", "80")
-		r.t.Fatalf("%s: %v\n%s\njournal:\n%s", strings.Join(args, " "), err, out, j)
-	}
-	return out
+	return &router{System: sdcontainer.Boot(t, root, sdcontainer.Options{NetNS: ns}), ns: ns}
 }
 
 // dial connects from namespace ns to addr, sends nothing and returns
@@ -307,9 +185,9 @@ esac
 	leaseStart := time.Now()
 	out, err := privtest.Command(lan, "udhcpc", "-i", "client", "-f", "-q", "-n", "-t", "20", "-T", "1", "-s", script).CombinedOutput()
 	if err != nil {
-		n, _ := r.exec("networkctl", "status", "lan0", "--no-pager")
-		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "short-monotonic", "-u", "systemd-networkd", "-u", "cloudsteer-appliance-configure")
-		ls, _ := r.exec("ls", "-l", "/run/systemd/network")
+		n, _ := r.Exec("networkctl", "status", "lan0", "--no-pager")
+		j, _ := r.Exec("journalctl", "--no-pager", "-b", "-o", "short-monotonic", "-u", "systemd-networkd", "-u", "cloudsteer-appliance-configure")
+		ls, _ := r.Exec("ls", "-l", "/run/systemd/network")
 		t.Fatalf("no DHCP lease: %v\n%s\n%s\n%s\n%s", err, out[max(0, len(out)-300):], n, j, ls)
 	}
 	var lease string
@@ -362,12 +240,12 @@ func TestRouterBoots(t *testing.T) {
 	r, gw, wan, lan, rc := l.r, l.gw, l.wan, l.lan, l.rc
 
 	for _, u := range []string{"cloudsteer-appliance-configure.service", "cloudsteer-firewall.service", "systemd-networkd.service", "systemd-resolved.service", "cloudsteer.service"} {
-		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
-			out, _ := r.exec("journalctl", "--no-pager", "-b", "-u", u)
+		if s := strings.TrimSpace(r.Must("systemctl", "show", "-P", "ActiveState", u)); s != "active" {
+			out, _ := r.Exec("journalctl", "--no-pager", "-b", "-u", u)
 			t.Fatalf("%s is %s:\n%s", u, s, out)
 		}
 	}
-	if st := r.must("cat", StatusFile); !strings.Contains(st, "router.conf: ok") || !strings.Contains(st, "wan: wan0") || !strings.Contains(st, "lan: lan0") {
+	if st := r.Must("cat", StatusFile); !strings.Contains(st, "router.conf: ok") || !strings.Contains(st, "wan: wan0") || !strings.Contains(st, "lan: lan0") {
 		t.Fatalf("status:\n%s", st)
 	}
 	// The code left router.conf for the data partition.
@@ -377,10 +255,10 @@ func TestRouterBoots(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, DefaultStateDir, CodeFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("imported code: %v %v", fi, err)
 	}
-	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat"); strings.Contains(j, code) {
+	if j := r.Must("journalctl", "--no-pager", "-b", "-o", "cat"); strings.Contains(j, code) {
 		t.Fatal("the entitlement code is in the journal")
 	}
-	fw := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-firewall.service")
+	fw := r.Must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-firewall.service")
 	if !strings.Contains(fw, "loaded without flowtable offload") {
 		t.Fatalf("firewall journal:\n%s", fw)
 	}
@@ -400,11 +278,11 @@ func TestRouterBoots(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(root, "var/tmp", name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r.must("mv", "/var/tmp/"+name, NetworkDir+"/"+name)
+		r.Must("mv", "/var/tmp/"+name, NetworkDir+"/"+name)
 	}
-	r.must("networkctl", "reload")
+	r.Must("networkctl", "reload")
 	time.Sleep(time.Second)
-	nj := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "systemd-networkd", "-u", "systemd-resolved")
+	nj := r.Must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "systemd-networkd", "-u", "systemd-resolved")
 	for _, l := range strings.Split(nj, "\n") {
 		if strings.Contains(l, "cloudsteer") && (strings.Contains(l, "Unknown") || strings.Contains(l, "Failed to parse") || strings.Contains(l, "ignoring")) {
 			t.Errorf("networkd/resolved: %s", l)
@@ -413,7 +291,7 @@ func TestRouterBoots(t *testing.T) {
 	if len(goldens) < 10 {
 		t.Fatalf("only %d golden network files", len(goldens))
 	}
-	if out, err := r.exec("systemd-analyze", "verify", "cloudsteer-appliance-configure.service", "cloudsteer-firewall.service",
+	if out, err := r.Exec("systemd-analyze", "verify", "cloudsteer-appliance-configure.service", "cloudsteer-firewall.service",
 		"cloudsteer-banner.service", "cloudsteer-healthy.service"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
@@ -421,7 +299,7 @@ func TestRouterBoots(t *testing.T) {
 	// DNS from the LAN is answered at the router's address (cloudsteer
 	// steers it to its resolver, whose upstream is the router's own).
 	if err := dnsAnswers(lan, "192.168.77.1:53"); err != nil {
-		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer")
+		j, _ := r.Exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer")
 		t.Fatalf("DNS from the LAN: %v\n%s", err, j[max(0, len(j)-3000):])
 	}
 
@@ -478,21 +356,21 @@ func TestRouterBoots(t *testing.T) {
 	// a host key made on /var, root by key only, on the LAN address only;
 	// the LAN reaches it, the WAN does not (above: nothing answers there).
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", "ssh.service")); s == "active" {
+		if s := strings.TrimSpace(r.Must("systemctl", "show", "-P", "ActiveState", "ssh.service")); s == "active" {
 			break
 		} else if time.Now().After(deadline) {
-			j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "ssh")
+			j, _ := r.Exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "ssh")
 			t.Fatalf("ssh.service is %s:\n%s", s, j)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if ak := r.must("stat", "-c", "%a %U %s", "/run/cloudsteer-appliance/ssh/authorized_keys"); strings.TrimSpace(ak) != fmt.Sprintf("600 root %d", len(key)+1) {
+	if ak := r.Must("stat", "-c", "%a %U %s", "/run/cloudsteer-appliance/ssh/authorized_keys"); strings.TrimSpace(ak) != fmt.Sprintf("600 root %d", len(key)+1) {
 		t.Errorf("authorized_keys: %s", ak)
 	}
-	if hk := r.must("stat", "-c", "%a", DefaultStateDir+"/ssh/ssh_host_ed25519_key"); strings.TrimSpace(hk) != "600" {
+	if hk := r.Must("stat", "-c", "%a", DefaultStateDir+"/ssh/ssh_host_ed25519_key"); strings.TrimSpace(hk) != "600" {
 		t.Errorf("host key mode %s", hk)
 	}
-	sshT := r.must("sshd", "-T")
+	sshT := r.Must("sshd", "-T")
 	for _, want := range []string{"passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password",
 		"listenaddress 192.168.77.1:22", "authorizedkeysfile /run/cloudsteer-appliance/ssh/authorized_keys",
 		"hostkey /var/lib/cloudsteer-appliance/ssh/ssh_host_ed25519_key", "allowusers root"} {
@@ -532,11 +410,11 @@ func TestRouterBoots(t *testing.T) {
 			os.WriteFile(filepath.Join(pppDir, "ppp-core"), []byte(strings.Join(core, "\n")), 0o600)
 		}
 	}
-	if out, err := r.exec("pppd", "file", "/var/tmp/ppp-core", "dryrun"); strings.Contains(out, "unrecognized option") || strings.Contains(out, "In file") ||
+	if out, err := r.Exec("pppd", "file", "/var/tmp/ppp-core", "dryrun"); strings.Contains(out, "unrecognized option") || strings.Contains(out, "In file") ||
 		(err != nil && !strings.Contains(out, "no device specified")) {
 		t.Errorf("pppd refuses the generated options: %v\n%s", err, out)
 	}
-	out, err := r.exec("pppd", "file", "/var/tmp/ppp-options", "dryrun")
+	out, err := r.Exec("pppd", "file", "/var/tmp/ppp-options", "dryrun")
 	switch {
 	case strings.Contains(out, "unrecognized option") || strings.Contains(out, "In file") || !strings.Contains(out, "Plugin pppoe.so loaded"):
 		t.Errorf("pppd refuses the generated options: %v\n%s", err, out)
@@ -553,13 +431,13 @@ func TestRouterBoots(t *testing.T) {
 	// cloudsteer runs on the generated config (as the shipped unit with
 	// the image's drop-in), and the banner unit put the console's address
 	// and a setup link into the login prompt's issue file.
-	if out := r.must("systemctl", "show", "-P", "ExecStart", "cloudsteer.service"); !strings.Contains(out, CloudsteerConfig) {
+	if out := r.Must("systemctl", "show", "-P", "ExecStart", "cloudsteer.service"); !strings.Contains(out, CloudsteerConfig) {
 		t.Errorf("cloudsteer.service ExecStart: %s", out)
 	}
 	var issue string
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		if s := strings.TrimSpace(r.must("systemctl", "show", "-P", "ActiveState", "cloudsteer-banner.service")); s == "active" || s == "failed" {
-			issue, _ = r.exec("cat", "/run/issue.d/50-cloudsteer.issue")
+		if s := strings.TrimSpace(r.Must("systemctl", "show", "-P", "ActiveState", "cloudsteer-banner.service")); s == "active" || s == "failed" {
+			issue, _ = r.Exec("cat", "/run/issue.d/50-cloudsteer.issue")
 			break
 		}
 		if time.Now().After(deadline) {
@@ -568,10 +446,10 @@ func TestRouterBoots(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	if !strings.Contains(issue, "https://192.168.77.1") || !strings.Contains(issue, "/setup?token=") || !strings.Contains(issue, "Certificate SHA-256") {
-		j, _ := r.exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer", "-u", "cloudsteer-banner")
+		j, _ := r.Exec("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer", "-u", "cloudsteer-banner")
 		t.Fatalf("banner:\n%s\njournal:\n%s", issue, j)
 	}
-	if j := r.must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-banner"); strings.Contains(j, "token=") {
+	if j := r.Must("journalctl", "--no-pager", "-b", "-o", "cat", "-u", "cloudsteer-banner"); strings.Contains(j, "token=") {
 		t.Errorf("the banner's setup link is in the journal:\n%s", j)
 	}
 	t.Logf("router test took %s", time.Since(start).Round(time.Second))
@@ -669,20 +547,20 @@ func TestRouterDHCPWAN(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			j, _ := l.r.exec("journalctl", "--no-pager", "-b", "-u", "systemd-networkd")
+			j, _ := l.r.Exec("journalctl", "--no-pager", "-b", "-u", "systemd-networkd")
 			t.Fatalf("no DHCP address on the WAN:\n%s\n%s", out, j)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("WAN address %s from DHCP", wanAddr)
-	if out := l.r.must("resolvectl", "dns", "wan0"); !strings.Contains(out, "203.0.113.53") {
+	if out := l.r.Must("resolvectl", "dns", "wan0"); !strings.Contains(out, "203.0.113.53") {
 		t.Errorf("the WAN's DHCP DNS server did not reach resolved: %s", out)
 	}
-	y := l.r.must("cat", CloudsteerConfig)
+	y := l.r.Must("cat", CloudsteerConfig)
 	if !strings.Contains(y, UnsetProxy) || !strings.Contains(y, `upstreams: ["127.0.0.53"]`) || strings.Contains(y, "entitlement_code") {
 		t.Errorf("cloudsteer config without cloud settings:\n%s", y)
 	}
-	if st := l.r.must("cat", StatusFile); !strings.Contains(st, "entitlement code: none") || !strings.Contains(st, "cloud proxy: not set") ||
+	if st := l.r.Must("cat", StatusFile); !strings.Contains(st, "entitlement code: none") || !strings.Contains(st, "cloud proxy: not set") ||
 		!strings.Contains(st, "router.conf line 3: lan_address:") || !strings.Contains(st, "lan: lan0 (") || !strings.Contains(st, "192.168.77.1/24") {
 		t.Errorf("status:\n%s", st)
 	}
