@@ -260,14 +260,9 @@ func Parse(data []byte) (*Conf, []LineError) {
 			}
 			c.IPv6 = b
 		case "cloud_proxy":
-			var ps []string
-			for _, f := range splitList(v) {
-				if err := checkProxyURL(f); err != nil {
-					fail("%v", err)
-					ps = nil
-					break
-				}
-				ps = append(ps, f)
+			ps, err := checkList(v, checkProxyURL)
+			if err != nil {
+				fail("%v", err)
 			}
 			if len(ps) > config.MaxCloudProxies {
 				fail("at most %d proxies", config.MaxCloudProxies)
@@ -287,25 +282,25 @@ func Parse(data []byte) (*Conf, []LineError) {
 			}
 			c.CloudProxyPassword = v
 		case "dns":
-			var ds []string
-			for _, f := range splitList(v) {
+			ds, err := checkList(v, func(f string) error {
 				if !validUpstream(f) {
-					fail("%q is not an IP address or IP:port ([v6]:port)", f)
-					ds = nil
-					break
+					return fmt.Errorf("%q is not an IP address or IP:port ([v6]:port)", f)
 				}
-				ds = append(ds, f)
+				return nil
+			})
+			if err != nil {
+				fail("%v", err)
 			}
 			c.DNS = ds
 		case "ntp":
-			var ns []string
-			for _, f := range splitList(v) {
+			ns, err := checkList(v, func(f string) error {
 				if !validHost(f) {
-					fail("%q is not a host name or IP address", f)
-					ns = nil
-					break
+					return fmt.Errorf("%q is not a host name or IP address", f)
 				}
-				ns = append(ns, f)
+				return nil
+			})
+			if err != nil {
+				fail("%v", err)
 			}
 			c.NTP = ns
 		case "entitlement_code":
@@ -505,4 +500,17 @@ func validHost(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkList splits a list-valued key's value and checks each entry: all
+// of them, or nil and the first entry's error.
+func checkList(v string, check func(string) error) ([]string, error) {
+	var out []string
+	for _, f := range splitList(v) {
+		if err := check(f); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
