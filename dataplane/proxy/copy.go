@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,12 @@ const (
 	// parkAfter is how long a direction waits for bytes in the Go
 	// netpoller, goroutine and all, before it parks.
 	parkAfter = 100 * time.Millisecond
+	// smallFlowBytes is how much a TCP-to-TCP direction moves with
+	// read(2) and write(2) through a pooled copyBufSize buffer before it
+	// switches to splice(2): a TLS handshake and a short answer cost
+	// fewer pipe operations that way, and a bulk flow splices after its
+	// first smallFlowBytes.
+	smallFlowBytes = 64 << 10
 )
 
 // kpipe is a kernel pipe and the bytes it holds.
@@ -285,6 +292,7 @@ type direction struct {
 	t        *tunnel
 	src, dst net.Conn
 	written  int64
+	spliced  int64  // of written, the bytes moved by splice(2)
 	deadline int64  // unix nanoseconds when src's read deadline (parking) ends
 	parkID   uint64 // guarded by idleParker.mu
 	armed    bool   // src is in the parker's epoll set
@@ -383,6 +391,21 @@ func (d *direction) splice(st, dt *net.TCPConn) (parked bool, err error) {
 			d.deadline = dl.UnixNano()
 			st.SetReadDeadline(dl)
 		}
+		if d.written < smallFlowBytes {
+			// A small flow so far: read and write through a pooled
+			// buffer, held only while bytes are on their way.
+			eof, err := d.copyOnce(st, srcRaw, dt)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if idleParker.park(d) {
+					return true, nil
+				}
+				continue
+			}
+			if err != nil || eof {
+				return false, err
+			}
+			continue
+		}
 		// Fill the pipe from src. While src has nothing to read, the pipe
 		// goes back to the pool.
 		var n int64
@@ -445,9 +468,58 @@ func (d *direction) splice(st, dt *net.TCPConn) (parked bool, err error) {
 			}
 			p.n -= m
 			d.written += m
+			d.spliced += m
 			d.t.touch()
 		}
 	}
+}
+
+// copyOnce reads what src has (waiting for it in the netpoller) into a
+// pooled buffer and writes all of it to dst. It reports true at EOF; a
+// read deadline (parking time) comes back as os.ErrDeadlineExceeded.
+// Nothing is held between calls: the buffer is empty when copyOnce
+// returns, so the caller may splice from then on without losing a byte.
+func (d *direction) copyOnce(st *net.TCPConn, srcRaw syscall.RawConn, dt *net.TCPConn) (eof bool, err error) {
+	var bp *[]byte
+	var n int
+	var rerr error
+	err = srcRaw.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = copyBufs.Get().(*[]byte)
+		}
+		for {
+			n, rerr = unix.Read(int(fd), *bp)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			copyBufs.Put(bp)
+			bp = nil
+			return false
+		}
+		return true
+	})
+	if bp != nil {
+		defer copyBufs.Put(bp)
+	}
+	if err != nil {
+		return false, err
+	}
+	if rerr != nil {
+		return false, fmt.Errorf("read from %s: %w", st.RemoteAddr(), rerr)
+	}
+	if n == 0 {
+		return true, nil
+	}
+	d.t.touch()
+	m, err := dt.Write((*bp)[:n])
+	d.written += int64(m)
+	if err != nil {
+		return false, err
+	}
+	d.t.touch()
+	return false, nil
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}

@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -212,4 +214,127 @@ func BenchmarkFirstExchange(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+}
+
+// splicedEnds is a TCP tunnel whose done reports, per direction, the
+// bytes copied and those of them moved by splice(2).
+type splicedEnds struct {
+	left, right *net.TCPConn
+	done        chan [4]int64
+}
+
+func startSpliced(t *testing.T, ts *proxy.Tunnels) splicedEnds {
+	t.Helper()
+	e := splicedEnds{done: make(chan [4]int64, 1)}
+	var a, b *net.TCPConn
+	e.left, a = tcpPair(t)
+	b, e.right = tcpPair(t)
+	if !proxy.StartSpliced(ts, a, b, func(ab, ba, sab, sba int64) { e.done <- [4]int64{ab, ba, sab, sba} }) {
+		t.Fatal("Start refused")
+	}
+	return e
+}
+
+func (e splicedEnds) wait(t *testing.T) [4]int64 {
+	t.Helper()
+	select {
+	case n := <-e.done:
+		return n
+	case <-time.After(30 * time.Second):
+		t.Fatal("tunnel did not end")
+		return [4]int64{}
+	}
+}
+
+// sendChunks writes data to c in chunks of growing size with short pauses
+// (so the tunnel's reads end mid-way through the data, and the switch to
+// splice falls inside a chunk's worth of bytes), then half-closes c.
+func sendChunks(c *net.TCPConn, data []byte) error {
+	for off, size := 0, 1; off < len(data); size = min(size*3, 256<<10) {
+		n := min(size, len(data)-off)
+		if _, err := c.Write(data[off : off+n]); err != nil {
+			return err
+		}
+		off += n
+		time.Sleep(time.Millisecond)
+	}
+	return c.CloseWrite()
+}
+
+// TestTunnelSwitchesToSplice sends more than SmallFlowBytes each way at
+// once, in uneven chunks, through a TCP tunnel: every byte arrives in
+// order, each side's half-close reaches the other, and past the first
+// SmallFlowBytes the bytes were spliced.
+func TestTunnelSwitchesToSplice(t *testing.T) {
+	ts := proxy.NewTunnels(proxy.TunnelConfig{})
+	t.Cleanup(ts.Close)
+	e := startSpliced(t, ts)
+	up := make([]byte, 3<<20+17)
+	down := make([]byte, proxy.SmallFlowBytes+4099)
+	rand.Read(up)
+	rand.Read(down)
+	errs := make(chan error, 2)
+	go func() { errs <- sendChunks(e.left, up) }()
+	go func() { errs <- sendChunks(e.right, down) }()
+	gotUp, gotDown := make(chan []byte, 1), make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(e.right); gotUp <- b }()
+	go func() { b, _ := io.ReadAll(e.left); gotDown <- b }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ReadAll ends at each side's EOF: the half-close went through.
+	if b := <-gotUp; !bytes.Equal(b, up) {
+		t.Errorf("right got %d bytes, not the %d sent (first difference at %d)", len(b), len(up), firstDiff(b, up))
+	}
+	if b := <-gotDown; !bytes.Equal(b, down) {
+		t.Errorf("left got %d bytes, not the %d sent (first difference at %d)", len(b), len(down), firstDiff(b, down))
+	}
+	n := e.wait(t)
+	if n[0] != int64(len(up)) || n[1] != int64(len(down)) {
+		t.Errorf("done got %v bytes, want %d and %d", n[:2], len(up), len(down))
+	}
+	// Up to SmallFlowBytes plus one buffer's worth goes through the buffer.
+	for i, total := range n[:2] {
+		if lo := total - proxy.SmallFlowBytes - 16<<10; n[2+i] < lo || n[2+i] > total-proxy.SmallFlowBytes {
+			t.Errorf("direction %d: %d of %d bytes spliced, want %d to %d", i, n[2+i], total, lo, total-proxy.SmallFlowBytes)
+		}
+	}
+}
+
+// TestTunnelSmallFlowNoSplice checks a handshake-sized exchange is copied
+// without splice(2), and a half-close right after it still goes through.
+func TestTunnelSmallFlowNoSplice(t *testing.T) {
+	ts := proxy.NewTunnels(proxy.TunnelConfig{})
+	t.Cleanup(ts.Close)
+	e := startSpliced(t, ts)
+	hello := bytes.Repeat([]byte("h"), 517)
+	if _, err := e.left.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(hello))
+	if _, err := io.ReadFull(e.right, got); err != nil || !bytes.Equal(got, hello) {
+		t.Fatalf("right read %d bytes, %v", len(got), err)
+	}
+	answer := bytes.Repeat([]byte("s"), 4000)
+	e.right.Write(answer)
+	e.right.CloseWrite()
+	b, err := io.ReadAll(e.left)
+	if err != nil || !bytes.Equal(b, answer) {
+		t.Fatalf("left read %d bytes (%v), want the %d-byte answer and EOF", len(b), err, len(answer))
+	}
+	e.left.CloseWrite()
+	if n := e.wait(t); n != [4]int64{517, 4000, 0, 0} {
+		t.Errorf("done got %v (copied, spliced), want [517 4000 0 0]", n)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
