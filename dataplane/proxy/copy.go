@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,12 +40,6 @@ const (
 	// parkAfter is how long a direction waits for bytes in the Go
 	// netpoller, goroutine and all, before it parks.
 	parkAfter = 100 * time.Millisecond
-	// smallFlowBytes is how much a TCP-to-TCP direction moves with
-	// read(2) and write(2) through a pooled copyBufSize buffer before it
-	// switches to splice(2): a TLS handshake and a short answer cost
-	// fewer pipe operations that way, and a bulk flow splices after its
-	// first smallFlowBytes.
-	smallFlowBytes = 64 << 10
 )
 
 // kpipe is a kernel pipe and the bytes it holds.
@@ -176,16 +169,23 @@ func (ts *Tunnels) Close() {
 }
 
 func (ts *Tunnels) start(a, b net.Conn, done func(int64, int64)) *tunnel {
-	return ts.startTunnel(a, b, &tunnel{ts: ts, done: done})
+	return ts.startTunnel(a, b, &tunnel{ts: ts, done: done}, false)
 }
 
 // startKeyed is start with an end function that gets key too (the
 // client's key in the flow limits), so one function serves all flows.
+// It starts only the b-to-a direction: the caller must call runFirst on
+// the tunnel returned (in the goroutine that is done with the flow's
+// handshake, so a new flow starts one goroutine fewer).
 func (ts *Tunnels) startKeyed(a, b net.Conn, key netip.Addr, done func(netip.Addr, int64, int64)) *tunnel {
-	return ts.startTunnel(a, b, &tunnel{ts: ts, key: key, doneKeyed: done})
+	return ts.startTunnel(a, b, &tunnel{ts: ts, key: key, doneKeyed: done}, true)
 }
 
-func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel) *tunnel {
+// runFirst runs the a-to-b direction of a tunnel from startKeyed in the
+// calling goroutine, until it ends or parks.
+func (t *tunnel) runFirst() { t.dirs[0].run() }
+
+func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel, callerRunsFirst bool) *tunnel {
 	a.SetDeadline(time.Time{})
 	b.SetDeadline(time.Time{})
 	t.touch()
@@ -213,7 +213,9 @@ func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel) *tunnel {
 		}
 	}
 	ts.mu.Unlock()
-	t.dirs[0].start()
+	if !callerRunsFirst {
+		t.dirs[0].start()
+	}
 	t.dirs[1].start()
 	return t
 }
@@ -292,7 +294,6 @@ type direction struct {
 	t        *tunnel
 	src, dst net.Conn
 	written  int64
-	spliced  int64  // of written, the bytes moved by splice(2)
 	deadline int64  // unix nanoseconds when src's read deadline (parking) ends
 	parkID   uint64 // guarded by idleParker.mu
 	armed    bool   // src is in the parker's epoll set
@@ -391,21 +392,6 @@ func (d *direction) splice(st, dt *net.TCPConn) (parked bool, err error) {
 			d.deadline = dl.UnixNano()
 			st.SetReadDeadline(dl)
 		}
-		if d.written < smallFlowBytes {
-			// A small flow so far: read and write through a pooled
-			// buffer, held only while bytes are on their way.
-			eof, err := d.copyOnce(st, srcRaw, dt)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if idleParker.park(d) {
-					return true, nil
-				}
-				continue
-			}
-			if err != nil || eof {
-				return false, err
-			}
-			continue
-		}
 		// Fill the pipe from src. While src has nothing to read, the pipe
 		// goes back to the pool.
 		var n int64
@@ -468,58 +454,9 @@ func (d *direction) splice(st, dt *net.TCPConn) (parked bool, err error) {
 			}
 			p.n -= m
 			d.written += m
-			d.spliced += m
 			d.t.touch()
 		}
 	}
-}
-
-// copyOnce reads what src has (waiting for it in the netpoller) into a
-// pooled buffer and writes all of it to dst. It reports true at EOF; a
-// read deadline (parking time) comes back as os.ErrDeadlineExceeded.
-// Nothing is held between calls: the buffer is empty when copyOnce
-// returns, so the caller may splice from then on without losing a byte.
-func (d *direction) copyOnce(st *net.TCPConn, srcRaw syscall.RawConn, dt *net.TCPConn) (eof bool, err error) {
-	var bp *[]byte
-	var n int
-	var rerr error
-	err = srcRaw.Read(func(fd uintptr) bool {
-		if bp == nil {
-			bp = copyBufs.Get().(*[]byte)
-		}
-		for {
-			n, rerr = unix.Read(int(fd), *bp)
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-		if rerr == unix.EAGAIN {
-			copyBufs.Put(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
-	if bp != nil {
-		defer copyBufs.Put(bp)
-	}
-	if err != nil {
-		return false, err
-	}
-	if rerr != nil {
-		return false, fmt.Errorf("read from %s: %w", st.RemoteAddr(), rerr)
-	}
-	if n == 0 {
-		return true, nil
-	}
-	d.t.touch()
-	m, err := dt.Write((*bp)[:n])
-	d.written += int64(m)
-	if err != nil {
-		return false, err
-	}
-	d.t.touch()
-	return false, nil
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}

@@ -31,18 +31,3 @@ func DestAllowed(p *Proxy, a netip.Addr) (bool, string) { return p.destAllowed(a
 
 // ClientKey is clientKey.
 func ClientKey(a netip.Addr) netip.Addr { return clientKey(a) }
-
-// SmallFlowBytes is smallFlowBytes.
-const SmallFlowBytes = smallFlowBytes
-
-// StartSpliced is ts.Start with a done that also gets, of the bytes each
-// direction copied, those it moved by splice(2).
-func StartSpliced(ts *Tunnels, a, b net.Conn, done func(aToB, bToA, splicedAToB, splicedBToA int64)) bool {
-	ready := make(chan *tunnel, 1)
-	t := ts.start(a, b, func(x, y int64) {
-		t := <-ready
-		done(x, y, t.dirs[0].spliced, t.dirs[1].spliced)
-	})
-	ready <- t
-	return t != nil
-}
