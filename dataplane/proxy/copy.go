@@ -169,23 +169,16 @@ func (ts *Tunnels) Close() {
 }
 
 func (ts *Tunnels) start(a, b net.Conn, done func(int64, int64)) *tunnel {
-	return ts.startTunnel(a, b, &tunnel{ts: ts, done: done}, false)
+	return ts.startTunnel(a, b, &tunnel{ts: ts, done: done})
 }
 
 // startKeyed is start with an end function that gets key too (the
 // client's key in the flow limits), so one function serves all flows.
-// It starts only the b-to-a direction: the caller must call runFirst on
-// the tunnel returned (in the goroutine that is done with the flow's
-// handshake, so a new flow starts one goroutine fewer).
 func (ts *Tunnels) startKeyed(a, b net.Conn, key netip.Addr, done func(netip.Addr, int64, int64)) *tunnel {
-	return ts.startTunnel(a, b, &tunnel{ts: ts, key: key, doneKeyed: done}, true)
+	return ts.startTunnel(a, b, &tunnel{ts: ts, key: key, doneKeyed: done})
 }
 
-// runFirst runs the a-to-b direction of a tunnel from startKeyed in the
-// calling goroutine, until it ends or parks.
-func (t *tunnel) runFirst() { t.dirs[0].run() }
-
-func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel, callerRunsFirst bool) *tunnel {
+func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel) *tunnel {
 	a.SetDeadline(time.Time{})
 	b.SetDeadline(time.Time{})
 	t.touch()
@@ -213,9 +206,7 @@ func (ts *Tunnels) startTunnel(a, b net.Conn, t *tunnel, callerRunsFirst bool) *
 		}
 	}
 	ts.mu.Unlock()
-	if !callerRunsFirst {
-		t.dirs[0].start()
-	}
+	t.dirs[0].start()
 	t.dirs[1].start()
 	return t
 }

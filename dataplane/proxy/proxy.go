@@ -339,10 +339,6 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, proto string, handle
 				p.active.Add(-1)
 				p.limits.release(key)
 				wg.Done()
-			} else {
-				// The tunnel's client-to-upstream direction runs here,
-				// not in a goroutine of its own.
-				f.first.runFirst()
 			}
 		}()
 	}
@@ -368,7 +364,6 @@ type flow struct {
 	conns  []net.Conn
 	closed bool
 	tun    *tunnel // a tunnel run by pipe
-	first  *tunnel // the detached tunnel whose first direction the serve goroutine runs
 }
 
 func newFlow(ctx context.Context, c *net.TCPConn, proto string, ts *Tunnels, done func(netip.Addr, int64, int64)) *flow {
@@ -508,10 +503,7 @@ func (p *Proxy) detach(f *flow, client *net.TCPConn, up net.Conn) {
 	if closed {
 		return
 	}
-	if t := f.tunnels.startKeyed(client, up, f.key, f.tunnelDone); t != nil {
-		// The serve goroutine runs the tunnel's first direction.
-		f.detached, f.first = true, t
-	}
+	f.detached = f.tunnels.startKeyed(client, up, f.key, f.tunnelDone) != nil
 }
 
 func closeWrite(c net.Conn) {
