@@ -9,6 +9,7 @@ package bench
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/cloudsteer/cloudsteer/lab"
 )
@@ -75,6 +76,9 @@ type Path struct {
 	// the e2e tests' Squid cloud proxy) instead of the lean benchmark
 	// proxy: a real cloud proxy rather than a splice.
 	SquidCloud bool
+	// Bin, when set, is the directory of the cloudsteer binary the path
+	// runs instead of Options.BinDir's (the A/B rows).
+	Bin string
 }
 
 // SquidCloudAddr is the lab's Squid as a cloud proxy, and SquidCloudAuth
@@ -160,7 +164,37 @@ const (
 	PRedsocksSq = "redsocks → Squid"
 	PSquidSq    = "squid icpt → Squid"
 	PCeilingSq  = "ceiling → Squid"
+
+	// The A/B rows (CLOUDSTEER_BENCH_BIN_B): the same two steered paths
+	// with a second cloudsteer binary, measured right beside the first.
+	PSteeredB   = "cloudsteer steered B"
+	PSteeredSqB = "steered B → Squid"
 )
+
+// BinBEnv names a directory holding a second cloudsteer binary: when set,
+// every round also measures PSteeredB and PSteeredSqB with it, each right
+// after (or, in the backward rounds, before) its A row, for side-by-side
+// comparisons of two builds on a noisy machine.
+const BinBEnv = "CLOUDSTEER_BENCH_BIN_B"
+
+// withBinB returns paths plus the A/B rows when dir is not empty.
+func withBinB(paths []Path, dir string) []Path {
+	if dir == "" {
+		return paths
+	}
+	out := slices.Clone(paths)
+	for _, p := range paths {
+		switch p.Name {
+		case PSteered:
+			p.Name, p.Bin = PSteeredB, dir
+			out = append(out, p)
+		case PSteeredSq:
+			p.Name, p.Bin = PSteeredSqB, dir
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 func (p Path) streamTarget() (netip.AddrPort, string) {
 	if p.Bypass {

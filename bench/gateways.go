@@ -46,6 +46,9 @@ type gwOptions struct {
 	// squidCloud chains the gateway to the lab's Squid (SquidCloudAddr)
 	// instead of the lean benchmark proxy.
 	squidCloud bool
+	// bin is the directory of the cloudsteer binary, when not
+	// Options.BinDir (the A/B rows).
+	bin string
 }
 
 // cloud returns the cloud proxy a gateway chains to, and the user and
@@ -130,7 +133,11 @@ admin:
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, fmt.Errorf("write cloudsteer config: %w", err)
 		}
-		cs, err := gateway.StartWithConfig(ctx, filepath.Join(r.opts.BinDir, "cloudsteer"), r.lab, cfg, filepath.Join(r.dir, "cloudsteer.log"))
+		bin := r.opts.BinDir
+		if o.bin != "" {
+			bin = o.bin
+		}
+		cs, err := gateway.StartWithConfig(ctx, filepath.Join(bin, "cloudsteer"), r.lab, cfg, filepath.Join(r.dir, "cloudsteer.log"))
 		if err != nil {
 			return nil, err
 		}

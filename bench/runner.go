@@ -81,6 +81,21 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	} else {
 		opts.IdleTarget = opts.Idle
 	}
+	if dir := os.Getenv(BinBEnv); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "cloudsteer")); err != nil {
+			return nil, fmt.Errorf("%s: %w", BinBEnv, err)
+		}
+		Paths = withBinB(Paths, dir)
+		// --only with a steered row measures its B row too.
+		for _, o := range ExpandOnly(opts.Only) {
+			switch o {
+			case PSteered:
+				opts.Only = append(opts.Only, PSteeredB)
+			case PSteeredSq:
+				opts.Only = append(opts.Only, PSteeredSqB)
+			}
+		}
+	}
 	opts.Only = ExpandOnly(opts.Only)
 	if err := lab.Cleanup(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("remove an earlier bench lab: %w", err)
@@ -533,6 +548,9 @@ type visit struct {
 	// nat loads the office router's ruleset for the visit; squid chains
 	// the gateway to the lab's Squid.
 	nat, squid bool
+	// bin is the directory of the cloudsteer binary to run, when not
+	// Options.BinDir (the A/B rows).
+	bin string
 }
 
 // visitOrder is the order in which a round measures one figure on every
@@ -542,21 +560,32 @@ type visit struct {
 // always favour the same side of a pair.
 func visitOrder(round int) []visit {
 	vs := []visit{
-		{GWConntrack, []string{PDirectCT}, false, false},
-		{GWNone, []string{PDirect}, false, false},
-		{GWCloudsteer, []string{PBypass, PSteered}, false, false},
-		{GWNone, []string{PCeiling, PAgent}, false, false},
-		{GWRedsocks, []string{PRedsocks}, false, false},
-		{GWSquid, []string{PSquid}, false, false},
+		{GWConntrack, []string{PDirectCT}, false, false, ""},
+		{GWNone, []string{PDirect}, false, false, ""},
+		{GWCloudsteer, []string{PBypass, PSteered}, false, false, ""},
+		{GWNone, []string{PCeiling, PAgent}, false, false, ""},
+		{GWRedsocks, []string{PRedsocks}, false, false, ""},
+		{GWSquid, []string{PSquid}, false, false, ""},
 		// In an office router: direct, then bypass.
-		{GWNone, []string{PDirectNAT}, true, false},
-		{GWCloudsteer, []string{PBypassNAT}, true, false},
+		{GWNone, []string{PDirectNAT}, true, false, ""},
+		{GWCloudsteer, []string{PBypassNAT}, true, false, ""},
 		// Squid as the cloud proxy: steered, redsocks and the ceiling
 		// back to back, then Squid intercept.
-		{GWCloudsteer, []string{PSteeredSq}, false, true},
-		{GWRedsocks, []string{PRedsocksSq}, false, true},
-		{GWNone, []string{PCeilingSq}, false, true},
-		{GWSquid, []string{PSquidSq}, false, true},
+		{GWCloudsteer, []string{PSteeredSq}, false, true, ""},
+		{GWRedsocks, []string{PRedsocksSq}, false, true, ""},
+		{GWNone, []string{PCeilingSq}, false, true, ""},
+		{GWSquid, []string{PSquidSq}, false, true, ""},
+	}
+	// The A/B rows, when there are any, right after their A rows.
+	for i := 0; i < len(vs); i++ {
+		for _, p := range Paths {
+			if p.Bin != "" && vs[i].bin == "" &&
+				((slices.Contains(vs[i].paths, PSteeredSq) && p.Name == PSteeredSqB) || (slices.Contains(vs[i].paths, PSteered) && p.Name == PSteeredB)) {
+				b := visit{GWCloudsteer, []string{p.Name}, false, vs[i].squid, p.Bin}
+				vs = slices.Insert(vs, i+1, b)
+				i++
+			}
+		}
 	}
 	if round%2 == 1 {
 		slices.Reverse(vs)
@@ -587,7 +616,7 @@ func (r *runner) visit(ctx context.Context, round, fig int, v visit, res *Result
 		}
 		defer r.clearRouter()
 	}
-	g, err := r.startGatewayWith(ctx, v.kind, gwOptions{squidCloud: v.squid})
+	g, err := r.startGatewayWith(ctx, v.kind, gwOptions{squidCloud: v.squid, bin: v.bin})
 	if err != nil {
 		return err
 	}

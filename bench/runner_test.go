@@ -104,3 +104,27 @@ func TestVerifyProbeOnBypass(t *testing.T) {
 		t.Error("a bypass sample with a steered flow passed")
 	}
 }
+
+// TestVisitOrderBinB checks the A/B rows of a second binary are each
+// measured right beside their A row, with the second binary and the A
+// row's cloud proxy.
+func TestVisitOrderBinB(t *testing.T) {
+	saved := Paths
+	t.Cleanup(func() { Paths = saved })
+	Paths = withBinB(Paths, "/tmp/b")
+	TestVisitOrderCoversPaths(t)
+	for round := range 2 {
+		vs := visitOrder(round)
+		for _, pair := range [][2]string{{PSteered, PSteeredB}, {PSteeredSq, PSteeredSqB}} {
+			a := slices.IndexFunc(vs, func(v visit) bool { return slices.Contains(v.paths, pair[0]) })
+			b := slices.IndexFunc(vs, func(v visit) bool { return slices.Contains(v.paths, pair[1]) })
+			if a < 0 || b < 0 || (b != a+1 && b != a-1) {
+				t.Errorf("round %d: %q at visit %d, %q at %d: want neighbours", round, pair[0], a, pair[1], b)
+				continue
+			}
+			if vs[b].bin != "/tmp/b" || vs[a].bin != "" || vs[b].squid != vs[a].squid {
+				t.Errorf("round %d: visits %+v and %+v", round, vs[a], vs[b])
+			}
+		}
+	}
+}
