@@ -427,35 +427,48 @@ func TestCloudFailClosed(t *testing.T) {
 // TestCloudFailDNSFirstResolverDead: the first cloud resolver black-holes
 // queries; only the first query after start pays its timeout, the next
 // ones go to the second resolver at once, and status and metrics say so.
+// Per family: the resolvers' addresses and the LAN client's queries.
 func TestCloudFailDNSFirstResolverDead(t *testing.T) {
 	e := newEnv(t, false)
-	dead := "198.51.100.99" // routed into the internet namespace, where nobody has it: dropped
-	e.gatewayFor(t, gateway.Options{DNSUpstreams: []string{dead, lab.CloudDNSV4.String()}})
-	sock := gateway.SocketPath(e.lab, "")
-	var took []time.Duration
-	for i := range 15 {
-		start := time.Now()
-		// Names nobody asked before: each one goes upstream (NXDOMAIN is an answer).
-		if _, err := e.dig(lab.NobodyDNSV4.String(), fmt.Sprintf("n%d-%d.example.com", i, start.UnixNano()), "A"); err != nil {
-			t.Fatalf("query %d: %v", i, err)
-		}
-		took = append(took, time.Since(start))
-	}
-	t.Logf("DNS with a dead first resolver, per query: %v", took)
-	for i, d := range took[1:] {
-		if d > time.Second {
-			t.Errorf("query %d took %s: the dead first resolver still costs a timeout", i+1, d)
-		}
-	}
-	st := e.waitReason(t, sock, model.ReasonDNSOnBackup, true, 5*time.Second)
-	if len(st.DNSUpstreams) != 2 || st.DNSUpstreams[0].Healthy || !st.DNSUpstreams[1].Active {
-		t.Errorf("status dns upstreams: %+v", st.DNSUpstreams)
-	}
-	if v := e.metric(t, `cloudsteer_dns_upstream_active{upstream="198.51.100.53:53"}`); v != 1 {
-		t.Errorf("dns_upstream_active of the second resolver: %v", v)
-	}
-	if !hasCloudEventProto(e, t, sock, "dns", "cloud_dns_switch") {
-		t.Error("no cloud_dns_switch event")
+	for _, fam := range []struct {
+		ipFamily
+		dead, live, qtype string
+	}{
+		// Routed into the internet namespace, where nobody has them: dropped.
+		{families[0], "198.51.100.99", lab.CloudDNSV4.String() + ":53", "A"},
+		{families[1], "[2001:db8:51::99]", "[" + lab.CloudDNSV6.String() + "]:53", "AAAA"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			name := "gw-dns-" + fam.name
+			e.gatewayFor(t, gateway.Options{Name: name, DNSUpstreams: []string{fam.dead, fam.live}})
+			sock := gateway.SocketPath(e.lab, name)
+			server := fam.pick(lab.NobodyDNSV4, lab.NobodyDNSV6).String()
+			var took []time.Duration
+			for i := range 15 {
+				start := time.Now()
+				// Names nobody asked before: each one goes upstream (NXDOMAIN is an answer).
+				if _, err := e.dig(server, fmt.Sprintf("n%d-%d.example.com", i, start.UnixNano()), fam.qtype); err != nil {
+					t.Fatalf("query %d: %v", i, err)
+				}
+				took = append(took, time.Since(start))
+			}
+			t.Logf("DNS with a dead first resolver, per query: %v", took)
+			for i, d := range took[1:] {
+				if d > time.Second {
+					t.Errorf("query %d took %s: the dead first resolver still costs a timeout", i+1, d)
+				}
+			}
+			st := e.waitReason(t, sock, model.ReasonDNSOnBackup, true, 5*time.Second)
+			if len(st.DNSUpstreams) != 2 || st.DNSUpstreams[0].Healthy || !st.DNSUpstreams[1].Active {
+				t.Errorf("status dns upstreams: %+v", st.DNSUpstreams)
+			}
+			if v := e.metric(t, fmt.Sprintf("cloudsteer_dns_upstream_active{upstream=%q}", fam.live)); v != 1 {
+				t.Errorf("dns_upstream_active of the second resolver: %v", v)
+			}
+			if !hasCloudEventProto(e, t, sock, "dns", "cloud_dns_switch") {
+				t.Error("no cloud_dns_switch event")
+			}
+		})
 	}
 }
 
