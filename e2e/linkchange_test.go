@@ -176,27 +176,33 @@ func (e *env) ingressCount(t *testing.T, dev string) int {
 	return n
 }
 
-// linkProbes are the client loop's probes: a steered HTTPS flow (through
-// the cloud proxy), a bypassed one (routed, so by the fast path when it is
-// on) and a DNS query the gateway answers.
+// linkProbes are the client loop's probes, per IP family: a steered
+// HTTPS flow (through the cloud proxy), a bypassed one (routed, so by the
+// fast path when it is on) and a DNS query the gateway answers.
 func (e *env) linkProbes(steered, bypassed lab.Site) map[string]func(int) error {
-	return map[string]func(int) error{
-		"steered": func(i int) error {
-			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", steered.Name, i), steered.Name, steered.V4.String(), "--max-time", "3")
+	probes := map[string]func(int) error{}
+	for _, fam := range families {
+		server, qtype := fam.pick(lab.NobodyDNSV4, lab.NobodyDNSV6).String(), "A"
+		if fam.v6 {
+			qtype = "AAAA"
+		}
+		probes["steered/"+fam.name] = func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d-%s", steered.Name, i, fam.name), steered.Name, fam.dst(steered), "--max-time", "3")
 			return err
-		},
-		"bypassed": func(i int) error {
-			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", bypassed.Name, i), bypassed.Name, bypassed.V4.String(), "--max-time", "3")
+		}
+		probes["bypassed/"+fam.name] = func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d-%s", bypassed.Name, i, fam.name), bypassed.Name, fam.dst(bypassed), "--max-time", "3")
 			return err
-		},
-		"dns": func(int) error {
-			ans, err := e.dig(lab.NobodyDNSV4.String(), steered.Name, "A", "+time=1")
-			if err == nil && strings.TrimSpace(ans) != steered.V4.String() {
+		}
+		probes["dns/"+fam.name] = func(int) error {
+			ans, err := e.dig(server, steered.Name, qtype, "+time=1")
+			if err == nil && strings.TrimSpace(ans) != fam.dst(steered) {
 				err = fmt.Errorf("answer %q", ans)
 			}
 			return err
-		},
+		}
 	}
+	return probes
 }
 
 // fastPathFromWANGrows downloads size bytes from a bypassed site and
