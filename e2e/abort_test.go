@@ -322,7 +322,8 @@ func readHeadAnd(t *testing.T, br *bufio.Reader, n int64) *http.Response {
 }
 
 // TestAbort runs behind the NAT gateway the issue was found with and,
-// as cheaply (~40 s), behind one that routes the LAN's addresses.
+// as cheaply, behind one that routes the LAN's addresses; each case but
+// the warm pool's over IPv4 and IPv6.
 func TestAbort(t *testing.T) {
 	eachNAT(t, testAbort)
 }
@@ -339,124 +340,136 @@ func testAbort(t *testing.T, nat bool) {
 		return func(r lab.SquidRecord) bool { return r.Method == "CONNECT" && r.URL == target && r.Bytes > 1<<20 }
 	}
 
-	t.Run("http download/curl max-time", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		left, got := a.curlAbort(t, httpURL("http-curl"), "news.example.com", news.V4.String())
-		a.checkStopped(t, start, abortCheck{tag: "http-curl", left: left, got: got, squid: squidGET("http-curl"), big: 8 << 20})
-	})
+	// Each case over IPv4 and IPv6: the LAN client's flow (Squid, the
+	// cloud proxy, is reached over IPv4 either way). The warm pool's cases
+	// below are IPv4 only: the pool is the gateway's connections to the
+	// cloud proxy, the same whatever the client's family.
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			t.Run("http download/curl max-time", func(t *testing.T) {
+				a.gateway(t)
+				start := time.Now()
+				left, got := a.curlAbort(t, httpURL("http-curl-"+fam.name), "news.example.com", fam.dst(news))
+				a.checkStopped(t, start, abortCheck{tag: "http-curl-" + fam.name, left: left, got: got, squid: squidGET("http-curl-" + fam.name), big: 8 << 20})
+			})
 
-	t.Run("http download/curl max-time over IPv6", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		left, got := a.curlAbort(t, httpURL("http-curl6"), "news.example.com", news.V6.String())
-		a.checkStopped(t, start, abortCheck{tag: "http-curl6", left: left, got: got, squid: squidGET("http-curl6"), big: 8 << 20})
-	})
+			t.Run("http download/client resets", func(t *testing.T) {
+				a.gateway(t)
+				start := time.Now()
+				c := a.dial(t, fam.dst(news))
+				a.rawGet(t, c, "news.example.com", big+"&case=http-reset-"+fam.name)
+				readHeadAnd(t, bufio.NewReader(c), 16<<20)
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				left := time.Now()
+				a.checkStopped(t, start, abortCheck{tag: "http-reset-" + fam.name, left: left, squid: squidGET("http-reset-" + fam.name), big: 8 << 20})
+			})
 
-	t.Run("http download/client resets", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		c := a.dial(t, news.V4.String())
-		a.rawGet(t, c, "news.example.com", big+"&case=http-reset")
-		readHeadAnd(t, bufio.NewReader(c), 16<<20)
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-		left := time.Now()
-		a.checkStopped(t, start, abortCheck{tag: "http-reset", left: left, squid: squidGET("http-reset"), big: 8 << 20})
-	})
+			t.Run("http request waiting for its head", func(t *testing.T) {
+				a.gateway(t)
+				start := time.Now()
+				c := a.dial(t, fam.dst(news))
+				a.rawGet(t, c, "news.example.com", "/slow?delay=8s&case=http-slow-"+fam.name)
+				time.Sleep(1500 * time.Millisecond) // the request waits at the origin
+				c.Close()
+				left := time.Now()
+				a.checkStopped(t, start, abortCheck{tag: "http-slow-" + fam.name, left: left, squid: squidGET("http-slow-" + fam.name), headless: true})
+			})
 
-	t.Run("http request waiting for its head", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		c := a.dial(t, news.V4.String())
-		a.rawGet(t, c, "news.example.com", "/slow?delay=8s&case=http-slow")
-		time.Sleep(1500 * time.Millisecond) // the request waits at the origin
-		c.Close()
-		left := time.Now()
-		a.checkStopped(t, start, abortCheck{tag: "http-slow", left: left, squid: squidGET("http-slow"), headless: true})
-	})
+			t.Run("keep-alive/idle client leaves", func(t *testing.T) {
+				a.gateway(t)
+				c := a.dial(t, fam.dst(news))
+				br := bufio.NewReader(c)
+				const size = 5_000_000
+				a.rawGet(t, c, "news.example.com", fmt.Sprintf("/bytes?n=%d&case=ka-idle-"+fam.name, size))
+				resp := readHeadAnd(t, br, size)
+				resp.Body.Close()
+				var open []squidConn
+				if !eventually(2*time.Second, func() bool { open = a.bigSquidConns(t, size-1); return len(open) == 1 }) {
+					t.Fatalf("squid connections that sent the %d bytes: %+v, want one (kept alive)", size, open)
+				}
+				time.Sleep(500 * time.Millisecond) // idle between requests
+				c.Close()
+				left := time.Now()
+				var still []squidConn
+				if eventually(abortBound, func() bool { still = a.bigSquidConns(t, size-1); return len(still) == 0 }) {
+					t.Logf("squid: the kept-alive connection from the gateway closed within %s", time.Since(left).Round(10*time.Millisecond))
+				} else {
+					t.Errorf("squid: %s after the idle client left, its kept-alive connection from the gateway is still open: %+v", abortBound, still)
+				}
+			})
 
-	t.Run("keep-alive/idle client leaves", func(t *testing.T) {
-		a.gateway(t)
-		c := a.dial(t, news.V4.String())
-		br := bufio.NewReader(c)
-		const size = 5_000_000
-		a.rawGet(t, c, "news.example.com", fmt.Sprintf("/bytes?n=%d&case=ka-idle", size))
-		resp := readHeadAnd(t, br, size)
-		resp.Body.Close()
-		var open []squidConn
-		if !eventually(2*time.Second, func() bool { open = a.bigSquidConns(t, size-1); return len(open) == 1 }) {
-			t.Fatalf("squid connections that sent the %d bytes: %+v, want one (kept alive)", size, open)
-		}
-		time.Sleep(500 * time.Millisecond) // idle between requests
-		c.Close()
-		left := time.Now()
-		var still []squidConn
-		if eventually(abortBound, func() bool { still = a.bigSquidConns(t, size-1); return len(still) == 0 }) {
-			t.Logf("squid: the kept-alive connection from the gateway closed within %s", time.Since(left).Round(10*time.Millisecond))
-		} else {
-			t.Errorf("squid: %s after the idle client left, its kept-alive connection from the gateway is still open: %+v", abortBound, still)
-		}
-	})
+			t.Run("keep-alive/client leaves mid-body of its second request", func(t *testing.T) {
+				a.gateway(t)
+				start := time.Now()
+				c := a.dial(t, fam.dst(news))
+				br := bufio.NewReader(c)
+				a.rawGet(t, c, "news.example.com", "/bytes?n=1000&case=ka-first-"+fam.name)
+				resp := readHeadAnd(t, br, 1000)
+				resp.Body.Close()
+				a.rawGet(t, c, "news.example.com", big+"&case=ka-second-"+fam.name)
+				readHeadAnd(t, br, 16<<20)
+				c.Close() // unread data: the kernel resets the connection
+				left := time.Now()
+				a.checkStopped(t, start, abortCheck{tag: "ka-second-" + fam.name, left: left, squid: squidGET("ka-second-" + fam.name), big: 8 << 20})
+			})
 
-	t.Run("keep-alive/client leaves mid-body of its second request", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		c := a.dial(t, news.V4.String())
-		br := bufio.NewReader(c)
-		a.rawGet(t, c, "news.example.com", "/bytes?n=1000&case=ka-first")
-		resp := readHeadAnd(t, br, 1000)
-		resp.Body.Close()
-		a.rawGet(t, c, "news.example.com", big+"&case=ka-second")
-		readHeadAnd(t, br, 16<<20)
-		c.Close() // unread data: the kernel resets the connection
-		left := time.Now()
-		a.checkStopped(t, start, abortCheck{tag: "ka-second", left: left, squid: squidGET("ka-second"), big: 8 << 20})
-	})
+			t.Run("https tunnel download", func(t *testing.T) {
+				a.gateway(t)
+				start := time.Now()
+				left, got := a.curlAbort(t, "https://news.example.com"+big+"&case=https-tunnel-"+fam.name, "news.example.com", fam.dst(news))
+				a.checkStopped(t, start, abortCheck{tag: "https-tunnel-" + fam.name, left: left, got: got, squid: squidCONNECT("news.example.com:443"), big: 8 << 20})
+			})
 
-	t.Run("https tunnel download", func(t *testing.T) {
-		a.gateway(t)
-		start := time.Now()
-		left, got := a.curlAbort(t, "https://news.example.com"+big+"&case=https-tunnel", "news.example.com", news.V4.String())
-		a.checkStopped(t, start, abortCheck{tag: "https-tunnel", left: left, got: got, squid: squidCONNECT("news.example.com:443"), big: 8 << 20})
-	})
-
-	// Bypass splices: the gateway dials the origin itself, the cloud proxy
-	// is not involved. A fresh gateway has learned no address yet, so the
-	// flow reaches the proxy, which splices it.
-	spliced := func(t *testing.T, start time.Time, bypassed0 float64, name string) {
-		t.Helper()
-		if got := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`) - bypassed0; got != 1 {
-			t.Errorf("proxy bypassed %v flows, want 1 (the splice)", got)
-		}
-		recs, err := a.lab.SquidLog()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			if !r.Start().Before(start.Truncate(time.Second)) && strings.Contains(r.URL, name) {
-				t.Errorf("squid saw the bypassed flow: %+v", r)
+			// Bypass splices: the gateway dials the origin itself, the cloud proxy
+			// is not involved. A fresh gateway has learned no address yet, so the
+			// flow reaches the proxy, which splices it to the name's address
+			// of the client's family: the origin sees the gateway's WAN
+			// address of that family.
+			spliced := func(t *testing.T, start time.Time, bypassed0 float64, name, tag string) {
+				t.Helper()
+				var remote string
+				for _, r := range a.originLog(start.Add(-time.Second)) {
+					if strings.HasSuffix(r.Path, "case="+tag) {
+						remote = hostOf(r.Remote)
+					}
+				}
+				if remote != fam.gwWAN() {
+					t.Errorf("origin saw the spliced %s flow from %q, want the gateway's %s WAN address %s", fam.name, remote, fam.name, fam.gwWAN())
+				}
+				if got := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`) - bypassed0; got != 1 {
+					t.Errorf("proxy bypassed %v flows, want 1 (the splice)", got)
+				}
+				recs, err := a.lab.SquidLog()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					if !r.Start().Before(start.Truncate(time.Second)) && strings.Contains(r.URL, name) {
+						t.Errorf("squid saw the bypassed flow: %+v", r)
+					}
+				}
 			}
-		}
+			t.Run("bypass splice/tls", func(t *testing.T) {
+				a.gateway(t)
+				gw1 := site(t, "gw1.akaetp.net")
+				bypassed0 := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`)
+				start := time.Now()
+				left, got := a.curlAbort(t, "https://gw1.akaetp.net"+big+"&case=splice-tls-"+fam.name, "gw1.akaetp.net", fam.dst(gw1))
+				a.checkStopped(t, start, abortCheck{tag: "splice-tls-" + fam.name, left: left, got: got})
+				spliced(t, start, bypassed0, "gw1.akaetp.net", "splice-tls-"+fam.name)
+			})
+			t.Run("bypass splice/http", func(t *testing.T) {
+				a.gateway(t)
+				bank := site(t, "bank.example")
+				bypassed0 := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`)
+				start := time.Now()
+				left, got := a.curlAbort(t, "http://bank.example"+big+"&case=splice-http-"+fam.name, "bank.example", fam.dst(bank))
+				a.checkStopped(t, start, abortCheck{tag: "splice-http-" + fam.name, left: left, got: got})
+				spliced(t, start, bypassed0, "bank.example", "splice-http-"+fam.name)
+			})
+		})
 	}
-	t.Run("bypass splice/tls", func(t *testing.T) {
-		a.gateway(t)
-		gw1 := site(t, "gw1.akaetp.net")
-		bypassed0 := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`)
-		start := time.Now()
-		left, got := a.curlAbort(t, "https://gw1.akaetp.net"+big+"&case=splice-tls", "gw1.akaetp.net", gw1.V4.String())
-		a.checkStopped(t, start, abortCheck{tag: "splice-tls", left: left, got: got})
-		spliced(t, start, bypassed0, "gw1.akaetp.net")
-	})
-	t.Run("bypass splice/http", func(t *testing.T) {
-		a.gateway(t)
-		bank := site(t, "bank.example")
-		bypassed0 := a.metric(t, `cloudsteer_proxy_requests_total{outcome="bypassed"}`)
-		start := time.Now()
-		left, got := a.curlAbort(t, "http://bank.example"+big+"&case=splice-http", "bank.example", bank.V4.String())
-		a.checkStopped(t, start, abortCheck{tag: "splice-http", left: left, got: got})
-		spliced(t, start, bypassed0, "bank.example")
-	})
 
 	// A flow that took a warm connection from the pool: a burst of
 	// requests makes the pool fill, the download takes one of them.

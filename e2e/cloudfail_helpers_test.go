@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -292,4 +294,44 @@ func connectsFrom(recs []servers.ProxyRecord, target, xff string, status int) in
 		}
 	}
 	return n
+}
+
+// ipFamily is one IP family of a table-driven e2e case: which lab
+// addresses the LAN client, the gateway and the cloud proxies use in it.
+type ipFamily struct {
+	name string // "ipv4", "ipv6": the subtest name
+	v6   bool
+}
+
+// families are the two families every data-path case runs over (issue 13 §5).
+var families = []ipFamily{{"ipv4", false}, {"ipv6", true}}
+
+// pick returns v4 or v6 by the family.
+func (f ipFamily) pick(v4, v6 netip.Addr) netip.Addr {
+	if f.v6 {
+		return v6
+	}
+	return v4
+}
+
+// dst is site's address of the family, as text.
+func (f ipFamily) dst(s lab.Site) string { return f.pick(s.V4, s.V6).String() }
+
+// client is the LAN client's address of the family.
+func (f ipFamily) client() string { return f.pick(lab.ClientV4.Addr(), lab.ClientV6.Addr()).String() }
+
+// gwWAN is the gateway's WAN address of the family.
+func (f ipFamily) gwWAN() string { return f.pick(lab.GWWANV4.Addr(), lab.GWWANV6.Addr()).String() }
+
+// proxyURL is the http:// URL of a lab proxy at its address of the family.
+func (f ipFamily) proxyURL(v4, v6 netip.Addr, port int) string {
+	return "http://" + netip.AddrPortFrom(f.pick(v4, v6), uint16(port)).String()
+}
+
+// oneOf is a source check for firstOK: the origin saw one of addrs.
+func oneOf(addrs ...netip.Addr) func(src string) bool {
+	return func(src string) bool {
+		a, err := netip.ParseAddr(src)
+		return err == nil && slices.Contains(addrs, a)
+	}
 }

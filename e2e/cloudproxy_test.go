@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +16,6 @@ import (
 // documents proxy chaining from Squid.
 func TestSquidAsCloudProxy(t *testing.T) {
 	e := newEnv(t, true)
-	// Squid refuses Basic credentials with an empty password, so the code
-	// goes as the user name with the password the lab's Squid expects.
-	e.startGateway(gateway.Options{
-		ProxyURL: fmt.Sprintf("http://%s:%d", lab.SquidV4, lab.SquidPort),
-		Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
-	})
 	www := site(t, "www.example.com")
 
 	squidSaw := func(t *testing.T, since time.Time, match func(lab.SquidRecord) bool) *lab.SquidRecord {
@@ -43,52 +38,68 @@ func TestSquidAsCloudProxy(t *testing.T) {
 		return hit
 	}
 
-	for _, tc := range []struct{ fam, addr, client string }{{"v4", www.V4.String(), clientV4}, {"v6", www.V6.String(), clientV6}} {
-		t.Run("https/"+tc.fam, func(t *testing.T) {
-			start := time.Now()
-			body, err := e.curl("https://www.example.com/?case=squid-"+tc.fam, "www.example.com", tc.addr)
-			if err != nil || !strings.Contains(body, "hello from www.example.com via https") {
-				t.Fatalf("client got %q, %v", body, err)
-			}
-			r := squidSaw(t, start, func(r lab.SquidRecord) bool {
-				return r.Method == "CONNECT" && r.URL == "www.example.com:443" && r.XFF == tc.client
+	// Per family: the LAN client's flows, and the gateway reaching Squid
+	// at its address of that family (a gateway for each).
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			// Squid refuses Basic credentials with an empty password, so the code
+			// goes as the user name with the password the lab's Squid expects.
+			e.gatewayFor(t, gateway.Options{
+				Name:     "squid-" + fam.name,
+				ProxyURL: fam.proxyURL(lab.SquidV4, lab.SquidV6, lab.SquidPort),
+				Username: lab.EntitlementCode, Password: lab.SquidCodePassword,
 			})
-			if r == nil {
-				recs, _ := e.lab.SquidLog()
-				t.Fatalf("Squid saw no CONNECT www.example.com:443 with XFF %s: %+v", tc.client, recs)
-			}
-			if r.User != lab.EntitlementCode || r.Status != 200 {
-				t.Fatalf("Squid record %+v: want user = the entitlement code, status 200", *r)
-			}
+			gwWAN := netip.MustParseAddr(fam.gwWAN())
+
+			t.Run("https", func(t *testing.T) {
+				start := time.Now()
+				body, err := e.curl("https://www.example.com/?case=squid-"+fam.name, "www.example.com", fam.dst(www))
+				if err != nil || !strings.Contains(body, "hello from www.example.com via https") {
+					t.Fatalf("client got %q, %v", body, err)
+				}
+				r := squidSaw(t, start, func(r lab.SquidRecord) bool {
+					return r.Method == "CONNECT" && r.URL == "www.example.com:443" && r.XFF == fam.client()
+				})
+				if r == nil {
+					recs, _ := e.lab.SquidLog()
+					t.Fatalf("Squid saw no CONNECT www.example.com:443 with XFF %s: %+v", fam.client(), recs)
+				}
+				if r.User != lab.EntitlementCode || r.Status != 200 || r.Client != gwWAN {
+					t.Fatalf("Squid record %+v: want user = the entitlement code, status 200, from the gateway's %s WAN address %s", *r, fam.name, gwWAN)
+				}
+			})
+
+			t.Run("http", func(t *testing.T) {
+				start := time.Now()
+				news := site(t, "news.example.com")
+				url := "http://news.example.com/?case=squid-http-" + fam.name
+				body, err := e.curl(url, "news.example.com", fam.dst(news))
+				if err != nil || !strings.Contains(body, "hello from news.example.com via http") {
+					t.Fatalf("client got %q, %v", body, err)
+				}
+				r := squidSaw(t, start, func(r lab.SquidRecord) bool {
+					return r.Method == "GET" && r.URL == url && r.XFF == fam.client()
+				})
+				if r == nil || r.User != lab.EntitlementCode || r.Client != gwWAN {
+					recs, _ := e.lab.SquidLog()
+					t.Fatalf("Squid saw no absolute-form GET with credentials from %s: %+v", gwWAN, recs)
+				}
+			})
+
+			t.Run("sports blocked", func(t *testing.T) {
+				start := time.Now()
+				sports := site(t, "scores.sports.example")
+				if _, err := e.curl("https://scores.sports.example/", "scores.sports.example", fam.dst(sports)); err == nil {
+					t.Fatal("HTTPS to a blocked site succeeded through Squid")
+				}
+				if squidSaw(t, start, func(r lab.SquidRecord) bool {
+					return r.Method == "CONNECT" && r.Status == 403 && r.XFF == fam.client()
+				}) == nil {
+					t.Fatal("Squid did not record the refused CONNECT")
+				}
+			})
 		})
 	}
-
-	t.Run("http", func(t *testing.T) {
-		start := time.Now()
-		news := site(t, "news.example.com")
-		body, err := e.curl("http://news.example.com/?case=squid-http", "news.example.com", news.V4.String())
-		if err != nil || !strings.Contains(body, "hello from news.example.com via http") {
-			t.Fatalf("client got %q, %v", body, err)
-		}
-		r := squidSaw(t, start, func(r lab.SquidRecord) bool {
-			return r.Method == "GET" && r.URL == "http://news.example.com/?case=squid-http" && r.XFF == clientV4
-		})
-		if r == nil || r.User != lab.EntitlementCode {
-			recs, _ := e.lab.SquidLog()
-			t.Fatalf("Squid saw no absolute-form GET with credentials: %+v", recs)
-		}
-	})
-
-	t.Run("sports blocked", func(t *testing.T) {
-		start := time.Now()
-		sports := site(t, "scores.sports.example")
-		if _, err := e.curl("https://scores.sports.example/", "scores.sports.example", sports.V4.String()); err == nil {
-			t.Fatal("HTTPS to a blocked site succeeded through Squid")
-		}
-		if squidSaw(t, start, func(r lab.SquidRecord) bool { return r.Method == "CONNECT" && r.Status == 403 }) == nil {
-			t.Fatal("Squid did not record the refused CONNECT")
-		}
-	})
 }
 
 // TestCloudProxyVariants covers an https:// cloud proxy verified against a

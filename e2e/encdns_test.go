@@ -79,16 +79,23 @@ func TestEncryptedDNSUpstreams(t *testing.T) {
 		{"h3", "h3://" + servers.CloudDNSName + "/dns-query", "h3", boot},
 		{"quic", "quic://" + servers.CloudDNSName, "quic", boot},
 		{"tls over ipv6", "tls://" + servers.CloudDNSName, "tls", boot6},
+		{"https over ipv6", "https://" + servers.CloudDNSName + "/dns-query", "https", boot6},
+		{"h3 over ipv6", "h3://" + servers.CloudDNSName + "/dns-query", "h3", boot6},
 		{"quic over ipv6", "quic://" + servers.CloudDNSName, "quic", boot6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := count()
 			start := time.Now()
 			e.gatewayFor(t, gateway.Options{DNSUpstreams: []string{tc.upstream}, DNS: []string{tc.boot, "ca_file: " + e.lab.CAFile()}})
-			for i := range 5 {
+			// LAN clients ask over IPv4 and IPv6, for A and AAAA.
+			for i := range 6 {
+				server, qtype := lab.NobodyDNSV4.String(), "A"
+				if i%2 == 1 {
+					server, qtype = lab.NobodyDNSV6.String(), "AAAA"
+				}
 				name := fmt.Sprintf("e%d-%d.%s.www.example.com", i, start.UnixNano(), tc.transport)
-				if _, err := e.dig(lab.NobodyDNSV4.String(), name, "A"); err != nil { // NXDOMAIN is an answer
-					t.Fatalf("%s through %s: %v", name, tc.transport, err)
+				if _, err := e.dig(server, name, qtype); err != nil { // NXDOMAIN is an answer
+					t.Fatalf("%s %s @%s through %s: %v", name, qtype, server, tc.transport, err)
 				}
 			}
 			if out, err := e.dig(lab.NobodyDNSV6.String(), "www.example.com", "AAAA"); err != nil || strings.TrimSpace(out) != "2001:db8:113::10" {
@@ -110,8 +117,8 @@ func TestEncryptedDNSUpstreams(t *testing.T) {
 				}
 				seen++
 			}
-			if seen < 7 {
-				t.Errorf("cloud resolver logged %d queries over %s, want at least 7", seen, tc.transport)
+			if seen < 8 {
+				t.Errorf("cloud resolver logged %d queries over %s, want at least 8", seen, tc.transport)
 			}
 			if n := count() - before; n != 0 {
 				t.Fatalf("%d plain DNS packets left the WAN interface with only %s configured", n, tc.upstream)

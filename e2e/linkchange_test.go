@@ -176,27 +176,33 @@ func (e *env) ingressCount(t *testing.T, dev string) int {
 	return n
 }
 
-// linkProbes are the client loop's probes: a steered HTTPS flow (through
-// the cloud proxy), a bypassed one (routed, so by the fast path when it is
-// on) and a DNS query the gateway answers.
+// linkProbes are the client loop's probes, per IP family: a steered
+// HTTPS flow (through the cloud proxy), a bypassed one (routed, so by the
+// fast path when it is on) and a DNS query the gateway answers.
 func (e *env) linkProbes(steered, bypassed lab.Site) map[string]func(int) error {
-	return map[string]func(int) error{
-		"steered": func(i int) error {
-			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", steered.Name, i), steered.Name, steered.V4.String(), "--max-time", "3")
+	probes := map[string]func(int) error{}
+	for _, fam := range families {
+		server, qtype := fam.pick(lab.NobodyDNSV4, lab.NobodyDNSV6).String(), "A"
+		if fam.v6 {
+			qtype = "AAAA"
+		}
+		probes["steered/"+fam.name] = func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d-%s", steered.Name, i, fam.name), steered.Name, fam.dst(steered), "--max-time", "3")
 			return err
-		},
-		"bypassed": func(i int) error {
-			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d", bypassed.Name, i), bypassed.Name, bypassed.V4.String(), "--max-time", "3")
+		}
+		probes["bypassed/"+fam.name] = func(i int) error {
+			_, err := e.curl(fmt.Sprintf("https://%s/?case=loop%d-%s", bypassed.Name, i, fam.name), bypassed.Name, fam.dst(bypassed), "--max-time", "3")
 			return err
-		},
-		"dns": func(int) error {
-			ans, err := e.dig(lab.NobodyDNSV4.String(), steered.Name, "A", "+time=1")
-			if err == nil && strings.TrimSpace(ans) != steered.V4.String() {
+		}
+		probes["dns/"+fam.name] = func(int) error {
+			ans, err := e.dig(server, steered.Name, qtype, "+time=1")
+			if err == nil && strings.TrimSpace(ans) != fam.dst(steered) {
 				err = fmt.Errorf("answer %q", ans)
 			}
 			return err
-		},
+		}
 	}
+	return probes
 }
 
 // fastPathFromWANGrows downloads size bytes from a bypassed site and
@@ -382,12 +388,15 @@ func TestLANChange(t *testing.T) {
 		if hasReason(st, model.ReasonNotAttached) || !slices.Contains(st.Attached, lab.GWLANIf) {
 			t.Errorf("round %d: status after %s is back: attached %v, reasons %v", i, lab.GWLANIf, st.Attached, st.Reasons)
 		}
-		// Steered, not just working: the cloud proxy sees the client's flow.
-		if got := e.pathOf(t, www.Name, www.V4.String(), fmt.Sprintf("lanback%d", i)); got != "proxy" {
-			t.Fatalf("round %d: a flow after %s is back went %s, want proxy", i, lab.GWLANIf, got)
-		}
-		if got := e.pathOf(t, bank.Name, bank.V4.String(), fmt.Sprintf("lanbackbypass%d", i)); got != "bypass" {
-			t.Errorf("round %d: a bypassed flow after %s is back went %s", i, lab.GWLANIf, got)
+		// Steered, not just working: the cloud proxy sees the client's
+		// flow, over both families.
+		for _, fam := range families {
+			if got := e.pathOf(t, www.Name, fam.dst(www), fmt.Sprintf("lanback%d-%s", i, fam.name)); got != "proxy" {
+				t.Fatalf("round %d: an %s flow after %s is back went %s, want proxy", i, fam.name, lab.GWLANIf, got)
+			}
+			if got := e.pathOf(t, bank.Name, fam.dst(bank), fmt.Sprintf("lanbackbypass%d-%s", i, fam.name)); got != "bypass" {
+				t.Errorf("round %d: a bypassed %s flow after %s is back went %s", i, fam.name, lab.GWLANIf, got)
+			}
 		}
 		if n := e.ingressCount(t, lab.GWLANIf); n != progs {
 			t.Errorf("round %d: %d programs at ingress (TCX or cls_bpf) of the new %s, want %d (classifier and DNS answerer)", i, n, lab.GWLANIf, progs)
@@ -413,14 +422,22 @@ func TestLANChange(t *testing.T) {
 	if _, err := e.run(lab.RoleGW, 5*time.Second, "ip", "link", "set", lab.GWLANIf, "up"); err != nil {
 		t.Fatal(err)
 	}
+	// Linux drops an interface's static IPv6 addresses when it goes down
+	// (net.ipv6.conf.*.keep_addr_on_down=0); the router's network
+	// configuration puts the address back, as here.
+	if _, err := e.run(lab.RoleGW, 5*time.Second, "ip", "-6", "addr", "replace", lab.GWLANV6.String(), "dev", lab.GWLANIf, "nodad"); err != nil {
+		t.Fatal(err)
+	}
 	up := time.Now()
 	at, err := loop.okAfter(up, lanRecoverBound)
 	if err != nil {
 		t.Fatalf("the client does not work within %s of %s up again: %v", lanRecoverBound, lab.GWLANIf, err)
 	}
 	t.Logf("%s down and up; the client works again after %s", lab.GWLANIf, at.Sub(up).Round(time.Millisecond))
-	if got := e.pathOf(t, www.Name, www.V4.String(), "lanup"); got != "proxy" {
-		t.Fatalf("a flow after %s is up again went %s, want proxy", lab.GWLANIf, got)
+	for _, fam := range families {
+		if got := e.pathOf(t, www.Name, fam.dst(www), "lanup-"+fam.name); got != "proxy" {
+			t.Fatalf("an %s flow after %s is up again went %s, want proxy", fam.name, lab.GWLANIf, got)
+		}
 	}
 	if n := e.ingressCount(t, lab.GWLANIf); n != progs {
 		t.Errorf("%d programs at ingress (TCX or cls_bpf) of %s after down and up, want %d", n, lab.GWLANIf, progs)

@@ -18,7 +18,8 @@ import (
 
 // officeDNS is an office's internal resolver (miekg/dns, UDP and TCP) in
 // the second LAN host's namespace: it knows corp.example and the LAN
-// reverse zone 0.10.10.in-addr.arpa, and records every name it is asked.
+// reverse zones 0.10.10.in-addr.arpa and (fd00:10::/64) lan6Reverse, and
+// records every name it is asked.
 type officeDNS struct {
 	mu    sync.Mutex
 	asked []string
@@ -44,12 +45,21 @@ func (o *officeDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		rr("nas.corp.example. 60 IN AAAA fd00:10::20")
 	case name == "20.0.10.10.in-addr.arpa." && q.Question[0].Qtype == dns.TypePTR:
 		rr("20.0.10.10.in-addr.arpa. 60 IN PTR nas.corp.example.")
-	case name == "nas.corp.example.", name == "20.0.10.10.in-addr.arpa.":
+	case name == nasPTR6 && q.Question[0].Qtype == dns.TypePTR:
+		rr(nasPTR6 + " 60 IN PTR nas.corp.example.")
+	case name == "nas.corp.example.", name == "20.0.10.10.in-addr.arpa.", name == nasPTR6:
 	default:
 		m.Rcode = dns.RcodeNameError
 	}
 	w.WriteMsg(m)
 }
+
+// lan6Reverse is the reverse zone of the lab LAN's fd00:10::/64, and
+// nasPTR6 the reverse name of the office NAS's fd00:10::20 in it.
+const (
+	lan6Reverse = "0.0.0.0.0.0.0.0.0.1.0.0.0.0.d.f.ip6.arpa"
+	nasPTR6     = "0.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0." + lan6Reverse + "."
+)
 
 func (o *officeDNS) names() []string {
 	o.mu.Lock()
@@ -84,7 +94,7 @@ func startOfficeDNS(t *testing.T, e *env, role string, addrs ...netip.Addr) *off
 }
 
 // TestSplitDNS: with dns.split, names of the office's internal zone and
-// its LAN reverse zone are answered by the office's resolver (on a LAN
+// its LAN reverse zones (IPv4 and IPv6) are answered by the office's resolver (on a LAN
 // host), over IPv4 and IPv6 and over UDP and TCP, and the cloud resolver
 // sees none of them; other private reverse names get NXDOMAIN from the
 // gateway itself, and public names still go to the cloud.
@@ -93,7 +103,7 @@ func TestSplitDNS(t *testing.T) {
 	office := startOfficeDNS(t, e, lab.RoleLAN2, lab.Client2V4.Addr(), lab.Client2V6.Addr())
 	e.startGateway(gateway.Options{
 		AdminHostnames: []string{"gateway.office.example"},
-		DNS: []string{"split: [{domains: [corp.example, 0.10.10.in-addr.arpa], servers: [\"" +
+		DNS: []string{"split: [{domains: [corp.example, 0.10.10.in-addr.arpa, " + lan6Reverse + "], servers: [\"" +
 			lab.Client2V4.Addr().String() + "\", \"[" + lab.Client2V6.Addr().String() + "]:53\"]}]"},
 	})
 	start := time.Now()
@@ -103,6 +113,7 @@ func TestSplitDNS(t *testing.T) {
 				{"nas.corp.example", "A", "10.10.0.20"},
 				{"NAS.corp.example", "AAAA", "fd00:10::20"},
 				{"10.10.0.20", "-x", "nas.corp.example."},
+				{"fd00:10::20", "-x", "nas.corp.example."},
 			} {
 				var out string
 				var err error
@@ -115,9 +126,11 @@ func TestSplitDNS(t *testing.T) {
 					t.Fatalf("dig @%s %s %s %s = %q, %v; want %s", server, proto, q.name, q.qtype, out, err, q.want)
 				}
 			}
-			out, err := e.run(lab.RoleLAN, 10*time.Second, "dig", "+time=3", "+tries=1", proto, "@"+server, "-x", "192.168.7.7")
-			if err != nil || !strings.Contains(out, "status: NXDOMAIN") {
-				t.Fatalf("private reverse name @%s: want NXDOMAIN from the gateway: %v\n%s", server, err, out)
+			for _, private := range []string{"192.168.7.7", "fd00:99::7"} {
+				out, err := e.run(lab.RoleLAN, 10*time.Second, "dig", "+time=3", "+tries=1", proto, "@"+server, "-x", private)
+				if err != nil || !strings.Contains(out, "status: NXDOMAIN") {
+					t.Fatalf("private reverse name of %s @%s: want NXDOMAIN from the gateway: %v\n%s", private, server, err, out)
+				}
 			}
 		}
 	}
@@ -134,7 +147,7 @@ func TestSplitDNS(t *testing.T) {
 	var cloudSaw bool
 	for _, r := range e.dnsLog(start) {
 		n := strings.ToLower(r.Name)
-		if strings.Contains(n, "corp.example") || strings.HasSuffix(n, "in-addr.arpa.") || strings.Contains(n, "office.example") {
+		if strings.Contains(n, "corp.example") || strings.HasSuffix(n, "in-addr.arpa.") || strings.HasSuffix(n, "ip6.arpa.") || strings.Contains(n, "office.example") {
 			t.Errorf("the cloud side saw %+v", r)
 		}
 		if r.Server == "cloud" && n == "www.example.com." {
@@ -149,7 +162,7 @@ func TestSplitDNS(t *testing.T) {
 		t.Fatal("the office resolver was asked nothing")
 	}
 	for _, n := range asked {
-		if !strings.HasSuffix(n, "corp.example.") && !strings.HasSuffix(n, "0.10.10.in-addr.arpa.") {
+		if !strings.HasSuffix(n, "corp.example.") && !strings.HasSuffix(n, "0.10.10.in-addr.arpa.") && !strings.HasSuffix(n, lan6Reverse+".") {
 			t.Errorf("the office resolver was asked %s, outside its zones", n)
 		}
 	}

@@ -95,76 +95,85 @@ func testSteering(t *testing.T, fw lab.Firewall) {
 
 	t.Run("b/http absolute-form via cloud proxy", func(t *testing.T) {
 		news := site(t, "news.example.com")
-		start := time.Now()
-		// Two requests on one keep-alive connection, naming different hosts.
-		c, err := e.lab.DialContext(context.Background(), lab.RoleLAN, "tcp", news.V4.String()+":80")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "GET /?case=b1 HTTP/1.1\r\nHost: news.example.com\r\n\r\nGET /?case=b2 HTTP/1.1\r\nHost: www.example.com\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
-		br := bufio.NewReader(c)
-		var body string
-		for range 2 {
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body += string(b)
-		}
-		if !strings.Contains(body, "hello from news.example.com via http") || !strings.Contains(body, "hello from www.example.com via http") {
-			t.Fatalf("client got %q", body)
-		}
-		var urls []string
-		eventually(2*time.Second, func() bool {
-			urls = nil
-			for _, r := range e.proxyLog(start) {
-				if r.Method == "GET" && r.XFF == clientV4 && r.AuthOK {
-					urls = append(urls, r.URL)
+		for _, fam := range families {
+			t.Run(fam.name, func(t *testing.T) {
+				start := time.Now()
+				b1, b2 := "b1-"+fam.name, "b2-"+fam.name
+				// Two requests on one keep-alive connection, naming different hosts.
+				c, err := e.lab.DialContext(context.Background(), lab.RoleLAN, "tcp", net.JoinHostPort(fam.dst(news), "80"))
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			return len(urls) == 2
-		})
-		want := []string{"http://news.example.com/?case=b1", "http://www.example.com/?case=b2"}
-		if strings.Join(urls, " ") != strings.Join(want, " ") {
-			t.Fatalf("cloud proxy saw absolute-form %v, want %v", urls, want)
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprintf(c, "GET /?case=%s HTTP/1.1\r\nHost: news.example.com\r\n\r\nGET /?case=%s HTTP/1.1\r\nHost: www.example.com\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n", b1, b2)
+				br := bufio.NewReader(c)
+				var body string
+				for range 2 {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					body += string(b)
+				}
+				if !strings.Contains(body, "hello from news.example.com via http") || !strings.Contains(body, "hello from www.example.com via http") {
+					t.Fatalf("client got %q", body)
+				}
+				var urls []string
+				eventually(2*time.Second, func() bool {
+					urls = nil
+					for _, r := range e.proxyLog(start) {
+						if r.Method == "GET" && r.XFF == fam.client() && r.AuthOK {
+							urls = append(urls, r.URL)
+						}
+					}
+					return len(urls) == 2
+				})
+				want := []string{"http://news.example.com/?case=" + b1, "http://www.example.com/?case=" + b2}
+				if strings.Join(urls, " ") != strings.Join(want, " ") {
+					t.Fatalf("cloud proxy saw absolute-form %v for the client %s, want %v", urls, fam.client(), want)
+				}
+			})
 		}
 	})
 
 	t.Run("c/sports site blocked", func(t *testing.T) {
 		sports := site(t, "scores.sports.example")
-		start := time.Now()
-		_, err := e.curl("https://scores.sports.example/", "scores.sports.example", sports.V4.String())
-		if err == nil {
-			t.Fatal("HTTPS to a blocked site succeeded")
-		}
-		body, err := e.curl("http://scores.sports.example/", "scores.sports.example", sports.V4.String(), "-w", "\nstatus=%{http_code}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(body, "status=403") || !strings.Contains(body, "Category: Sports") {
-			t.Fatalf("HTTP block page did not reach the client as it is: %q", body)
-		}
-		var blocked int
-		eventually(2*time.Second, func() bool {
-			blocked = 0
-			for _, r := range e.proxyLog(start) {
-				if r.Status == 403 && strings.HasPrefix(r.Target, "scores.sports.example") {
-					blocked++
+		for _, fam := range families {
+			t.Run(fam.name, func(t *testing.T) {
+				start := time.Now()
+				_, err := e.curl("https://scores.sports.example/", "scores.sports.example", fam.dst(sports))
+				if err == nil {
+					t.Fatal("HTTPS to a blocked site succeeded")
 				}
-			}
-			return blocked == 2
-		})
-		if blocked != 2 {
-			t.Fatalf("cloud proxy blocked %d requests, want 2 (CONNECT and GET)", blocked)
-		}
-		for _, r := range e.originLog(start) {
-			if r.Site == "scores.sports.example" {
-				t.Fatalf("blocked origin was reached: %+v", r)
-			}
+				body, err := e.curl("http://scores.sports.example/", "scores.sports.example", fam.dst(sports), "-w", "\nstatus=%{http_code}")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(body, "status=403") || !strings.Contains(body, "Category: Sports") {
+					t.Fatalf("HTTP block page did not reach the client as it is: %q", body)
+				}
+				var blocked int
+				eventually(2*time.Second, func() bool {
+					blocked = 0
+					for _, r := range e.proxyLog(start) {
+						if r.Status == 403 && strings.HasPrefix(r.Target, "scores.sports.example") && r.XFF == fam.client() {
+							blocked++
+						}
+					}
+					return blocked == 2
+				})
+				if blocked != 2 {
+					t.Fatalf("cloud proxy blocked %d requests of the client %s, want 2 (CONNECT and GET)", blocked, fam.client())
+				}
+				for _, r := range e.originLog(start) {
+					if r.Site == "scores.sports.example" {
+						t.Fatalf("blocked origin was reached: %+v", r)
+					}
+				}
+			})
 		}
 		if !eventually(2*time.Second, func() bool { return strings.Contains(g.Log(), "blocked by cloud proxy") }) {
 			t.Fatal("gateway logged no block event")
@@ -350,15 +359,13 @@ func testSteering(t *testing.T, fw lab.Firewall) {
 			})
 		}
 		aka := site(t, "gw1.akaetp.net")
-		out, err := e.run(lab.RoleLAN, 10*time.Second, bins.lab, "quic-probe", "--addr", aka.V4.String()+":443",
-			"--name", aka.Name, "--ca", e.lab.CAFile(), "--timeout", "3s")
-		if err != nil || !strings.Contains(out, "hello from gw1.akaetp.net via quic") {
-			t.Fatalf("QUIC to a bypass destination: %q, %v", out, err)
-		}
-		out, err = e.run(lab.RoleLAN, 10*time.Second, bins.lab, "quic-probe", "--addr", www.V4.String()+":443",
-			"--name", www.Name, "--ca", e.lab.CAFile(), "--timeout", "3s")
-		if err == nil {
-			t.Fatalf("QUIC to a steered destination worked: %q", out)
+		for _, fam := range families {
+			if out, err := e.quicProbe(fam.pick(aka.V4, aka.V6), aka.Name); err != nil || !strings.Contains(out, "hello from gw1.akaetp.net via quic") {
+				t.Fatalf("%s: QUIC to a bypass destination: %q, %v", fam.name, out, err)
+			}
+			if out, err := e.quicProbe(fam.pick(www.V4, www.V6), www.Name); err == nil {
+				t.Fatalf("%s: QUIC to a steered destination worked: %q", fam.name, out)
+			}
 		}
 	})
 

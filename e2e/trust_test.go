@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,8 @@ func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
 	sock := gateway.SocketPath(e.lab, "")
 	www, aka, bank := site(t, "www.example.com"), site(t, "gw1.akaetp.net"), site(t, "bank.example")
 
-	squidSaw := func(t *testing.T, since time.Time, method, url string) bool {
+	// squidSawFrom reports whether Squid logged method url for client.
+	squidSawFrom := func(t *testing.T, since time.Time, method, url, client string) bool {
 		t.Helper()
 		// Squid writes its access log line when a transaction ends.
 		return eventually(5*time.Second, func() bool {
@@ -44,12 +46,16 @@ func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
 				t.Fatal(err)
 			}
 			for _, r := range recs {
-				if !r.Time.Before(since.Truncate(time.Second)) && r.Method == method && r.URL == url && r.XFF == clientV4 {
+				if !r.Time.Before(since.Truncate(time.Second)) && r.Method == method && r.URL == url && r.XFF == client {
 					return true
 				}
 			}
 			return false
 		})
+	}
+	squidSaw := func(t *testing.T, since time.Time, method, url string) bool {
+		t.Helper()
+		return squidSawFrom(t, since, method, url, clientV4)
 	}
 	// originSaw waits for the origin's record of path and returns the site
 	// whose address was hit and the remote it saw ("" when none came).
@@ -66,45 +72,55 @@ func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
 		return site, remote
 	}
 
-	t.Run("agent with its own DNS goes direct", func(t *testing.T) {
-		// The client never asks the gateway for bank.example: cloudsteer
-		// asks its resolver now, finds the client's address among the
-		// answers and splices to it; the answer is evidence, so the next
-		// flow stays in the kernel (plain routing).
-		start := time.Now()
-		accepted := e.metric(t, "cloudsteer_proxy_flows_accepted_total")
-		body, err := e.curl("https://bank.example/?case=trust-dot1", "bank.example", bank.V4.String())
-		if err != nil || !strings.Contains(body, "hello from bank.example") {
-			t.Fatalf("client got %q, %v", body, err)
-		}
-		if s, r := originSaw(start, "/?case=trust-dot1"); s != "bank.example" || r != lab.GWWANV4.Addr().String() {
-			t.Fatalf("origin saw site %q from %q, want bank.example spliced by the gateway", s, r)
-		}
-		if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
-			t.Fatalf("the proxy accepted %v flows for the first one, want 1 (spliced by the gateway)", n-accepted)
-		}
-		if _, err := e.curl("https://bank.example/?case=trust-dot2", "bank.example", bank.V4.String()); err != nil {
-			t.Fatal(err)
-		}
-		if s, r := originSaw(start, "/?case=trust-dot2"); s != "bank.example" || r != e.seenAs(clientV4) {
-			t.Fatalf("second flow: origin saw site %q from %q, want the client as routed (%s)", s, r, e.seenAs(clientV4))
-		}
-		if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
-			t.Fatalf("the proxy accepted the second flow (%v in all), want it routed in the kernel", n-accepted)
-		}
-		// The routed flow skipped conntrack and the IP stack, unless the
-		// office router's ruleset needs them (NAT): then both are off.
-		want := 1.0
-		if nat {
-			want = 0
-		}
-		if u, f := e.metric(t, "cloudsteer_untracking_unsteered"), e.metric(t, "cloudsteer_fast_path"); u != want || f != want {
-			t.Fatalf("untracking_unsteered %v, fast_path %v; want %v for NAT=%v", u, f, want, nat)
-		}
-		if squidSaw(t, start, "CONNECT", "bank.example:443") {
-			t.Fatal("Squid saw a bypass flow")
-		}
-	})
+	// Per family a bypass name of its own: the first flow's resolver
+	// lookup enters the name's addresses of both families in the kernel
+	// map, so the second family's first flow would not reach the proxy.
+	akamai := site(t, "www.akamai.com")
+	for _, fam := range []struct {
+		ipFamily
+		bypass lab.Site
+	}{{families[0], bank}, {families[1], akamai}} {
+		t.Run("agent with its own DNS goes direct/"+fam.name, func(t *testing.T) {
+			// The client never asks the gateway for the bypass name: cloudsteer
+			// asks its resolver now, finds the client's address among the
+			// answers and splices to it; the answer is evidence, so the next
+			// flow stays in the kernel (plain routing).
+			name, dst, tag := fam.bypass.Name, fam.dst(fam.bypass), "trust-dot-"+fam.name
+			start := time.Now()
+			accepted := e.metric(t, "cloudsteer_proxy_flows_accepted_total")
+			body, err := e.curl("https://"+name+"/?case="+tag+"-1", name, dst)
+			if err != nil || !strings.Contains(body, "hello from "+name) {
+				t.Fatalf("client got %q, %v", body, err)
+			}
+			if s, r := originSaw(start, "/?case="+tag+"-1"); s != name || r != fam.gwWAN() {
+				t.Fatalf("origin saw site %q from %q, want %s spliced by the gateway (%s)", s, r, name, fam.gwWAN())
+			}
+			if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
+				t.Fatalf("the proxy accepted %v flows for the first one, want 1 (spliced by the gateway)", n-accepted)
+			}
+			if _, err := e.curl("https://"+name+"/?case="+tag+"-2", name, dst); err != nil {
+				t.Fatal(err)
+			}
+			if s, r := originSaw(start, "/?case="+tag+"-2"); s != name || r != e.seenAs(fam.client()) {
+				t.Fatalf("second flow: origin saw site %q from %q, want the client as routed (%s)", s, r, e.seenAs(fam.client()))
+			}
+			if n := e.metric(t, "cloudsteer_proxy_flows_accepted_total"); n != accepted+1 {
+				t.Fatalf("the proxy accepted the second flow (%v in all), want it routed in the kernel", n-accepted)
+			}
+			// The routed flow skipped conntrack and the IP stack, unless the
+			// office router's ruleset needs them (NAT): then both are off.
+			want := 1.0
+			if nat {
+				want = 0
+			}
+			if u, f := e.metric(t, "cloudsteer_untracking_unsteered"), e.metric(t, "cloudsteer_fast_path"); u != want || f != want {
+				t.Fatalf("untracking_unsteered %v, fast_path %v; want %v for NAT=%v", u, f, want, nat)
+			}
+			if squidSawFrom(t, start, "CONNECT", name+":443", fam.client()) {
+				t.Fatal("Squid saw a bypass flow")
+			}
+		})
+	}
 
 	// forged makes one flow that names gw1.akaetp.net (a system bypass
 	// name) but is sent to www.example.com's address, and checks that it
@@ -158,44 +174,51 @@ func testTrustBypassNeedsDNS(t *testing.T, nat bool) {
 	})
 	t.Run("forged Host", func(t *testing.T) {
 		forged(t, "http", "trust-host", www.V4.String(), lab.GWWANV4.Addr().String())
+		forged(t, "http", "trust-host6", www.V6.String(), lab.GWWANV6.Addr().String())
 		inspected(t, "trust-after-host")
 	})
 
-	t.Run("real address of a system name without gateway DNS", func(t *testing.T) {
-		start := time.Now()
-		body, err := e.curl("https://gw1.akaetp.net/?case=trust-aka", "gw1.akaetp.net", aka.V4.String())
-		if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
-			t.Fatalf("client got %q, %v", body, err)
-		}
-		if s, _ := originSaw(start, "/?case=trust-aka"); s != "gw1.akaetp.net" {
-			t.Fatalf("origin saw site %q, want gw1.akaetp.net", s)
-		}
-	})
-
-	t.Run("bypass name without an address is refused", func(t *testing.T) {
-		start := time.Now()
-		if body, err := e.curl("https://nosuch.akamai.com/?case=trust-nx", "nosuch.akamai.com", www.V4.String(), "-k"); err == nil {
-			t.Fatalf("a bypass name without DNS address was served: %q", body)
-		}
-		if s, r := originSaw(start, "/?case=trust-nx"); s != "" {
-			t.Fatalf("origin %q saw the refused flow from %q", s, r)
-		}
-		var list api.EventList
-		ok := eventually(3*time.Second, func() bool {
-			e.cliJSON(sock, &list, "events", "--name", "nosuch")
-			for _, ev := range list.Events {
-				if ev.Client == clientV4 && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_refused" &&
-					ev.Target == www.V4.String()+":443" {
-					return true
-				}
+	for _, fam := range families {
+		t.Run("real address of a system name without gateway DNS/"+fam.name, func(t *testing.T) {
+			start := time.Now()
+			path := "/?case=trust-aka-" + fam.name
+			body, err := e.curl("https://gw1.akaetp.net"+path, "gw1.akaetp.net", fam.dst(aka))
+			if err != nil || !strings.Contains(body, "hello from gw1.akaetp.net") {
+				t.Fatalf("client got %q, %v", body, err)
 			}
-			return false
+			if s, _ := originSaw(start, path); s != "gw1.akaetp.net" {
+				t.Fatalf("origin saw site %q, want gw1.akaetp.net", s)
+			}
 		})
-		if !ok {
-			t.Fatalf("no event naming client, name and address: %+v", list.Events)
-		}
-		inspected(t, "trust-after-nx")
-	})
+	}
+
+	for _, fam := range families {
+		t.Run("bypass name without an address is refused/"+fam.name, func(t *testing.T) {
+			start := time.Now()
+			path := "/?case=trust-nx-" + fam.name
+			if body, err := e.curl("https://nosuch.akamai.com"+path, "nosuch.akamai.com", fam.dst(www), "-k"); err == nil {
+				t.Fatalf("a bypass name without DNS address was served: %q", body)
+			}
+			if s, r := originSaw(start, path); s != "" {
+				t.Fatalf("origin %q saw the refused flow from %q", s, r)
+			}
+			target := net.JoinHostPort(fam.dst(www), "443")
+			var list api.EventList
+			ok := eventually(3*time.Second, func() bool {
+				e.cliJSON(sock, &list, "events", "--name", "nosuch")
+				for _, ev := range list.Events {
+					if ev.Client == fam.client() && ev.Name == "nosuch.akamai.com" && ev.Reason == "bypass_refused" && ev.Target == target {
+						return true
+					}
+				}
+				return false
+			})
+			if !ok {
+				t.Fatalf("no event naming client %s, name and address %s: %+v", fam.client(), target, list.Events)
+			}
+			inspected(t, "trust-after-nx-"+fam.name)
+		})
+	}
 
 	t.Run("forged SNIs do not grow the kernel map", func(t *testing.T) {
 		before := e.metric(t, "cloudsteer_bypass_map_entries")

@@ -74,8 +74,10 @@ type Firewall struct {
 	// QUICByName lets new LAN QUIC flows through when their Initial names
 	// a bypass name whose address the resolver holds, instead of rejecting
 	// all QUIC that is not to a bypassed address (dataplane/quicgate);
-	// left out, it is off. It needs NFQUEUE (nft_queue, or the xtables
-	// NFQUEUE target through nft_compat); without it QUIC stays rejected.
+	// left out, it is on. It needs NFQUEUE (nft_queue, or the xtables
+	// NFQUEUE target through nft_compat) and the queue number free; without
+	// them QUIC stays rejected unless its address is in the bypass map,
+	// a warning is logged and the status lists quic_by_name_unavailable.
 	QUICByName *bool `yaml:"quic_by_name"`
 	// QUICQueue is the NFQUEUE number the QUIC gate binds (DefaultQUICQueue
 	// when 0).
@@ -362,8 +364,8 @@ func (c *Config) setDefaults() {
 		c.Firewall.FastPath = &on
 	}
 	if c.Firewall.QUICByName == nil {
-		off := false
-		c.Firewall.QUICByName = &off
+		on := true
+		c.Firewall.QUICByName = &on
 	}
 	if c.Firewall.QUICQueue == 0 {
 		c.Firewall.QUICQueue = DefaultQUICQueue

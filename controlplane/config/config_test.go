@@ -226,11 +226,12 @@ func TestQUICByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Firewall.QUICByName == nil || *c.Firewall.QUICByName || c.Firewall.QUICQueue != DefaultQUICQueue {
+	// On by default (issue 13 §3: bypass sites keep HTTP/3 by name).
+	if c.Firewall.QUICByName == nil || !*c.Firewall.QUICByName || c.Firewall.QUICQueue != DefaultQUICQueue {
 		t.Fatalf("defaults: quic_by_name %v, quic_queue %d", c.Firewall.QUICByName, c.Firewall.QUICQueue)
 	}
-	c, err = Parse([]byte(good + "firewall:\n  quic_by_name: true\n  quic_queue: 77\n"))
-	if err != nil || !*c.Firewall.QUICByName || c.Firewall.QUICQueue != 77 {
+	c, err = Parse([]byte(good + "firewall:\n  quic_by_name: false\n  quic_queue: 77\n"))
+	if err != nil || *c.Firewall.QUICByName || c.Firewall.QUICQueue != 77 {
 		t.Fatalf("set: %+v, %v", c.Firewall, err)
 	}
 }

@@ -25,6 +25,7 @@ var reasonCodes = []string{
 	model.ReasonProxyFailedClosed,
 	model.ReasonProxyOnBackup,
 	model.ReasonDNSOnBackup,
+	model.ReasonQUICByNameUnavailable,
 }
 
 // reasonView is one reason as the pages show it.

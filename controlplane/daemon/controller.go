@@ -459,6 +459,7 @@ func (c *controller) Status(ctx context.Context) model.Status {
 		Cloud:        d.cloudStates(),
 		FailureMode:  d.cfg.CloudProxy.FailureMode,
 		DNS:          d.dnsStates(),
+		QUICGateOff:  d.quicGateOff(),
 	}
 	_, in.FirewallBlock = d.fwBlock.state()
 	code, source, _ := d.store.CodeWithSource()

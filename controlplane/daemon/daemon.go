@@ -98,6 +98,7 @@ type Daemon struct {
 	quicQueue *nfqueue.Queue // the QUIC gate's queue (quic.go); nil while QUIC by name is off
 	quicMu    sync.Mutex
 	quicFlows map[string]uint64 // the gate's verdicts by reason
+	quicOff   string            // why quic_by_name is on but the gate is not running (quic.go)
 	wg        sync.WaitGroup
 	cancel    context.CancelFunc
 }

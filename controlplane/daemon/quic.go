@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 
 	"github.com/cloudsteer/cloudsteer/controlplane/config"
@@ -21,27 +22,50 @@ const (
 )
 
 // openQUICGate binds the QUIC gate's queue when firewall.quic_by_name is
-// on and the kernel can queue from cloudsteer's table, and returns the
-// gate's rules for the table; otherwise nil, and QUIC stays rejected as
-// before (a warning says why).
+// on (the default) and the kernel can queue from cloudsteer's table, and
+// returns the gate's rules for the table; otherwise nil, and QUIC stays
+// rejected unless its address is in the bypass map, as without the
+// option: one warning says why and the status lists
+// quic_by_name_unavailable (setQUICOff).
 func (d *Daemon) openQUICGate(cfg *config.Config) *quicgate.RuleConfig {
 	if cfg.Firewall.QUICByName == nil || !*cfg.Firewall.QUICByName {
 		return nil
 	}
 	compat := !nfqueue.Available(false)
 	if compat && !nfqueue.Available(true) {
-		d.log.Warn("QUIC by name off: the kernel has neither nft_queue nor the xtables NFQUEUE target; QUIC stays rejected")
+		d.setQUICOff("the kernel has neither nft_queue nor the xtables NFQUEUE target (nft_compat)", nil)
 		return nil
 	}
 	q, err := nfqueue.Open(cfg.Firewall.QUICQueue, 1024)
 	if err != nil {
-		d.log.Warn("QUIC by name off: QUIC stays rejected", "queue", cfg.Firewall.QUICQueue, "err", err)
+		d.setQUICOff(fmt.Sprintf("cannot bind NFQUEUE %d (firewall.quic_queue; nfnetlink_queue missing, or the number taken by another program)", cfg.Firewall.QUICQueue), err)
 		return nil
 	}
 	d.quicQueue = q
 	d.closers = append(d.closers, q.Close)
 	return &quicgate.RuleConfig{MarkOK: markQUICOK, MarkNo: markQUICNo, CtMask: quicCtMask, CtOK: quicCtMask,
 		Queue: cfg.Firewall.QUICQueue, Compat: compat}
+}
+
+// setQUICOff records why the QUIC gate is not running, for the status
+// (quicGateOff), and logs it once.
+func (d *Daemon) setQUICOff(why string, err error) {
+	d.quicMu.Lock()
+	d.quicOff = why
+	d.quicMu.Unlock()
+	args := []any{"component", "quicgate", "reason", why}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	d.log.Warn("QUIC by name unavailable: QUIC stays rejected unless its address is in the bypass map", args...)
+}
+
+// quicGateOff says why firewall.quic_by_name is on but the gate is not
+// running ("" when it runs or is off in the config).
+func (d *Daemon) quicGateOff() string {
+	d.quicMu.Lock()
+	defer d.quicMu.Unlock()
+	return d.quicOff
 }
 
 // startQUICGate runs the gate on the queue openQUICGate bound.
@@ -55,6 +79,9 @@ func (d *Daemon) startQUICGate(ctx context.Context) {
 	d.goRun(func() {
 		if err := quicgate.Run(ctx, q, g); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, nfqueue.ErrClosed) {
 			d.log.Error("QUIC gate stopped: new QUIC flows are dropped until restart", "err", err)
+			d.quicMu.Lock()
+			d.quicOff = "the QUIC gate stopped (" + err.Error() + "): new QUIC flows are dropped until cloudsteer restarts"
+			d.quicMu.Unlock()
 		}
 	})
 	d.log.Info("QUIC by name on: new QUIC flows to bypass names pass, the rest falls back to TCP")

@@ -42,6 +42,9 @@ type Inputs struct {
 	// DNS is the health of each cloud resolver, in order
 	// (resolver.Resolver.UpstreamStates).
 	DNS []model.DNSUpstreamState
+	// QUICGateOff, when not empty, says why firewall.quic_by_name is on
+	// in the config but the QUIC gate is not running.
+	QUICGateOff string
 }
 
 // Blocking reports whether a reason code means LAN traffic is not
@@ -65,8 +68,8 @@ func Blocking(code string) bool {
 
 // Reasons lists every cause of not being (fully) protected, in a fixed
 // order: pause, code, classifier (one per LAN interface without it),
-// nftables table, another firewall, cloud proxy, cloud DNS, probe not run
-// yet.
+// nftables table, another firewall, QUIC by name unavailable, probe not
+// run yet or cloud proxy and cloud DNS.
 //
 // Without an entitlement code the proxy's 407 is a consequence of the
 // missing code, so only no_entitlement_code is listed for it.
@@ -100,6 +103,9 @@ func Reasons(in Inputs) []model.Reason {
 	}
 	if in.FirewallBlock != "" {
 		add(model.ReasonFirewallBlocks, "%s", in.FirewallBlock)
+	}
+	if in.QUICGateOff != "" {
+		add(model.ReasonQUICByNameUnavailable, "QUIC by name (firewall.quic_by_name) is not running: %s; QUIC is rejected unless its address is in the bypass map, so bypass sites fall back to TCP until a DNS answer puts their address there", in.QUICGateOff)
 	}
 	p := in.Probe
 	if p.Time.IsZero() {

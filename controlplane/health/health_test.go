@@ -59,6 +59,9 @@ func TestReasonsAndState(t *testing.T) {
 		}, []string{model.ReasonProxyRefusesCode}, model.NotProtected, []string{"407"}},
 		{"dns failing is listed but not blocking", func(in *health.Inputs) { in.Probe.DNSErr = errors.New("cloud dns: timeout") },
 			[]string{model.ReasonDNSFailing}, model.Protected, []string{"timeout"}},
+		{"QUIC by name unavailable is listed but not blocking", func(in *health.Inputs) {
+			in.QUICGateOff = "the kernel has neither nft_queue nor the xtables NFQUEUE target"
+		}, []string{model.ReasonQUICByNameUnavailable}, model.Protected, []string{"nft_queue", "bypass map", "fall back to TCP"}},
 		{"not probed yet is listed but not blocking", func(in *health.Inputs) { in.Probe = health.Result{} },
 			[]string{model.ReasonHealthNotYetProbed}, model.Protected, []string{"not been checked"}},
 		{"on a backup is listed but not blocking", func(in *health.Inputs) {
@@ -143,16 +146,17 @@ func TestReasonsAndState(t *testing.T) {
 
 func TestBlocking(t *testing.T) {
 	blocking := map[string]bool{
-		model.ReasonNoCode:             true,
-		model.ReasonProxyUnreachable:   true,
-		model.ReasonProxyRefusesCode:   true,
-		model.ReasonNotAttached:        true,
-		model.ReasonNoFirewallTable:    true,
-		model.ReasonFirewallBlocks:     true,
-		model.ReasonDNSFailing:         false,
-		model.ReasonPaused:             false,
-		model.ReasonHealthNotYetProbed: false,
-		"something_new":                false,
+		model.ReasonNoCode:                true,
+		model.ReasonProxyUnreachable:      true,
+		model.ReasonProxyRefusesCode:      true,
+		model.ReasonNotAttached:           true,
+		model.ReasonNoFirewallTable:       true,
+		model.ReasonFirewallBlocks:        true,
+		model.ReasonDNSFailing:            false,
+		model.ReasonPaused:                false,
+		model.ReasonHealthNotYetProbed:    false,
+		model.ReasonQUICByNameUnavailable: false,
+		"something_new":                   false,
 	}
 	for code, want := range blocking {
 		if got := health.Blocking(code); got != want {

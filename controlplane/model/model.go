@@ -120,6 +120,14 @@ type CloudProxyState struct {
 	Error   string    `json:"error,omitempty"`
 }
 
+// ReasonQUICByNameUnavailable: firewall.quic_by_name is on but the QUIC
+// gate cannot run (the kernel cannot queue, the queue number is taken, the
+// gate stopped): QUIC is rejected unless its address is in the bypass map,
+// as without the option (listed, not blocking: nothing leaves uninspected,
+// bypass sites whose address the kernel does not know yet fall back to
+// TCP).
+const ReasonQUICByNameUnavailable = "quic_by_name_unavailable"
+
 // ReasonFirewallBlocks: another firewall drops the flows cloudsteer
 // redirects to its listeners; steering is held off (fail-open) until it
 // lets them in.
