@@ -170,7 +170,7 @@ else
 	awk -v d="squashfs-root/usr/lib/modules/$kver/kernel/" 'index($6, d) == 1 {n=$6; sub(".*/", "", n); sub("[.]ko.*", "", n); gsub("-", "_", n); print n}' "$T/ls" | sort -u >"$T/mods"
 	sqcat "usr/lib/modules/$kver/modules.builtin" | sed 's|.*/||; s|[.]ko$||; s|-|_|g' | sort -u >"$T/builtin"
 	for m in nf_tables nft_redir nft_tproxy nf_flow_table nf_flow_table_inet nft_flow_offload nft_ct nft_connlimit nft_limit \
-		nft_reject nft_reject_inet nf_nat nft_masq nft_chain_nat veth sch_ingress cls_bpf pppoe \
+		nft_reject nft_reject_inet nf_nat nft_masq nft_chain_nat nfnetlink_queue nft_queue veth sch_ingress cls_bpf pppoe \
 		virtio_net e1000e igb igc ixgbe r8169 r8152 cdc_ether ax88179_178a squashfs vfat ext4 nvme ahci sd_mod virtio_blk virtio_scsi usb_storage; do
 		grep -qx "$m" "$T/mods" "$T/builtin" || fail "module $m is neither in the image nor built into the kernel"
 	done
