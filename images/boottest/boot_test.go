@@ -61,8 +61,9 @@ func TestBootAMD64(t *testing.T) {
 		ready = makeBundles(t.Context(), disk, t.TempDir(), "amd64")
 	})
 	r.checkRouter(useSquid)
-	// The upgrades do not depend on the router checks: run them either way.
-	r.checkUpgrades(ready)
+	// The upgrades do not depend on the router checks: run them either
+	// way. The WAN scan runs while the first bundle is written.
+	r.checkUpgrades(ready, r.checkWAN)
 }
 
 // TestBootARM64 boots the arm64 image (qemu virt, TCG, AAVMF) as the
@@ -134,14 +135,15 @@ func bootAppliance(t *testing.T, arch, img string, beforeBoot func(disk string))
 func (r *vmRun) waitHealthy() {
 	r.t.Helper()
 	url := "https://" + r.router.String() + "/login"
+	wait := healthyWait
 	var last string
-	ok := eventually(healthyWait, 3*time.Second, func() bool {
+	ok := eventually(wait, 3*time.Second, func() bool {
 		out, err := r.run(lab.RoleLAN, 15*time.Second, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url)
 		last = fmt.Sprintf("%s %v", out, err)
 		return err == nil && (out == "200" || out == "303")
 	})
 	if !ok {
-		r.fatalf(r.t, "the console at %s did not answer within %s of the lease (last: %s)", url, healthyWait, last)
+		r.fatalf(r.t, "the console at %s did not answer within %s of the lease (last: %s)", url, wait, last)
 	}
 	r.tl.Mark("cloudsteer up (console answers)")
 	if l, ok := r.con.Find(0, regexp.MustCompile(`cloudsteer-healthy|Reached target.*[Bb]oot [Cc]ompletion`)); ok {
@@ -336,7 +338,11 @@ func (r *vmRun) checkRouter(useSquid bool) {
 			t.Fatalf("the banner's setup link does not open the setup form: %v\n%s", err, out)
 		}
 	})
+}
 
+// checkWAN checks that nothing listens on the WAN side (checkUpgrades runs
+// it while the first upgrade bundle is written).
+func (r *vmRun) checkWAN() {
 	r.step("nothing listens on the wan", func(t *testing.T) {
 		inet := r.lab.NS(lab.RoleInet)
 		// The scanner's control: it finds the console on the LAN side.
