@@ -61,6 +61,7 @@ func TestBootAMD64(t *testing.T) {
 		ready = makeBundles(t.Context(), disk, t.TempDir(), "amd64")
 	})
 	r.checkRouter(useSquid)
+	r.checkFlowOffload()
 	// The upgrades do not depend on the router checks: run them either
 	// way. The WAN scan runs while the first bundle is written.
 	r.checkUpgrades(ready, r.checkWAN)
