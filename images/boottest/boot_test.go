@@ -67,9 +67,11 @@ func TestBootAMD64(t *testing.T) {
 	r.checkUpgrades(ready, r.checkWAN)
 }
 
-// TestBootARM64 boots the arm64 image (qemu virt, TCG, AAVMF) as the
-// lab's gateway: a lease from it and its console answering on the LAN
-// (waitHealthy), and its API's status page.
+// TestBootARM64 boots the arm64 image (qemu-system-aarch64 -M virt, TCG,
+// AAVMF) as the lab's gateway: a lease from it, its console answering on
+// the LAN (waitHealthy), cloudsteer's API answering there (401 without a
+// session: it is cloudsteer's API, not a placeholder), and over SSH an
+// aarch64 system whose cloudsteer is active and reports its status.
 func TestBootARM64(t *testing.T) {
 	img := findImage(t, "arm64")
 	r, _ := bootAppliance(t, "arm64", img, nil)
@@ -78,6 +80,23 @@ func TestBootARM64(t *testing.T) {
 		if err != nil || !strings.HasSuffix(out, "\n200") || !(strings.Contains(out, `data-test="setup-needed"`) || strings.Contains(out, `data-test="login-form"`)) {
 			t.Fatalf("console /login: %v\n%s", err, out)
 		}
+	})
+	r.step("api answers on the lan", func(t *testing.T) {
+		out, err := r.run(lab.RoleLAN, 40*time.Second, "curl", "-sSk", "--max-time", "30", "-w", "\n%{http_code}", "https://"+r.router.String()+"/api/v1/status")
+		if err != nil || !strings.HasSuffix(out, "\n401") || !strings.Contains(out, `"code":"unauthorized"`) {
+			t.Fatalf("GET /api/v1/status without a session: want cloudsteer's 401 JSON: %v\n%s", err, out)
+		}
+	})
+	r.step("cloudsteer running on aarch64", func(t *testing.T) {
+		out, err := r.ssh(60*time.Second, "uname -m; systemctl is-active cloudsteer.service; cloudsteer status")
+		if err != nil {
+			r.fatalf(t, "ssh: %v\n%s", err, out)
+		}
+		lines := strings.SplitN(out, "\n", 3)
+		if len(lines) < 3 || lines[0] != "aarch64" || lines[1] != "active" {
+			t.Fatalf("want aarch64 and cloudsteer active, got:\n%s", out)
+		}
+		t.Logf("cloudsteer status:\n%s", lines[2])
 	})
 }
 
@@ -137,6 +156,9 @@ func (r *vmRun) waitHealthy() {
 	r.t.Helper()
 	url := "https://" + r.router.String() + "/login"
 	wait := healthyWait
+	if r.arch == "arm64" {
+		wait = arm64HealthyWait
+	}
 	var last string
 	ok := eventually(wait, 3*time.Second, func() bool {
 		out, err := r.run(lab.RoleLAN, 15*time.Second, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url)
