@@ -203,11 +203,24 @@ func (r *vmRun) checkFlowOffload() {
 		control := r.dialLAN(t, netip.AddrPortFrom(www.V4, unsteeredPort), dialEcho)
 		fmt.Fprintf(control.c, "more\n") // packets after the handshake pass the forward chain
 		time.Sleep(time.Second)
-		e, found := FindConntrack(r.conntrack(t), "tcp", control.tuple)
-		restore()
-		if !found || e.Offloaded() || e.Reply.Dst != vmWAN {
-			t.Fatalf("control (no flow add rule): want the flow tracked, NATed to %s and not offloaded: %q (found %v)", vmWAN, e.Line, found)
+		// Polled: one run (2026-12-03) did not find the control's entry in
+		// a single read taken a second after the echo.
+		got, ok = r.waitConntrack(t, []heldConn{control}, func(e ConntrackEntry) bool {
+			return !e.Offloaded() && e.Reply.Dst == vmWAN
+		})
+		if !ok {
+			// What conntrack holds towards the echo server, to see why.
+			var towards []string
+			for _, e := range r.conntrack(t) {
+				if e.Orig.Dst == www.V4 && e.Orig.Dport == unsteeredPort {
+					towards = append(towards, e.Line)
+				}
+			}
+			restore()
+			t.Fatalf("control (no flow add rule): want %+v tracked, NATed to %s and not offloaded: %q; entries to %s:%d:\n%s",
+				control.tuple, vmWAN, got[0].Line, www.V4, unsteeredPort, strings.Join(towards, "\n"))
 		}
-		t.Logf("control, without the rule: %s", e.Line)
+		restore()
+		t.Logf("control, without the rule: %s", got[0].Line)
 	})
 }
