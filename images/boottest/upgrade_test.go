@@ -170,7 +170,7 @@ func (b *bundles) build(ctx context.Context, dir, root, kernel, initrd, arch str
 		return err
 	}
 	dropIns := map[string]string{
-		"cloudsteer.service.d/zz-boottest-broken.conf":  "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo \"boottest: " + brokenMarker + "\"; exit 1'\n",
+		"cloudsteer.service.d/zz-boottest-broken.conf":  "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo \"boottest: this cloudsteer is broken on purpose\"; exit 1'\n",
 		"cloudsteer-healthy.service.d/zz-boottest.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/cloudsteer health --wait " + brokenHealthy + "\n",
 	}
 	for name, text := range dropIns {
@@ -304,21 +304,6 @@ func (r *vmRun) awaitBoots(t *testing.T, from, boots int, wait time.Duration, la
 	return cmdline, osRelease
 }
 
-// rollbackJournalCmd prints, as journalctl JSON, the journal entries the
-// rollback check reads, from every boot's files: each boot has a transient
-// machine ID, so each writes /var/log/journal/ID/ of its own, and
-// journalctl (even with -m) read only the running boot's there, so the
-// files are named (journalctl expands the glob). Then a separator and the
-// running boot's ID. The entries: the kernel's command line, the broken
-// cloudsteer's line, systemd's and the gate's lines on
-// cloudsteer-healthy.service.
-const rollbackJournalCmd = `j="--file=/var/log/journal/*/*.journal"
-journalctl "$j" -q -o json --output-fields=MESSAGE,_TRANSPORT _TRANSPORT=kernel | grep -F '"Command line: ' || true
-journalctl "$j" -q -o json --output-fields=MESSAGE,_SYSTEMD_UNIT _SYSTEMD_UNIT=cloudsteer.service | grep -F '` + brokenMarker + `' || true
-journalctl "$j" -q -o json --output-fields=MESSAGE,_SYSTEMD_UNIT,UNIT UNIT=cloudsteer-healthy.service + _SYSTEMD_UNIT=cloudsteer-healthy.service
-printf '\n----\n'
-cat /proc/sys/kernel/random/boot_id`
-
 // serialSequence checks that the serial console, from line from on, has
 // lines matching each pattern in that order.
 func (r *vmRun) serialSequence(from int, patterns ...string) error {
@@ -451,18 +436,10 @@ func (r *vmRun) checkUpgrades(ready <-chan *bundles, during func()) {
 			`Command line: .*cloudsteer\.slot=b\b`); err != nil {
 			t.Errorf("the serial console does not show the broken slot booting and failing before slot b: %v", err)
 		}
-		// The broken boot's own journal (persistent, on the data
-		// partition).
-		out, err := r.ssh(60*time.Second, rollbackJournalCmd)
-		jtext, bootID, _ := strings.Cut(out, "\n----\n")
-		entriesJ, perr := ParseJournalJSON(jtext)
-		if err != nil || perr != nil {
-			t.Errorf("read the journal over ssh: %v %v\n%s", err, perr, out)
-		} else if rec, err := CheckRollbackJournal(entriesJ, bootID); err != nil {
-			t.Errorf("the journal does not show the broken build failing and the rollback: %v\n%s", err, out)
-		} else {
-			t.Logf("journal: the broken boot %s (%s) logged %q; its health gate: %q", rec.ID, rec.Cmdline, rec.Broken[0], rec.HealthFail)
-		}
+		// The image keeps no journal across boots (the data partition
+		// has no /var/log/journal, so journald stays volatile): the
+		// broken boot's own record is the serial console above and the
+		// boot counter below.
 		// The boot counter in the ESP: the broken entry used its one try
 		// and was never blessed; it names the broken version.
 		entries, _ := r.ssh(20*time.Second, "ls /efi/loader/entries; echo ----; cat '/efi/loader/entries/cloudsteer-a+0-1.conf'")
