@@ -9,10 +9,10 @@ FUZZTIME ?= 10s
 DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v#v}" | tr - + || echo "0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench bench-dns deb image image-check image-test
+.PHONY: help deps generate check-generated build test test-unit fuzz demo check fmt vet clean bench bench-dns deb image image-check image-test image-test-arm64
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages the build, tests and demo need (as root; skips what is there)
 	scripts/install-deps.sh
@@ -87,6 +87,9 @@ image-check: ## run the build checks on the images in images/out/ (partition tab
 
 image-test: ## boot the amd64 image under qemu as the lab's gateway and check it from a LAN client (images/boottest; root, make image first; in progress: not yet in make test)
 	CI=true $(GO) test -tags boottest -count=1 -timeout 25m -v -run TestBootAMD64 ./images/boottest/
+
+image-test-arm64: ## boot the arm64 image under qemu-system-aarch64 (TCG) and check cloudsteer answers on the LAN (root; the image: CLOUDSTEER_IMAGE_ARM64=PATH, else the newest images/out/cloudsteer-*-arm64.img.xz)
+	CI=true $(GO) test -tags boottest -count=1 -timeout 25m -v -run TestBootARM64 ./images/boottest/
 
 clean: ## remove build output
 	rm -rf $(BIN)

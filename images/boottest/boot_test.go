@@ -61,13 +61,17 @@ func TestBootAMD64(t *testing.T) {
 		ready = makeBundles(t.Context(), disk, t.TempDir(), "amd64")
 	})
 	r.checkRouter(useSquid)
-	// The upgrades do not depend on the router checks: run them either way.
-	r.checkUpgrades(ready)
+	r.checkFlowOffload()
+	// The upgrades do not depend on the router checks: run them either
+	// way. The WAN scan runs while the first bundle is written.
+	r.checkUpgrades(ready, r.checkWAN)
 }
 
-// TestBootARM64 boots the arm64 image (qemu virt, TCG, AAVMF) as the
-// lab's gateway: a lease from it and its console answering on the LAN
-// (waitHealthy), and its API's status page.
+// TestBootARM64 boots the arm64 image (qemu-system-aarch64 -M virt, TCG,
+// AAVMF) as the lab's gateway: a lease from it, its console answering on
+// the LAN (waitHealthy), cloudsteer's API answering there (401 without a
+// session: it is cloudsteer's API, not a placeholder), and over SSH an
+// aarch64 system whose cloudsteer is active and reports its status.
 func TestBootARM64(t *testing.T) {
 	img := findImage(t, "arm64")
 	r, _ := bootAppliance(t, "arm64", img, nil)
@@ -76,6 +80,23 @@ func TestBootARM64(t *testing.T) {
 		if err != nil || !strings.HasSuffix(out, "\n200") || !(strings.Contains(out, `data-test="setup-needed"`) || strings.Contains(out, `data-test="login-form"`)) {
 			t.Fatalf("console /login: %v\n%s", err, out)
 		}
+	})
+	r.step("api answers on the lan", func(t *testing.T) {
+		out, err := r.run(lab.RoleLAN, 40*time.Second, "curl", "-sSk", "--max-time", "30", "-w", "\n%{http_code}", "https://"+r.router.String()+"/api/v1/status")
+		if err != nil || !strings.HasSuffix(out, "\n401") || !strings.Contains(out, `"code":"unauthorized"`) {
+			t.Fatalf("GET /api/v1/status without a session: want cloudsteer's 401 JSON: %v\n%s", err, out)
+		}
+	})
+	r.step("cloudsteer running on aarch64", func(t *testing.T) {
+		out, err := r.ssh(60*time.Second, "uname -m; systemctl is-active cloudsteer.service; cloudsteer status")
+		if err != nil {
+			r.fatalf(t, "ssh: %v\n%s", err, out)
+		}
+		lines := strings.SplitN(out, "\n", 3)
+		if len(lines) < 3 || lines[0] != "aarch64" || lines[1] != "active" {
+			t.Fatalf("want aarch64 and cloudsteer active, got:\n%s", out)
+		}
+		t.Logf("cloudsteer status:\n%s", lines[2])
 	})
 }
 
@@ -134,14 +155,18 @@ func bootAppliance(t *testing.T, arch, img string, beforeBoot func(disk string))
 func (r *vmRun) waitHealthy() {
 	r.t.Helper()
 	url := "https://" + r.router.String() + "/login"
+	wait := healthyWait
+	if r.arch == "arm64" {
+		wait = arm64HealthyWait
+	}
 	var last string
-	ok := eventually(healthyWait, 3*time.Second, func() bool {
+	ok := eventually(wait, 3*time.Second, func() bool {
 		out, err := r.run(lab.RoleLAN, 15*time.Second, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url)
 		last = fmt.Sprintf("%s %v", out, err)
 		return err == nil && (out == "200" || out == "303")
 	})
 	if !ok {
-		r.fatalf(r.t, "the console at %s did not answer within %s of the lease (last: %s)", url, healthyWait, last)
+		r.fatalf(r.t, "the console at %s did not answer within %s of the lease (last: %s)", url, wait, last)
 	}
 	r.tl.Mark("cloudsteer up (console answers)")
 	if l, ok := r.con.Find(0, regexp.MustCompile(`cloudsteer-healthy|Reached target.*[Bb]oot [Cc]ompletion`)); ok {
@@ -336,7 +361,11 @@ func (r *vmRun) checkRouter(useSquid bool) {
 			t.Fatalf("the banner's setup link does not open the setup form: %v\n%s", err, out)
 		}
 	})
+}
 
+// checkWAN checks that nothing listens on the WAN side (checkUpgrades runs
+// it while the first upgrade bundle is written).
+func (r *vmRun) checkWAN() {
 	r.step("nothing listens on the wan", func(t *testing.T) {
 		inet := r.lab.NS(lab.RoleInet)
 		// The scanner's control: it finds the console on the LAN side.

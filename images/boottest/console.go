@@ -165,14 +165,20 @@ func (c *Console) WaitFrom(ctx context.Context, from int, re *regexp.Regexp) (Li
 
 // Find returns the first line at index from or later matching re.
 func (c *Console) Find(from int, re *regexp.Regexp) (Line, bool) {
+	_, l, ok := c.FindIndex(from, re)
+	return l, ok
+}
+
+// FindIndex is Find that also returns the line's index (-1 if none).
+func (c *Console) FindIndex(from int, re *regexp.Regexp) (int, Line, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i := from; i < len(c.lines); i++ {
+	for i := max(from, 0); i < len(c.lines); i++ {
 		if re.MatchString(c.lines[i].Text) {
-			return c.lines[i], true
+			return i, c.lines[i], true
 		}
 	}
-	return Line{}, false
+	return -1, Line{}, false
 }
 
 // Tail returns the last n lines (and a line still being written).

@@ -118,8 +118,14 @@ func (m Machine) Command() ([]string, error) {
 	case "amd64":
 		args = append(args, "-machine", "q35", "-cpu", "max")
 	case "arm64":
-		// pauth-impdef: TCG's architected pointer authentication is slow.
-		args = append(args, "-machine", "virt", "-cpu", "max,pauth-impdef=on")
+		// cortex-a72 (an ARMv8.0 core): under TCG cheaper than "max",
+		// which also emulates SVE, MTE and pointer authentication.
+		// $BOOTTEST_ARM64_CPU overrides it (e.g. max,pauth-impdef=on).
+		cpu := "cortex-a72"
+		if c := os.Getenv("BOOTTEST_ARM64_CPU"); c != "" {
+			cpu = c
+		}
+		args = append(args, "-machine", "virt", "-cpu", cpu)
 	}
 	args = append(args,
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),

@@ -62,11 +62,16 @@ func TestMain(m *testing.M) {
 // are generous, but each is bounded and the whole test is bounded by
 // testBudget.
 const (
-	testBudget      = 15 * time.Minute
-	bootWait        = 8 * time.Minute // qemu start → a DHCP lease on the LAN
-	healthyWait     = 4 * time.Minute // lease → the console answers
-	diskSize        = 3 << 30         // the scratch disk: the image grown for the data partition
-	serialTailLines = 60
+	testBudget  = 15 * time.Minute
+	bootWait    = 8 * time.Minute // qemu start → a DHCP lease on the LAN
+	healthyWait = 4 * time.Minute // lease → the console answers
+	// arm64 is emulated instruction by instruction (TCG, no host of that
+	// architecture): its smaller test gets longer bounds.
+	arm64Budget      = 20 * time.Minute
+	arm64BootWait    = 14 * time.Minute
+	arm64HealthyWait = 5 * time.Minute
+	diskSize         = 3 << 30 // the scratch disk: the image grown for the data partition
+	serialTailLines  = 60
 )
 
 // imageEnv names the environment variable that overrides the image of an
@@ -116,6 +121,7 @@ type vmRun struct {
 	lease   lab.Lease
 	router  netip.Addr // the VM's LAN address (the lease's router)
 	started time.Time  // qemu started (the last boot)
+	arch    string
 }
 
 // bootOptions say what to boot.
@@ -162,9 +168,13 @@ func boot(t *testing.T, o bootOptions) *vmRun {
 			t.Skipf("firmware: %v", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testBudget)
+	budget := testBudget
+	if o.arch == "arm64" {
+		budget = arm64Budget
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	t.Cleanup(cancel)
-	r := &vmRun{t: t, ctx: ctx, tl: NewTimeline()}
+	r := &vmRun{t: t, ctx: ctx, tl: NewTimeline(), arch: o.arch}
 	t.Cleanup(func() { t.Logf("timeline (%s, %s):\n%s", o.arch, filepath.Base(o.image), r.tl) })
 
 	dir := t.TempDir()
@@ -224,7 +234,11 @@ func boot(t *testing.T, o bootOptions) *vmRun {
 	})
 	r.start()
 	wait := o.bootWait
-	if wait == 0 {
+	switch {
+	case wait != 0:
+	case o.arch == "arm64":
+		wait = arm64BootWait
+	default:
 		wait = bootWait
 	}
 	r.waitLease(wait)
