@@ -224,6 +224,28 @@ func (r *vmRun) checkRouter(useSquid bool) {
 		}
 	})
 
+	r.step("lan host names from the dhcp server", func(t *testing.T) {
+		// networkd's DHCP server kept the client's lease with the host
+		// name udhcpc sent, and handed out the domain; cloudsteer answers
+		// the name (and the address by PTR) from the lease file.
+		if r.lease.Domain != "lan" {
+			t.Errorf("lease domain (option 15) %q, want lan", r.lease.Domain)
+		}
+		name := lab.LeaseHostname(lab.RoleLAN) + ".lan"
+		var out string
+		ok := eventually(10*time.Second, 500*time.Millisecond, func() bool {
+			out, _ = r.run(lab.RoleLAN, 10*time.Second, "dig", "+short", "+time=3", "+tries=1", "@"+r.router.String(), name, "A")
+			return strings.TrimSpace(out) == client
+		})
+		if !ok {
+			t.Fatalf("dig %s @%s: %q, want the client's lease %s", name, r.router, out, client)
+		}
+		out, err := r.run(lab.RoleLAN, 10*time.Second, "dig", "+short", "+time=3", "+tries=1", "@"+r.router.String(), "-x", client)
+		if err != nil || strings.TrimSpace(out) != name+"." {
+			t.Errorf("dig -x %s @%s: %q %v, want %s.", client, r.router, out, err, name)
+		}
+	})
+
 	r.step("https through the cloud proxy", func(t *testing.T) {
 		start := time.Now()
 		body, err := curl("https://www.example.com/?case=vm-steered")
