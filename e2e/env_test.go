@@ -202,6 +202,28 @@ func (e *env) dig(server, name, qtype string, extra ...string) (string, error) {
 	return e.run(lab.RoleLAN, 10*time.Second, args...)
 }
 
+// digCase is one expected short answer: qtype "-x" asks the PTR of name
+// (an address); want "" is an empty answer (NODATA).
+type digCase struct{ name, qtype, want string }
+
+// expectDig asks each case of server from the LAN client over proto
+// ("+notcp" or "+tcp") and fails the test on the first wrong answer.
+func (e *env) expectDig(server, proto string, cases ...digCase) {
+	e.t.Helper()
+	for _, q := range cases {
+		var out string
+		var err error
+		if q.qtype == "-x" {
+			out, err = e.dig(server, "-x", q.name, proto)
+		} else {
+			out, err = e.dig(server, q.name, q.qtype, proto)
+		}
+		if err != nil || strings.TrimSpace(out) != q.want {
+			e.t.Fatalf("dig @%s %s %s %s = %q, %v; want %q", server, proto, q.name, q.qtype, out, err, q.want)
+		}
+	}
+}
+
 func (e *env) proxyLog(since time.Time) []servers.ProxyRecord {
 	recs, err := servers.ReadProxyLog(e.lab.Path(servers.ProxyLogFile))
 	if err != nil && !os.IsNotExist(err) {

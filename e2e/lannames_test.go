@@ -63,26 +63,15 @@ func TestLANHostNames(t *testing.T) {
 	start := time.Now()
 	for _, server := range []string{lab.NobodyDNSV4.String(), lab.NobodyDNSV6.String()} {
 		for _, proto := range []string{"+notcp", "+tcp"} {
-			for _, q := range []struct{ name, qtype, want string }{
-				{"nas.lan", "A", "10.10.0.20"},
-				{"NAS", "A", "10.10.0.20"},
-				{"pc1.lan", "A", client},
-				{"nas.lan", "AAAA", ""}, // DHCPv4 leases: NODATA
-				{"10.10.0.20", "-x", "nas.lan."},
-				{client, "-x", "pc1.lan."},
-				{"gateway.lan", "A", lab.GWLANV4.Addr().String()}, // the gateway's own, not the lease
-			} {
-				var out string
-				var err error
-				if q.qtype == "-x" {
-					out, err = e.dig(server, "-x", q.name, proto)
-				} else {
-					out, err = e.dig(server, q.name, q.qtype, proto)
-				}
-				if err != nil || strings.TrimSpace(out) != q.want {
-					t.Fatalf("dig @%s %s %s %s = %q, %v; want %q", server, proto, q.name, q.qtype, out, err, q.want)
-				}
-			}
+			e.expectDig(server, proto,
+				digCase{"nas.lan", "A", "10.10.0.20"},
+				digCase{"NAS", "A", "10.10.0.20"},
+				digCase{"pc1.lan", "A", client},
+				digCase{"nas.lan", "AAAA", ""}, // DHCPv4 leases: NODATA
+				digCase{"10.10.0.20", "-x", "nas.lan."},
+				digCase{client, "-x", "pc1.lan."},
+				digCase{"gateway.lan", "A", lab.GWLANV4.Addr().String()}, // the gateway's own, not the lease
+			)
 		}
 	}
 	// wpad and unleased names under .lan: NXDOMAIN from the gateway.
